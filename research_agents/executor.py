@@ -1,0 +1,119 @@
+"""Runs one trial in isolation and reports how it ended, behind a small interface.
+
+LocalExecutor starts `python -m trainer run` in its own process (a crash or a leak in one trial
+cannot touch the next), keeps its log, enforces a timeout, and reads the trainer's per-step
+JSON lines for the live display. Other executors (Ray, replay) implement the same `run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+from trainer.spec import TrialSpec
+
+ProgressFn = Callable[[dict], None]
+
+
+@dataclass
+class Outcome:
+    status: str  # completed, diverged, failed, timeout, interrupted
+    metrics: dict | None
+    reason: str | None
+    log_path: Path | None
+    wall_time_s: float
+
+
+class Executor(Protocol):
+    def run(self, spec: TrialSpec, run_dir: Path, timeout_s: float,
+            on_progress: ProgressFn | None = None) -> Outcome: ...
+
+
+class TrialInterrupted(Exception):
+    """Ctrl-C during a trial: the trial is recorded as interrupted and the loop stops cleanly."""
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class LocalExecutor:
+    """One trial at a time on this machine; `gpu` pins it to one device when CUDA is present."""
+
+    def __init__(self, python: str = sys.executable, gpu: int | None = None):
+        self.python = python
+        self.gpu = gpu
+
+    def run(self, spec: TrialSpec, run_dir: Path, timeout_s: float,
+            on_progress: ProgressFn | None = None) -> Outcome:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").unlink(missing_ok=True)  # a re-run never reads a stale result
+        spec_path = run_dir / "spec.json"
+        spec_path.write_text(spec.model_dump_json(indent=1))
+        log_path = run_dir / "trainer.log"
+        env = dict(os.environ)
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [self.python, "-m", "trainer", "run", "--spec", str(spec_path), "--out", str(run_dir)]
+        started = time.perf_counter()
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=env, start_new_session=True)
+            reader = threading.Thread(target=_pump, args=(proc, log, on_progress), daemon=True)
+            reader.start()
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                reader.join(5)
+                return Outcome("timeout", read_metrics(run_dir), f"no result after {timeout_s:.0f} s",
+                               log_path, time.perf_counter() - started)
+            except KeyboardInterrupt:
+                _kill(proc)
+                reader.join(5)
+                raise TrialInterrupted() from None
+            reader.join(5)
+        wall = time.perf_counter() - started
+        metrics = read_metrics(run_dir)
+        if proc.returncode == 0 and metrics and metrics.get("status") in ("completed", "diverged"):
+            return Outcome(metrics["status"], metrics, metrics.get("reason"), log_path, wall)
+        reason = (metrics or {}).get("reason") or _last_error(log_path) or f"exit code {proc.returncode}"
+        return Outcome("failed", metrics, reason, log_path, wall)
+
+
+def _pump(proc: subprocess.Popen, log, on_progress: ProgressFn | None) -> None:
+    for line in proc.stdout:
+        log.write(line)
+        log.flush()
+        if on_progress and line.startswith("{"):
+            try:
+                on_progress(json.loads(line))
+            except (json.JSONDecodeError, Exception):  # the display must never break a trial
+                pass
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _last_error(log_path: Path) -> str | None:
+    lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln]
+    return (errors or lines or [None])[-1]

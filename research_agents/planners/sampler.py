@@ -1,0 +1,64 @@
+"""Classical planners on Optuna samplers (TPE, random) through ask-and-tell.
+
+The sampler state is rebuilt each round from the store's history (an in-memory Optuna study per
+arm), so the store stays the single source of truth and a resumed study plans from everything
+that ran. Diverged and failed trials are told as FAIL, never as a made-up penalty value that
+would poison the model (FACTS section 3).
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState, create_trial
+
+from research_agents.planners.base import PlanningContext, suggest
+from research_agents.specs import Proposal
+from research_agents.store import distributions
+
+
+class SamplerPlanner:
+    def __init__(self, kind: str = "tpe", seed: int = 0, startup_trials: int = 3):
+        if kind not in ("tpe", "random"):
+            raise ValueError(f"unknown sampler planner {kind!r}")
+        self.name = kind
+        self.seed = seed
+        self.startup_trials = startup_trials
+
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        if self.name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials,
+                                          multivariate=True, group=True, constant_liar=True)
+
+    def study_for(self, ctx: PlanningContext, arm: str, seed_offset: int = 0) -> optuna.Study:
+        """An in-memory study holding the arm's search history, ready to ask."""
+        space = ctx.study.arms[arm].space
+        arm_index = list(ctx.study.arms).index(arm)
+        study = optuna.create_study(direction="minimize",
+                                    sampler=self._sampler(self.seed + 1000 * ctx.round + arm_index + seed_offset))
+        for r in ctx.search_trials(arm):
+            params = {k: v for k, v in r.params.items() if k in space}
+            if r.status == "running":
+                continue
+            done = r.ok
+            study.add_trial(create_trial(
+                params=params, distributions=distributions(space, params),
+                state=TrialState.COMPLETE if done else TrialState.FAIL,
+                value=r.val_loss if done else None,
+            ))
+        return study
+
+    def propose(self, ctx: PlanningContext) -> list[Proposal]:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        out = []
+        for arm, n in ctx.wanted.items():
+            if n <= 0:
+                continue
+            study = self.study_for(ctx, arm, seed_offset=len(ctx.rejections))
+            space = ctx.study.arms[arm].space
+            for _ in range(n):
+                trial = study.ask()
+                params = suggest(trial, space)  # left RUNNING: constant_liar steers the next ask away
+                out.append(Proposal(arm=arm, params=params, origin=self.name,
+                                    rationale=f"{self.name} sample ({len(study.trials) - 1} trials of history)"))
+        return out

@@ -1,0 +1,248 @@
+"""Pydantic models for what a study asks, what may be searched, and what a planner proposes.
+
+A study is a TOML file in experiments/: a question, a preset (the trainer's run shape), arms
+(one per optimizer, each with its own search space: parameters that exist only for Muon live
+only in Muon's arm), a budget policy, seeds, planner settings and the comparisons to test.
+Parameter names are dotted paths into trainer.TrialSpec (e.g. "momentum_schedule.warmup_steps").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainer.presets import MODEL_PRESETS, RUN_PRESETS
+from trainer.spec import TrialSpec
+
+Origin = Literal["default", "grid", "random", "tpe", "llm", "confirm", "manual"]
+Phase = Literal["search", "confirm"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Param(Strict):
+    """One searchable knob: a float or int range (optionally log-scaled) or a list of choices.
+
+    `when` makes it conditional: {"momentum_schedule.kind": ["linear"]} means the parameter
+    exists only when that other parameter takes one of those values.
+    """
+
+    type: Literal["float", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+    when: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Param:
+        if self.type == "choice":
+            if not self.choices:
+                raise ValueError("a choice parameter needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None:
+                raise ValueError("a choice parameter takes 'choices', not 'low'/'high'")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scaled parameter needs low > 0")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an int parameter needs whole-number bounds")
+        return self
+
+    def check(self, value: Any) -> str | None:
+        """Why `value` is not allowed here (None when it is). Never clamps."""
+        if self.type == "choice":
+            return None if value in self.choices else f"{value!r} is not one of {self.choices}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{value!r} is not a number"
+        if self.type == "int" and value != int(value):
+            return f"{value!r} is not a whole number"
+        if not math.isfinite(value) or value < self.low or value > self.high:
+            return f"{value!r} is outside [{self.low:g}, {self.high:g}]"
+        return None
+
+    def describe(self) -> str:
+        if self.type == "choice":
+            text = f"one of {self.choices}"
+        else:
+            text = f"{self.type} in [{self.low:g}, {self.high:g}]" + (" (log scale)" if self.log else "")
+        if self.when:
+            text += " when " + ", ".join(f"{k} in {v}" for k, v in self.when.items())
+        return text
+
+
+class Arm(Strict):
+    """One side of the comparison (e.g. Muon or AdamW): fixed settings plus a search space."""
+
+    base: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Param] = Field(default_factory=dict)
+    share: float = Field(1.0, gt=0.0)  # relative share of the search budget (equal by default)
+    # First search trial of the arm, whatever the planner: every planner gets the same start
+    # (an LLM's apparent lead often came from evaluating a good default first).
+    start: dict[str, Any] | None = None
+
+
+class Seeds(Strict):
+    search: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    confirm: int = Field(5, ge=2, le=100)  # fresh seeds per confirmed config, paired across arms
+    confirm_start: int = Field(1000, ge=0)  # confirmation seeds are confirm_start, +1, ...
+
+
+class Budget(Strict):
+    leaders_per_arm: int = Field(1, ge=1)  # configs per arm re-run on the confirmation seeds
+    min_search_per_arm: int = Field(2, ge=1)
+
+
+class PlannerSettings(Strict):
+    kind: Literal["auto", "grid", "random", "tpe", "llm", "hybrid"] = "auto"
+    trials_per_round: int = Field(4, ge=1)
+    seed: int = 0
+    tpe_startup_trials: int = Field(3, ge=1)
+    llm_share: float = Field(0.3, ge=0.0, le=1.0)
+    llm_warmup_trials: int = Field(4, ge=0)
+
+
+class Point(Strict):
+    """A named fixed configuration (the seeds' named experiments)."""
+
+    name: str
+    arm: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Study(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    question: str
+    preset: str = "tiny"
+    base: dict[str, Any] = Field(default_factory=dict)  # TrialSpec overrides shared by every arm
+    arms: dict[str, Arm] = Field(min_length=1)
+    comparisons: list[tuple[str, str]] = Field(default_factory=list)
+    seeds: Seeds = Field(default_factory=Seeds)
+    budget: Budget = Field(default_factory=Budget)
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
+    points: list[Point] = Field(default_factory=list)
+    lr_margin: float = Field(0.05, gt=0.0)  # nats: LR range "within margin of the best"
+    trial_timeout_s: float = Field(1800.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Study:
+        if self.preset not in RUN_PRESETS:
+            raise ValueError(f"preset: unknown {self.preset!r}; known: {', '.join(RUN_PRESETS)}")
+        for a, b in self.comparisons:
+            for arm in (a, b):
+                if arm not in self.arms:
+                    raise ValueError(f"comparisons: unknown arm {arm!r}")
+        for point in self.points:
+            if point.arm not in self.arms:
+                raise ValueError(f"points: {point.name} names unknown arm {point.arm!r}")
+        for arm_name, arm in self.arms.items():
+            keys = list(arm.space)
+            for key, param in arm.space.items():
+                for dep in param.when:
+                    if dep not in arm.space or keys.index(dep) > keys.index(key):
+                        raise ValueError(f"arms.{arm_name}.space.{key}.when: {dep!r} must be a parameter "
+                                         "listed before it in the same space")
+            if arm.start is not None:
+                problems = validate_params(self, arm_name, arm.start, check_spec=False)
+                if problems:
+                    raise ValueError(f"arms.{arm_name}.start: {problems[0]}")
+            # every arm's fixed settings must make a valid trial spec on their own
+            self.trial_spec(arm_name, {}, seed=0)
+        return self
+
+    def trial_spec(self, arm: str, params: dict[str, Any], seed: int,
+                   preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrialSpec:
+        """preset -> study base -> arm base -> overrides -> params -> seed, validated."""
+        merged: dict[str, Any] = json.loads(json.dumps(RUN_PRESETS[preset or self.preset]))
+        for layer in (self.base, self.arms[arm].base, overrides or {}, params):
+            for key, value in layer.items():
+                set_dotted(merged, key, value)
+        merged["seed"] = seed
+        return TrialSpec.model_validate(merged)
+
+
+class Proposal(Strict):
+    """A planner's suggestion: the arm, the parameter values, who proposed it and why."""
+
+    arm: str
+    params: dict[str, Any]
+    origin: Origin
+    rationale: str = ""
+    expected: str | None = None
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part == "model":  # a preset name: expand to its dims
+            child = dict(MODEL_PRESETS[child])
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def active_params(space: dict[str, Param], values: dict[str, Any]) -> list[str]:
+    """Names whose `when` conditions hold for `values`, in space order."""
+    return [k for k, p in space.items() if all(values.get(d) in allowed for d, allowed in p.when.items())]
+
+
+def validate_params(study: Study, arm: str, params: dict[str, Any], check_spec: bool = True) -> list[str]:
+    """Every reason these params are not a valid point of the arm's space (empty when valid)."""
+    if arm not in study.arms:
+        return [f"unknown arm {arm!r}; arms: {', '.join(study.arms)}"]
+    space = study.arms[arm].space
+    problems = [f"{k}: not a parameter of arm {arm!r}" for k in params if k not in space]
+    for key in active_params(space, params):
+        if key in params and (why := space[key].check(params[key])) is not None:
+            problems.append(f"{key}: {why}")
+    inactive = set(params) & set(space) - set(active_params(space, params))
+    problems += [f"{k}: only applies when {space[k].when}" for k in sorted(inactive)]
+    if not problems and check_spec:
+        try:
+            study.trial_spec(arm, params, seed=0)
+        except ValidationError as err:
+            from trainer.spec import format_validation_error
+
+            problems.append(f"spec: {format_validation_error(err)}")
+    return problems
+
+
+def config_id(arm: str, params: dict[str, Any]) -> str:
+    """Stable id of a configuration (arm + params, seed excluded): repeats share it."""
+    blob = json.dumps({"arm": arm, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def load_study(source: str | Path, experiments_dir: Path | None = None) -> Study:
+    """A study by file path, or by name from experiments/ (raises ValueError with one line)."""
+    path = Path(source)
+    if not path.suffix and experiments_dir is not None:
+        path = experiments_dir / f"{source}.toml"
+    if not path.is_file():
+        raise ValueError(f"study {source!r} not found (looked for {path})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML: {err}") from None
+    data.setdefault("name", path.stem)
+    try:
+        return Study.model_validate(data)
+    except ValidationError as err:
+        from trainer.spec import format_validation_error
+
+        raise ValueError(f"{path}: {format_validation_error(err)}") from None

@@ -1,0 +1,170 @@
+"""Durable record of every trial, behind a small interface so other backends can slot in.
+
+The default backend is Optuna's RDB storage (SQLite file in the run directory, or any SQLAlchemy
+URL), one Optuna study per arm, so optuna-dashboard can open a study. A trial is written as
+RUNNING before it trains and finished the moment it ends; a trial still RUNNING when a new
+process opens the store was killed, and `recover()` hands it back for a re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from pydantic import BaseModel
+
+from research_agents.specs import Origin, Param, Phase, config_id
+
+Status = Literal["running", "completed", "diverged", "failed", "timeout", "interrupted", "rejected"]
+COUNTED = ("completed", "diverged", "failed", "timeout")  # what spends budget
+STUDY_META = "research_agents"
+
+
+class TrialRecord(BaseModel):
+    """One training run as the loop sees it; metrics come from the trainer's metrics.json."""
+
+    id: int
+    order: int
+    arm: str
+    params: dict[str, Any]
+    seed: int
+    origin: Origin
+    phase: Phase
+    round: int
+    rationale: str = ""
+    status: Status
+    reason: str | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    val_perplexity: float | None = None
+    train_loss: float | None = None
+    wall_time_s: float | None = None
+    optimizer_steps: int | None = None
+    tokens_seen: int | None = None
+    run_dir: str = ""
+
+    @property
+    def config(self) -> str:
+        return config_id(self.arm, self.params)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed" and self.val_loss is not None
+
+
+class Store(Protocol):
+    def start(self, arm: str, params: dict[str, Any], seed: int, origin: Origin, phase: Phase,
+              round: int, rationale: str, run_dir: str) -> TrialRecord: ...
+    def finish(self, record: TrialRecord, status: Status, metrics: dict | None, reason: str | None) -> TrialRecord: ...
+    def records(self) -> list[TrialRecord]: ...
+    def recover(self) -> list[TrialRecord]: ...
+    def get_meta(self, key: str, default: Any = None) -> Any: ...
+    def set_meta(self, key: str, value: Any) -> None: ...
+
+
+def distributions(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna distributions for `params`: the space's where it has one, else a one-value choice."""
+    out = {}
+    for key, value in params.items():
+        p = space.get(key)
+        if p is None or p.check(value) is not None:
+            out[key] = CategoricalDistribution([value])
+        elif p.type == "choice":
+            out[key] = CategoricalDistribution(p.choices)
+        elif p.type == "int":
+            out[key] = IntDistribution(int(p.low), int(p.high), log=p.log)
+        else:
+            out[key] = FloatDistribution(p.low, p.high, log=p.log)
+    return out
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+class OptunaStore:
+    """Store on optuna.storages.RDBStorage: `sqlite:///OUT/study.db` unless a URL is given."""
+
+    def __init__(self, url: str, study_name: str, arms: dict[str, dict[str, Param]]):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.url = url
+        self.storage = optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        self.spaces = arms
+        self.studies = {
+            arm: optuna.create_study(storage=self.storage, study_name=f"{study_name}:{arm}",
+                                     direction="minimize", load_if_exists=True)
+            for arm in arms
+        }
+        self._meta = self.studies[next(iter(arms))]
+
+    @classmethod
+    def for_dir(cls, out: Path, study_name: str, arms: dict[str, dict[str, Param]],
+                url: str | None = None) -> OptunaStore:
+        out.mkdir(parents=True, exist_ok=True)
+        return cls(url or f"sqlite:///{(out / 'study.db').resolve()}", study_name, arms)
+
+    # -- trials
+    def start(self, arm, params, seed, origin, phase, round, rationale, run_dir) -> TrialRecord:
+        study = self.studies[arm]
+        study.enqueue_trial(params, skip_if_exists=False)
+        trial = study.ask(distributions(self.spaces[arm], params))
+        order = sum(len(s.get_trials(deepcopy=False)) for s in self.studies.values())
+        attrs = dict(seed=seed, origin=origin, phase=phase, round=round, rationale=rationale,
+                     run_dir=run_dir, order=order, status="running",
+                     started=datetime.now(timezone.utc).isoformat())
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        return TrialRecord(id=trial._trial_id, arm=arm, params=params, **attrs)
+
+    def finish(self, record, status, metrics, reason) -> TrialRecord:
+        final = (metrics or {}).get("final") or {}
+        fields = dict(
+            status=status, reason=reason,
+            val_loss=_finite(final.get("val_loss")), val_accuracy=_finite(final.get("val_accuracy")),
+            val_perplexity=_finite(final.get("val_perplexity")), train_loss=_finite(final.get("train_loss")),
+            wall_time_s=_finite((metrics or {}).get("wall_time_s")),
+            optimizer_steps=(metrics or {}).get("optimizer_steps"),
+            tokens_seen=(metrics or {}).get("tokens_seen"),
+        )
+        for k, v in fields.items():
+            self.storage.set_trial_user_attr(record.id, k, v)
+        self.storage.set_trial_user_attr(record.id, "finished", datetime.now(timezone.utc).isoformat())
+        done = status == "completed" and fields["val_loss"] is not None
+        self.storage.set_trial_state_values(
+            record.id, TrialState.COMPLETE if done else TrialState.FAIL,
+            [fields["val_loss"]] if done else None,
+        )
+        return record.model_copy(update=fields)
+
+    def records(self) -> list[TrialRecord]:
+        out = []
+        for arm, study in self.studies.items():
+            for t in study.get_trials(deepcopy=False):
+                a = t.user_attrs
+                if "order" not in a:
+                    continue
+                keys = set(TrialRecord.model_fields) - {"id", "arm", "params"}
+                out.append(TrialRecord(id=t._trial_id, arm=arm, params=dict(t.params),
+                                       **{k: a[k] for k in keys if k in a}))
+        return sorted(out, key=lambda r: r.order)
+
+    def recover(self) -> list[TrialRecord]:
+        """Trials left RUNNING by a killed process: mark them interrupted and return them."""
+        stale = [r for r in self.records() if r.status == "running"]
+        for r in stale:
+            self.finish(r, "interrupted", None, "process ended while the trial was running")
+        return stale
+
+    # -- study-level metadata (JSON values)
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        raw = self._meta.user_attrs.get(f"{STUDY_META}.{key}")
+        return default if raw is None else json.loads(raw)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.storage.set_study_user_attr(self._meta._study_id, f"{STUDY_META}.{key}", json.dumps(value))
