@@ -24,7 +24,9 @@ from trainer.spec import (
 
 
 def warmup_steps(spec: TrialSpec) -> int:
-    return int(round(spec.warmup_ratio * spec.steps))
+    # Capped at steps - 1: a warmup covering every step (e.g. ratio 0.95 of 10 steps rounds to 10)
+    # would leave the last update at the peak instead of min_lr_ratio (tests/test_trainer.py).
+    return min(int(round(spec.warmup_ratio * spec.steps)), spec.steps - 1)
 
 
 def lr_multiplier(spec: TrialSpec, step: int) -> float:

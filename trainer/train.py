@@ -147,7 +147,7 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
             status = "diverged"
             reason = f"train loss {train_loss:.4g} at step {step + 1} (threshold {spec.divergence_loss})"
             opt.zero_grad()
-            history.append(_record(step + 1, spec, opt, m, train_loss, grad_norm))
+            history.append(_record(step + 1, spec, opt, m, train_loss, grad_norm, time.perf_counter() - started))
             break
 
         is_eval = (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps
@@ -160,7 +160,7 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
         steps_done = step + 1
 
         if is_eval or steps_done % spec.log_every == 0:
-            entry = _record(steps_done, spec, opt, m, train_loss, grad_norm)
+            entry = _record(steps_done, spec, opt, m, train_loss, grad_norm, time.perf_counter() - started)
             if is_eval:
                 last_eval = evaluate(model, data.val, spec, device, autocast)
                 entry.update(val_loss=last_eval["val_loss"], val_accuracy=last_eval["val_accuracy"])
@@ -211,10 +211,12 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
     return metrics
 
 
-def _record(step: int, spec: TrialSpec, opt, momentum: float, train_loss: float, grad_norm: float) -> dict:
+def _record(step: int, spec: TrialSpec, opt, momentum: float, train_loss: float, grad_norm: float,
+            elapsed_s: float) -> dict:
     main = opt.muon if opt.muon is not None else opt.adamw
     return {
         "step": step,
+        "time_s": elapsed_s,  # wall time since the trial started (seeds' "loss against time" panel)
         "tokens": step * spec.tokens_per_step,
         "lr": main.param_groups[0]["lr"],
         "adamw_lr": opt.adamw.param_groups[0]["lr"] if opt.adamw is not None else None,
