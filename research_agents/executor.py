@@ -65,13 +65,17 @@ class LocalExecutor:
         env = dict(os.environ)
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        # Small CPU models train fastest on one thread, and a second thread that has to wait for
+        # a busy core slows a step down many times over (measured: 6 s vs 123 s for the tiny
+        # preset on 2 loaded cores). Users who want more set OMP_NUM_THREADS themselves.
+        env.setdefault("OMP_NUM_THREADS", "1")
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         cmd = [self.python, "-m", "trainer", "run", "--spec", str(spec_path), "--out", str(run_dir)]
         started = time.perf_counter()
         with open(log_path, "w") as log:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    env=env, start_new_session=True)
+                                    env=env, start_new_session=True, preexec_fn=_die_with_parent)
             reader = threading.Thread(target=_pump, args=(proc, log, on_progress), daemon=True)
             reader.start()
             try:
@@ -92,6 +96,15 @@ class LocalExecutor:
             return Outcome(metrics["status"], metrics, metrics.get("reason"), log_path, wall)
         reason = (metrics or {}).get("reason") or _last_error(log_path) or f"exit code {proc.returncode}"
         return Outcome("failed", metrics, reason, log_path, wall)
+
+
+def _die_with_parent() -> None:
+    """Linux: the trial gets SIGKILL if the loop dies (SIGKILL included), so no orphan trains on."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _pump(proc: subprocess.Popen, log, on_progress: ProgressFn | None) -> None:

@@ -101,9 +101,9 @@ class ResearchLoop:
         try:
             outcome = self.executor.run(spec, self.out / run_dir, self.study.trial_timeout_s,
                                         self.hooks.on_progress)
-        except TrialInterrupted:
+        except (TrialInterrupted, KeyboardInterrupt):  # Ctrl-C in the executor or around it
             self.store.finish(record, "interrupted", None, "interrupted by the user (Ctrl-C)")
-            raise
+            raise TrialInterrupted() from None
         record = self.store.finish(record, outcome.status, outcome.metrics, outcome.reason)
         self.hooks.on_trial_end(record)
         return record
@@ -162,10 +162,11 @@ class ResearchLoop:
         accepted: list[Proposal] = []
         rejections: list[tuple[Proposal, str]] = []
         seen = {r.config for r in self.records() if r.phase == "search"}
-        # every planner starts an arm from the same point, when the study names one
+        # every adaptive planner starts an arm from the same point, when the study names one
+        # (a manual grid runs exactly its points)
         for arm, n in wanted.items():
             start = self.study.arms[arm].start
-            if n and start is not None and config_id(arm, start) not in seen:
+            if n and start is not None and self.planner.name != "grid" and config_id(arm, start) not in seen:
                 accepted.append(Proposal(arm=arm, params=start, origin="default",
                                          rationale="the study's starting point for this arm"))
                 seen.add(config_id(arm, start))
@@ -187,6 +188,10 @@ class ResearchLoop:
                 accepted.append(p)
                 seen.add(config_id(p.arm, p.params))
                 need[p.arm] -= 1
+            # planners that validate and repair by themselves (LLM) hand over what they rejected
+            drain = getattr(self.planner, "drain_rejections", None)
+            if drain is not None:
+                rejections.extend(drain())
             if not new_rejections:
                 break
         self._record_rejections(round_no, rejections)

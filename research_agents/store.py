@@ -84,6 +84,13 @@ def distributions(space: dict[str, Param], params: dict[str, Any]) -> dict[str, 
     return out
 
 
+def searchable(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any]:
+    """The params Optuna holds as trial params: those inside the arm's space. The rest (a named
+    point's free spec overrides: lists, strings, values that vary across trials outside any
+    distribution) live only in the trial's "params" user attribute, which holds them all."""
+    return {k: v for k, v in params.items() if k in space and space[k].check(v) is None}
+
+
 def _finite(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
@@ -112,8 +119,10 @@ class OptunaStore:
     # -- trials
     def start(self, arm, params, seed, origin, phase, round, rationale, run_dir) -> TrialRecord:
         study = self.studies[arm]
-        study.enqueue_trial(params, skip_if_exists=False)
-        trial = study.ask(distributions(self.spaces[arm], params))
+        fixed = searchable(self.spaces[arm], params)
+        study.enqueue_trial(fixed, skip_if_exists=False)
+        trial = study.ask(distributions(self.spaces[arm], fixed))
+        trial.set_user_attr("params", params)
         order = sum(len(s.get_trials(deepcopy=False)) for s in self.studies.values())
         attrs = dict(seed=seed, origin=origin, phase=phase, round=round, rationale=rationale,
                      run_dir=run_dir, order=order, status="running",
@@ -150,7 +159,7 @@ class OptunaStore:
                 if "order" not in a:
                     continue
                 keys = set(TrialRecord.model_fields) - {"id", "arm", "params"}
-                out.append(TrialRecord(id=t._trial_id, arm=arm, params=dict(t.params),
+                out.append(TrialRecord(id=t._trial_id, arm=arm, params=a.get("params", dict(t.params)),
                                        **{k: a[k] for k in keys if k in a}))
         return sorted(out, key=lambda r: r.order)
 

@@ -8,7 +8,10 @@ would poison the model (FACTS section 3).
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState, create_trial
 
 from research_agents.planners.base import PlanningContext, suggest
@@ -27,8 +30,10 @@ class SamplerPlanner:
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self.name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials,
-                                          multivariate=True, group=True, constant_liar=True)
+        with warnings.catch_warnings():  # multivariate/group/constant_liar are "experimental" in Optuna
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials,
+                                              multivariate=True, group=True, constant_liar=True)
 
     def study_for(self, ctx: PlanningContext, arm: str, seed_offset: int = 0) -> optuna.Study:
         """An in-memory study holding the arm's search history, ready to ask."""

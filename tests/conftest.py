@@ -1,0 +1,59 @@
+"""Shared fixtures: a fast study (tiny model, few steps) and an isolated token cache."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+FAST_BASE = ('{ steps = 12, eval_every = 6, eval_batches = 2, batch_size = 8, seq_len = 32, '
+             '"model.d_model" = 32, "model.n_heads" = 2, "model.n_layers" = 1, "model.d_ff" = 64, '
+             '"data.max_docs" = 40, "data.bpe_vocab_size" = 300 }')
+
+
+def fast_study_toml(name: str = "fast", confirm: int = 2, extra: str = "") -> str:
+    return textwrap.dedent(f"""\
+        name = "{name}"
+        question = "Does Muon beat AdamW on a toy model?"
+        preset = "tiny"
+        base = {FAST_BASE}
+        comparisons = [["adamw", "muon"]]
+        trial_timeout_s = 300
+
+        [seeds]
+        search = [0]
+        confirm = {confirm}
+
+        [planner]
+        trials_per_round = 2
+        tpe_startup_trials = 2
+
+        [arms.muon]
+        base = {{ optimizer = "muon" }}
+        start = {{ lr = 0.02 }}
+        [arms.muon.space]
+        lr = {{ type = "float", low = 0.005, high = 0.1, log = true }}
+        ns_steps = {{ type = "int", low = 2, high = 6 }}
+
+        [arms.adamw]
+        base = {{ optimizer = "adamw" }}
+        start = {{ lr = 0.003 }}
+        [arms.adamw.space]
+        lr = {{ type = "float", low = 0.0003, high = 0.03, log = true }}
+        """) + extra
+
+
+@pytest.fixture(scope="session")
+def token_cache(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("token-cache")
+    os.environ["TRAINER_CACHE_DIR"] = str(path)  # inherited by trainer subprocesses
+    return path
+
+
+@pytest.fixture
+def fast_study(tmp_path, token_cache) -> Path:
+    path = tmp_path / "fast.toml"
+    path.write_text(fast_study_toml())
+    return path

@@ -1,0 +1,378 @@
+"""The research loop end to end: budget, confirmation, resume after SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from research_agents.cli import main
+from research_agents.executor import Outcome
+from research_agents.loop import BadInput, LoopHooks, ResearchLoop, make_plan
+from research_agents.planners import GridPlanner, SamplerPlanner
+from research_agents.planners.base import PlanningContext
+from research_agents.specs import Proposal, Study, load_study
+from research_agents.store import COUNTED, OptunaStore
+from tests.conftest import fast_study_toml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------- loop logic on a fake executor
+
+
+class FakeExecutor:
+    """Loss is a smooth function of lr plus seed noise: no training, same bookkeeping."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, spec, run_dir, timeout_s, on_progress=None):
+        self.calls.append((spec.optimizer, spec.lr, spec.seed))
+        best = 0.03 if spec.optimizer == "muon" else 0.003
+        loss = 4.0 + (0.0 if spec.optimizer == "muon" else 0.3) + 0.2 * math.log(spec.lr / best) ** 2
+        loss += 0.01 * ((spec.seed * 7919) % 13 - 6) / 6
+        metrics = {"final": {"val_loss": loss, "val_accuracy": 0.2, "val_perplexity": math.exp(loss),
+                             "train_loss": loss}, "wall_time_s": 1.0, "optimizer_steps": spec.steps,
+                   "tokens_seen": spec.steps * spec.tokens_per_step, "status": "completed", "history": []}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return Outcome("completed", metrics, None, None, 1.0)
+
+
+def _loop(tmp_path, study: Study, budget: int, planner=None, executor=None):
+    plan = make_plan(study, budget)
+    store = OptunaStore.for_dir(tmp_path, study.name, {a: arm.space for a, arm in study.arms.items()})
+    planner = planner or SamplerPlanner("tpe", seed=0, startup_trials=2)
+    return ResearchLoop(study, store, executor or FakeExecutor(), planner, tmp_path, plan)
+
+
+def test_budget_split_and_paired_confirmation(tmp_path, fast_study):
+    study = load_study(fast_study)
+    loop = _loop(tmp_path, study, budget=10)
+    loop.run()
+    records = loop.records()
+    counted = [r for r in records if r.status in COUNTED]
+    assert len(counted) == 10
+    search = [r for r in counted if r.phase == "search"]
+    confirm = [r for r in counted if r.phase == "confirm"]
+    assert len(confirm) == 2 * 2 and len(search) == 6
+    assert {r.arm for r in search if r.arm == "muon"} and sum(r.arm == "muon" for r in search) == 3
+    # confirmation seeds are fresh and the same for both arms (paired)
+    assert {r.seed for r in confirm if r.arm == "muon"} == {r.seed for r in confirm if r.arm == "adamw"}
+    assert not {r.seed for r in confirm} & set(study.seeds.search)
+    # each arm confirms its best search config
+    for arm in study.arms:
+        best = min((r for r in search if r.arm == arm), key=lambda r: r.val_loss)
+        assert {r.config for r in confirm if r.arm == arm} == {best.config}
+    # the study's start point was the first trial of each arm, for every planner
+    first = {arm: next(r for r in records if r.arm == arm) for arm in study.arms}
+    assert first["muon"].origin == "default" and first["muon"].params == {"lr": 0.02}
+
+
+def test_make_plan_rejects_a_budget_that_cannot_hold_the_protocol(fast_study):
+    study = load_study(fast_study)
+    with pytest.raises(BadInput, match="too small"):
+        make_plan(study, 5)
+    plan = make_plan(study, 20)
+    assert plan.budget - plan.search_budget == 2 * 2 and plan.search_share == {"muon": 8, "adamw": 8}
+
+
+class DuplicatingPlanner:
+    name = "dup"
+
+    def __init__(self):
+        self.calls = 0
+
+    def propose(self, ctx: PlanningContext):
+        self.calls += 1
+        out = []
+        for arm, n in ctx.wanted.items():
+            # always the start point (a duplicate after round 1) plus an out-of-range value
+            start = ctx.study.arms[arm].start
+            out.append(Proposal(arm=arm, params=start, origin="random"))
+            out.append(Proposal(arm=arm, params={"lr": 99.0}, origin="random"))
+        return out
+
+
+def test_duplicates_and_out_of_range_are_rejected_with_reasons(tmp_path, fast_study):
+    study = load_study(fast_study)
+    planner = DuplicatingPlanner()
+    loop = _loop(tmp_path, study, budget=8, planner=planner)
+    loop.run()
+    rejections = loop.store.get_meta("rejections")
+    reasons = {r["reason"] for r in rejections}
+    assert "duplicate of an earlier trial" in reasons
+    assert any("lr: 99.0 is outside" in r for r in reasons)
+    # the planner was asked again, a bounded number of times, then the search of each arm ended
+    assert planner.calls <= 1 + 3 + 1 + 3
+    search = [r for r in loop.records() if r.phase == "search"]
+    assert len({(r.arm, r.config) for r in search}) == len(search)  # nothing ran twice
+
+
+def test_grid_planner_runs_each_point_once(tmp_path, fast_study):
+    study = load_study(fast_study)
+    from research_agents.planners import make_planner
+
+    planner, line = make_planner("grid", study, grid="lr=0.005,0.01,0.02")
+    assert "3 points" in line or "6 points" in line
+    executor = FakeExecutor()
+    loop = _loop(tmp_path, study, budget=12, planner=planner, executor=executor)
+    loop.run()
+    search = [r for r in loop.records() if r.phase == "search" and r.origin == "grid"]
+    assert sorted((r.arm, r.params["lr"]) for r in search) == sorted(
+        (a, lr) for a in ("muon", "adamw") for lr in (0.005, 0.01, 0.02))
+
+
+def test_grid_values_outside_the_space_are_bad_input(fast_study):
+    from research_agents.planners import make_planner
+
+    with pytest.raises(ValueError, match="outside"):
+        make_planner("grid", load_study(fast_study), grid="lr=5.0")
+
+
+def test_recover_reruns_trials_left_running(tmp_path, fast_study):
+    study = load_study(fast_study)
+    loop = _loop(tmp_path, study, budget=8)
+    stale = loop.store.start("muon", {"lr": 0.05}, 0, "tpe", "search", 1, "", "trials/x")
+    loop.run()
+    records = loop.records()
+    assert next(r for r in records if r.id == stale.id).status == "interrupted"
+    rerun = [r for r in records if r.params == {"lr": 0.05} and r.status == "completed"]
+    assert len(rerun) == 1 and rerun[0].seed == 0
+    assert sum(r.status in COUNTED for r in records) == 8
+
+
+def test_loop_hooks_see_every_trial(tmp_path, fast_study):
+    study = load_study(fast_study)
+    seen = []
+    loop = _loop(tmp_path, study, budget=8)
+    loop.hooks = LoopHooks(on_trial_end=seen.append)
+    loop.run()
+    assert len(seen) == 8
+
+
+# ----------------------------------------------------------------- the real thing, through the CLI
+
+
+def _cli(*args: str, cwd: Path | None = None, **popen) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("OPENAI_API_KEY", None)
+    env.pop("OPENAI_BASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "research_agents", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd or ROOT, **popen)
+
+
+REPORT_SECTIONS = ["## Question", "## Set-up", "## Ranking", "## Noise floor and spread", "## Comparisons",
+                   "## Recommendation", "## LR sensitivity", "## Outcomes by origin", "## Budget", "## Plots",
+                   "## Reproduce"]
+
+
+def test_end_to_end_tiny_study(tmp_path, fast_study, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    code = main(["run", "--study", str(fast_study), "--budget", "8", "--out", str(out), "--planner", "tpe"])
+    assert code == 0
+    report = (out / "report.md").read_text()
+    for section in REPORT_SECTIONS:
+        assert section in report, section
+    assert "Confidence:" in report and "precision" in report
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 8 and {r["status"] for r in rows} <= {"completed", "diverged"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recommendation"]["confidence"] in ("high", "moderate", "low", "none")
+    assert sorted(p.name for p in (out / "rounds").glob("round-*.md"))[0] == "round-01.md"
+    for png in (out / "plots").glob("*.png"):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    for trial in (out / "trials").iterdir():
+        metrics = json.loads((trial / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and (trial / "trainer.log").is_file()
+
+    # a second run on the same --out has nothing left to do and changes nothing
+    before = (out / "results.csv").read_text()
+    assert main(["run", "--study", str(fast_study), "--budget", "8", "--out", str(out), "--planner", "tpe"]) == 0
+    assert (out / "results.csv").read_text() == before
+
+    # status and report read the store back
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0 and (out / "report.md").is_file()
+    status = _cli("status", str(out))
+    assert status.returncode == 0 and "completed" in status.stdout
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (state Z) is dead, just not yet reaped
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and SIGKILL")
+def test_sigkill_mid_run_then_resume(tmp_path, fast_study):
+    out = tmp_path / "run"
+    args = ["run", "--study", str(fast_study), "--budget", "8", "--out", str(out), "--planner", "random"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "research_agents", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    study = load_study(fast_study)
+    store = None
+    deadline = time.time() + 480
+    try:
+        while time.time() < deadline:  # wait for 2 finished trials and a third one running
+            time.sleep(0.5)
+            assert proc.poll() is None, f"the run ended early: {proc.stderr.read()}"
+            if not (out / "study.db").exists():
+                continue
+            store = store or OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()})
+            records = store.records()
+            if sum(r.status == "completed" for r in records) >= 2 and any(r.status == "running" for r in records):
+                break
+        else:
+            pytest.fail("the run did not reach its third trial in time")
+        trainer = _children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(1.0)
+    assert trainer and not any(_alive(pid) for pid in trainer), "the trial outlived its loop"
+    before = store.records()
+    finished = {r.id: r for r in before if r.status == "completed"}
+    killed = [r for r in before if r.status == "running"]
+    assert len(killed) == 1
+
+    resumed = _cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    after = OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()}).records()
+    for r in after:  # nothing finished before the kill was lost or changed
+        if r.id in finished:
+            assert r == finished[r.id]
+    assert next(r for r in after if r.id == killed[0].id).status == "interrupted"
+    rerun = [r for r in after if r.params == killed[0].params and r.seed == killed[0].seed and r.status == "completed"]
+    assert len(rerun) == 1  # the killed one ran again, once
+    counted = [r for r in after if r.status in COUNTED]
+    assert len(counted) == 8
+    assert len({(r.phase, r.config, r.seed) for r in counted}) == 8  # nothing repeated
+
+
+# ----------------------------------------------------------------- bad input: exit 2, one line, nothing written
+
+
+BAD_STUDIES = {
+    "missing question": ("question", lambda t: t.replace('question = "Does Muon beat AdamW on a toy model?"\n', "")),
+    "unknown field": ("colour", lambda t: t.replace('preset = "tiny"', 'preset = "tiny"\ncolour = "red"')),
+    "low above high": ("low", lambda t: t.replace("low = 0.005, high = 0.1", "low = 0.5, high = 0.1")),
+    "unknown arm": ("unknown arm", lambda t: t.replace('[["adamw", "muon"]]', '[["adamw", "lion"]]')),
+    "bad preset": ("preset", lambda t: t.replace('preset = "tiny"', 'preset = "huge"')),
+    "bad spec value": ("momentum", lambda t: t.replace('base = { optimizer = "muon" }',
+                                                       'base = { optimizer = "muon", momentum = 3.0 }')),
+    "not toml": ("TOML", lambda t: t + "\n[[[ nonsense"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STUDIES))
+def test_invalid_study_files_exit_2_naming_the_field(tmp_path, case, capsys):
+    needle, mutate = BAD_STUDIES[case]
+    path = tmp_path / "bad.toml"
+    path.write_text(mutate(fast_study_toml()))
+    out = tmp_path / "out"
+    assert main(["run", "--study", str(path), "--budget", "8", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and needle in err, err
+    assert not out.exists()
+
+
+BAD_ARGS = {
+    "budget zero": (["--budget", "0"], "budget"),
+    "budget text": (["--budget", "many"], "budget"),
+    "budget too small": (["--budget", "3"], "budget"),
+    "planner": (["--planner", "genius"], "planner"),
+    "device": (["--device", "tpu"], "device"),
+    "preset": (["--preset", "huge"], "preset"),
+    "grid syntax": (["--grid", "lr"], "--grid"),
+    "grid range": (["--grid", "lr=7"], "outside"),
+    "grid unknown": (["--grid", "beta3=1"], "--grid"),
+    "seeds one": (["--seeds", "1"], "seeds"),
+    "study missing": (["--study", "no_such_study"], "no_such_study"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGS))
+def test_invalid_cli_values_exit_2_naming_the_value(tmp_path, fast_study, case, capsys):
+    extra, needle = BAD_ARGS[case]
+    out = tmp_path / "out"
+    args = ["run", "--study", str(fast_study), "--budget", "8", "--out", str(out)]
+    # later flags win in argparse, so the bad value overrides the good default above
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and needle in err, err
+    assert not out.exists()
+
+
+def test_resume_with_another_study_definition_is_refused(tmp_path, fast_study, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"study": {"name": "fast", "arms": {}}, "preset": "tiny"}))
+    assert main(["run", "--study", str(fast_study), "--budget", "8", "--out", str(out)]) == 2
+    assert "different study" in capsys.readouterr().err
+
+
+def test_report_and_status_on_a_non_run_directory_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert main(["status", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_list_shows_the_default_study(capsys):
+    assert main(["list"]) == 0
+    assert "muon_vs_adamw" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses signals and /proc")
+def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_resumes(tmp_path, fast_study):
+    out = tmp_path / "run"
+    args = ["run", "--study", str(fast_study), "--budget", "8", "--out", str(out), "--planner", "random"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "research_agents", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    study = load_study(fast_study)
+    deadline = time.time() + 480
+    while time.time() < deadline:  # wait until the second trial is training
+        time.sleep(0.3)
+        assert proc.poll() is None, proc.stderr.read()
+        if (out / "study.db").exists():
+            records = OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()}).records()
+            if len(records) >= 2 and records[-1].status == "running":
+                break
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert "interrupted" in stdout and (out / "report.md").is_file()
+    records = OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()}).records()
+    assert [r.status for r in records][-1] == "interrupted"
+    resumed = _cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    records = OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()}).records()
+    assert sum(r.status in COUNTED for r in records) == 8
