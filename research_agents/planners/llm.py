@@ -1,0 +1,770 @@
+"""The LLM planner: proposals from any OpenAI-compatible chat API, validated, repaired, recorded.
+
+Each round the model reads a system prompt (role, question, search space with bounds, budget,
+rules) and a round prompt (compact history: top configs, last trials, failures, noise floor,
+the latest round report and, in hybrid mode, the sampler's own suggestions), both rendered
+from the templates in prompts/. It answers a batch of proposals (`ProposalBatch`). Structured
+output is asked for as JSON schema; a server that refuses that (llama.cpp) gets `json_object`
+with the schema, and one that refuses both gets plain text from which the first JSON value is
+read. The mode that worked is kept for the rest of the run.
+
+Every proposal is checked here before the loop sees it: the arm's space (an out-of-bound value
+is rejected with its reason, never clamped), every active parameter present, the trial spec,
+and duplicates of past trials. The problems go back to the model for a corrected batch, a
+bounded number of times; each rejection is recorded (`drain_rejections`, the loop stores them).
+Slots the model never filled validly are filled by TPE (origin "tpe") and counted in the report.
+LLM output is data: it is parsed as JSON, never executed and never used as a path.
+
+Service failures (connection, timeout, HTTP 5xx/429) are retried with exponential backoff and
+then raise `LLMUnavailable`: the CLI stops with one line and the report (nothing lost; the same
+command resumes), or with `--on-llm-error fallback` the classical TPE planner takes over and
+the switch is recorded. Every call (tokens, latency, cost when prices are set, mode, errors) is
+kept in the store's metadata "llm_calls", and each call's transcript in OUT/llm/. The API key
+lives only inside the client object: it is never written to disk or printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import string
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError, field_validator
+
+from research_agents.planners.base import PlanningContext
+from research_agents.planners.sampler import SamplerPlanner
+from research_agents.specs import Param, Proposal, Study, active_params, config_id, validate_params
+
+MODES = ("json_schema", "json_object", "text")
+DEFAULT_MODEL = "gpt-4o-mini"
+OPENAI_URL = "https://api.openai.com/v1"
+NO_KEY = "not-needed"  # local servers (vLLM, Ollama, llama.cpp) take any key
+PRICE_ENV = ("RESEARCH_AGENTS_LLM_PRICE_IN", "RESEARCH_AGENTS_LLM_PRICE_OUT")
+PROMPT_FILES = ("system", "round", "repair")
+
+
+class LLMUnavailable(RuntimeError):
+    """The LLM service failed after its retries (or refused the request outright)."""
+
+
+# ------------------------------------------------------------------------------ output model
+
+
+class LLMProposal(BaseModel):
+    arm: str
+    params: dict[str, bool | int | float | str]
+    rationale: str = ""
+    expected: str | None = None
+
+    @field_validator("rationale", "expected", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:  # small models answer `expected: 4.9`; keep it as text
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+class ProposalBatch(BaseModel):
+    proposals: list[LLMProposal]
+
+
+def batch_schema(study: Study, arms: list[str] | None = None) -> dict:
+    """JSON schema of a ProposalBatch for this study: one branch per arm, bounds in descriptions."""
+    branches = []
+    for name in arms or list(study.arms):
+        space = study.arms[name].space
+        props = {}
+        for key, p in space.items():
+            if p.type == "choice":
+                props[key] = {"enum": list(p.choices), "description": p.describe()}
+            else:
+                props[key] = {"type": "integer" if p.type == "int" else "number", "description": p.describe()}
+        always = [k for k, p in space.items() if not p.when]
+        branches.append({
+            "type": "object",
+            "properties": {
+                "arm": {"type": "string", "enum": [name]},
+                "params": {"type": "object", "properties": props, "required": always,
+                           "description": f"parameters of arm {name}: " + "; ".join(
+                               f"{k} {p.describe()}" for k, p in space.items())},
+                "rationale": {"type": "string", "description": "one short sentence: why this point"},
+                "expected": {"type": "string", "description": "the val loss you expect"},
+            },
+            "required": ["arm", "params", "rationale"],
+        })
+    item = branches[0] if len(branches) == 1 else {"anyOf": branches}
+    return {"type": "object", "properties": {"proposals": {"type": "array", "items": item}},
+            "required": ["proposals"]}
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object or array in a reply (code fences and prose around it allowed)."""
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    decoder = json.JSONDecoder()
+    for m in re.finditer(r"[{\[]", text):
+        try:
+            value, _ = decoder.raw_decode(text, m.start())
+        except json.JSONDecodeError:
+            continue
+        return value
+    raise ValueError("no JSON object found in the reply")
+
+
+def parse_batch(text: str) -> tuple[list[LLMProposal | tuple[Any, str]], dict]:
+    """Each item of the reply's batch: an LLMProposal, or (the raw item, why it is not one).
+
+    ValueError (one line) when the reply holds no proposal batch at all. One malformed proposal
+    does not sink the others: each is checked on its own.
+    """
+    value = extract_json(text)
+    if isinstance(value, list):
+        value = {"proposals": value}
+    elif isinstance(value, dict) and "proposals" not in value and "arm" in value:
+        value = {"proposals": [value]}
+    if not isinstance(value, dict) or not isinstance(value.get("proposals"), list):
+        raise ValueError('expected an object {"proposals": [...]}')
+    items: list[LLMProposal | tuple[Any, str]] = []
+    for item in value["proposals"]:
+        try:
+            items.append(LLMProposal.model_validate(item))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "proposal"
+            items.append((item, f"{where}: {first['msg']}"))
+    return items, value
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+@dataclass
+class LLMConfig:
+    base_url: str | None = None
+    model: str = DEFAULT_MODEL
+    api_key: str | None = field(default=None, repr=False)  # never written anywhere
+    timeout_s: float = 60.0
+    tries: int = 3
+    backoff_s: float = 1.0  # waits backoff, 2x, 4x ... between tries
+    repairs: int = 3  # corrected batches asked for per round (LLAMBO: up to 3)
+    max_tokens: int = 1024
+    temperature: float = 0.7
+    price_in: float | None = None  # USD per 1M prompt tokens
+    price_out: float | None = None  # USD per 1M completion tokens
+    on_error: str = "stop"  # or "fallback"
+    share: float | None = None  # hybrid: overrides study.planner.llm_share
+    configured: bool = False
+    source: str = ""  # what configured it (for the console line)
+    report_chars: int = 1500  # how much of the latest round report the prompt carries
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url or OPENAI_URL
+
+    def public(self) -> dict:
+        """What may be written down (run.json, reports): never the key."""
+        return {"endpoint": self.endpoint, "model": self.model, "on_error": self.on_error}
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if self.price_in is None and self.price_out is None:
+            return None
+        return ((self.price_in or 0.0) * prompt_tokens + (self.price_out or 0.0) * completion_tokens) / 1e6
+
+
+def _nonneg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _nonneg(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("LLM planner (--planner llm|hybrid, or auto when an endpoint is configured)")
+    g.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "
+                   "(default $OPENAI_BASE_URL, else OpenAI)")
+    g.add_argument("--llm-model", help=f"model name (default $OPENAI_MODEL, else {DEFAULT_MODEL})")
+    g.add_argument("--llm-share", type=_share, help="hybrid: share of points the LLM proposes after the "
+                   "warm-up (default: the study's planner.llm_share, 0.3)")
+    g.add_argument("--on-llm-error", choices=("stop", "fallback"), default="stop",
+                   help="when the LLM service fails after its retries: stop (default; the same command "
+                   "resumes) or fall back to the classical planner for the rest of the run")
+    g.add_argument("--llm-timeout", type=_nonneg, default=60.0, help="seconds per request (default 60)")
+    g.add_argument("--llm-tries", type=_count, default=3, help="tries per request (default 3)")
+    g.add_argument("--llm-backoff", type=_nonneg, default=1.0, help="first wait between tries, doubled each "
+                   "time (default 1 s)")
+    g.add_argument("--llm-repairs", type=_count, default=3, help="corrected batches asked for per round (default 3)")
+    g.add_argument("--llm-max-tokens", type=_count, default=1024, help="completion tokens per call (default 1024)")
+    g.add_argument("--llm-price-in", type=_nonneg, help="USD per 1M prompt tokens (or $RESEARCH_AGENTS_LLM_PRICE_IN)")
+    g.add_argument("--llm-price-out", type=_nonneg, help="USD per 1M completion tokens "
+                   "(or $RESEARCH_AGENTS_LLM_PRICE_OUT)")
+
+
+def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> LLMConfig:
+    """The LLM settings from flags and environment; `configured` says whether an endpoint is set."""
+    env = os.environ if env is None else env
+    base_url = getattr(args, "llm_base_url", None) or env.get("OPENAI_BASE_URL") or None
+    key = env.get("OPENAI_API_KEY") or None
+    model = getattr(args, "llm_model", None) or env.get("OPENAI_MODEL") or DEFAULT_MODEL
+    sources = [s for s, on in (("--llm-base-url", getattr(args, "llm_base_url", None)),
+                               ("--llm-model", getattr(args, "llm_model", None)),
+                               ("OPENAI_BASE_URL", env.get("OPENAI_BASE_URL")),
+                               ("OPENAI_API_KEY", key)) if on]
+    prices = []
+    for flag, name in zip(("llm_price_in", "llm_price_out"), PRICE_ENV):
+        value = getattr(args, flag, None)
+        if value is None and env.get(name):
+            try:
+                value = _nonneg(env[name])
+            except argparse.ArgumentTypeError as e:
+                raise ValueError(f"${name}: {e}") from None
+        prices.append(value)
+    return LLMConfig(base_url=base_url.rstrip("/") if base_url else None, model=model, api_key=key,
+                     timeout_s=getattr(args, "llm_timeout", 60.0) or 60.0,
+                     tries=max(1, getattr(args, "llm_tries", 3)), backoff_s=getattr(args, "llm_backoff", 1.0),
+                     repairs=getattr(args, "llm_repairs", 3), max_tokens=getattr(args, "llm_max_tokens", 1024) or 1024,
+                     price_in=prices[0], price_out=prices[1], on_error=getattr(args, "on_llm_error", "stop"),
+                     share=getattr(args, "llm_share", None), configured=bool(sources), source=", ".join(sources))
+
+
+# ------------------------------------------------------------------------------ prompts
+
+
+def prompts_dir() -> Path:
+    env = os.environ.get("RESEARCH_AGENTS_PROMPTS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[2] / "prompts"
+    return here if here.is_dir() else Path.cwd() / "prompts"
+
+
+def load_prompts(directory: Path | None = None) -> dict[str, string.Template]:
+    directory = directory or prompts_dir()
+    out = {}
+    for name in PROMPT_FILES:
+        path = directory / f"{name}.md"
+        if not path.is_file():
+            raise ValueError(f"LLM prompt template {path} not found "
+                             "(set RESEARCH_AGENTS_PROMPTS to the prompts/ folder)")
+        out[name] = string.Template(path.read_text())
+    return out
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, str) else str(v)
+
+
+def params_line(params: dict) -> str:
+    return " ".join(f"{k}={_num(v)}" for k, v in params.items()) or "(arm defaults)"
+
+
+def describe_space(study: Study, arms: list[str]) -> str:
+    lines = []
+    for name in arms:
+        arm = study.arms[name]
+        fixed = ", ".join(f"{k}={_num(v)}" for k, v in arm.base.items())
+        lines.append(f"arm {name}" + (f" (fixed: {fixed})" if fixed else "") + ":")
+        lines += [f"  - {k}: {p.describe()}" for k, p in arm.space.items()]
+    return "\n".join(lines)
+
+
+def _wanted_text(wanted: dict[str, int]) -> str:
+    return ", ".join(f"{n} for arm {a}" for a, n in wanted.items() if n > 0)
+
+
+def history_sections(ctx: PlanningContext, arms: list[str], top_k: int = 5, last_n: int = 20) -> dict[str, str]:
+    """Compact optimizer state for the round prompt (Centaur: top-5 configs, last 20 trials)."""
+    top = []
+    for arm in arms:
+        groups: dict[str, list] = {}
+        for r in ctx.history:
+            if r.arm == arm and r.ok:
+                groups.setdefault(r.config, []).append(r)
+        ranked = sorted(groups.values(), key=lambda rs: sum(x.val_loss for x in rs) / len(rs))[:top_k]
+        if not ranked:
+            top.append(f"- {arm}: no completed run yet")
+        for rs in ranked:
+            mean = sum(x.val_loss for x in rs) / len(rs)
+            top.append(f"- {arm} {params_line(rs[0].params)}: {mean:.4f} (n={len(rs)})")
+    last = [f"- {r.arm} {params_line(r.params)} seed {r.seed} [{r.origin}] {r.status}"
+            + (f" val_loss {r.val_loss:.4f}" if r.val_loss is not None else "")
+            for r in [x for x in ctx.history if x.status != "running"][-last_n:]]
+    bad = [r for r in ctx.history if r.status in ("diverged", "failed", "timeout")][-5:]
+    failures = [f"- {r.arm} {params_line(r.params)}: {r.status}: {(r.reason or 'no reason recorded')[:160]}"
+                for r in bad]
+    noise = (f"seed sd {ctx.noise_sd:.4f}; differences under {2 * ctx.noise_sd:.4f} are noise"
+             if ctx.noise_sd is not None else "not measured yet")
+    return {"top": "\n".join(top) or "none yet", "last": "\n".join(last) or "none yet",
+            "failures": "\n".join(failures) or "none", "noise": noise}
+
+
+def _render(template: string.Template, values: dict[str, Any]) -> str:
+    return template.safe_substitute({k: str(v) for k, v in values.items()})
+
+
+# ------------------------------------------------------------------------------ client
+
+
+@dataclass
+class CallResult:
+    text: str
+    mode: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    failures: list[dict]  # failed tries before this answer
+    finish_reason: str | None = None
+
+
+class LLMClient:
+    """The official `openai` client with our own retries (so each try is recorded) and mode chain."""
+
+    def __init__(self, cfg: LLMConfig, sleep: Callable[[float], None] = time.sleep):
+        from openai import OpenAI
+
+        self.cfg = cfg
+        self.sleep = sleep
+        self._secret = cfg.api_key
+        self._client = OpenAI(base_url=cfg.endpoint, api_key=cfg.api_key or NO_KEY,
+                              timeout=cfg.timeout_s, max_retries=0)
+        self.mode_index = 0
+        self.mode_works = False  # a call succeeded in the current mode
+        self.failures: list[dict] = []  # failed tries of the last `complete` (also when it raised)
+
+    @property
+    def mode(self) -> str:
+        return MODES[self.mode_index]
+
+    def scrub(self, text: str) -> str:
+        if self._secret and len(self._secret) >= 4:
+            text = text.replace(self._secret, "***")
+        return text
+
+    def _reason(self, err: Exception) -> str:
+        import openai
+
+        if isinstance(err, openai.APITimeoutError):
+            return f"timed out after {self.cfg.timeout_s:g} s"
+        if isinstance(err, openai.APIConnectionError):
+            cause = err.__cause__ or err.__context__
+            return f"connection failed ({cause or err})" if cause else f"connection failed ({err})"
+        if isinstance(err, openai.APIStatusError):
+            body = err.body.get("message") if isinstance(err.body, dict) else None
+            return " ".join(f"HTTP {err.status_code}: {body or err.message}".split())[:300]
+        return f"{type(err).__name__}: {err}"[:300]
+
+    def _request(self, messages: list[dict], schema: dict) -> dict:
+        kwargs: dict[str, Any] = dict(model=self.cfg.model, max_tokens=self.cfg.max_tokens,
+                                      temperature=self.cfg.temperature)
+        if self.mode == "json_schema":
+            kwargs["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "proposal_batch", "schema": schema, "strict": False}}
+        elif self.mode == "json_object":
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        else:
+            messages = [*messages[:-1], {"role": messages[-1]["role"], "content": messages[-1]["content"]
+                        + "\n\nReply with the JSON object only: no prose, no code fence."}]
+        kwargs["messages"] = messages
+        return kwargs
+
+    def complete(self, messages: list[dict], schema: dict) -> CallResult:
+        import openai
+
+        self.failures = []
+        transport = 0
+        while True:
+            kwargs = self._request(messages, schema)
+            mode = self.mode
+            start = time.monotonic()
+            try:
+                resp = self._client.chat.completions.create(**kwargs)
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
+                why = self.scrub(self._reason(err))
+                self.failures.append({"mode": mode, "error": why, "latency_s": time.monotonic() - start})
+                about_format = re.search(r"response_format|json_schema|json_object|schema|grammar", why, re.I)
+                if mode != "text" and (about_format or not self.mode_works):
+                    self.mode_index += 1
+                    self.mode_works = False
+                    continue
+                raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} rejected the request: {why}") from None
+            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
+                why = self.scrub(self._reason(err))
+                self.failures.append({"mode": mode, "error": why, "latency_s": time.monotonic() - start})
+                raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} refused the request "
+                                     f"(model {self.cfg.model}): {why}") from None
+            except (openai.APIConnectionError, openai.APIStatusError, openai.APIResponseValidationError) as err:
+                why = self.scrub(self._reason(err))
+                self.failures.append({"mode": mode, "error": why, "latency_s": time.monotonic() - start})
+                if (isinstance(err, openai.APIStatusError) and mode != "text"
+                        and re.search(r"response_format|json_schema", why, re.I)):
+                    # llama.cpp's server answers HTTP 500 to a response_format type it lacks
+                    self.mode_index += 1
+                    self.mode_works = False
+                    continue
+                transport += 1
+                if transport >= self.cfg.tries:
+                    word = "unreachable" if isinstance(err, openai.APIConnectionError) else "failing"
+                    raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} {word} after {transport} "
+                                         f"tr{'y' if transport == 1 else 'ies'}: {why}") from None
+                self.sleep(self.cfg.backoff_s * 2 ** (transport - 1))
+                continue
+            latency = time.monotonic() - start
+            self.mode_works = True
+            choice = resp.choices[0] if resp.choices else None
+            text = (choice.message.content if choice and choice.message else None) or ""
+            usage = resp.usage
+            return CallResult(text=text, mode=mode, latency_s=latency, failures=list(self.failures),
+                              finish_reason=getattr(choice, "finish_reason", None),
+                              prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                              completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+
+
+# ------------------------------------------------------------------------------ the planner
+
+
+def normalize(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any]:
+    """Valid values in the type the sampler uses (5.0 for an int parameter is 5): never clamps."""
+    out = {}
+    for key, value in params.items():
+        p = space.get(key)
+        if p is not None and not isinstance(value, bool) and isinstance(value, (int, float)):
+            if p.type == "int" and float(value).is_integer():
+                value = int(value)
+            elif p.type == "float":
+                value = float(value)
+        out[key] = value
+    return out
+
+
+class LLMPlanner:
+    """Pure LLM planning (`--planner llm`); HybridPlanner uses `ask` for its share of points."""
+
+    name = "llm"
+
+    def __init__(self, cfg: LLMConfig, seed: int = 0, startup_trials: int = 3,
+                 client: LLMClient | None = None, prompts: dict[str, string.Template] | None = None):
+        self.cfg = cfg
+        self.prompts = prompts or load_prompts()
+        self.client = client or LLMClient(cfg)
+        self.sampler = SamplerPlanner("tpe", seed, startup_trials)  # fills empty slots; the fallback
+        self.store = None
+        self.out: Path | None = None
+        self.message: Callable[[str], None] = lambda m: None
+        self.fallen_back: str | None = None
+        self._rejections: list[tuple[Proposal, str]] = []
+        self.calls: list[dict] = []
+
+    # -- wiring
+    def attach(self, store, out: Path, message: Callable[[str], None] | None = None) -> None:
+        """Where calls, transcripts and switches are recorded (the run's store and directory)."""
+        self.store, self.out = store, Path(out)
+        if message is not None:
+            self.message = message
+        self.calls = list(store.get_meta("llm_calls", []))
+        store.set_meta("llm", self.cfg.public())
+
+    def drain_rejections(self) -> list[tuple[Proposal, str]]:
+        out, self._rejections = self._rejections, []
+        return out
+
+    # -- records
+    def _meta_append(self, key: str, entry: dict) -> None:
+        if self.store is not None:
+            self.store.set_meta(key, [*self.store.get_meta(key, []), entry])
+
+    def _record_call(self, entry: dict) -> None:
+        self.calls.append(entry)
+        if self.store is not None:
+            self.store.set_meta("llm_calls", self.calls)
+
+    def _transcript(self, round_no: int, body: dict) -> str | None:
+        if self.out is None:
+            return None
+        folder = self.out / "llm"
+        folder.mkdir(parents=True, exist_ok=True)
+        k = 1
+        while (folder / f"round-{round_no:02d}-{k}.json").exists():
+            k += 1
+        path = folder / f"round-{round_no:02d}-{k}.json"
+        path.write_text(self.client.scrub(json.dumps(body, indent=1, default=str)))
+        return path.name
+
+    def fall_back(self, round_no: int, err: Exception) -> None:
+        self.fallen_back = str(err)
+        self._meta_append("llm_fallback", {"round": round_no, "reason": str(err), "planner": "tpe"})
+        self.message(f"{err}; --on-llm-error fallback: the classical tpe planner plans from round {round_no} "
+                     "on (recorded in the report)")
+
+    def note_fill(self, round_no: int, arm: str, n: int) -> None:
+        self._meta_append("llm_fills", {"round": round_no, "arm": arm, "n": n, "planner": self.name})
+        self.message(f"the LLM gave no valid proposal for {n} slot(s) of arm {arm} after "
+                     f"{self.cfg.repairs} repair(s): tpe fills them")
+
+    # -- planning
+    def propose(self, ctx: PlanningContext) -> list[Proposal]:
+        if self.fallen_back:
+            return self.sampler.propose(ctx)
+        try:
+            got = self.ask(ctx, ctx.wanted)
+        except LLMUnavailable as err:
+            if self.cfg.on_error != "fallback":
+                raise
+            self.fall_back(ctx.round, err)
+            return self.sampler.propose(ctx)
+        need = {a: n - sum(p.arm == a for p in got) for a, n in ctx.wanted.items()}
+        need = {a: n for a, n in need.items() if n > 0}
+        if not need:
+            return got
+        fill = self.sampler.propose(replace(ctx, wanted=need,
+                                            rejections=[*ctx.rejections, *self._rejections]))
+        for arm, n in need.items():
+            self.note_fill(ctx.round, arm, n)
+        for p in fill:
+            p.rationale = f"tpe fill (the LLM gave no valid proposal for this slot): {p.rationale}"
+        return got + fill
+
+    def check(self, study: Study, prop: LLMProposal, need: dict[str, int], asked: dict[str, int],
+              seen: set[str]) -> tuple[str | None, dict]:
+        """(why it is rejected or None, normalized params); "extra" marks a surplus valid proposal."""
+        if prop.arm not in study.arms:
+            return f"unknown arm {prop.arm!r}; arms: {', '.join(study.arms)}", prop.params
+        if prop.arm not in asked:
+            return f"arm {prop.arm!r} needs no proposals this round", prop.params
+        space = study.arms[prop.arm].space
+        problems = validate_params(study, prop.arm, prop.params)
+        missing = [k for k in active_params(space, prop.params) if k not in prop.params]
+        if missing:
+            problems.append(f"missing {', '.join(missing)}: every parameter of the arm needs a value")
+        if problems:
+            return "; ".join(problems), prop.params
+        params = normalize(space, prop.params)
+        if config_id(prop.arm, params) in seen:
+            return "duplicate of an earlier trial", params
+        if need.get(prop.arm, 0) <= 0:
+            return "extra", params
+        return None, params
+
+    def ask(self, ctx: PlanningContext, wanted: dict[str, int],
+            suggestions: list[Proposal] | None = None) -> list[Proposal]:
+        """Up to `wanted` valid proposals per arm from the model (repairing bounded times)."""
+        wanted = {a: n for a, n in wanted.items() if n > 0}
+        if not wanted:
+            return []
+        study = ctx.study
+        arms = list(wanted)
+        schema = batch_schema(study, arms)
+        seen = {r.config for r in ctx.history}
+        # an arm's start point is in the history or accepted this round before the planner is asked
+        seen |= {config_id(a, study.arms[a].start) for a in arms if study.arms[a].start is not None}
+        system = _render(self.prompts["system"], {
+            "question": study.question, "space": describe_space(study, arms), "budget_left": ctx.budget_left})
+        hist = history_sections(ctx, arms)
+        sugg = ""
+        if suggestions:
+            sugg = ("\nThe TPE sampler, which owns the search state, suggests these points this round "
+                    "(yours replace some of them; propose different points):\n"
+                    + "\n".join(f"- {p.arm} {params_line(p.params)}" for p in suggestions) + "\n")
+        rejected = ""
+        if ctx.rejections:
+            rejected = ("\nRejected earlier this round:\n" + "\n".join(
+                f"- {p.arm} {params_line(p.params)}: {why}" for p, why in ctx.rejections[-8:]) + "\n")
+        report = ctx.round_report.strip()
+        if len(report) > self.cfg.report_chars:
+            report = report[: self.cfg.report_chars].rsplit("\n", 1)[0] + "\n(... cut)"
+        user = _render(self.prompts["round"], {
+            "round": ctx.round, "wanted": _wanted_text(wanted), "n_total": sum(wanted.values()),
+            "suggestions": sugg, "rejected": rejected, "round_report": report or "(no round finished yet)", **hist})
+        base = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        messages = base
+        need = dict(wanted)
+        accepted: list[Proposal] = []
+        for attempt in range(self.cfg.repairs + 1):
+            entry = {"round": ctx.round, "attempt": attempt, "arms": dict(need), "model": self.cfg.model}
+            try:
+                result = self.client.complete(messages, schema)
+            except LLMUnavailable as err:
+                for f in self.client.failures:
+                    self._record_call({**entry, "mode": f["mode"], "prompt_tokens": 0, "completion_tokens": 0,
+                                       "latency_s": round(f["latency_s"], 3), "cost": None, "ok": False,
+                                       "error": f["error"]})
+                self._transcript(ctx.round, {**entry, "messages": messages, "error": str(err),
+                                             "failed_tries": self.client.failures})
+                raise
+            for f in result.failures:
+                self._record_call({**entry, "mode": f["mode"], "prompt_tokens": 0, "completion_tokens": 0,
+                                   "latency_s": round(f["latency_s"], 3), "cost": None, "ok": False,
+                                   "error": f["error"]})
+            errors: list[str] = []
+            rejected_here: list[dict] = []
+            accepted_here: list[dict] = []
+            extra = 0
+            parsed = None
+            try:
+                items, parsed = parse_batch(result.text)
+            except ValueError as err:
+                errors.append(f"the reply is not a valid JSON proposal batch: {err}")
+            else:
+                for i, lp in enumerate(items, 1):
+                    if isinstance(lp, tuple):  # not even proposal-shaped: say why, record what we can
+                        raw, why = lp
+                        errors.append(f"proposal {i}: {why}")
+                        if (isinstance(raw, dict) and isinstance(raw.get("arm"), str)
+                                and isinstance(raw.get("params"), dict)):
+                            arm, params = raw["arm"][:60], raw["params"]
+                            self._rejections.append((Proposal(arm=arm, params=params, origin="llm"), why))
+                            rejected_here.append({"arm": arm, "params": params, "reason": why})
+                        continue
+                    why, params = self.check(study, lp, need, wanted, seen)
+                    if why == "extra":
+                        extra += 1
+                        continue
+                    rationale = (lp.rationale or "").strip()[:400]
+                    if lp.expected:  # kept on the trial record with the rationale
+                        rationale += f" [expected: {lp.expected.strip()[:100]}]"
+                    prop = Proposal(arm=lp.arm, params=params, origin="llm", rationale=rationale.strip(),
+                                    expected=lp.expected)
+                    if why:
+                        self._rejections.append((prop, why))
+                        rejected_here.append({"arm": lp.arm, "params": lp.params, "reason": why})
+                        errors.append(f"proposal {i} ({lp.arm} {json.dumps(lp.params)}): {why}")
+                        continue
+                    accepted.append(prop)
+                    accepted_here.append({"arm": prop.arm, "params": params})
+                    seen.add(config_id(prop.arm, params))
+                    need[prop.arm] -= 1
+                if not items:
+                    errors.append("the batch holds no proposal")
+            if result.finish_reason == "length":
+                errors.append(f"the reply was cut off at the {self.cfg.max_tokens}-token limit: keep each "
+                              "rationale to one short sentence")
+            need = {a: n for a, n in need.items() if n > 0}
+            cost = self.cfg.cost(result.prompt_tokens, result.completion_tokens)
+            name = self._transcript(ctx.round, {
+                **entry, "mode": result.mode, "messages": messages, "raw_response": result.text,
+                "parsed": parsed, "accepted": accepted_here, "rejected": rejected_here, "extra_dropped": extra,
+                "validation_errors": errors, "failed_tries": result.failures,
+                "finish_reason": result.finish_reason,
+                "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens},
+                "latency_s": result.latency_s, "cost": cost})
+            self._record_call({**entry, "mode": result.mode, "prompt_tokens": result.prompt_tokens,
+                               "completion_tokens": result.completion_tokens, "latency_s": round(result.latency_s, 3),
+                               "cost": cost, "ok": True, "error": None, "accepted": len(accepted_here),
+                               "rejected": len(rejected_here), "invalid": parsed is None, "transcript": name})
+            if not need:
+                break
+            if not errors:
+                errors.append("the batch held fewer proposals than asked for")
+            repair = _render(self.prompts["repair"], {"errors": "\n".join(f"- {e}" for e in errors),
+                                                      "wanted": _wanted_text(need)})
+            # keep the conversation short (small models, small contexts): the last reply and its problems
+            messages = [*base, {"role": "assistant", "content": result.text[:3000]},
+                        {"role": "user", "content": repair}]
+        return accepted
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def report_sections(store) -> list[tuple[str, str]]:
+    """Extra report sections: "LLM usage" when any call happened, "Rejected proposals" when any."""
+    out = []
+    calls = store.get_meta("llm_calls", []) or []
+    fallback = store.get_meta("llm_fallback", []) or []
+    fills = store.get_meta("llm_fills", []) or []
+    if calls or fallback:
+        info = store.get_meta("llm", {}) or {}
+        ok = [c for c in calls if c.get("ok")]
+        p_in = sum(c.get("prompt_tokens") or 0 for c in calls)
+        p_out = sum(c.get("completion_tokens") or 0 for c in calls)
+        lat = sum(c.get("latency_s") or 0.0 for c in calls)
+        costs = [c["cost"] for c in calls if c.get("cost") is not None]
+        modes = sorted({c["mode"] for c in ok})
+        lines = [f"Endpoint {info.get('endpoint', '?')}, model {info.get('model', '?')}; structured output: "
+                 + (", ".join(modes) or "none succeeded") + ".", "",
+                 f"- calls: {len(ok)} answered, {len(calls) - len(ok)} failed tries (errors, timeouts, "
+                 "output modes the server refused)",
+                 f"- tokens: {p_in} in, {p_out} out",
+                 f"- latency: {lat:.1f} s in total" + (f", {lat / len(calls):.2f} s per call" if calls else ""),
+                 "- cost: " + (f"${sum(costs):.4f}" if costs else "no prices configured "
+                               "(--llm-price-in/--llm-price-out, USD per 1M tokens)"),
+                 f"- proposals: {sum(c.get('accepted', 0) for c in ok)} accepted, "
+                 f"{sum(c.get('rejected', 0) for c in ok)} rejected, "
+                 f"{sum(bool(c.get('invalid')) for c in ok)} replies not a usable JSON batch",
+                 "- transcripts: llm/round-NN-K.json (messages, raw response, validation errors)"]
+        if fills:
+            lines.append(f"- slots the LLM never filled validly (given to tpe): {sum(f['n'] for f in fills)}")
+        for fb in fallback:
+            lines.append(f"- FALLBACK at round {fb['round']}: the LLM service failed ({fb['reason']}); "
+                         f"the classical {fb.get('planner', 'tpe')} planner planned the rest of that run")
+        by_round: dict[int, list[dict]] = {}
+        for c in calls:
+            by_round.setdefault(c["round"], []).append(c)
+        if by_round:
+            lines += ["", "| round | calls | failed tries | mode | tokens in | tokens out | latency (s) | cost |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for rnd, cs in sorted(by_round.items()):
+                c_ok = [c for c in cs if c.get("ok")]
+                c_cost = [c["cost"] for c in cs if c.get("cost") is not None]
+                lines.append(f"| {rnd} | {len(c_ok)} | {len(cs) - len(c_ok)} | "
+                             f"{', '.join(sorted({c['mode'] for c in c_ok})) or '-'} | "
+                             f"{sum(c.get('prompt_tokens') or 0 for c in cs)} | "
+                             f"{sum(c.get('completion_tokens') or 0 for c in cs)} | "
+                             f"{sum(c.get('latency_s') or 0 for c in cs):.2f} | "
+                             + (f"${sum(c_cost):.4f}" if c_cost else "-") + " |")
+        out.append(("LLM usage", "\n".join(lines)))
+    rejections = store.get_meta("rejections", []) or []
+    if rejections:
+        shown = rejections[-30:]
+        lines = [f"{len(rejections)} proposal(s) rejected before training (never clamped, never run)"
+                 + (f"; the last {len(shown)}:" if len(shown) < len(rejections) else ":"), "",
+                 "| round | origin | arm | params | reason |", "|---|---|---|---|---|"]
+        for r in shown:
+            cells = [str(r.get("round")), str(r.get("origin")), str(r.get("arm")),
+                     json.dumps(r.get("params"), default=str)[:160], str(r.get("reason"))[:200]]
+            lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        out.append(("Rejected proposals", "\n".join(lines)))
+    return out
+
+
+def reproduce_flags(saved: dict) -> str:
+    """LLM flags for the report's reproduce command (endpoint and model; never a key)."""
+    llm = saved.get("llm") or {}
+    if not llm:
+        return ""
+    flags = f" --llm-model {llm['model']}"
+    if llm.get("endpoint") and llm["endpoint"] != OPENAI_URL:
+        flags = f" --llm-base-url {llm['endpoint']}" + flags
+    if llm.get("on_error") == "fallback":
+        flags += " --on-llm-error fallback"
+    return flags
+
+
+__all__ = ["LLMConfig", "LLMClient", "LLMPlanner", "LLMProposal", "ProposalBatch", "LLMUnavailable",
+           "add_llm_arguments", "config_from_args", "report_sections", "batch_schema", "parse_batch"]
