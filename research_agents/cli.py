@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="research-agents", description="Optimizer research that runs itself.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="plan, train, analyse and report until the budget is spent")
-    run.add_argument("--budget", type=_positive, default=20, help="training runs, confirmation included")
+    run.add_argument("--budget", type=_positive, default=None,
+                     help="training runs, confirmation included (default 20; a point run: points x seeds)")
     run.add_argument("--study", default="muon_vs_adamw", help="study name in experiments/ or a TOML file")
     run.add_argument("--planner", default="auto", choices=PLANNERS)
     run.add_argument("--out", help="run directory (default experiments/runs/<study>); reused = resumed")
@@ -62,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_positive, help="fresh confirmation seeds per leader (>= 2)")
     run.add_argument("--storage", help="SQLAlchemy URL of the trial database (default: sqlite in --out)")
     run.add_argument("--grid", help='manual grid, e.g. "lr=0.01,0.02 momentum=0.9,0.95"')
+    run.add_argument("--scale", help="the study's scale: seed (its own model, data, steps) or cpu "
+                     "(minutes on 2 cores); default seed on CUDA, else cpu")
+    run.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                     help="trial spec overrides for every run, e.g. steps=50 data.max_docs=40")
+    run.add_argument("--save-model", action="store_true", help="save each trial's model (model.safetensors)")
+    from research_agents.planners.llm import add_llm_arguments
+
+    add_llm_arguments(run)  # --llm-base-url, --llm-model, --llm-share, --on-llm-error, ...
+    form = run.add_mutually_exclusive_group()
+    form.add_argument("--quick", action="store_true", help="run the study's quick experiments")
+    form.add_argument("-e", "--experiments", nargs="+", metavar="NAME",
+                      help="run these named experiments (names, aliases or group names)")
+    form.add_argument("--all", action="store_true", help="run every named experiment")
+    form.add_argument("--list", action="store_true", help="list the study's named experiments and exit")
     report = sub.add_parser("report", help="rebuild the reports of a run directory from its store")
     report.add_argument("out")
     status = sub.add_parser("status", help="print the trials table of a run directory")
@@ -71,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
+    # long lines stay whole in logs and pipes; tables get room when there is no terminal to fit
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:
@@ -99,14 +115,15 @@ def cmd_list(console: Console) -> int:
     from research_agents.specs import load_study
 
     table = Table(title=f"studies in {experiments_dir()}")
-    for col in ("study", "preset", "arms", "question"):
-        table.add_column(col)
+    for col in ("study", "preset", "scales", "arms", "experiments", "question"):
+        table.add_column(col, no_wrap=col == "study")
     for path in sorted(experiments_dir().glob("*.toml")):
         try:
             s = load_study(path)
-            table.add_row(s.name, s.preset, ", ".join(s.arms), s.question)
+            table.add_row(s.name, s.preset, ", ".join(s.scales) or "-", ", ".join(s.arms),
+                          str(len(s.points)) if s.points else "search", s.question)
         except ValueError as e:
-            table.add_row(path.stem, "-", "-", f"[red]invalid: {e}[/red]")
+            table.add_row(path.stem, "-", "-", "-", "-", f"[red]invalid: {e}[/red]")
     console.print(table)
     return EXIT_OK
 
@@ -140,7 +157,12 @@ def cmd_report(args, console: Console) -> int:
     from research_agents.loop import make_plan
 
     out, saved, study, store = _open_run(args.out)
-    plan = make_plan(study, saved["budget"], saved.get("confirm_seeds"))
+    if saved.get("experiments") is not None:
+        from research_agents.runforms import point_plan
+
+        plan = point_plan(study, study.select_points(saved["experiments"]), saved["budget"])
+    else:
+        plan = make_plan(study, saved["budget"], saved.get("confirm_seeds"))
     findings = _final_report(out, study, plan, store, saved)
     console.print(f"report: {out / 'report.md'} ({findings.recommendation.confidence} confidence)")
     return EXIT_OK
@@ -150,36 +172,58 @@ def cmd_report(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
+    from research_agents import runforms
     from research_agents.loop import BadInput, make_plan
     from research_agents.planners import make_planner
     from research_agents.specs import load_study
 
     try:
         study = load_study(args.study, experiments_dir())
-        planner, planner_line = make_planner(args.planner, study, args.grid)
-        plan = make_plan(study, args.budget, args.seeds)
+        scale = args.scale or runforms.default_scale(study)
+        if scale is not None:
+            study = study.for_scale(scale)
+        if args.list:
+            console.print(runforms.listing(study), markup=False, highlight=False)
+            return EXIT_OK
+        points = runforms.selected_points(study, args.quick, args.experiments, args.all)
+        if points is None:
+            from research_agents.planners.llm import config_from_args
+
+            planner, planner_line = make_planner(args.planner, study, args.grid, llm=config_from_args(args))
+            plan = make_plan(study, args.budget or runforms.DEFAULT_BUDGET, args.seeds)
+        else:
+            if args.grid or args.seeds is not None or args.planner not in ("auto", "grid"):
+                raise ValueError("named experiments run as defined on the study's seeds: "
+                                 "--grid, --planner and --seeds do not apply")
+            planner, planner_line = runforms.point_planner(study, points)
+            plan = runforms.point_plan(study, points, args.budget or runforms.point_budget(study, points))
+        overrides = runforms.parse_set(args.set)
     except (ValueError, BadInput) as e:
         raise UsageError(str(e)) from None
     if args.seeds is not None and args.seeds < 2:
         raise UsageError("--seeds must be at least 2: one seed measures no noise")
     out = Path(args.out) if args.out else experiments_dir() / "runs" / study.name
-    overrides = {"device": args.device} if args.device else {}
+    overrides.update({"save_checkpoint": True} if args.save_model else {})
+    overrides.update({"device": args.device} if args.device else {})
     preset = args.preset or study.preset
     try:  # every point of the run must make a valid trial spec before anything is written
-        for arm in study.arms:
-            study.trial_spec(arm, {}, seed=0, preset=preset, overrides=overrides)
+        runforms.check_specs(study, points, preset, overrides)
     except ValueError as e:
-        raise UsageError(f"--preset {preset}: {e}") from None
+        raise UsageError(str(e)) from None
 
-    saved = {"study": study.model_dump(mode="json"), "budget": args.budget, "confirm_seeds": args.seeds,
-             "preset": preset, "overrides": overrides, "planner": planner.name, "storage": args.storage}
+    saved = {"study": study.model_dump(mode="json"), "budget": plan.budget, "confirm_seeds": args.seeds,
+             "preset": preset, "overrides": overrides, "planner": planner.name, "storage": args.storage,
+             "scale": scale, "experiments": None if points is None else [p.name for p in points]}
+    if hasattr(planner, "cfg"):  # LLM planners: endpoint and model, never the key
+        saved["llm"] = planner.cfg.public()
     run_file = out / RUN_FILE
     if run_file.is_file():
         before = json.loads(run_file.read_text())
         keep = ("arms", "base", "seeds", "comparisons", "points")
-        if any(before["study"].get(k) != saved["study"].get(k) for k in keep) or before.get("preset") != preset:
-            raise UsageError(f"{out} holds a run of a different study definition or preset; "
-                             "use another --out or the same study file")
+        if (any(before["study"].get(k) != saved["study"].get(k) for k in keep) or before.get("preset") != preset
+                or not runforms.resumable(before, saved)):
+            raise UsageError(f"{out} holds a run of a different study definition, scale, preset, --set or "
+                             "experiments; use another --out or the same arguments")
         if args.storage is None:
             saved["storage"] = before.get("storage")
     return _run(study, plan, planner, planner_line, out, saved, preset, overrides, console)
@@ -207,15 +251,29 @@ def _run(study, plan, planner, planner_line, out: Path, saved: dict, preset, ove
     def round_end(round_no, round_records):
         return write_round_report(out, study, round_no, round_records, store.records(), plan)
 
+    def trial_end(record):
+        display.trial_end(record)
+        from research_agents.artifacts import trial_plot
+
+        trial_plot(out / record.run_dir)  # the seeds' 4-panel metrics_plot.png
+
     hooks = LoopHooks(on_trial_start=display.trial_start, on_progress=display.progress,
-                      on_trial_end=display.trial_end, on_round_end=round_end, on_message=display.message)
+                      on_trial_end=trial_end, on_round_end=round_end, on_message=display.message)
     loop = ResearchLoop(study, store, LocalExecutor(), planner, out, plan, overrides, preset, hooks)
+    if hasattr(planner, "attach"):  # LLM planners record calls, transcripts and fallbacks in the run
+        planner.attach(store, out, display.message)
+    from research_agents.planners.llm import LLMUnavailable
+
     interrupted = False
+    llm_error = None
     try:
         with display:
             loop.run()
     except (TrialInterrupted, KeyboardInterrupt):
         interrupted = True
+        store.recover()  # a Ctrl-C between two store writes can leave a trial "running": say so now
+    except LLMUnavailable as e:  # stop loudly; finished trials are in the store, a rerun resumes
+        llm_error = str(e)
     findings = _final_report(out, study, plan, store, saved)
     console.print(f"recommendation ({findings.recommendation.confidence} confidence): "
                   f"{findings.recommendation.text}", markup=False)
@@ -224,6 +282,9 @@ def _run(study, plan, planner, planner_line, out: Path, saved: dict, preset, ove
         console.print("interrupted: the running trial is marked interrupted; run the same command to resume",
                       markup=False)
         return EXIT_FAIL
+    if llm_error:
+        print(f"error: {llm_error}; finished trials are saved, run the same command to resume", file=sys.stderr)
+        return EXIT_FAIL
     return EXIT_OK
 
 
@@ -231,19 +292,32 @@ def _final_report(out: Path, study, plan, store, saved: dict):
     from research_agents.executor import read_metrics
     from research_agents.reports import setup_from_metrics, write_final_report
 
+    from research_agents.artifacts import write_study_artifacts
+    from research_agents.findings import analyze
+    from research_agents.runforms import command_line
+
     records = store.records()
     extra = {"planner": saved.get("planner"), "budget": plan.budget, "confirmation_seeds": plan.confirm_seeds,
              "storage": "external database" if saved.get("storage") else "sqlite in the run directory"}
+    if saved.get("scale"):
+        extra["scale"] = saved["scale"]
+    if saved.get("experiments") is not None:
+        extra["experiments"] = ", ".join(saved["experiments"])
+    if saved.get("overrides"):
+        extra["overrides"] = saved["overrides"]
     metrics = next((m for r in records if r.ok and (m := read_metrics(out / r.run_dir))), None)
     setup = setup_from_metrics(metrics, study, saved.get("preset"), **extra) if metrics else extra
-    study_arg = saved["study"]["name"]
-    commands = [f"python -m research_agents run --study {study_arg} --budget {plan.budget} "
-                f"--planner {saved.get('planner', 'auto')} --out {out}",
+    from research_agents.planners.llm import report_sections, reproduce_flags
+
+    commands = [command_line({**saved, "budget": plan.budget}, out) + reproduce_flags(saved),
                 f"python -m research_agents report {out}"]
     best = min((r for r in records if r.ok), key=lambda r: r.val_loss, default=None)
     if best:
         commands.append(f"python -m trainer run --spec {out / best.run_dir / 'spec.json'} --out /tmp/best-trial")
-    return write_final_report(out, study, plan, records, setup, commands)
+    fnd = analyze(study, records, plan)
+    sections = write_study_artifacts(out, study, records, fnd)  # seeds' artifacts, claims, extra analyses
+    sections = [*sections, *report_sections(store)]  # LLM usage, rejected proposals
+    return write_final_report(out, study, plan, records, setup, commands, extra_sections=sections, findings=fnd)
 
 
 if __name__ == "__main__":

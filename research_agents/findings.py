@@ -46,7 +46,8 @@ class ConfigRow(BaseModel):
     n_runs: int  # finished runs that spent budget (completed, diverged, failed, timeout)
     seeds: list[int]  # seeds of the ok runs
     summary: Summary  # analyzer.summarize of the ok runs' val losses
-    confirm_summary: Summary | None = None  # the confirm-phase ok runs only (fresh seeds)
+    confirm_summary: Summary | None = None  # the ok runs that decide: confirm phase (fresh seeds), or
+    # in a point run (no confirmation phase) the named experiment's own seeds
     val_accuracy: float | None = None  # means over ok runs
     val_perplexity: float | None = None
     wall_time_s: float | None = None
@@ -125,6 +126,7 @@ class Findings(BaseModel):
     study: str
     question: str
     correction: str
+    decided_on: Literal["confirm", "search"] = "confirm"  # "search": a point run, no confirmation phase
     n_records: int
     configs: list[ConfigRow]
     noise: NoiseFloor
@@ -207,14 +209,14 @@ def _counted(records: list[TrialRecord]) -> list[TrialRecord]:
 # ------------------------------------------------------------------------------ analyze
 
 
-def _config_rows(records: list[TrialRecord]) -> list[ConfigRow]:
+def _config_rows(records: list[TrialRecord], decide: str = "confirm") -> list[ConfigRow]:
     groups: dict[str, list[TrialRecord]] = {}
     for r in _counted(records):
         groups.setdefault(r.config, []).append(r)
     rows = []
     for cid, runs in groups.items():
         ok = [r for r in runs if r.ok]
-        conf_ok = [r for r in ok if r.phase == "confirm"]
+        conf_ok = [r for r in ok if r.phase == decide]
         n_div = sum(r.status == "diverged" for r in runs)
         n_fail = sum(r.status in FAILED for r in runs)
         if ok:
@@ -282,7 +284,7 @@ def _confirmed_leader(rows: list[ConfigRow], arm: str) -> ConfigRow | None:
 
 
 def _comparisons(study: Study, records: list[TrialRecord], rows: list[ConfigRow], noise: NoiseFloor,
-                 correction: str) -> list[ComparisonResult]:
+                 correction: str, decide: str = "confirm") -> list[ComparisonResult]:
     pairs = list(study.comparisons) or list(itertools.combinations(list(study.arms), 2))
     results: list[ComparisonResult] = []
     built: list[tuple[int, Comparison]] = []
@@ -303,7 +305,7 @@ def _comparisons(study: Study, records: list[TrialRecord], rows: list[ConfigRow]
         for leader in (la, lb):
             seeds: dict[int, float] = {}
             for r in records:
-                if r.phase == "confirm" and r.config == leader.config and (x := _loss_or_nan(r)) is not None:
+                if r.phase == decide and r.config == leader.config and (x := _loss_or_nan(r)) is not None:
                     seeds[r.seed] = x
             by_seed.append(seeds)
         # seed noise is not uniform: each comparison gets 2 x the larger sd of its own two configs
@@ -464,6 +466,24 @@ def _recommend_core(study: Study, rows: list[ConfigRow], comps: list[ComparisonR
     return rec
 
 
+def _point_run_note(rec: Recommendation, rows: list[ConfigRow]) -> Recommendation:
+    """Reword a recommendation for a point run: no fresh seeds, and leaders chosen on the same seeds."""
+    per_arm = {a: sum(c.arm == a and c.n > 0 for c in rows) for a in {c.arm for c in rows}}
+    chosen = [f"{a} among {n}" for a, n in per_arm.items() if n > 1]
+    note = ("Point run (named experiments, no confirmation phase): 'confirmed' means measured on the "
+            "experiments' own seeds")
+    if chosen:
+        note += (f", and each arm's leader is its best-ranked experiment ({', '.join(chosen)}) chosen on those "
+                 "same seeds, so its lead is optimistic")
+        if rec.confidence == "high":
+            rec.confidence = "moderate"
+    text = (rec.text.replace("fresh seeds", "seeds").replace("more confirmation seeds", "more seeds")
+            .replace("more `seeds.confirm`", "more `seeds.search`")
+            .replace("No recommendation: no configuration has been re-run on the confirmation seeds yet",
+                     "No recommendation: nothing completed"))
+    return rec.model_copy(update={"text": f"{text} {note}."})
+
+
 def _lr_sensitivity(study: Study, records: list[TrialRecord]) -> dict[str, LRRange]:
     out = {}
     for arm in study.arms:
@@ -521,14 +541,19 @@ def analyze(study: Study, records: list[TrialRecord], plan: Plan | None = None,
             correction: str = "holm") -> Findings:
     """Everything the reports need, from the trial records (statistics from `analyzer`)."""
     records = sorted(records, key=lambda r: r.order)
-    rows = _config_rows(records)
+    # a point run (named experiments, no confirmation phase) decides on the experiments' own seeds
+    decide = "search" if plan is not None and not plan.confirm_seeds else "confirm"
+    rows = _config_rows(records, decide)
     noise = analyzer.noise_floor({c.config: [r.val_loss for r in records if r.config == c.config and r.ok]
                                   for c in rows if c.n >= 2})
-    comps = _comparisons(study, records, rows, noise, correction)
+    comps = _comparisons(study, records, rows, noise, correction, decide)
+    rec = _recommend(study, rows, comps)
+    if decide == "search":
+        rec = _point_run_note(rec, rows)
     return Findings(
-        study=study.name, question=study.question, correction=correction, n_records=len(records),
-        configs=rows, noise=noise, spread=_spread(rows, noise), comparisons=comps,
-        recommendation=_recommend(study, rows, comps),
+        study=study.name, question=study.question, correction=correction, decided_on=decide,
+        n_records=len(records), configs=rows, noise=noise, spread=_spread(rows, noise), comparisons=comps,
+        recommendation=rec,
         lr_sensitivity=_lr_sensitivity(study, records), by_origin=_by_origin(records),
         budget=_budget(study, records, plan), best_so_far=_best_so_far(records),
         best_so_far_by_arm={a: _best_so_far(records, a) for a in study.arms},

@@ -108,7 +108,19 @@ def lr_sensitivity_plot(out: Path, records: list[TrialRecord], findings: Finding
     return _save(fig, out, "lr_sensitivity.png")
 
 
+def _determined(k: str, by: str, runs: list[TrialRecord]) -> bool:
+    """k's value is a function of by's (e.g. adamw_lr = lr / 10): it adds no axis to a grid."""
+    seen: dict = {}
+    return all(seen.setdefault(repr(r.params[by]), r.params[k]) == r.params[k] for r in runs)
+
+
+def _label(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
 def _grid_for_arm(records: list[TrialRecord], arm: str):
+    """x = the parameter with the most values; y = every other grid parameter combined when that
+    fits (seed 002's 3 x 2 x 3 grid shows all 18 cells), else the next one, averaged over the rest."""
     runs = [r for r in records if r.arm == arm and r.phase == "search" and r.status in
             ("completed", "diverged", "failed", "timeout")]
     values: dict[str, set] = {}
@@ -118,10 +130,16 @@ def _grid_for_arm(records: list[TrialRecord], arm: str):
                 values.setdefault(k, set()).add(v)
     cands = [k for k, vs in values.items() if 2 <= len(vs) <= MAX_HEATMAP_VALUES
              and all(k in r.params for r in runs)]
-    if len(cands) < 2:
-        return None
     cands.sort(key=lambda k: -len(values[k]))
-    px, py = cands[0], cands[1]
+    axes: list[str] = []
+    for k in cands:
+        if not any(_determined(k, a, runs) for a in axes):
+            axes.append(k)
+    if len(axes) < 2:
+        return None
+    px = axes[0]
+    combined = {tuple(r.params[k] for k in axes[1:]) for r in runs}
+    pys = axes[1:] if len(combined) <= 2 * MAX_HEATMAP_VALUES else axes[1:2]
 
     def order(vs):
         try:
@@ -129,25 +147,31 @@ def _grid_for_arm(records: list[TrialRecord], arm: str):
         except TypeError:
             return sorted(vs, key=str)
 
-    xs, ys = order(values[px]), order(values[py])
+    xs = order(values[px])
+    ys = order({tuple(r.params[k] for k in pys) for r in runs})
     cells: dict[tuple, list] = {}
     for r in runs:
-        cells.setdefault((r.params[px], r.params[py]), []).append(r)
+        cells.setdefault((r.params[px], tuple(r.params[k] for k in pys)), []).append(r)
     if len(cells) < 3:
         return None
-    others = sorted({k for r in runs for k in r.params} - {px, py})
-    return px, py, xs, ys, cells, others
+    shown = [px, *pys]
+    others = sorted(k for k in {k for r in runs for k in r.params} - set(shown)
+                    if not (all(k in r.params for r in runs)
+                            and (len(values.get(k, ())) < 2 or any(_determined(k, a, runs) for a in shown))))
+    return px, pys, xs, ys, cells, others
 
 
 def heatmap(out: Path, records: list[TrialRecord], findings: Findings) -> Path | None:
-    """Mean val loss over a 2-parameter grid of each arm's search runs (annotated cells)."""
+    """Mean val loss over a parameter grid of each arm's search runs (annotated cells)."""
     grids = {arm: g for arm in dict.fromkeys(r.arm for r in records) if (g := _grid_for_arm(records, arm))}
     if not grids:
         return None
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids), 4.4), squeeze=False)
-    for ax, (arm, (px, py, xs, ys, cells, others)) in zip(axes[0], grids.items()):
+    tall = max(len(g[3]) for g in grids.values())
+    fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids) + (1.5 if tall > 8 else 0),
+                                                      max(4.4, 0.45 * tall + 1.5)), squeeze=False)
+    for ax, (arm, (px, pys, xs, ys, cells, others)) in zip(axes[0], grids.items()):
         grid = np.full((len(ys), len(xs)), np.nan)
         text = [["" for _ in xs] for _ in ys]
         for (vx, vy), rs in cells.items():
@@ -164,12 +188,15 @@ def heatmap(out: Path, records: list[TrialRecord], findings: Findings) -> Path |
         for i in range(len(ys)):
             for j in range(len(xs)):
                 if text[i][j]:
-                    ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7,
-                            color="red" if not np.isfinite(grid[i, j]) else "white")
-        ax.set_xticks(range(len(xs)), [f"{v:.3g}" if isinstance(v, float) else str(v) for v in xs])
-        ax.set_yticks(range(len(ys)), [f"{v:.3g}" if isinstance(v, float) else str(v) for v in ys])
+                    light = finite.size and grid[i, j] - finite.min() < 0.5 * (finite.max() - finite.min())
+                    ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7,  # dark text on yellow
+                            color="red" if not np.isfinite(grid[i, j]) else ("black" if light else "white"))
+        ax.set_xticks(range(len(xs)), [_label(v) for v in xs])
+        ylabels = [" ".join(_label(v) if len(pys) == 1 else f"{k.split('.')[-1]}={_label(v)}"
+                            for k, v in zip(pys, vy)) for vy in ys]
+        ax.set_yticks(range(len(ys)), ylabels, fontsize=7 if len(pys) > 1 else None)
         ax.set_xlabel(px)
-        ax.set_ylabel(py)
+        ax.set_ylabel(" x ".join(pys))
         title = f"{arm}: mean val loss"
         if others:
             title += f"\n(averaged over {', '.join(o.split('.')[-1] for o in others)})"

@@ -73,7 +73,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def config_text(row: ConfigRow) -> str:
     if row.label.startswith(f"{row.arm} "):
         return params_text(row.params)
-    return f"{row.label} ({params_text(row.params)})"
+    return f"{row.label} ({params_text(row.params)})" if row.params else row.label
 
 
 def _loss(r: TrialRecord) -> str:
@@ -283,7 +283,9 @@ def _question_section(study: Study, fnd: Findings) -> list[str]:
         lines.append(f"- **{name}**: {space}.{base}")
     pairs = [f"{c.arm_b} vs {c.arm_a}" for c in fnd.comparisons]
     if pairs:
-        lines += ["", f"Comparisons tested: {', '.join(pairs)} (paired by seed on the confirmation seeds, "
+        where = ("the confirmation seeds" if fnd.decided_on == "confirm" else
+                 "the named experiments' own seeds, each arm's best-ranked experiment")
+        lines += ["", f"Comparisons tested: {', '.join(pairs)} (paired by seed on {where}, "
                   f"{fnd.correction} correction for {len(pairs)} comparison(s))."]
     return lines
 
@@ -300,16 +302,19 @@ def _ranking_section(fnd: Findings) -> list[str]:
             notes.append(f"{c.n_failed} failed")
         if not c.n:
             notes.insert(0, c.status.upper())
-        rows.append([c.rank, config_text(c), c.arm, f4(c.summary.mean), ci(c.summary), f4(c.val_accuracy),
-                     fs(c.val_perplexity, 4),
-                     "n/a" if c.wall_time_s is None else f"{c.wall_time_s:.1f}", c.n, ", ".join(c.origins), "; ".join(notes)])
+        seeds = f"{c.n} ({', '.join(map(str, sorted(c.seeds)))})" if c.n else "0"
+        rows.append([c.rank, config_text(c), f4(c.summary.mean), ci(c.summary), fs(c.val_perplexity, 4),
+                     f4(c.val_accuracy), "n/a" if c.wall_time_s is None else f"{c.wall_time_s:.1f}", seeds,
+                     c.arm, ", ".join(c.origins), "; ".join(notes)])
     if not rows:
         return ["No trial finished."]
-    return ["Mean final val loss over completed runs (lower is better); diverged or failed runs are not in "
-            "the mean and are counted in the notes. CIs from fewer than 3 runs are t-intervals (n=2) or absent.",
+    return ["The seeds' columns (val loss, val perplexity, val accuracy, time) as means over completed runs, "
+            "with the 95% CI of the mean val loss and the seeds it rests on (lower loss is better); diverged or "
+            "failed runs are not in the mean and are counted in the notes. CIs from fewer than 3 runs are "
+            "t-intervals (n=2) or absent.",
             "",
-            table(["rank", "configuration", "arm", "val loss mean", "95% CI", "val accuracy", "val perplexity",
-                   "time (s)", "seeds n", "origin", "notes"], rows)]
+            table(["rank", "configuration", "val loss", "95% CI", "val perplexity", "val accuracy", "time (s)",
+                   "seeds n (seeds)", "arm", "origin", "notes"], rows)]
 
 
 def _noise_section(fnd: Findings) -> list[str]:
@@ -439,11 +444,15 @@ def _json_safe(x: Any) -> Any:
 
 def write_final_report(out: Path, study: Study, plan: Plan | None, records: list[TrialRecord], setup: dict,
                        commands: list[str], extra_sections: Sequence[tuple[str, str]] = (),
-                       correction: str = "holm") -> Findings:
-    """Write OUT/report.md, OUT/results.csv, OUT/summary.json and OUT/plots/*.png; return the findings."""
+                       correction: str = "holm", findings: Findings | None = None) -> Findings:
+    """Write OUT/report.md, OUT/results.csv, OUT/summary.json and OUT/plots/*.png; return the findings.
+
+    `extra_sections` (heading, markdown) follow the recommendation; `findings`: already analysed (e.g. by
+    the caller that built `extra_sections` from them).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fnd = analyze(study, records, plan, correction=correction)
+    fnd = findings or analyze(study, records, plan, correction=correction)
     made = plots.make_all(out, records, fnd)
 
     lines = [f"# {study.name}", "", "## Question", "", *_question_section(study, fnd),
@@ -453,6 +462,7 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
              "", "## Comparisons", "", *_comparison_section(fnd),
              "", "## Recommendation", "", fnd.recommendation.text, "",
              f"Confidence: {fnd.recommendation.confidence}",
+             *[line for heading, body in extra_sections for line in ("", f"## {heading}", "", body.rstrip())],
              "", "## LR sensitivity", "", *_lr_section(fnd),
              "", "## Outcomes by origin", "", *_origin_section(fnd),
              "", "## Budget", "", *_budget_section(fnd),
@@ -461,8 +471,6 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
         lines += [f"![{title}]({path.relative_to(out).as_posix()})" for title, path in made.items()]
     else:
         lines.append("Nothing to plot.")
-    for heading, body in extra_sections:
-        lines += ["", f"## {heading}", "", body.rstrip()]
     lines += ["", "## Reproduce", "", "```bash", *commands, "```", ""]
     (out / "report.md").write_text("\n".join(lines))
 

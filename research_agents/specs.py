@@ -114,11 +114,33 @@ class PlannerSettings(Strict):
 
 
 class Point(Strict):
-    """A named fixed configuration (the seeds' named experiments)."""
+    """A named fixed configuration (the seeds' named experiments).
 
-    name: str
+    `params` are free TrialSpec overrides (dotted keys), not limited to the arm's search space.
+    `aliases` are other names of the same configuration (the seeds sometimes ran one config under
+    two names, e.g. adam_baseline and adam_lr_0.001); `-e` accepts either.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     arm: str
     params: dict[str, Any] = Field(default_factory=dict)
+    aliases: list[str] = Field(default_factory=list)
+
+
+class Scale(Strict):
+    """One size of a study (`run --scale NAME`): e.g. "seed" (the seed's own model, data, steps and
+    batch) or "cpu" (runs on 2 CPU cores in minutes).
+
+    preset: run preset at this scale (default: the study's); base: TrialSpec overrides layered on
+    the study's base; seeds: replaces the study's seeds; points: per-point param overrides at this
+    scale, for knobs whose value depends on the size (block sizes, warmup lengths in steps).
+    """
+
+    description: str = ""
+    preset: str | None = None
+    base: dict[str, Any] = Field(default_factory=dict)
+    seeds: Seeds | None = None
+    points: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Study(Strict):
@@ -134,6 +156,14 @@ class Study(Strict):
     points: list[Point] = Field(default_factory=list)
     lr_margin: float = Field(0.05, gt=0.0)  # nats: LR range "within margin of the best"
     trial_timeout_s: float = Field(1800.0, gt=0.0)
+    # named experiments: `--quick` runs `quick`; `-e` takes point names, aliases or group names
+    quick: list[str] = Field(default_factory=list)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    scales: dict[str, Scale] = Field(default_factory=dict)
+    scale: str | None = None  # the scale applied by for_scale (None: the study as written)
+    claims: list[str] = Field(default_factory=list)  # seed claims the report tests (claims.py)
+    analyses: list[str] = Field(default_factory=list)  # extra report analyses (artifacts.py)
+    equivalence_margin: float = Field(0.02, gt=0.0)  # nats: "as good as" means within this
 
     @model_validator(mode="after")
     def _check(self) -> Study:
@@ -146,6 +176,7 @@ class Study(Strict):
         for point in self.points:
             if point.arm not in self.arms:
                 raise ValueError(f"points: {point.name} names unknown arm {point.arm!r}")
+        self._check_points()
         for arm_name, arm in self.arms.items():
             keys = list(arm.space)
             for key, param in arm.space.items():
@@ -160,6 +191,77 @@ class Study(Strict):
             # every arm's fixed settings must make a valid trial spec on their own
             self.trial_spec(arm_name, {}, seed=0)
         return self
+
+    def _check_points(self) -> None:
+        """Names unique (aliases included), no two points the same config, references resolve."""
+        names: dict[str, str] = {}
+        configs: dict[str, str] = {}
+        for p in self.points:
+            for n in (p.name, *p.aliases):
+                if n in names or n in self.groups:
+                    raise ValueError(f"points: name {n!r} is used twice")
+                names[n] = p.name
+            cid = config_id(p.arm, p.params)
+            if cid in configs:
+                raise ValueError(f"points: {p.name} is the same configuration as {configs[cid]}; "
+                                 "make it an alias of that point")
+            configs[cid] = p.name
+        for where, refs in (("quick", self.quick), *((f"groups.{g}", v) for g, v in self.groups.items())):
+            for n in refs:
+                if n not in names:
+                    raise ValueError(f"{where}: unknown point {n!r}")
+        from research_agents.artifacts import ANALYSES
+        from research_agents.claims import CLAIMS
+
+        for field, known in (("claims", CLAIMS), ("analyses", ANALYSES)):
+            for n in getattr(self, field):
+                if n not in known:
+                    raise ValueError(f"{field}: unknown {n!r}; known: {', '.join(known)}")
+        for scale_name, scale in self.scales.items():
+            if scale.preset is not None and scale.preset not in RUN_PRESETS:
+                raise ValueError(f"scales.{scale_name}.preset: unknown {scale.preset!r}")
+            for n in scale.points:
+                if n not in names:
+                    raise ValueError(f"scales.{scale_name}.points: unknown point {n!r}")
+
+    def point_index(self) -> dict[str, Point]:
+        """Every point by its name and by each of its aliases."""
+        return {n: p for p in self.points for n in (p.name, *p.aliases)}
+
+    def select_points(self, names: list[str]) -> list[Point]:
+        """Points for `-e` names (point names, aliases or group names), in study order, no repeats.
+
+        Raises ValueError with one line listing the valid names.
+        """
+        index = self.point_index()
+        wanted: set[str] = set()
+        for n in names:
+            if n in self.groups:
+                wanted.update(index[m].name for m in self.groups[n])
+            elif n in index:
+                wanted.add(index[n].name)
+            else:
+                valid = ", ".join([*self.groups, *(p.name for p in self.points)]) or "none"
+                raise ValueError(f"unknown experiment {n!r} in study {self.name}; valid: {valid}")
+        return [p for p in self.points if p.name in wanted]
+
+    def for_scale(self, name: str) -> Study:
+        """This study at one of its scales: preset, base, seeds and point params of that scale."""
+        if name not in self.scales:
+            known = ", ".join(self.scales) or "none (the study defines no scales)"
+            raise ValueError(f"--scale: study {self.name} has no scale {name!r}; known: {known}")
+        sc = self.scales[name]
+        index = self.point_index()
+        extra: dict[str, dict[str, Any]] = {}
+        for n, params in sc.points.items():
+            extra.setdefault(index[n].name, {}).update(params)
+        data = self.model_dump(mode="json")
+        data.update(preset=sc.preset or self.preset, base={**self.base, **sc.base}, scale=name,
+                    points=[{**p.model_dump(mode="json"), "params": {**p.params, **extra.get(p.name, {})}}
+                            for p in self.points])
+        if sc.seeds is not None:
+            data["seeds"] = sc.seeds.model_dump(mode="json")
+        return Study.model_validate(data)
 
     def trial_spec(self, arm: str, params: dict[str, Any], seed: int,
                    preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrialSpec:
