@@ -254,7 +254,9 @@ def _spread(rows: list[ConfigRow], noise: NoiseFloor) -> Spread:
         return Spread(text="No configuration has a completed run yet.")
     best, worst = scored[0], scored[-1]
     gap = worst.summary.mean - best.summary.mean
-    thr = noise.threshold_for(best.config, worst.config)
+    # a config without repeats has an unknown sd: never let it look quieter than the pooled noise
+    known = [t for t in (noise.threshold_for(best.config, worst.config), noise.threshold) if t is not None]
+    thr = max(known) if known else None
     s = Spread(best_config=best.config, best_label=best.label, best_mean=best.summary.mean,
                worst_config=worst.config, worst_label=worst.label, worst_mean=worst.summary.mean,
                gap=gap, threshold=thr, pooled_threshold=noise.threshold)
@@ -268,7 +270,7 @@ def _spread(rows: list[ConfigRow], noise: NoiseFloor) -> Spread:
         s.separated = gap > thr
         ratio = f" ({s.gap_over_threshold:.1f}x the threshold)" if s.gap_over_threshold is not None else ""
         s.text = (f"Best and worst configurations differ by {gap:.4f} nats{ratio}; the noise threshold "
-                  f"(2 x seed sd) is {thr:.4f}. The spread is "
+                  f"(2 x the larger of these configs' seed sd and the pooled sd) is {thr:.4f}. The spread is "
                   + ("LARGER than the measured noise floor: the search space matters at this budget."
                      if s.separated else
                      "NOT larger than the measured noise floor: these configurations cannot be told apart."))
