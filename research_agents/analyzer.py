@@ -391,6 +391,9 @@ def _hedges_g_paired(d: np.ndarray) -> float | None:
 # ------------------------------------------------------------------------ comparison
 
 
+SINGLE = "none (single comparison)"
+
+
 class Comparison(BaseModel):
     """Result of comparing config b against config a (lower loss is better).
 
@@ -428,14 +431,14 @@ class Comparison(BaseModel):
     rank_test_can_reach_alpha: bool | None
     hedges_g: float | None  # sign follows diff: negative = b lower loss
     prob_improvement: float | None  # P(b < a), ties 0.5
-    alpha: float
-    min_effect: float | None  # |diff| must exceed this for a "better" verdict
-    correction: str  # "none (single comparison)" | "holm" | "bh"
-    family_size: int
-    p_adjusted: float | None
-    verdict: Verdict
+    alpha: float = 0.05  # _finalize sets alpha and min_effect
+    min_effect: float | None = None  # |diff| must exceed this for a "better" verdict
+    correction: str = SINGLE  # SINGLE | "holm" | "bh"; _finalize sets it with the adjusted p
+    family_size: int = 1
+    p_adjusted: float | None = None
+    verdict: Verdict = "no evidence of a difference"
     limits: list[str]
-    summary: str
+    summary: str = ""
 
 
 def _verdict(c: Comparison, p_adj: float | None, alpha: float, min_effect: float | None) -> tuple[str, list[str]]:
@@ -679,16 +682,9 @@ def compare_paired(
         rank_test_can_reach_alpha=can_reach,
         hedges_g=g,
         prob_improvement=poi,
-        alpha=alpha,
-        min_effect=_f(min_effect),
-        correction="none (single comparison)",
-        family_size=1,
-        p_adjusted=p,
-        verdict="no evidence of a difference",
         limits=limits,
-        summary="",
     )
-    return _finalize(c, p, alpha, min_effect, "none (single comparison)", 1)
+    return _finalize(c, p, alpha, min_effect, SINGLE, 1)
 
 
 def compare_unpaired(
@@ -821,16 +817,9 @@ def compare_unpaired(
         rank_test_can_reach_alpha=can_reach,
         hedges_g=g,
         prob_improvement=poi,
-        alpha=alpha,
-        min_effect=_f(min_effect),
-        correction="none (single comparison)",
-        family_size=1,
-        p_adjusted=p,
-        verdict="no evidence of a difference",
         limits=limits,
-        summary="",
     )
-    return _finalize(c, p, alpha, min_effect, "none (single comparison)", 1)
+    return _finalize(c, p, alpha, min_effect, SINGLE, 1)
 
 
 # ------------------------------------------------------------ multiple comparisons

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from research_agents.argtypes import whole
 from trainer.presets import RUN_PRESETS
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
@@ -37,30 +38,21 @@ def experiments_dir() -> Path:
     return here if here.is_dir() else Path(__file__).resolve().parents[1] / "experiments"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from research_agents.planners import PLANNERS
 
     parser = _Parser(prog="research-agents", description="Optimizer research that runs itself.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="plan, train, analyse and report until the budget is spent")
-    run.add_argument("--budget", type=_positive, default=None,
+    run.add_argument("--budget", type=whole(1), default=None,
                      help="training runs, confirmation included (default 20; a point run: points x seeds)")
     run.add_argument("--study", default="muon_vs_adamw", help="study name in experiments/ or a TOML file")
     run.add_argument("--planner", default="auto", choices=PLANNERS)
     run.add_argument("--out", help="run directory (default experiments/runs/<study>); reused = resumed")
     run.add_argument("--preset", choices=sorted(RUN_PRESETS), help="override the study's preset")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where trials train")
-    run.add_argument("--seeds", type=_positive, help="fresh confirmation seeds per leader (>= 2)")
+    run.add_argument("--seeds", type=whole(2), help="fresh confirmation seeds per leader (>= 2: one seed "
+                     "measures no noise)")
     run.add_argument("--storage", help="SQLAlchemy URL of the trial database (default: sqlite in --out)")
     run.add_argument("--grid", help='manual grid, e.g. "lr=0.01,0.02 momentum=0.9,0.95"')
     run.add_argument("--scale", help="the study's scale: seed (its own model, data, steps) or cpu "
@@ -68,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                      help="trial spec overrides for every run, e.g. steps=50 data.max_docs=40")
     run.add_argument("--save-model", action="store_true", help="save each trial's model (model.safetensors)")
-    from research_agents.planners.llm import add_llm_arguments
+    from research_agents.planners.llm_client import add_llm_arguments
 
     add_llm_arguments(run)  # --llm-base-url, --llm-model, --llm-share, --on-llm-error, ...
     form = run.add_mutually_exclusive_group()
@@ -139,8 +131,7 @@ def _open_run(out_text: str):
         raise UsageError(f"{out} is not a run directory (no {RUN_FILE})")
     saved = json.loads(run_file.read_text())
     study = Study.model_validate(saved["study"])
-    store = OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()},
-                                url=saved.get("storage"))
+    store = OptunaStore.for_study(out, study, url=saved.get("storage"))
     return out, saved, study, store
 
 
@@ -187,7 +178,7 @@ def cmd_run(args, console: Console) -> int:
             return EXIT_OK
         points = runforms.selected_points(study, args.quick, args.experiments, args.all)
         if points is None:
-            from research_agents.planners.llm import config_from_args
+            from research_agents.planners.llm_client import config_from_args
 
             planner, planner_line = make_planner(args.planner, study, args.grid, llm=config_from_args(args))
             plan = make_plan(study, args.budget or runforms.DEFAULT_BUDGET, args.seeds)
@@ -200,8 +191,6 @@ def cmd_run(args, console: Console) -> int:
         overrides = runforms.parse_set(args.set)
     except (ValueError, BadInput) as e:
         raise UsageError(str(e)) from None
-    if args.seeds is not None and args.seeds < 2:
-        raise UsageError("--seeds must be at least 2: one seed measures no noise")
     out = Path(args.out) if args.out else experiments_dir() / "runs" / study.name
     overrides.update({"save_checkpoint": True} if args.save_model else {})
     overrides.update({"device": args.device} if args.device else {})
@@ -237,8 +226,7 @@ def _run(study, plan, planner, planner_line, out: Path, saved: dict, preset, ove
     from research_agents.store import OptunaStore
 
     out.mkdir(parents=True, exist_ok=True)
-    store = OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()},
-                                url=saved["storage"])
+    store = OptunaStore.for_study(out, study, url=saved["storage"])
     (out / RUN_FILE).write_text(json.dumps(saved, indent=1))
     console.print(f"[bold]{study.name}[/bold]: {study.question}")
     console.print(planner_line, markup=False)
@@ -262,7 +250,7 @@ def _run(study, plan, planner, planner_line, out: Path, saved: dict, preset, ove
     loop = ResearchLoop(study, store, LocalExecutor(), planner, out, plan, overrides, preset, hooks)
     if hasattr(planner, "attach"):  # LLM planners record calls, transcripts and fallbacks in the run
         planner.attach(store, out, display.message)
-    from research_agents.planners.llm import LLMUnavailable
+    from research_agents.planners.llm_client import LLMUnavailable
 
     interrupted = False
     llm_error = None
@@ -289,11 +277,10 @@ def _run(study, plan, planner, planner_line, out: Path, saved: dict, preset, ove
 
 
 def _final_report(out: Path, study, plan, store, saved: dict):
-    from research_agents.executor import read_metrics
-    from research_agents.reports import setup_from_metrics, write_final_report
-
     from research_agents.artifacts import write_study_artifacts
+    from research_agents.executor import read_metrics
     from research_agents.findings import analyze
+    from research_agents.reports import setup_from_metrics, write_final_report
     from research_agents.runforms import command_line
 
     records = store.records()
@@ -307,7 +294,7 @@ def _final_report(out: Path, study, plan, store, saved: dict):
         extra["overrides"] = saved["overrides"]
     metrics = next((m for r in records if r.ok and (m := read_metrics(out / r.run_dir))), None)
     setup = setup_from_metrics(metrics, study, saved.get("preset"), **extra) if metrics else extra
-    from research_agents.planners.llm import report_sections, reproduce_flags
+    from research_agents.planners.llm_client import report_sections, reproduce_flags
 
     commands = [command_line({**saved, "budget": plan.budget}, out) + reproduce_flags(saved),
                 f"python -m research_agents report {out}"]

@@ -116,6 +116,11 @@ class OptunaStore:
         out.mkdir(parents=True, exist_ok=True)
         return cls(url or f"sqlite:///{(out / 'study.db').resolve()}", study_name, arms)
 
+    @classmethod
+    def for_study(cls, out: Path, study, url: str | None = None) -> OptunaStore:
+        """The store of `study` in run directory `out` (one Optuna study per arm)."""
+        return cls.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()}, url=url)
+
     # -- trials
     def start(self, arm, params, seed, origin, phase, round, rationale, run_dir) -> TrialRecord:
         study = self.studies[arm]

@@ -25,7 +25,8 @@ from research_agents import cli
 from research_agents.executor import LocalExecutor, Outcome
 from research_agents.planners.base import PlanningContext
 from research_agents.planners.hybrid import llm_slots
-from research_agents.planners.llm import LLMConfig, LLMPlanner
+from research_agents.planners.llm import LLMPlanner
+from research_agents.planners.llm_client import LLMConfig
 from research_agents.specs import config_id, load_study, validate_params
 from research_agents.store import OptunaStore, TrialRecord
 from tests.openai_stub import StubLLM, batch
@@ -117,7 +118,7 @@ def open_store(out: Path):
     from research_agents.specs import Study
 
     study = Study.model_validate(saved["study"])
-    return OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()},
+    return OptunaStore.for_study(out, study,
                                url=saved.get("storage"))
 
 
@@ -356,9 +357,10 @@ def test_auto_without_endpoint_is_tpe_and_llm_needs_one(tmp_path, capsys):
     code = run_cli("--study", str(study), "--budget", "4", "--planner", "llm", "--out", str(tmp_path / "x"))
     assert code == 2 and "needs an LLM endpoint" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
-    from research_agents.planners import make_planner
-    from research_agents.planners.llm import config_from_args
     import argparse
+
+    from research_agents.planners import make_planner
+    from research_agents.planners.llm_client import config_from_args
 
     s = load_study(study)
     cfg = config_from_args(argparse.Namespace(), env={})

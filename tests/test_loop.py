@@ -50,7 +50,7 @@ class FakeExecutor:
 
 def _loop(tmp_path, study: Study, budget: int, planner=None, executor=None):
     plan = make_plan(study, budget)
-    store = OptunaStore.for_dir(tmp_path, study.name, {a: arm.space for a, arm in study.arms.items()})
+    store = OptunaStore.for_study(tmp_path, study)
     planner = planner or SamplerPlanner("tpe", seed=0, startup_trials=2)
     return ResearchLoop(study, store, executor or FakeExecutor(), planner, tmp_path, plan)
 
@@ -244,7 +244,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, fast_study):
             assert proc.poll() is None, f"the run ended early: {proc.stderr.read()}"
             if not (out / "study.db").exists():
                 continue
-            store = store or OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()})
+            store = store or OptunaStore.for_study(out, study)
             records = store.records()
             if sum(r.status == "completed" for r in records) >= 2 and any(r.status == "running" for r in records):
                 break
@@ -265,7 +265,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, fast_study):
 
     resumed = _cli(*args)
     assert resumed.returncode == 0, resumed.stderr
-    after = OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()}).records()
+    after = OptunaStore.for_study(out, study).records()
     for r in after:  # nothing finished before the kill was lost or changed
         if r.id in finished:
             assert r == finished[r.id]
@@ -363,16 +363,16 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_resumes(tmp_pa
         time.sleep(0.3)
         assert proc.poll() is None, proc.stderr.read()
         if (out / "study.db").exists():
-            records = OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()}).records()
+            records = OptunaStore.for_study(out, study).records()
             if len(records) >= 2 and records[-1].status == "running":
                 break
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr
     assert "interrupted" in stdout and (out / "report.md").is_file()
-    records = OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()}).records()
+    records = OptunaStore.for_study(out, study).records()
     assert [r.status for r in records][-1] == "interrupted"
     resumed = _cli(*args)
     assert resumed.returncode == 0, resumed.stderr
-    records = OptunaStore.for_dir(out, study.name, {a: arm.space for a, arm in study.arms.items()}).records()
+    records = OptunaStore.for_study(out, study).records()
     assert sum(r.status in COUNTED for r in records) == 8

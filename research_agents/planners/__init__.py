@@ -22,7 +22,7 @@ def study_points(study: Study) -> list[Proposal]:
 def make_planner(kind: str, study: Study, grid: str | None = None, llm=None) -> tuple[Planner, str]:
     """The planner and one line saying which and why (ValueError on bad input).
 
-    `llm` is an LLMConfig (planners.llm.config_from_args); `auto` picks hybrid when it says an
+    `llm` is an LLMConfig (planners.llm_client.config_from_args); `auto` picks hybrid when it says an
     endpoint is configured, else tpe.
     """
     if grid is not None:

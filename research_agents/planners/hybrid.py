@@ -16,7 +16,8 @@ import math
 from typing import Callable
 
 from research_agents.planners.base import PlanningContext
-from research_agents.planners.llm import LLMPlanner, LLMUnavailable
+from research_agents.planners.llm import LLMPlanner
+from research_agents.planners.llm_client import LLMUnavailable
 from research_agents.specs import Proposal, config_id
 
 
