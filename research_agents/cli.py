@@ -225,10 +225,12 @@ def _run(study, plan, planner, planner_line, out: Path, saved: dict, preset, ove
     from research_agents.reports import write_round_report
     from research_agents.store import OptunaStore
 
+    console.print(f"[bold]{study.name}[/bold]: {study.question}")
+    if not _prepare_data(study, preset, overrides, console):
+        return EXIT_FAIL
     out.mkdir(parents=True, exist_ok=True)
     store = OptunaStore.for_study(out, study, url=saved["storage"])
     (out / RUN_FILE).write_text(json.dumps(saved, indent=1))
-    console.print(f"[bold]{study.name}[/bold]: {study.question}")
     console.print(planner_line, markup=False)
     console.print(f"budget {plan.budget} runs: search {plan.search_budget} "
                   f"({', '.join(f'{a} {n}' for a, n in plan.search_share.items())}), confirmation "
@@ -274,6 +276,24 @@ def _run(study, plan, planner, planner_line, out: Path, saved: dict, preset, ove
         print(f"error: {llm_error}; finished trials are saved, run the same command to resume", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
+
+
+def _prepare_data(study, preset, overrides, console) -> bool:
+    """Tokenise the study's data once, before any trial: every trial then reads the cache, and a
+    source that cannot be had (a hub dataset offline) stops the run here, not in each trial."""
+    from trainer.data import load_token_data
+
+    configs = {study.trial_spec(arm, {}, seed=0, preset=preset, overrides=overrides).data for arm in study.arms}
+    for data in configs:
+        console.print(f"data: {data.source}, tokenizer {data.tokenizer} (cached after the first run)", markup=False)
+        try:
+            load_token_data(data)
+        except Exception as e:  # noqa: BLE001 - any failure here is the data source's, said in one line
+            reason = " ".join(str(e).split())[:400]
+            print(f"error: data source {data.source!r} could not be prepared: {type(e).__name__}: {reason} "
+                  "(offline? use --scale cpu or a local source)", file=sys.stderr)
+            return False
+    return True
 
 
 def _final_report(out: Path, study, plan, store, saved: dict):

@@ -376,3 +376,21 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_resumes(tmp_pa
     assert resumed.returncode == 0, resumed.stderr
     records = OptunaStore.for_study(out, study).records()
     assert sum(r.status in COUNTED for r in records) == 8
+
+
+def test_storage_url_puts_the_trials_in_that_database(tmp_path, fast_study, monkeypatch):
+    fake = FakeExecutor()
+    monkeypatch.setattr("research_agents.executor.LocalExecutor.run",
+                        lambda self, spec, run_dir, timeout_s, on_progress=None: fake.run(spec, run_dir, timeout_s))
+    out, db = tmp_path / "run", tmp_path / "shared" / "trials.db"
+    db.parent.mkdir()
+    url = f"sqlite:///{db}"
+    args = ["run", "--study", str(fast_study), "--budget", "8", "--out", str(out), "--storage", url]
+    assert main(args) == 0
+    assert db.is_file() and not (out / "study.db").exists()
+    assert json.loads((out / "run.json").read_text())["storage"] == url
+    study = load_study(fast_study)
+    assert sum(r.status == "completed" for r in OptunaStore.for_study(out, study, url=url).records()) == 8
+    # report and status find the database through run.json; resuming without --storage keeps it
+    assert main(["report", str(out)]) == 0
+    assert main(args[:-2]) == 0 and len(fake.calls) == 8
