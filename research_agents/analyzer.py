@@ -535,6 +535,21 @@ def _rank_limit_note(test: str, min_p: float, alpha: float, n_txt: str, needed: 
     )
 
 
+def _difference_ci(tt, samples, statistic, n: int, n_text: str, t_label: str, confidence: float,
+                   n_resamples: int, seed: int, limits: list[str]) -> tuple[float | None, float | None, str]:
+    """Bootstrap CI of the difference from 3 runs per side (flagged as optimistic below 6);
+    with 2 the t-interval of the test `tt`; none when the t-test is degenerate."""
+    if n >= 3:
+        lo, hi, method = _bootstrap_ci(samples, statistic, confidence=confidence, n_resamples=n_resamples, seed=seed)
+        if n < 6:
+            limits.append(f"bootstrap CIs from {n_text} undercover (too narrow); read them as optimistic")
+        return lo, hi, method
+    if _f(tt.statistic) is not None:
+        ci = tt.confidence_interval(confidence_level=confidence)
+        return _f(ci.low), _f(ci.high), t_label
+    return None, None, "none (degenerate)"
+
+
 def compare_paired(
     a: Mapping[int, float],
     b: Mapping[int, float],
@@ -615,19 +630,9 @@ def compare_paired(
                 if n < 3
                 else "Hedges' g is undefined (zero spread of the paired differences)"
             )
-        if n >= 3:
-            ci_lo, ci_hi, ci_method = _bootstrap_ci(
-                (d,), _mean_axis, confidence=confidence, n_resamples=n_resamples, seed=seed
-            )
-            if n < 6:
-                limits.append(
-                    f"bootstrap CIs from {n} pairs undercover (too narrow); read them as optimistic"
-                )
-        elif t_stat is not None:
-            ci = tt.confidence_interval(confidence_level=confidence)
-            ci_lo, ci_hi, ci_method = _f(ci.low), _f(ci.high), "paired t-interval (n=2)"
-        else:
-            ci_method = "none (degenerate)"
+        ci_lo, ci_hi, ci_method = _difference_ci(
+            tt, (d,), _mean_axis, n, f"{n} pairs", "paired t-interval (n=2)", confidence, n_resamples, seed, limits
+        )
         n_nonzero = int(np.sum(d != 0))
         if n_nonzero == 0:
             w_method = "undefined (all differences are zero)"
@@ -750,19 +755,10 @@ def compare_unpaired(
         g = hedges_g(xa, xb)
         if g is None:
             limits.append("Hedges' g is undefined (zero pooled sd)")
-        if min(na, nb) >= 3:
-            ci_lo, ci_hi, ci_method = _bootstrap_ci(
-                (xb, xa), _diff_of_means, confidence=confidence, n_resamples=n_resamples, seed=seed
-            )
-            if min(na, nb) < 6:
-                limits.append(
-                    f"bootstrap CIs from {na} vs {nb} runs undercover (too narrow); read them as optimistic"
-                )
-        elif t_stat is not None:
-            ci = tt.confidence_interval(confidence_level=confidence)
-            ci_lo, ci_hi, ci_method = _f(ci.low), _f(ci.high), "Welch t-interval (n=2)"
-        else:
-            ci_method = "none (degenerate)"
+        ci_lo, ci_hi, ci_method = _difference_ci(
+            tt, (xb, xa), _diff_of_means, min(na, nb), f"{na} vs {nb} runs", "Welch t-interval (n=2)",
+            confidence, n_resamples, seed, limits,
+        )
         pooled = np.concatenate([xa, xb])
         has_ties = np.unique(pooled).size < pooled.size
         n_perm = math.comb(na + nb, na)
