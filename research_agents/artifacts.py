@@ -229,7 +229,7 @@ def momentum_analysis(out: Path, study: Study, runs: list[Run], fnd: Findings) -
     fig.savefig(Path(out) / "momentum_schedules.png", dpi=100)
     plt.close(fig)
 
-    base, comps = schedule_comparisons(runs)
+    base, comps = schedule_comparisons(runs, min_effect=fnd.noise.threshold)
     target = None
     if base is not None:
         base_mean = _mean(r.loss for r in groups[base])

@@ -308,9 +308,11 @@ def warmup_helps_muon(runs: list[Run], study: Study, findings: Findings) -> Clai
     return _effect(name, source, statement, findings, a, b, desc, "no warmup", f"warmup {desc['b_values']}")
 
 
-def schedule_comparisons(runs: list[Run], baseline: str = "fixed_095", warmups_only: bool = False):
+def schedule_comparisons(runs: list[Run], baseline: str = "fixed_095", warmups_only: bool = False,
+                         min_effect: float | None = None):
     """Each momentum schedule (other fixed values too, unless warmups_only) against the fixed-0.95
-    baseline with the same other knobs, Holm across the schedules compared.
+    baseline with the same other knobs, Holm across the schedules compared; a "better" verdict
+    also needs |diff| above `min_effect` (the noise threshold).
 
     Returns (baseline label or None, {label: (welch Comparison, paired Comparison)}), both with
     b = the schedule (negative diff: the schedule has the lower loss).
@@ -334,8 +336,8 @@ def schedule_comparisons(runs: list[Run], baseline: str = "fixed_095", warmups_o
     welch = [analyzer.compare_unpaired(list(by_label[base].values()), list(by_label[lab].values()), name_a=base,
                                        name_b=lab) for lab in others]
     paired = [analyzer.compare_paired(by_label[base], by_label[lab], name_a=base, name_b=lab) for lab in others]
-    welch = analyzer.apply_correction(welch, "holm")
-    paired = analyzer.apply_correction(paired, "holm")
+    welch = analyzer.apply_correction(welch, "holm", min_effect=min_effect)
+    paired = analyzer.apply_correction(paired, "holm", min_effect=min_effect)
     return base, dict(zip(others, zip(welch, paired)))
 
 
@@ -343,7 +345,7 @@ def momentum_warmup_helps_muon(runs: list[Run], study: Study, findings: Findings
     name, source = "momentum_warmup_helps_muon", "seed 004"
     statement = ("A momentum warmup schedule improves on Muon's fixed momentum 0.95 (the research question of "
                  "seed 004).")
-    base, comps = schedule_comparisons(runs, warmups_only=True)
+    base, comps = schedule_comparisons(runs, warmups_only=True, min_effect=_noise(findings))
     if base is None or not comps:
         return _not_tested(name, source, statement, "it needs the fixed 0.95 baseline and at least one warmup "
                            "schedule with the same other settings")
@@ -353,8 +355,9 @@ def momentum_warmup_helps_muon(runs: list[Run], study: Study, findings: Findings
     verdict: Verdict = "agrees" if better else ("disagrees" if worse else "inconclusive")
     lines = [f"{lab}: diff {_d(c.diff)} (95% CI {_d(c.diff_ci_low)}, {_d(c.diff_ci_high)}), paired t p_holm "
              f"{_p(c.p_adjusted)} -> {c.verdict}" for lab, c in paired.items()]
-    text = (f"Each of {len(paired)} warmup schedules vs {base}, paired by seed, Holm across schedules "
-            f"(negative diff: the schedule has the lower loss). Better: {', '.join(better) or 'none'}; worse: "
+    text = (f"Each of {len(paired)} warmup schedules vs {base}, paired by seed, Holm across schedules, "
+            f"beyond the noise threshold {_f(_noise(findings))} (negative diff: the schedule has the lower "
+            f"loss). Better: {', '.join(better) or 'none'}; worse: "
             f"{', '.join(worse) or 'none'}. " + "; ".join(lines) + ".")
     return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
                        details={"baseline": base, "better": better, "worse": worse,
