@@ -228,6 +228,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _wait_for_running_trial(proc: subprocess.Popen, out: Path, study: Study, finished: int,
+                            timeout_s: float = 480) -> None:
+    """Until `finished` trials have completed and the next one is training (the run must not end)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        time.sleep(0.3)
+        assert proc.poll() is None, f"the run ended early: {proc.stderr.read()}"
+        if (out / "run.json").exists():  # written once the run has created its database
+            records = OptunaStore.for_study(out, study).records()
+            if sum(r.status == "completed" for r in records) >= finished and records[-1].status == "running":
+                return
+    pytest.fail(f"the run did not reach trial {finished + 1} in time")
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and SIGKILL")
 def test_sigkill_mid_run_then_resume(tmp_path, fast_study):
     out = tmp_path / "run"
@@ -236,20 +250,8 @@ def test_sigkill_mid_run_then_resume(tmp_path, fast_study):
     proc = subprocess.Popen([sys.executable, "-m", "research_agents", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     study = load_study(fast_study)
-    store = None
-    deadline = time.time() + 480
     try:
-        while time.time() < deadline:  # wait for 2 finished trials and a third one running
-            time.sleep(0.5)
-            assert proc.poll() is None, f"the run ended early: {proc.stderr.read()}"
-            if not (out / "study.db").exists():
-                continue
-            store = store or OptunaStore.for_study(out, study)
-            records = store.records()
-            if sum(r.status == "completed" for r in records) >= 2 and any(r.status == "running" for r in records):
-                break
-        else:
-            pytest.fail("the run did not reach its third trial in time")
+        _wait_for_running_trial(proc, out, study, finished=2)
         trainer = _children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -258,7 +260,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, fast_study):
             proc.kill()
     time.sleep(1.0)
     assert trainer and not any(_alive(pid) for pid in trainer), "the trial outlived its loop"
-    before = store.records()
+    before = OptunaStore.for_study(out, study).records()
     finished = {r.id: r for r in before if r.status == "completed"}
     killed = [r for r in before if r.status == "running"]
     assert len(killed) == 1
@@ -358,14 +360,7 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_resumes(tmp_pa
     proc = subprocess.Popen([sys.executable, "-m", "research_agents", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     study = load_study(fast_study)
-    deadline = time.time() + 480
-    while time.time() < deadline:  # wait until the second trial is training
-        time.sleep(0.3)
-        assert proc.poll() is None, proc.stderr.read()
-        if (out / "study.db").exists():
-            records = OptunaStore.for_study(out, study).records()
-            if len(records) >= 2 and records[-1].status == "running":
-                break
+    _wait_for_running_trial(proc, out, study, finished=1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr
