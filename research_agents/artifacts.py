@@ -25,6 +25,7 @@ from typing import Any
 from research_agents import analyzer
 from research_agents.claims import Run, claims_section, evaluate, final_svd_entropy, load_runs, \
     schedule_comparisons
+from research_agents.executor import read_metrics
 from research_agents.findings import Findings
 from research_agents.specs import Study
 from research_agents.store import TrialRecord
@@ -66,7 +67,7 @@ def _plt():
 def trial_plot(run_dir: Path) -> Path | None:
     """metrics_plot.png in the trial's directory (None when it has no history); never raises."""
     try:
-        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+        metrics = read_metrics(Path(run_dir)) or {}
         hist = [h for h in metrics.get("history") or [] if isinstance(h, dict)]
         if not hist:
             return None

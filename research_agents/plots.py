@@ -5,7 +5,6 @@ Each function writes one PNG and returns its path, or returns None when there is
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from research_agents.executor import read_metrics  # noqa: E402
 from research_agents.findings import Findings  # noqa: E402
 from research_agents.store import TrialRecord  # noqa: E402
 
@@ -30,12 +30,7 @@ def _save(fig, out: Path, name: str) -> Path:
 
 
 def _history(out: Path, run_dir: str) -> list[dict]:
-    if not run_dir:
-        return []
-    try:
-        data = json.loads((Path(out) / run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return []
+    data = read_metrics(Path(out) / run_dir) if run_dir else None
     hist = data.get("history") if isinstance(data, dict) else None
     return hist if isinstance(hist, list) else []
 

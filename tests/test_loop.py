@@ -17,7 +17,7 @@ import pytest
 from research_agents.cli import main
 from research_agents.executor import Outcome
 from research_agents.loop import BadInput, LoopHooks, ResearchLoop, make_plan
-from research_agents.planners import GridPlanner, SamplerPlanner
+from research_agents.planners import SamplerPlanner
 from research_agents.planners.base import PlanningContext
 from research_agents.specs import Proposal, Study, load_study
 from research_agents.store import COUNTED, OptunaStore
@@ -228,6 +228,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _start_run(study_file: Path, out: Path, stdout) -> tuple[list[str], subprocess.Popen]:
+    """A budget-8 run of the fast study in its own process (to kill or interrupt it)."""
+    args = ["run", "--study", str(study_file), "--budget", "8", "--out", str(out), "--planner", "random"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "research_agents", *args], cwd=ROOT, env=env,
+                            stdout=stdout, stderr=subprocess.PIPE, text=True)
+    return args, proc
+
+
 def _wait_for_running_trial(proc: subprocess.Popen, out: Path, study: Study, finished: int,
                             timeout_s: float = 480) -> None:
     """Until `finished` trials have completed and the next one is training (the run must not end)."""
@@ -245,10 +254,7 @@ def _wait_for_running_trial(proc: subprocess.Popen, out: Path, study: Study, fin
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and SIGKILL")
 def test_sigkill_mid_run_then_resume(tmp_path, fast_study):
     out = tmp_path / "run"
-    args = ["run", "--study", str(fast_study), "--budget", "8", "--out", str(out), "--planner", "random"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "research_agents", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    args, proc = _start_run(fast_study, out, stdout=subprocess.DEVNULL)
     study = load_study(fast_study)
     try:
         _wait_for_running_trial(proc, out, study, finished=2)
@@ -355,10 +361,7 @@ def test_list_shows_the_default_study(capsys):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses signals and /proc")
 def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_resumes(tmp_path, fast_study):
     out = tmp_path / "run"
-    args = ["run", "--study", str(fast_study), "--budget", "8", "--out", str(out), "--planner", "random"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "research_agents", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args, proc = _start_run(fast_study, out, stdout=subprocess.PIPE)
     study = load_study(fast_study)
     _wait_for_running_trial(proc, out, study, finished=1)
     proc.send_signal(signal.SIGINT)
