@@ -14,7 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from research_agents.argtypes import whole
+from research_agents.argtypes import number, whole
+from research_agents.planners.llm_client import DEFAULT_MODEL, OPENAI_URL, PRICE_ENV, LLMConfig
 from trainer.presets import RUN_PRESETS
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
@@ -39,6 +40,7 @@ def experiments_dir() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from research_agents.execution import EXECUTORS
     from research_agents.planners import PLANNERS
 
     parser = _Parser(prog="research-agents", description="Optimizer research that runs itself.")
@@ -60,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                      help="trial spec overrides for every run, e.g. steps=50 data.max_docs=40")
     run.add_argument("--save-model", action="store_true", help="save each trial's model (model.safetensors)")
-    from research_agents.planners.llm_client import add_llm_arguments
-
+    run.add_argument("--executor", default="local", choices=EXECUTORS, help="how trials run (default local: "
+                     "one process per trial on this machine)")
     add_llm_arguments(run)  # --llm-base-url, --llm-model, --llm-share, --on-llm-error, ...
     form = run.add_mutually_exclusive_group()
     form.add_argument("--quick", action="store_true", help="run the study's quick experiments")
@@ -98,13 +100,77 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
+# ------------------------------------------------------------------ LLM flags
+
+
+def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("LLM planner (--planner llm|hybrid, or auto when an endpoint is configured)")
+    g.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "
+                   "(default $OPENAI_BASE_URL, else OpenAI)")
+    g.add_argument("--llm-model", help=f"model name (default $OPENAI_MODEL, else {DEFAULT_MODEL})")
+    g.add_argument("--llm-share", type=number(0.0, 1.0), help="hybrid: share of points the LLM proposes after the "
+                   "warm-up (default: the study's planner.llm_share, 0.3)")
+    g.add_argument("--on-llm-error", choices=("stop", "fallback"), default="stop",
+                   help="when the LLM service fails after its retries: stop (default; the same command "
+                   "resumes) or fall back to the classical planner for the rest of the run")
+    g.add_argument("--llm-timeout", type=number(0.0), default=60.0, help="seconds per request (default 60)")
+    g.add_argument("--llm-tries", type=whole(1), default=3, help="tries per request (default 3)")
+    g.add_argument("--llm-backoff", type=number(0.0), default=1.0, help="first wait between tries, doubled each "
+                   "time (default 1 s)")
+    g.add_argument("--llm-repairs", type=whole(0), default=3, help="corrected batches asked for per round (default 3)")
+    g.add_argument("--llm-max-tokens", type=whole(1), default=1024, help="completion tokens per call (default 1024)")
+    g.add_argument("--llm-price-in", type=number(0.0), help="USD per 1M prompt tokens (or $RESEARCH_AGENTS_LLM_PRICE_IN)")
+    g.add_argument("--llm-price-out", type=number(0.0), help="USD per 1M completion tokens "
+                   "(or $RESEARCH_AGENTS_LLM_PRICE_OUT)")
+
+
+def llm_config(args: argparse.Namespace, env: dict[str, str] | None = None):
+    """The LLM settings (an LLMConfig) from flags and environment; `configured`: an endpoint is set."""
+    env = os.environ if env is None else env
+    base_url = getattr(args, "llm_base_url", None) or env.get("OPENAI_BASE_URL") or None
+    key = env.get("OPENAI_API_KEY") or None
+    model = getattr(args, "llm_model", None) or env.get("OPENAI_MODEL") or DEFAULT_MODEL
+    sources = [s for s, on in (("--llm-base-url", getattr(args, "llm_base_url", None)),
+                               ("--llm-model", getattr(args, "llm_model", None)),
+                               ("OPENAI_BASE_URL", env.get("OPENAI_BASE_URL")),
+                               ("OPENAI_API_KEY", key)) if on]
+    prices = []
+    for flag, name in zip(("llm_price_in", "llm_price_out"), PRICE_ENV):
+        value = getattr(args, flag, None)
+        if value is None and env.get(name):
+            try:
+                value = number(0.0)(env[name])
+            except argparse.ArgumentTypeError as e:
+                raise ValueError(f"${name}: {e}") from None
+        prices.append(value)
+    return LLMConfig(base_url=base_url.rstrip("/") if base_url else None, model=model, api_key=key,
+                     timeout_s=getattr(args, "llm_timeout", 60.0) or 60.0,
+                     tries=max(1, getattr(args, "llm_tries", 3)), backoff_s=getattr(args, "llm_backoff", 1.0),
+                     repairs=getattr(args, "llm_repairs", 3), max_tokens=getattr(args, "llm_max_tokens", 1024) or 1024,
+                     price_in=prices[0], price_out=prices[1], on_error=getattr(args, "on_llm_error", "stop"),
+                     share=getattr(args, "llm_share", None), configured=bool(sources), source=", ".join(sources))
+
+
+def reproduce_flags(saved: dict) -> str:
+    """LLM flags for the report's reproduce command (endpoint and model; never a key)."""
+    llm = saved.get("llm") or {}
+    if not llm:
+        return ""
+    flags = f" --llm-model {llm['model']}"
+    if llm.get("endpoint") and llm["endpoint"] != OPENAI_URL:
+        flags = f" --llm-base-url {llm['endpoint']}" + flags
+    if llm.get("on_error") == "fallback":
+        flags += " --on-llm-error fallback"
+    return flags
+
+
 # ------------------------------------------------------------------ list / status / report
 
 
 def cmd_list(console: Console) -> int:
     from rich.table import Table
 
-    from research_agents.specs import load_study
+    from research_agents.config import load_study
 
     table = Table(title=f"studies in {experiments_dir()}")
     for col in ("study", "preset", "scales", "arms", "experiments", "question"):
@@ -122,7 +188,7 @@ def cmd_list(console: Console) -> int:
 
 def _open_run(out_text: str):
     """Study and store of an existing run directory (UsageError if it is not one)."""
-    from research_agents.specs import Study
+    from research_agents.config import Study
     from research_agents.store import OptunaStore
 
     out = Path(out_text)
@@ -145,11 +211,11 @@ def cmd_status(args, console: Console) -> int:
 
 
 def cmd_report(args, console: Console) -> int:
-    from research_agents.loop import make_plan
+    from research_agents.config import make_plan
 
     out, saved, study, store = _open_run(args.out)
     if saved.get("experiments") is not None:
-        from research_agents.runforms import point_plan
+        from research_agents.config.runforms import point_plan
 
         plan = point_plan(study, study.select_points(saved["experiments"]), saved["budget"])
     else:
@@ -163,10 +229,9 @@ def cmd_report(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
-    from research_agents import runforms
-    from research_agents.loop import BadInput, make_plan
-    from research_agents.planners import make_planner
-    from research_agents.specs import load_study
+    from research_agents.config import BadInput, load_study, make_plan, runforms
+    from research_agents.execution import make_executor
+    from research_agents.planners import make_planner, point_planner
 
     try:
         study = load_study(args.study, experiments_dir())
@@ -178,17 +243,16 @@ def cmd_run(args, console: Console) -> int:
             return EXIT_OK
         points = runforms.selected_points(study, args.quick, args.experiments, args.all)
         if points is None:
-            from research_agents.planners.llm_client import config_from_args
-
-            planner, planner_line = make_planner(args.planner, study, args.grid, llm=config_from_args(args))
+            planner, planner_line = make_planner(args.planner, study, args.grid, llm=llm_config(args))
             plan = make_plan(study, args.budget or runforms.DEFAULT_BUDGET, args.seeds)
         else:
             if args.grid or args.seeds is not None or args.planner not in ("auto", "grid"):
                 raise ValueError("named experiments run as defined on the study's seeds: "
                                  "--grid, --planner and --seeds do not apply")
-            planner, planner_line = runforms.point_planner(study, points)
+            planner, planner_line = point_planner(study, points)
             plan = runforms.point_plan(study, points, args.budget or runforms.point_budget(study, points))
         overrides = runforms.parse_set(args.set)
+        executor = make_executor(args.executor)
     except (ValueError, BadInput) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out else experiments_dir() / "runs" / study.name
@@ -203,8 +267,8 @@ def cmd_run(args, console: Console) -> int:
     saved = {"study": study.model_dump(mode="json"), "budget": plan.budget, "confirm_seeds": args.seeds,
              "preset": preset, "overrides": overrides, "planner": planner.name, "storage": args.storage,
              "scale": scale, "experiments": None if points is None else [p.name for p in points]}
-    if hasattr(planner, "cfg"):  # LLM planners: endpoint and model, never the key
-        saved["llm"] = planner.cfg.public()
+    if planner.public() is not None:  # LLM planners: endpoint and model, never the key
+        saved["llm"] = planner.public()
     run_file = out / RUN_FILE
     if run_file.is_file():
         before = json.loads(run_file.read_text())
@@ -215,14 +279,16 @@ def cmd_run(args, console: Console) -> int:
                              "experiments; use another --out or the same arguments")
         if args.storage is None:
             saved["storage"] = before.get("storage")
-    return _run(study, plan, planner, planner_line, out, saved, preset, overrides, console)
+    return _run(study, plan, planner, planner_line, executor, out, saved, preset, overrides, console)
 
 
-def _run(study, plan, planner, planner_line, out: Path, saved: dict, preset, overrides, console) -> int:
+def _run(study, plan, planner, planner_line, executor, out: Path, saved: dict, preset, overrides, console) -> int:
     from research_agents.console import RunDisplay
-    from research_agents.executor import LocalExecutor, TrialInterrupted
+    from research_agents.execution import TrialInterrupted
     from research_agents.loop import LoopHooks, ResearchLoop
-    from research_agents.reports import write_round_report
+    from research_agents.planners.llm_client import LLMUnavailable
+    from research_agents.report.plots import trial_plot
+    from research_agents.report.round import write_round_report
     from research_agents.store import OptunaStore
 
     console.print(f"[bold]{study.name}[/bold]: {study.question}")
@@ -243,16 +309,12 @@ def _run(study, plan, planner, planner_line, out: Path, saved: dict, preset, ove
 
     def trial_end(record):
         display.trial_end(record)
-        from research_agents.artifacts import trial_plot
-
         trial_plot(out / record.run_dir)  # the seeds' 4-panel metrics_plot.png
 
     hooks = LoopHooks(on_trial_start=display.trial_start, on_progress=display.progress,
                       on_trial_end=trial_end, on_round_end=round_end, on_message=display.message)
-    loop = ResearchLoop(study, store, LocalExecutor(), planner, out, plan, overrides, preset, hooks)
-    if hasattr(planner, "attach"):  # LLM planners record calls, transcripts and fallbacks in the run
-        planner.attach(store, out, display.message)
-    from research_agents.planners.llm_client import LLMUnavailable
+    loop = ResearchLoop(study, store, executor, planner, out, plan, overrides, preset, hooks)
+    planner.attach(store, out, display.message)  # LLM planners record calls, transcripts and fallbacks
 
     interrupted = False
     llm_error = None
@@ -297,11 +359,12 @@ def _prepare_data(study, preset, overrides, console) -> bool:
 
 
 def _final_report(out: Path, study, plan, store, saved: dict):
-    from research_agents.artifacts import write_study_artifacts
-    from research_agents.executor import read_metrics
-    from research_agents.findings import analyze
-    from research_agents.reports import setup_from_metrics, write_final_report
-    from research_agents.runforms import command_line
+    from research_agents.analysis.findings import analyze
+    from research_agents.analysis.planning import META_KEYS, planning_summary
+    from research_agents.config.runforms import command_line
+    from research_agents.report.artifacts import write_study_artifacts
+    from research_agents.report.final import setup_from_metrics, write_final_report
+    from research_agents.report.sections import planning_sections
 
     records = store.records()
     extra = {"planner": saved.get("planner"), "budget": plan.budget, "confirmation_seeds": plan.confirm_seeds,
@@ -312,10 +375,8 @@ def _final_report(out: Path, study, plan, store, saved: dict):
         extra["experiments"] = ", ".join(saved["experiments"])
     if saved.get("overrides"):
         extra["overrides"] = saved["overrides"]
-    metrics = next((m for r in records if r.ok and (m := read_metrics(out / r.run_dir))), None)
+    metrics = next((m for r in records if r.ok and (m := r.metrics(out))), None)
     setup = setup_from_metrics(metrics, study, saved.get("preset"), **extra) if metrics else extra
-    from research_agents.planners.llm_client import report_sections, reproduce_flags
-
     commands = [command_line({**saved, "budget": plan.budget}, out) + reproduce_flags(saved),
                 f"python -m research_agents report {out}"]
     best = min((r for r in records if r.ok), key=lambda r: r.val_loss, default=None)
@@ -323,7 +384,8 @@ def _final_report(out: Path, study, plan, store, saved: dict):
         commands.append(f"python -m trainer run --spec {out / best.run_dir / 'spec.json'} --out /tmp/best-trial")
     fnd = analyze(study, records, plan)
     sections = write_study_artifacts(out, study, records, fnd)  # seeds' artifacts, claims, extra analyses
-    sections = [*sections, *report_sections(store)]  # LLM usage, rejected proposals
+    planning = planning_summary({k: store.get_meta(k) for k in META_KEYS})
+    sections = [*sections, *planning_sections(planning)]  # LLM usage, rejected proposals
     return write_final_report(out, study, plan, records, setup, commands, extra_sections=sections, findings=fnd)
 
 

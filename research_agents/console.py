@@ -11,7 +11,8 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from research_agents.store import COUNTED, TrialRecord
+from research_agents.fmt import f4, fmt_value
+from research_agents.records import COUNTED, TrialRecord
 
 
 def trials_table(records: list[TrialRecord], limit: int | None = None, title: str = "trials") -> Table:
@@ -20,16 +21,12 @@ def trials_table(records: list[TrialRecord], limit: int | None = None, title: st
         table.add_column(col, justify="right" if col in ("#", "round", "seed", "val loss") else "left")
     shown = records[-limit:] if limit else records
     for r in shown:
-        loss = f"{r.val_loss:.4f}" if r.val_loss is not None else "-"
-        params = " ".join(f"{k}={_fmt(v)}" for k, v in r.params.items())
+        loss = f4(r.val_loss) if r.val_loss is not None else "-"
+        params = " ".join(f"{k}={fmt_value(v)}" for k, v in r.params.items())
         style = {"completed": None, "running": "cyan"}.get(r.status, "yellow")
         table.add_row(str(r.order), str(r.round), r.phase, r.arm, r.origin, str(r.seed), r.status,
                       loss, params, style=style)
     return table
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 class RunDisplay:

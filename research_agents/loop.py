@@ -1,8 +1,8 @@
 """The research loop: plan -> execute -> analyse -> report, until the budget is spent.
 
-Budget: every training run counts (search and confirmation alike; interrupted runs are re-run
-and not counted twice). A slice is reserved up front to re-run each arm's leaders on fresh seeds,
-paired across arms; the noise floor and the final recommendation come from those repeats.
+Budget (config.plan): every training run counts (search and confirmation alike; interrupted runs
+are re-run and not counted twice). A slice is reserved up front to re-run each arm's leaders on
+fresh seeds, paired across arms; the noise floor and the final recommendation come from those.
 """
 
 from __future__ import annotations
@@ -12,49 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from research_agents.executor import Executor, TrialInterrupted
-from research_agents.planners.base import Planner, PlanningContext
-from research_agents.specs import Proposal, Study, config_id, validate_params
-from research_agents.store import COUNTED, Store, TrialRecord
+from research_agents.analysis.stats import noise_floor
+from research_agents.config.plan import Plan
+from research_agents.config.space import config_id
+from research_agents.config.study import Study, validate_params
+from research_agents.execution.base import BaseExecutor, TrialInterrupted
+from research_agents.planners.base import BasePlanner, PlanningContext
+from research_agents.records import COUNTED, Proposal, TrialRecord, by_config, ranked_configs
+from research_agents.report.round import latest_round_report
+from research_agents.store.base import BaseStore
 
 MAX_PLANNER_RETRIES = 3
-
-
-class BadInput(ValueError):
-    """A user error found before anything ran (exit code 2)."""
-
-
-@dataclass
-class Plan:
-    budget: int
-    confirm_seeds: list[int]
-    search_budget: int
-    search_share: dict[str, int]
-
-
-def make_plan(study: Study, budget: int, confirm_seeds: int | None = None) -> Plan:
-    """Split the budget: confirmation reserve first, then search shares per arm."""
-    arms = list(study.arms)
-    leaders = study.budget.leaders_per_arm
-    n_seeds = confirm_seeds or study.seeds.confirm
-    min_search = study.budget.min_search_per_arm * len(arms)
-    # shrink the confirmation if the budget cannot hold it, but never below 2 seeds
-    while n_seeds > 2 and budget - len(arms) * leaders * n_seeds < min_search:
-        n_seeds -= 1
-    reserve = len(arms) * leaders * n_seeds
-    search = budget - reserve
-    if search < min_search:
-        raise BadInput(f"--budget {budget} is too small for study {study.name!r}: it needs at least "
-                       f"{min_search + len(arms) * leaders * 2} runs ({min_search} search + "
-                       f"{len(arms) * leaders * 2} confirmation)")
-    total_share = sum(a.share for a in study.arms.values())
-    share = {a: int(search * study.arms[a].share / total_share) for a in arms}
-    for a in arms[: search - sum(share.values())]:  # hand out the rounding remainder
-        share[a] += 1
-    start = study.seeds.confirm_start
-    seeds = [s for s in range(start, start + n_seeds + len(study.seeds.search))
-             if s not in study.seeds.search][:n_seeds]
-    return Plan(budget, seeds, search, share)
 
 
 @dataclass
@@ -71,9 +39,9 @@ class LoopHooks:
 @dataclass
 class ResearchLoop:
     study: Study
-    store: Store
-    executor: Executor
-    planner: Planner
+    store: BaseStore
+    executor: BaseExecutor
+    planner: BasePlanner
     out: Path
     plan: Plan
     overrides: dict[str, Any] = field(default_factory=dict)  # spec overrides (device, ...)
@@ -85,8 +53,7 @@ class ResearchLoop:
         return self.store.records()
 
     def spent(self, phase: str | None = None, arm: str | None = None) -> int:
-        return sum(1 for r in self.records() if r.status in COUNTED
-                   and (phase is None or r.phase == phase) and (arm is None or r.arm == arm))
+        return self.store.spent(phase, arm)
 
     def next_round(self) -> int:
         return max((r.round for r in self.records()), default=0) + 1
@@ -189,9 +156,7 @@ class ResearchLoop:
                 seen.add(config_id(p.arm, p.params))
                 need[p.arm] -= 1
             # planners that validate and repair by themselves (LLM) hand over what they rejected
-            drain = getattr(self.planner, "drain_rejections", None)
-            if drain is not None:
-                rejections.extend(drain())
+            rejections.extend(self.planner.drain_rejections())
             if not new_rejections:
                 break
         self._record_rejections(round_no, rejections)
@@ -213,20 +178,14 @@ class ResearchLoop:
     def _record_rejections(self, round_no: int, rejections: list[tuple[Proposal, str]]) -> None:
         if not rejections:
             return
-        past = self.store.get_meta("rejections", [])
-        past += [{"round": round_no, "arm": p.arm, "params": p.params, "origin": p.origin, "reason": why}
-                 for p, why in rejections]
-        self.store.set_meta("rejections", past)
+        self.store.append_meta("rejections", [{"round": round_no, "arm": p.arm, "params": p.params,
+                                               "origin": p.origin, "reason": why} for p, why in rejections])
         for p, why in rejections:
             self.hooks.on_message(f"rejected {p.origin} proposal for {p.arm} {json.dumps(p.params)}: {why}")
 
     def leaders(self, arm: str) -> list[dict]:
         """The arm's best search configs by mean val loss (completed runs only)."""
-        by_config: dict[str, list[TrialRecord]] = {}
-        for r in self.records():
-            if r.arm == arm and r.phase == "search" and r.ok:
-                by_config.setdefault(r.config, []).append(r)
-        ranked = sorted(by_config.values(), key=lambda rs: sum(x.val_loss for x in rs) / len(rs))
+        ranked = ranked_configs(r for r in self.records() if r.arm == arm and r.phase == "search")
         return [rs[0].params for rs in ranked[: self.study.budget.leaders_per_arm]]
 
     def confirm(self) -> None:
@@ -248,14 +207,8 @@ class ResearchLoop:
 
     # -- what the planner reads
     def latest_round_report(self) -> str:
-        rounds = sorted((self.out / "rounds").glob("round-*.md"))
-        return rounds[-1].read_text() if rounds else ""
+        return latest_round_report(self.out)
 
     def noise_sd(self) -> float | None:
-        from research_agents.analyzer import noise_floor
-
-        groups: dict[str, list[float]] = {}
-        for r in self.records():
-            if r.ok:
-                groups.setdefault(r.config, []).append(r.val_loss)
+        groups = {cid: [r.val_loss for r in rs] for cid, rs in by_config(r for r in self.records() if r.ok).items()}
         return noise_floor(groups).pooled_sd

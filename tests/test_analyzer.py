@@ -1,4 +1,4 @@
-"""Tests for research_agents.analyzer: every statistic is checked against scipy or a hand example."""
+"""Tests for research_agents.analysis.stats: every statistic is checked against scipy or a hand example."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from research_agents.analyzer import (
+from research_agents.analysis.stats import (
     Comparison,
     adjust_pvalues,
     apply_correction,

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from research_agents.claims import Run, evaluate
+from research_agents.analysis.claims import Run, evaluate
+from research_agents.analysis.findings import analyze
 from research_agents.cli import main
-from research_agents.findings import analyze
-from research_agents.loop import Plan
-from research_agents.runforms import point_plan, selected_points
-from research_agents.specs import Study, load_study
-from research_agents.store import TrialRecord
+from research_agents.config import Plan, Study, load_study
+from research_agents.config.runforms import point_plan, selected_points
+from research_agents.records import TrialRecord
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 STUDIES = sorted(EXPERIMENTS.glob("*.toml"))
@@ -258,7 +257,7 @@ def _run(label, seed, loss, **spec) -> Run:
     rec = TrialRecord(id=seed, order=seed, arm="muon", params={"name": label}, seed=seed, origin="grid",
                       phase="search", round=1, status="completed", val_loss=loss, run_dir="")
     return Run(rec, label, {"optimizer": "muon", "lr": 0.02, "adamw_lr": 0.002, "momentum": 0.95,
-                            "momentum_schedule.kind": "fixed", "ns_steps": 5, "warmup_ratio": 0.05, **spec}, {})
+                            "momentum_schedule.kind": "fixed", "ns_steps": 5, "warmup_ratio": 0.05, **spec}, [], [])
 
 
 def test_claims_judge_synthetic_runs():
@@ -302,7 +301,7 @@ def test_lr_range_claim_on_synthetic_sweeps():
 
 
 def test_ablation_heatmap_shows_all_18_cells(tmp_path):
-    from research_agents import plots
+    from research_agents.report import plots
 
     study = load_study(EXPERIMENTS / "muon_ablation_18.toml")
     records = [TrialRecord(id=i, order=i, arm="muon", params=p.params, seed=0, origin="grid", phase="search",

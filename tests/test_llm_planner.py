@@ -22,13 +22,14 @@ from pathlib import Path
 import pytest
 
 from research_agents import cli
-from research_agents.executor import LocalExecutor, Outcome
+from research_agents.config import config_id, load_study, validate_params
+from research_agents.execution import LocalExecutor, Outcome
 from research_agents.planners.base import PlanningContext
 from research_agents.planners.hybrid import llm_slots
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMConfig
-from research_agents.specs import config_id, load_study, validate_params
-from research_agents.store import OptunaStore, TrialRecord
+from research_agents.records import TrialMetrics, TrialRecord
+from research_agents.store import OptunaStore
 from tests.openai_stub import StubLLM, batch
 
 KEY = "sk-test-DO-NOT-WRITE-7f3a9c"
@@ -86,8 +87,9 @@ def fake_trainer(monkeypatch):
     def run(self, spec, run_dir, timeout_s, on_progress=None):
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         loss = 5.0 + (math.log10(spec.lr) + 1.5) ** 2 + (spec.momentum - 0.9) ** 2 + 0.01 * (spec.seed % 5)
-        metrics = {"final": {"val_loss": loss, "train_loss": loss}, "wall_time_s": 0.01}
-        return Outcome("completed", metrics, None, None, 0.01)
+        metrics = TrialMetrics.model_validate({"spec": spec.model_dump(mode="json"), "status": "completed",
+                                               "final": {"val_loss": loss, "train_loss": loss}, "wall_time_s": 0.01})
+        return Outcome(status="completed", metrics=metrics, reason=None, log_path=None, wall_time_s=0.01)
 
     monkeypatch.setattr(LocalExecutor, "run", run)
 
@@ -115,7 +117,7 @@ def closed_port() -> int:
 
 def open_store(out: Path):
     saved = json.loads((out / "run.json").read_text())
-    from research_agents.specs import Study
+    from research_agents.config import Study
 
     study = Study.model_validate(saved["study"])
     return OptunaStore.for_study(out, study,
@@ -360,7 +362,7 @@ def test_auto_without_endpoint_is_tpe_and_llm_needs_one(tmp_path, capsys):
     import argparse
 
     from research_agents.planners import make_planner
-    from research_agents.planners.llm_client import config_from_args
+    from research_agents.cli import llm_config as config_from_args
 
     s = load_study(study)
     cfg = config_from_args(argparse.Namespace(), env={})

@@ -2,56 +2,97 @@
 
 grid: a fixed list (manual mode); random and tpe: Optuna samplers through ask-and-tell;
 llm: an LLM over any OpenAI-compatible API; hybrid: TPE owns the state, the LLM proposes a share.
+A new planner subclasses `BasePlanner` and adds one entry to `_FACTORIES`.
 """
 
 from __future__ import annotations
 
-from research_agents.planners.base import Planner, PlanningContext
+from typing import Callable
+
+from research_agents.config.study import Point, Study, validate_params
+from research_agents.planners.base import BasePlanner, Planner, PlanningContext
 from research_agents.planners.grid import GridPlanner, grid_points, parse_grid
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.specs import Proposal, Study, validate_params
-
-PLANNERS = ("auto", "grid", "random", "tpe", "llm", "hybrid")
+from research_agents.records import POINT_PREFIX, Proposal
 
 
-def study_points(study: Study) -> list[Proposal]:
-    return [Proposal(arm=p.arm, params=p.params, origin="grid", rationale=f"point: {p.name}")
-            for p in study.points]
+def study_points(study: Study, points: list[Point] | None = None) -> list[Proposal]:
+    """The study's named points (or the given ones) as grid proposals."""
+    return [Proposal(arm=p.arm, params=p.params, origin="grid", rationale=f"{POINT_PREFIX}{p.name}")
+            for p in (study.points if points is None else points)]
 
 
-def make_planner(kind: str, study: Study, grid: str | None = None, llm=None) -> tuple[Planner, str]:
-    """The planner and one line saying which and why (ValueError on bad input).
+def point_planner(study: Study, points: list[Point]) -> tuple[BasePlanner, str]:
+    """The grid planner over a run's selected named experiments, and the line that says so."""
+    line = (f"planner: grid ({len(points)} named experiment(s) x seeds {study.seeds.search}; "
+            "no confirmation phase: the points are fixed in advance)")
+    return GridPlanner(study_points(study, points)), line
 
-    `llm` is an LLMConfig (planners.llm_client.config_from_args); `auto` picks hybrid when it says an
-    endpoint is configured, else tpe.
-    """
+
+def _grid(study: Study, grid: str | None, llm) -> tuple[BasePlanner, str]:
     if grid is not None:
-        if kind not in ("auto", "grid"):
-            raise ValueError(f"--grid goes with --planner grid (or auto), not {kind}")
         points = grid_points(study, parse_grid(grid))
         for p in points:
             problems = validate_params(study, p.arm, p.params)
             if problems:
                 raise ValueError(f"--grid: {p.arm} {p.params}: {problems[0]}")
         return GridPlanner(points), f"planner: grid ({len(points)} points from --grid)"
-    has_space = any(arm.space for arm in study.arms.values())
-    if kind == "grid" or (kind == "auto" and study.points and not has_space):
-        if not study.points:
-            raise ValueError(f"--planner grid needs --grid or a study with named points; {study.name} has none")
-        return GridPlanner(study_points(study)), f"planner: grid ({len(study.points)} named points)"
-    if kind in ("llm", "hybrid") or (kind == "auto" and llm is not None and llm.configured and has_space):
-        return _llm_planner(kind, study, llm)
-    if kind in ("random", "tpe"):
+    if not study.points:
+        raise ValueError(f"--planner grid needs --grid or a study with named points; {study.name} has none")
+    return GridPlanner(study_points(study)), f"planner: grid ({len(study.points)} named points)"
+
+
+def _sampler(kind: str) -> Callable[[Study, str | None, object], tuple[BasePlanner, str]]:
+    def make(study: Study, grid: str | None, llm) -> tuple[BasePlanner, str]:
         s = study.planner
         return SamplerPlanner(kind, s.seed, s.tpe_startup_trials), f"planner: {kind}"
+
+    return make
+
+
+def _llm(kind: str) -> Callable[[Study, str | None, object], tuple[BasePlanner, str]]:
+    def make(study: Study, grid: str | None, llm) -> tuple[BasePlanner, str]:
+        return _llm_planner(kind, study, llm)
+
+    return make
+
+
+_FACTORIES: dict[str, Callable[[Study, str | None, object], tuple[BasePlanner, str]]] = {
+    "grid": _grid,
+    "random": _sampler("random"),
+    "tpe": _sampler("tpe"),
+    "llm": _llm("llm"),
+    "hybrid": _llm("hybrid"),
+}
+PLANNERS = ("auto", *_FACTORIES)
+
+
+def make_planner(kind: str, study: Study, grid: str | None = None, llm=None) -> tuple[BasePlanner, str]:
+    """The planner and one line saying which and why (ValueError on bad input).
+
+    `llm` is an LLMConfig (cli.llm_config); `auto` picks grid for a study of named points only,
+    hybrid when an LLM endpoint is configured, else tpe.
+    """
+    if grid is not None and kind not in ("auto", "grid"):
+        raise ValueError(f"--grid goes with --planner grid (or auto), not {kind}")
+    has_space = any(arm.space for arm in study.arms.values())
     if kind == "auto":
-        s = study.planner
-        return (SamplerPlanner("tpe", s.seed, s.tpe_startup_trials),
-                "planner: auto -> tpe (no LLM endpoint configured; Optuna TPE owns the search)")
-    raise ValueError(f"--planner: unknown {kind!r}; choose from {', '.join(PLANNERS)}")
+        if grid is not None or (study.points and not has_space):
+            kind = "grid"
+        elif llm is not None and llm.configured and has_space:
+            kind = "auto-hybrid"
+        else:
+            s = study.planner
+            return (SamplerPlanner("tpe", s.seed, s.tpe_startup_trials),
+                    "planner: auto -> tpe (no LLM endpoint configured; Optuna TPE owns the search)")
+    if kind == "auto-hybrid":
+        return _llm_planner("auto", study, llm)
+    if kind not in _FACTORIES:
+        raise ValueError(f"--planner: unknown {kind!r}; choose from {', '.join(PLANNERS)}")
+    return _FACTORIES[kind](study, grid, llm)
 
 
-def _llm_planner(kind: str, study: Study, llm) -> tuple[Planner, str]:
+def _llm_planner(kind: str, study: Study, llm) -> tuple[BasePlanner, str]:
     from research_agents.planners.hybrid import HybridPlanner
     from research_agents.planners.llm import LLMPlanner
 
@@ -74,4 +115,5 @@ def _llm_planner(kind: str, study: Study, llm) -> tuple[Planner, str]:
                     f"the points after {s.llm_warmup_trials} warm-up trials per arm; {errors})")
 
 
-__all__ = ["Planner", "PlanningContext", "GridPlanner", "SamplerPlanner", "make_planner", "PLANNERS"]
+__all__ = ["BasePlanner", "Planner", "PlanningContext", "GridPlanner", "SamplerPlanner", "make_planner",
+           "point_planner", "study_points", "PLANNERS"]

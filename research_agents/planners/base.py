@@ -1,19 +1,23 @@
 """The planner interface: (study, history, latest round report) -> proposals.
 
-Every planner, classical or LLM, implements `propose`. The loop validates what comes back,
-rejects duplicates of past trials and records each rejection with its reason, so a planner
-never has to be trusted.
+Every planner, classical or LLM, subclasses `BasePlanner` and implements `propose`; the other
+hooks have defaults. The loop validates what comes back, rejects duplicates of past trials and
+records each rejection with its reason, so a planner never has to be trusted.
+tests/test_conformance.py holds the suite every planner passes.
 """
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Callable
 
 import optuna
 
-from research_agents.specs import Param, Proposal, Study
-from research_agents.store import TrialRecord
+from research_agents.config.space import Param
+from research_agents.config.study import Study
+from research_agents.records import Proposal, TrialRecord
 
 
 @dataclass
@@ -31,10 +35,28 @@ class PlanningContext:
         return [r for r in self.history if r.arm == arm and r.phase == "search"]
 
 
-class Planner(Protocol):
-    name: str
+class BasePlanner(abc.ABC):
+    name: str = "base"
 
-    def propose(self, ctx: PlanningContext) -> list[Proposal]: ...
+    @abc.abstractmethod
+    def propose(self, ctx: PlanningContext) -> list[Proposal]:
+        """Up to ctx.wanted[arm] proposals per arm (the loop validates them)."""
+
+    # -- default hooks
+    def attach(self, store, out: Path, message: Callable[[str], None] | None = None) -> None:
+        """Where the planner may record its own state (calls, transcripts): the run's store and directory."""
+
+    def drain_rejections(self) -> list[tuple[Proposal, str]]:
+        """Proposals the planner rejected itself since the last call (a planner that validates and
+        repairs on its own, like the LLM, hands them over so the loop records them)."""
+        return []
+
+    def public(self) -> dict | None:
+        """Settings worth writing into run.json and the report (never a secret); None: nothing."""
+        return None
+
+
+Planner = BasePlanner  # the name the loop and the CLI use
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:

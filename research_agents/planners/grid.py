@@ -9,8 +9,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from research_agents.planners.base import PlanningContext
-from research_agents.specs import Proposal, Study, config_id
+from research_agents.config.space import config_id
+from research_agents.config.study import Study
+from research_agents.planners.base import BasePlanner, PlanningContext
+from research_agents.records import Proposal
 
 
 def parse_grid(text: str) -> dict[str, list[Any]]:
@@ -52,7 +54,7 @@ def grid_points(study: Study, grid: dict[str, list[Any]]) -> list[Proposal]:
     return points
 
 
-class GridPlanner:
+class GridPlanner(BasePlanner):
     name = "grid"
 
     def __init__(self, points: list[Proposal]):

@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from research_agents.planners.base import PlanningContext
+from research_agents.config.space import config_id
+from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMUnavailable
-from research_agents.specs import Proposal, config_id
+from research_agents.records import Proposal
 
 
 def llm_slots(ctx: PlanningContext, share: float, warmup: int) -> dict[str, int]:
@@ -41,7 +42,7 @@ def llm_slots(ctx: PlanningContext, share: float, warmup: int) -> dict[str, int]
     return out
 
 
-class HybridPlanner:
+class HybridPlanner(BasePlanner):
     name = "hybrid"
 
     def __init__(self, llm: LLMPlanner, share: float = 0.3, warmup: int = 4):
@@ -53,6 +54,9 @@ class HybridPlanner:
     @property
     def cfg(self):
         return self.llm.cfg
+
+    def public(self) -> dict:
+        return self.llm.public()
 
     def attach(self, store, out, message: Callable[[str], None] | None = None) -> None:
         self.llm.attach(store, out, message)

@@ -34,21 +34,13 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError, field_validator
 
-from research_agents.planners.base import PlanningContext
-from research_agents.planners.llm_client import (
-    LLMClient,
-    LLMConfig,
-    LLMUnavailable,
-)
+from research_agents.config.space import Param, active_params, config_id
+from research_agents.config.study import Study, validate_params
+from research_agents.fmt import params_line
+from research_agents.planners.base import BasePlanner, PlanningContext
+from research_agents.planners.llm_client import LLMClient, LLMConfig, LLMUnavailable
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.specs import (
-    Param,
-    Proposal,
-    Study,
-    active_params,
-    config_id,
-    validate_params,
-)
+from research_agents.records import BAD, Proposal, mean_loss, ranked_configs
 
 PROMPT_FILES = ("system", "round", "repair")
 
@@ -165,19 +157,11 @@ def load_prompts(directory: Path | None = None) -> dict[str, string.Template]:
     return out
 
 
-def _num(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, str) else str(v)
-
-
-def params_line(params: dict) -> str:
-    return " ".join(f"{k}={_num(v)}" for k, v in params.items()) or "(arm defaults)"
-
-
 def describe_space(study: Study, arms: list[str]) -> str:
     lines = []
     for name in arms:
         arm = study.arms[name]
-        fixed = ", ".join(f"{k}={_num(v)}" for k, v in arm.base.items())
+        fixed = ", ".join(params_line({k: v}) for k, v in arm.base.items())
         lines.append(f"arm {name}" + (f" (fixed: {fixed})" if fixed else "") + ":")
         lines += [f"  - {k}: {p.describe()}" for k, p in arm.space.items()]
     return "\n".join(lines)
@@ -191,20 +175,15 @@ def history_sections(ctx: PlanningContext, arms: list[str], top_k: int = 5, last
     """Compact optimizer state for the round prompt (Centaur: top-5 configs, last 20 trials)."""
     top = []
     for arm in arms:
-        groups: dict[str, list] = {}
-        for r in ctx.history:
-            if r.arm == arm and r.ok:
-                groups.setdefault(r.config, []).append(r)
-        ranked = sorted(groups.values(), key=lambda rs: sum(x.val_loss for x in rs) / len(rs))[:top_k]
+        ranked = ranked_configs(r for r in ctx.history if r.arm == arm)[:top_k]
         if not ranked:
             top.append(f"- {arm}: no completed run yet")
         for rs in ranked:
-            mean = sum(x.val_loss for x in rs) / len(rs)
-            top.append(f"- {arm} {params_line(rs[0].params)}: {mean:.4f} (n={len(rs)})")
+            top.append(f"- {arm} {params_line(rs[0].params)}: {mean_loss(rs):.4f} (n={len(rs)})")
     last = [f"- {r.arm} {params_line(r.params)} seed {r.seed} [{r.origin}] {r.status}"
             + (f" val_loss {r.val_loss:.4f}" if r.val_loss is not None else "")
             for r in [x for x in ctx.history if x.status != "running"][-last_n:]]
-    bad = [r for r in ctx.history if r.status in ("diverged", "failed", "timeout")][-5:]
+    bad = [r for r in ctx.history if r.status in BAD][-5:]
     failures = [f"- {r.arm} {params_line(r.params)}: {r.status}: {(r.reason or 'no reason recorded')[:160]}"
                 for r in bad]
     noise = (f"seed sd {ctx.noise_sd:.4f}; differences under {2 * ctx.noise_sd:.4f} are noise"
@@ -234,7 +213,7 @@ def normalize(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-class LLMPlanner:
+class LLMPlanner(BasePlanner):
     """Pure LLM planning (`--planner llm`); HybridPlanner uses `ask` for its share of points."""
 
     name = "llm"
@@ -266,9 +245,12 @@ class LLMPlanner:
         return out
 
     # -- records
+    def public(self) -> dict:
+        return self.cfg.public()
+
     def _meta_append(self, key: str, entry: dict) -> None:
         if self.store is not None:
-            self.store.set_meta(key, [*self.store.get_meta(key, []), entry])
+            self.store.append_meta(key, [entry])
 
     def _record_call(self, entry: dict) -> None:
         self.calls.append(entry)

@@ -14,12 +14,12 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState, create_trial
 
-from research_agents.planners.base import PlanningContext, suggest
-from research_agents.specs import Proposal
-from research_agents.store import distributions
+from research_agents.planners.base import BasePlanner, PlanningContext, suggest
+from research_agents.records import Proposal
+from research_agents.store.optuna import distributions
 
 
-class SamplerPlanner:
+class SamplerPlanner(BasePlanner):
     def __init__(self, kind: str = "tpe", seed: int = 0, startup_trials: int = 3):
         if kind not in ("tpe", "random"):
             raise ValueError(f"unknown sampler planner {kind!r}")

@@ -1,6 +1,6 @@
-"""Durable record of every trial, behind a small interface so other backends can slot in.
+"""The default store: Optuna's RDB storage.
 
-The default backend is Optuna's RDB storage (SQLite file in the run directory, or any SQLAlchemy
+The backend is Optuna's RDB storage (SQLite file in the run directory, or any SQLAlchemy
 URL), one Optuna study per arm, so optuna-dashboard can open a study. A trial is written as
 RUNNING before it trains and finished the moment it ends; a trial still RUNNING when a new
 process opens the store was killed, and `recover()` hands it back for a re-run.
@@ -9,63 +9,19 @@ process opens the store was killed, and `recover()` hands it back for a re-run.
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from pydantic import BaseModel
 
-from research_agents.specs import Origin, Param, Phase, config_id
+from research_agents.config.space import Param
+from research_agents.records import TrialRecord, result_fields
+from research_agents.store.base import BaseStore
 
-Status = Literal["running", "completed", "diverged", "failed", "timeout", "interrupted", "rejected"]
-COUNTED = ("completed", "diverged", "failed", "timeout")  # what spends budget
 STUDY_META = "research_agents"
-
-
-class TrialRecord(BaseModel):
-    """One training run as the loop sees it; metrics come from the trainer's metrics.json."""
-
-    id: int
-    order: int
-    arm: str
-    params: dict[str, Any]
-    seed: int
-    origin: Origin
-    phase: Phase
-    round: int
-    rationale: str = ""
-    status: Status
-    reason: str | None = None
-    val_loss: float | None = None
-    val_accuracy: float | None = None
-    val_perplexity: float | None = None
-    train_loss: float | None = None
-    wall_time_s: float | None = None
-    optimizer_steps: int | None = None
-    tokens_seen: int | None = None
-    run_dir: str = ""
-
-    @property
-    def config(self) -> str:
-        return config_id(self.arm, self.params)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "completed" and self.val_loss is not None
-
-
-class Store(Protocol):
-    def start(self, arm: str, params: dict[str, Any], seed: int, origin: Origin, phase: Phase,
-              round: int, rationale: str, run_dir: str) -> TrialRecord: ...
-    def finish(self, record: TrialRecord, status: Status, metrics: dict | None, reason: str | None) -> TrialRecord: ...
-    def records(self) -> list[TrialRecord]: ...
-    def recover(self) -> list[TrialRecord]: ...
-    def get_meta(self, key: str, default: Any = None) -> Any: ...
-    def set_meta(self, key: str, value: Any) -> None: ...
 
 
 def distributions(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any]:
@@ -91,11 +47,7 @@ def searchable(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any
     return {k: v for k, v in params.items() if k in space and space[k].check(v) is None}
 
 
-def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-class OptunaStore:
+class OptunaStore(BaseStore):
     """Store on optuna.storages.RDBStorage: `sqlite:///OUT/study.db` unless a URL is given."""
 
     def __init__(self, url: str, study_name: str, arms: dict[str, dict[str, Param]]):
@@ -137,15 +89,7 @@ class OptunaStore:
         return TrialRecord(id=trial._trial_id, arm=arm, params=params, **attrs)
 
     def finish(self, record, status, metrics, reason) -> TrialRecord:
-        final = (metrics or {}).get("final") or {}
-        fields = dict(
-            status=status, reason=reason,
-            val_loss=_finite(final.get("val_loss")), val_accuracy=_finite(final.get("val_accuracy")),
-            val_perplexity=_finite(final.get("val_perplexity")), train_loss=_finite(final.get("train_loss")),
-            wall_time_s=_finite((metrics or {}).get("wall_time_s")),
-            optimizer_steps=(metrics or {}).get("optimizer_steps"),
-            tokens_seen=(metrics or {}).get("tokens_seen"),
-        )
+        fields = result_fields(status, metrics, reason)
         for k, v in fields.items():
             self.storage.set_trial_user_attr(record.id, k, v)
         self.storage.set_trial_user_attr(record.id, "finished", datetime.now(timezone.utc).isoformat())
@@ -167,13 +111,6 @@ class OptunaStore:
                 out.append(TrialRecord(id=t._trial_id, arm=arm, params=a.get("params", dict(t.params)),
                                        **{k: a[k] for k in keys if k in a}))
         return sorted(out, key=lambda r: r.order)
-
-    def recover(self) -> list[TrialRecord]:
-        """Trials left RUNNING by a killed process: mark them interrupted and return them."""
-        stale = [r for r in self.records() if r.status == "running"]
-        for r in stale:
-            self.finish(r, "interrupted", None, "process ended while the trial was running")
-        return stale
 
     # -- study-level metadata (JSON values)
     def get_meta(self, key: str, default: Any = None) -> Any:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from research_agents.findings import params_text
-from research_agents.loop import Plan
-from research_agents.specs import Point, Study
+from pydantic import ValidationError
+
+from research_agents.config.plan import Plan
+from research_agents.config.study import Point, Study
+from research_agents.fmt import params_text
+from trainer.spec import format_validation_error
 
 DEFAULT_BUDGET = 20  # runs, when neither --budget nor a point selection says otherwise
 
@@ -65,25 +68,8 @@ def point_plan(study: Study, points: list[Point], budget: int) -> Plan:
     return Plan(budget=budget, confirm_seeds=[], search_budget=budget - left, search_share=share)
 
 
-def point_planner(study: Study, points: list[Point]):
-    """The grid planner over the selected points, and the line that says so."""
-    from research_agents.findings import POINT_PREFIX
-    from research_agents.planners import GridPlanner
-    from research_agents.specs import Proposal
-
-    proposals = [Proposal(arm=p.arm, params=p.params, origin="grid", rationale=f"{POINT_PREFIX}{p.name}")
-                 for p in points]
-    line = (f"planner: grid ({len(points)} named experiment(s) x seeds {study.seeds.search}; "
-            "no confirmation phase: the points are fixed in advance)")
-    return GridPlanner(proposals), line
-
-
 def check_specs(study: Study, points: list[Point] | None, preset: str, overrides: dict[str, Any]) -> None:
     """Every run of the run must make a valid trial spec (ValueError with one line otherwise)."""
-    from pydantic import ValidationError
-
-    from trainer.spec import format_validation_error
-
     where = f"scale {study.scale}, preset {preset}" if study.scale else f"preset {preset}"
     todo = [(f"arm {a}", a, {}) for a in study.arms] if points is None else \
         [(f"experiment {p.name}", p.arm, p.params) for p in points]
@@ -168,5 +154,5 @@ def listing(study: Study) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["default_scale", "selected_points", "point_budget", "point_plan", "point_planner", "check_specs",
+__all__ = ["default_scale", "selected_points", "point_budget", "point_plan", "check_specs",
            "resumable", "command_line", "parse_set", "listing", "DEFAULT_BUDGET"]

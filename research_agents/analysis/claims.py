@@ -27,11 +27,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from research_agents import analyzer
-from research_agents.executor import read_metrics
-from research_agents.findings import Findings
-from research_agents.specs import Study
-from research_agents.store import COUNTED, TrialRecord
+from research_agents.analysis import stats as analyzer
+from research_agents.analysis.models import Findings
+from research_agents.config import catalog
+from research_agents.config.catalog import claim_text
+from research_agents.config.study import Study
+from research_agents.fmt import f4, fd, fp
+from research_agents.records import COUNTED, TrialRecord
 
 Verdict = Literal["agrees", "disagrees", "inconclusive"]
 IGNORED_KEYS = ("seed", "save_checkpoint", "device", "compile", "log_every")
@@ -54,7 +56,9 @@ class Run:
     record: TrialRecord
     label: str  # the configuration's name in the findings (a point's name in a point run)
     spec: dict[str, Any]  # effective trial spec, flattened to dotted keys
-    metrics: dict[str, Any]
+    history: list[dict[str, Any]]  # the trainer's per-step log (metrics.json)
+    diagnostics: list[dict[str, Any]]
+    peak_memory_mb: float | None = None
 
     @property
     def loss(self) -> float | None:
@@ -78,14 +82,17 @@ def load_runs(out: Path, records: list[TrialRecord], findings: Findings) -> list
     for r in records:
         if r.status not in COUNTED:
             continue
-        metrics = read_metrics(Path(out) / r.run_dir) or {}
-        spec = metrics.get("spec")
+        metrics = r.metrics(out)
+        spec = metrics.spec if metrics is not None else None
         if not spec:
             try:
                 spec = json.loads((Path(out) / r.run_dir / "spec.json").read_text())
             except (OSError, ValueError):
                 spec = {}
-        runs.append(Run(r, labels.get(r.config, r.arm), flatten(spec), metrics))
+        runs.append(Run(r, labels.get(r.config, r.arm), flatten(spec),
+                        history=[h for h in metrics.history if isinstance(h, dict)] if metrics else [],
+                        diagnostics=list(metrics.diagnostics) if metrics else [],
+                        peak_memory_mb=metrics.peak_memory_mb if metrics else None))
     return runs
 
 
@@ -146,8 +153,7 @@ def _fixed_momentum(spec: dict) -> bool:
 
 
 def muon_beats_adam(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
-    name, source = "muon_beats_adam", "seeds 000/001"
-    statement = "Muon reaches a lower validation loss than Adam (5.16 vs 5.55 after tuning both: 7% better)."
+    name, source, statement = claim_text("muon_beats_adam")
     best: dict[str, tuple[str, dict[int, float]]] = {}
     counts: dict[str, int] = {}
     for opt in ("muon", "adamw"):
@@ -198,9 +204,7 @@ def _width(sweep: dict[float, dict[int, float]], margin: float) -> analyzer.LRRa
 
 
 def muon_wider_lr_range(runs: list[Run], study: Study, findings: Findings, n_boot: int = 1000) -> ClaimResult:
-    name, source = "muon_wider_lr_range", "seed 001"
-    statement = ("Muon tolerates a far wider range of learning rates than Adam (0.02-0.09 vs 0.0007-0.002, "
-                 "'30x wider').")
+    name, source, statement = claim_text("muon_wider_lr_range")
     sweeps = {"muon": _lr_sweep(runs, "muon"), "adamw": _lr_sweep(runs, "adamw")}
     if any(len(s) < 3 for s in sweeps.values()):
         return _not_tested(name, source, statement, "it needs LR sweeps of at least 3 learning rates for both "
@@ -258,8 +262,7 @@ def _effect(name: str, source: str, statement: str, findings: Findings, a: dict,
 
 
 def lower_muon_momentum_better(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
-    name, source = "lower_muon_momentum_better", "seeds 001 and 002"
-    statement = ("Lower Muon momentum is better: 0.85-0.9 beat 0.97/0.99 (seed 001); 7/8 beat 15/16 (seed 002).")
+    name, source, statement = claim_text("lower_muon_momentum_better")
     values = sorted({r.spec["momentum"] for r in runs if r.loss is not None and _fixed_momentum(r.spec)})
     if len(values) < 2:
         return _not_tested(name, source, statement, "it needs Muon runs at two or more fixed momentum values")
@@ -272,9 +275,7 @@ def lower_muon_momentum_better(runs: list[Run], study: Study, findings: Findings
 
 
 def ns_3_4_as_good_as_5_plus(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
-    name, source = "ns_3_4_as_good_as_5_plus", "seeds 001 and 002"
-    statement = ("3 to 4 Newton-Schulz steps are as good as 5 or more (seed 001: 3 vs 5 vs 10 'all similar'; "
-                 "seed 002: 4 steps match 8 and 16).")
+    name, source, statement = claim_text("ns_3_4_as_good_as_5_plus")
     a, b, desc = knob_pairs(runs, "ns_steps", a=lambda v: v >= 5, b=lambda v: v in (3, 4), where=_is_muon)
     if not a:
         return _not_tested(name, source, statement, "it needs Muon runs that differ only in ns_steps, "
@@ -299,8 +300,7 @@ def ns_3_4_as_good_as_5_plus(runs: list[Run], study: Study, findings: Findings) 
 
 
 def warmup_helps_muon(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
-    name, source = "warmup_helps_muon", "seed 001"
-    statement = "Muon needs LR warmup: 5% warmup is good, no warmup hurts (5.23 vs 5.19)."
+    name, source, statement = claim_text("warmup_helps_muon")
     a, b, desc = knob_pairs(runs, "warmup_ratio", a=lambda v: v == 0, b=lambda v: v > 0, where=_is_muon)
     if not a:
         return _not_tested(name, source, statement, "it needs Muon runs that differ only in warmup_ratio, "
@@ -342,9 +342,7 @@ def schedule_comparisons(runs: list[Run], baseline: str = "fixed_095", warmups_o
 
 
 def momentum_warmup_helps_muon(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
-    name, source = "momentum_warmup_helps_muon", "seed 004"
-    statement = ("A momentum warmup schedule improves on Muon's fixed momentum 0.95 (the research question of "
-                 "seed 004).")
+    name, source, statement = claim_text("momentum_warmup_helps_muon")
     base, comps = schedule_comparisons(runs, warmups_only=True, min_effect=_noise(findings))
     if base is None or not comps:
         return _not_tested(name, source, statement, "it needs the fixed 0.95 baseline and at least one warmup "
@@ -353,10 +351,10 @@ def momentum_warmup_helps_muon(runs: list[Run], study: Study, findings: Findings
     better = [lab for lab, c in paired.items() if c.verdict == "b better"]
     worse = [lab for lab, c in paired.items() if c.verdict == "a better"]
     verdict: Verdict = "agrees" if better else ("disagrees" if worse else "inconclusive")
-    lines = [f"{lab}: diff {_d(c.diff)} (95% CI {_d(c.diff_ci_low)}, {_d(c.diff_ci_high)}), paired t p_holm "
-             f"{_p(c.p_adjusted)} -> {c.verdict}" for lab, c in paired.items()]
+    lines = [f"{lab}: diff {fd(c.diff)} (95% CI {fd(c.diff_ci_low)}, {fd(c.diff_ci_high)}), paired t p_holm "
+             f"{fp(c.p_adjusted)} -> {c.verdict}" for lab, c in paired.items()]
     text = (f"Each of {len(paired)} warmup schedules vs {base}, paired by seed, Holm across schedules, "
-            f"beyond the noise threshold {_f(_noise(findings))} (negative diff: the schedule has the lower "
+            f"beyond the noise threshold {f4(_noise(findings))} (negative diff: the schedule has the lower "
             f"loss). Better: {', '.join(better) or 'none'}; worse: "
             f"{', '.join(worse) or 'none'}. " + "; ".join(lines) + ".")
     return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
@@ -366,7 +364,7 @@ def momentum_warmup_helps_muon(runs: list[Run], study: Study, findings: Findings
 
 def final_svd_entropy(run: Run) -> float | None:
     """Mean SVD entropy over the tracked matrices at the last diagnostics step."""
-    diags = [d for d in run.metrics.get("diagnostics") or [] if d.get("svd_entropy")]
+    diags = [d for d in run.diagnostics if d.get("svd_entropy")]
     if not diags:
         return None
     vals = [v for v in diags[-1]["svd_entropy"].values() if isinstance(v, (int, float)) and math.isfinite(v)]
@@ -374,9 +372,7 @@ def final_svd_entropy(run: Run) -> float | None:
 
 
 def muon_higher_svd_entropy(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
-    name, source = "muon_higher_svd_entropy", "seed 003"
-    statement = ("Muon (block or full) gives more diverse update directions than AdamW: higher SVD entropy of "
-                 "the weight matrices.")
+    name, source, statement = claim_text("muon_higher_svd_entropy")
     ent: dict[str, dict[int, float]] = {}
     opt: dict[str, str] = {}
     for run in runs:
@@ -394,25 +390,13 @@ def muon_higher_svd_entropy(runs: list[Run], study: Study, findings: Findings) -
     higher = [c.name_b for c in comps if c.verdict == "a better"]
     lower = [c.name_b for c in comps if c.verdict == "b better"]
     verdict: Verdict = "agrees" if len(higher) == len(comps) else ("disagrees" if lower else "inconclusive")
-    lines = [f"{c.name_b}: {_f(c.mean_b)} vs {_f(c.mean_a)} (diff {_d(c.diff)}, p_holm {_p(c.p_adjusted)})"
+    lines = [f"{c.name_b}: {f4(c.mean_b)} vs {f4(c.mean_a)} (diff {fd(c.diff)}, p_holm {fp(c.p_adjusted)})"
              for c in comps]
     text = (f"Final mean SVD entropy (normalised, 1 = all directions equal) of each Muon configuration vs {base}, "
             f"paired by seed, Holm across {len(comps)}: higher in {len(higher)}, lower in {len(lower)}. "
             + "; ".join(lines) + ".")
     return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
                        details={"baseline": base, "comparisons": [c.model_dump(mode="json") for c in comps]})
-
-
-def _f(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
-
-
-def _d(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.4f}"
-
-
-def _p(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3g}"
 
 
 CLAIMS: dict[str, Callable[[list[Run], Study, Findings], ClaimResult]] = {
@@ -426,19 +410,12 @@ CLAIMS: dict[str, Callable[[list[Run], Study, Findings], ClaimResult]] = {
 }
 
 
+assert set(CLAIMS) == set(catalog.CLAIMS), "config.catalog.CLAIMS and analysis.claims disagree"
+
+
 def evaluate(study: Study, runs: list[Run], findings: Findings) -> list[ClaimResult]:
     return [CLAIMS[name](runs, study, findings) for name in study.claims]
 
 
-def claims_section(results: list[ClaimResult]) -> str:
-    from research_agents.reports import table
-
-    rows = [[r.claim, r.seed_source, r.statement, f"**{r.verdict}**", r.statistics] for r in results]
-    return ("Each seed claim this run can test, judged by its statistics: *agrees* needs a Holm-adjusted test "
-            "beyond the noise floor (or, for 'as good as', no evidence of a difference with the CI inside the "
-            "equivalence margin); *disagrees* needs the same for the opposite; otherwise *inconclusive*.\n\n"
-            + table(["claim", "seed", "the seed said", "this run", "statistics"], rows))
-
-
-__all__ = ["ClaimResult", "Run", "CLAIMS", "load_runs", "evaluate", "claims_section", "knob_pairs",
+__all__ = ["ClaimResult", "Run", "CLAIMS", "load_runs", "evaluate", "knob_pairs",
            "schedule_comparisons", "final_svd_entropy", "flatten"]

@@ -1,8 +1,8 @@
-"""Runs one trial in isolation and reports how it ended, behind a small interface.
+"""Trials on this machine, each in its own process.
 
 LocalExecutor starts `python -m trainer run` in its own process (a crash or a leak in one trial
 cannot touch the next), keeps its log, enforces a timeout, and reads the trainer's per-step
-JSON lines for the live display. Other executors (Ray, replay) implement the same `run`.
+JSON lines for the live display.
 """
 
 from __future__ import annotations
@@ -14,42 +14,17 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
 
+from research_agents.execution.base import BaseExecutor, Outcome, ProgressFn, TrialInterrupted
+from research_agents.records import read_metrics
 from trainer.spec import TrialSpec
 
-ProgressFn = Callable[[dict], None]
 
-
-@dataclass
-class Outcome:
-    status: str  # completed, diverged, failed, timeout, interrupted
-    metrics: dict | None
-    reason: str | None
-    log_path: Path | None
-    wall_time_s: float
-
-
-class Executor(Protocol):
-    def run(self, spec: TrialSpec, run_dir: Path, timeout_s: float,
-            on_progress: ProgressFn | None = None) -> Outcome: ...
-
-
-class TrialInterrupted(Exception):
-    """Ctrl-C during a trial: the trial is recorded as interrupted and the loop stops cleanly."""
-
-
-def read_metrics(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-class LocalExecutor:
+class LocalExecutor(BaseExecutor):
     """One trial at a time on this machine; `gpu` pins it to one device when CUDA is present."""
+
+    name = "local"
 
     def __init__(self, python: str = sys.executable, gpu: int | None = None):
         self.python = python
@@ -69,7 +44,7 @@ class LocalExecutor:
         # a busy core slows a step down many times over (measured: 6 s vs 123 s for the tiny
         # preset on 2 loaded cores). Users who want more set OMP_NUM_THREADS themselves.
         env.setdefault("OMP_NUM_THREADS", "1")
-        root = str(Path(__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         cmd = [self.python, "-m", "trainer", "run", "--spec", str(spec_path), "--out", str(run_dir)]
         started = time.perf_counter()
@@ -83,8 +58,9 @@ class LocalExecutor:
             except subprocess.TimeoutExpired:
                 _kill(proc)
                 reader.join(5)
-                return Outcome("timeout", read_metrics(run_dir), f"no result after {timeout_s:.0f} s",
-                               log_path, time.perf_counter() - started)
+                return Outcome(status="timeout", metrics=read_metrics(run_dir),
+                               reason=f"no result after {timeout_s:.0f} s", log_path=log_path,
+                               wall_time_s=time.perf_counter() - started)
             except KeyboardInterrupt:
                 _kill(proc)
                 reader.join(5)
@@ -92,10 +68,12 @@ class LocalExecutor:
             reader.join(5)
         wall = time.perf_counter() - started
         metrics = read_metrics(run_dir)
-        if proc.returncode == 0 and metrics and metrics.get("status") in ("completed", "diverged"):
-            return Outcome(metrics["status"], metrics, metrics.get("reason"), log_path, wall)
-        reason = (metrics or {}).get("reason") or _last_error(log_path) or f"exit code {proc.returncode}"
-        return Outcome("failed", metrics, reason, log_path, wall)
+        if proc.returncode == 0 and metrics is not None and metrics.status in ("completed", "diverged"):
+            return Outcome(status=metrics.status, metrics=metrics, reason=metrics.reason, log_path=log_path,
+                           wall_time_s=wall)
+        reason = (metrics.reason if metrics is not None else None) or _last_error(log_path) \
+            or f"exit code {proc.returncode}"
+        return Outcome(status="failed", metrics=metrics, reason=reason, log_path=log_path, wall_time_s=wall)
 
 
 def _die_with_parent() -> None:

@@ -1,4 +1,4 @@
-"""Pydantic models for what a study asks, what may be searched, and what a planner proposes.
+"""A study: the question, its arms and their search spaces, seeds, budget policy and planner settings.
 
 A study is a TOML file in experiments/: a question, a preset (the trainer's run shape), arms
 (one per optimizer, each with its own search space: parameters that exist only for Muon live
@@ -8,78 +8,17 @@ Parameter names are dotted paths into trainer.TrialSpec (e.g. "momentum_schedule
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from trainer.presets import MODEL_PRESETS, RUN_PRESETS
-from trainer.spec import TrialSpec
-
-Origin = Literal["default", "grid", "random", "tpe", "llm", "confirm", "manual"]
-Phase = Literal["search", "confirm"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Param(Strict):
-    """One searchable knob: a float or int range (optionally log-scaled) or a list of choices.
-
-    `when` makes it conditional: {"momentum_schedule.kind": ["linear"]} means the parameter
-    exists only when that other parameter takes one of those values.
-    """
-
-    type: Literal["float", "int", "choice"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: list[Any] | None = None
-    when: dict[str, list[Any]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _check(self) -> Param:
-        if self.type == "choice":
-            if not self.choices:
-                raise ValueError("a choice parameter needs a non-empty 'choices' list")
-            if self.low is not None or self.high is not None:
-                raise ValueError("a choice parameter takes 'choices', not 'low'/'high'")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
-        if self.low > self.high:
-            raise ValueError(f"low {self.low} is above high {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError("a log-scaled parameter needs low > 0")
-        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
-            raise ValueError("an int parameter needs whole-number bounds")
-        return self
-
-    def check(self, value: Any) -> str | None:
-        """Why `value` is not allowed here (None when it is). Never clamps."""
-        if self.type == "choice":
-            return None if value in self.choices else f"{value!r} is not one of {self.choices}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"{value!r} is not a number"
-        if self.type == "int" and value != int(value):
-            return f"{value!r} is not a whole number"
-        if not math.isfinite(value) or value < self.low or value > self.high:
-            return f"{value!r} is outside [{self.low:g}, {self.high:g}]"
-        return None
-
-    def describe(self) -> str:
-        if self.type == "choice":
-            text = f"one of {self.choices}"
-        else:
-            text = f"{self.type} in [{self.low:g}, {self.high:g}]" + (" (log scale)" if self.log else "")
-        if self.when:
-            text += " when " + ", ".join(f"{k} in {v}" for k, v in self.when.items())
-        return text
+from research_agents.config import catalog
+from research_agents.config.space import Param, Strict, active_params, config_id, set_dotted
+from trainer.presets import RUN_PRESETS
+from trainer.spec import TrialSpec, format_validation_error
 
 
 class Arm(Strict):
@@ -210,10 +149,7 @@ class Study(Strict):
             for n in refs:
                 if n not in names:
                     raise ValueError(f"{where}: unknown point {n!r}")
-        from research_agents.artifacts import ANALYSES
-        from research_agents.claims import CLAIMS
-
-        for field, known in (("claims", CLAIMS), ("analyses", ANALYSES)):
+        for field, known in (("claims", catalog.CLAIMS), ("analyses", catalog.ANALYSES)):
             for n in getattr(self, field):
                 if n not in known:
                     raise ValueError(f"{field}: unknown {n!r}; known: {', '.join(known)}")
@@ -274,35 +210,6 @@ class Study(Strict):
         return TrialSpec.model_validate(merged)
 
 
-class Proposal(Strict):
-    """A planner's suggestion: the arm, the parameter values, who proposed it and why."""
-
-    arm: str
-    params: dict[str, Any]
-    origin: Origin
-    rationale: str = ""
-    expected: str | None = None
-
-
-def set_dotted(tree: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if isinstance(child, str) and part == "model":  # a preset name: expand to its dims
-            child = dict(MODEL_PRESETS[child])
-        if not isinstance(child, dict):
-            child = {}
-        node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
-def active_params(space: dict[str, Param], values: dict[str, Any]) -> list[str]:
-    """Names whose `when` conditions hold for `values`, in space order."""
-    return [k for k, p in space.items() if all(values.get(d) in allowed for d, allowed in p.when.items())]
-
-
 def validate_params(study: Study, arm: str, params: dict[str, Any], check_spec: bool = True) -> list[str]:
     """Every reason these params are not a valid point of the arm's space (empty when valid)."""
     if arm not in study.arms:
@@ -318,16 +225,8 @@ def validate_params(study: Study, arm: str, params: dict[str, Any], check_spec: 
         try:
             study.trial_spec(arm, params, seed=0)
         except ValidationError as err:
-            from trainer.spec import format_validation_error
-
             problems.append(f"spec: {format_validation_error(err)}")
     return problems
-
-
-def config_id(arm: str, params: dict[str, Any]) -> str:
-    """Stable id of a configuration (arm + params, seed excluded): repeats share it."""
-    blob = json.dumps({"arm": arm, "params": params}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
 def load_study(source: str | Path, experiments_dir: Path | None = None) -> Study:
@@ -345,6 +244,4 @@ def load_study(source: str | Path, experiments_dir: Path | None = None) -> Study
     try:
         return Study.model_validate(data)
     except ValidationError as err:
-        from trainer.spec import format_validation_error
-
         raise ValueError(f"{path}: {format_validation_error(err)}") from None

@@ -1,6 +1,8 @@
-"""PNG figures for the final report (matplotlib, Agg backend, files under OUT/plots/).
+"""Every figure, with matplotlib (Agg backend): one function per PNG, each returning its path, or
+None when there is nothing to plot. Computing happens in research_agents.analysis.
 
-Each function writes one PNG and returns its path, or returns None when there is nothing to plot.
+Report figures go to OUT/plots/; the seeds' artifacts to OUT/ (comparison_plot.png,
+momentum_schedules.png) and to each trial's directory (metrics_plot.png).
 """
 
 from __future__ import annotations
@@ -8,35 +10,92 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from research_agents.executor import read_metrics  # noqa: E402
-from research_agents.findings import Findings  # noqa: E402
-from research_agents.store import TrialRecord  # noqa: E402
+from research_agents.analysis.claims import Run
+from research_agents.analysis.models import Findings
+from research_agents.analysis.seed_analyses import MomentumAnalysis, mean_curve
+from research_agents.records import COUNTED, TrialRecord, read_metrics
 
 MAX_HEATMAP_VALUES = 8
 
 
-def _save(fig, out: Path, name: str) -> Path:
-    path = Path(out) / "plots" / name
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, dpi: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
     return path
 
 
-def _history(out: Path, run_dir: str) -> list[dict]:
-    data = read_metrics(Path(out) / run_dir) if run_dir else None
-    hist = data.get("history") if isinstance(data, dict) else None
-    return hist if isinstance(hist, list) else []
+def _history(out: Path, record: TrialRecord) -> list[dict]:
+    metrics = record.metrics(out)
+    return metrics.history if metrics is not None else []
 
 
 def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# ------------------------------------------------------------------------------ per trial
+
+
+def trial_plot(run_dir: Path) -> Path | None:
+    """metrics_plot.png in the trial's directory (None when it has no history); never raises."""
+    try:
+        metrics = read_metrics(Path(run_dir))
+        hist = [h for h in metrics.history if isinstance(h, dict)] if metrics is not None else []
+        if not hist:
+            return None
+        plt = _plt()
+        fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+        evals = [h for h in hist if _finite(h.get("val_loss"))]
+        for ax, x in ((axes[0, 0], "time_s"), (axes[0, 1], "step")):
+            pts = [(h[x], h["train_loss"]) for h in hist if _finite(h.get(x)) and _finite(h.get("train_loss"))]
+            if pts:
+                ax.plot(*zip(*pts), lw=0.8, alpha=0.6, label="train loss")
+            vpts = [(h[x], h["val_loss"]) for h in evals if _finite(h.get(x))]
+            if vpts:
+                ax.plot(*zip(*vpts), marker="o", ms=3, label="val loss")
+            ax.set_xlabel("wall time (s)" if x == "time_s" else "optimizer step")
+            ax.set_ylabel("loss (nats)")
+            ax.set_title(f"Loss vs {'time' if x == 'time_s' else 'steps'}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        ax = axes[1, 0]
+        apts = [(h["step"], h["val_accuracy"]) for h in evals if _finite(h.get("val_accuracy"))]
+        if apts:
+            ax.plot(*zip(*apts), marker="o", ms=3, color="tab:green")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("val accuracy")
+        ax.set_title("Validation accuracy")
+        ax.grid(alpha=0.3)
+        ax = axes[1, 1]
+        for key, label in (("lr", "LR (main optimizer)"), ("adamw_lr", "AdamW-leg LR")):
+            pts = [(h["step"], h[key]) for h in hist if _finite(h.get(key))]
+            if pts and not (key == "adamw_lr" and metrics.spec.get("optimizer") == "adamw"):
+                ax.plot(*zip(*pts), label=label)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("learning rate")
+        ax.set_title("LR schedule")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        spec = metrics.spec
+        loss = f"{metrics.final.val_loss:.4f}" if _finite(metrics.final.val_loss) else "n/a"
+        fig.suptitle(f"{spec.get('optimizer', '?')} lr={spec.get('lr')} seed={spec.get('seed')}: "
+                     f"{metrics.status}, final val loss {loss}", fontsize=10)
+        return _save(fig, Path(run_dir) / "metrics_plot.png", dpi=100)
+    except Exception:  # a plot must never break a run
+        return None
+
+# ------------------------------------------------------------------------------ the report's figures
 
 
 def loss_curves(out: Path, records: list[TrialRecord], findings: Findings) -> Path | None:
@@ -44,6 +103,7 @@ def loss_curves(out: Path, records: list[TrialRecord], findings: Findings) -> Pa
     leaders = findings.leaders()
     if not leaders:
         return None
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn = 0
@@ -53,7 +113,7 @@ def loss_curves(out: Path, records: list[TrialRecord], findings: Findings) -> Pa
         for r in records:
             if r.config != row.config:
                 continue
-            pts = [(h["step"], h["val_loss"]) for h in _history(out, r.run_dir)
+            pts = [(h["step"], h["val_loss"]) for h in _history(out, r)
                    if isinstance(h, dict) and _finite(h.get("val_loss")) and _finite(h.get("step"))]
             if not pts:
                 continue
@@ -71,13 +131,14 @@ def loss_curves(out: Path, records: list[TrialRecord], findings: Findings) -> Pa
     ax.set_title("Validation loss of each arm's leader (one line per seed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out, "loss_curves.png")
+    return _save(fig, Path(out) / "plots" / "loss_curves.png", dpi=110)
 
 
 def lr_sensitivity_plot(out: Path, records: list[TrialRecord], findings: Findings) -> Path | None:
     """Val loss vs learning rate (log x), one series per arm, band = best loss + margin."""
     if not findings.lr_sensitivity:
         return None
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (arm, rng) in enumerate(findings.lr_sensitivity.items()):
@@ -100,7 +161,7 @@ def lr_sensitivity_plot(out: Path, records: list[TrialRecord], findings: Finding
     ax.set_title("LR sensitivity (search runs)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, out, "lr_sensitivity.png")
+    return _save(fig, Path(out) / "plots" / "lr_sensitivity.png", dpi=110)
 
 
 def _determined(k: str, by: str, runs: list[TrialRecord]) -> bool:
@@ -116,8 +177,7 @@ def _label(v) -> str:
 def _grid_for_arm(records: list[TrialRecord], arm: str):
     """x = the parameter with the most values; y = every other grid parameter combined when that
     fits (seed 002's 3 x 2 x 3 grid shows all 18 cells), else the next one, averaged over the rest."""
-    runs = [r for r in records if r.arm == arm and r.phase == "search" and r.status in
-            ("completed", "diverged", "failed", "timeout")]
+    runs = [r for r in records if r.arm == arm and r.phase == "search" and r.status in COUNTED]
     values: dict[str, set] = {}
     for r in runs:
         for k, v in r.params.items():
@@ -164,6 +224,7 @@ def heatmap(out: Path, records: list[TrialRecord], findings: Findings) -> Path |
     import numpy as np
 
     tall = max(len(g[3]) for g in grids.values())
+    plt = _plt()
     fig, axes = plt.subplots(1, len(grids), figsize=(5.2 * len(grids) + (1.5 if tall > 8 else 0),
                                                       max(4.4, 0.45 * tall + 1.5)), squeeze=False)
     for ax, (arm, (px, pys, xs, ys, cells, others)) in zip(axes[0], grids.items()):
@@ -197,7 +258,7 @@ def heatmap(out: Path, records: list[TrialRecord], findings: Findings) -> Path |
             title += f"\n(averaged over {', '.join(o.split('.')[-1] for o in others)})"
         ax.set_title(title, fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8)
-    return _save(fig, out, "heatmap.png")
+    return _save(fig, Path(out) / "plots" / "heatmap.png", dpi=110)
 
 
 def best_so_far(out: Path, records: list[TrialRecord], findings: Findings) -> Path | None:
@@ -207,6 +268,7 @@ def best_so_far(out: Path, records: list[TrialRecord], findings: Findings) -> Pa
     series = {k: s for k, s in series.items() if s}
     if not series:
         return None
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, pts in series.items():
         xs, ys = zip(*pts)
@@ -217,11 +279,10 @@ def best_so_far(out: Path, records: list[TrialRecord], findings: Findings) -> Pa
     ax.set_title("Best search result vs runs used")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out, "best_so_far.png")
-
+    return _save(fig, Path(out) / "plots" / "best_so_far.png", dpi=110)
 
 def make_all(out: Path, records: list[TrialRecord], findings: Findings) -> dict[str, Path]:
-    """Every plot that has something to show: {title: path}."""
+    """Every report figure that has something to show: {title: path}."""
     made = {}
     for title, fn in (("Loss curves of the leaders", loss_curves),
                       ("LR sensitivity", lr_sensitivity_plot),
@@ -233,4 +294,60 @@ def make_all(out: Path, records: list[TrialRecord], findings: Findings) -> dict[
     return made
 
 
-__all__ = ["loss_curves", "lr_sensitivity_plot", "heatmap", "best_so_far", "make_all"]
+# ------------------------------------------------------------------------------ the seeds' study figures
+
+
+def comparison_plot(out: Path, runs: list[Run], fnd: Findings) -> Path | None:
+    """OUT/comparison_plot.png: val loss curves per configuration and final val loss bars with 95% CIs."""
+    rows = [c for c in fnd.configs if c.summary.mean is not None]
+    if not rows:
+        return None
+    plt = _plt()
+    height = max(4.5, 0.28 * len(rows) + 1.5)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, height), gridspec_kw={"width_ratios": [1.2, 1]})
+    for c in rows:
+        steps, losses = mean_curve([r for r in runs if r.record.config == c.config])
+        if steps:
+            left.plot(steps, losses, lw=1.6 if c.rank <= 10 else 0.7, alpha=1.0 if c.rank <= 10 else 0.4,
+                      label=f"{c.rank}. {c.label}"[:48] if c.rank <= 10 else None)
+    left.set_xlabel("optimizer step")
+    left.set_ylabel("val loss (nats), mean over seeds")
+    left.set_title("Validation loss (top 10 labelled)")
+    left.grid(alpha=0.3)
+    if left.get_legend_handles_labels()[0]:  # no curve when every run failed
+        left.legend(fontsize=7)
+    ys = list(range(len(rows)))[::-1]
+    means = [c.summary.mean for c in rows]
+    err = [[max(0.0, c.summary.mean - c.summary.ci_low) if c.summary.ci_low is not None else 0.0 for c in rows],
+           [max(0.0, c.summary.ci_high - c.summary.mean) if c.summary.ci_high is not None else 0.0 for c in rows]]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    arms = list(dict.fromkeys(c.arm for c in rows))
+    right.barh(ys, means, xerr=err, capsize=2, color=[colours[arms.index(c.arm) % len(colours)] for c in rows])
+    right.set_yticks(ys, [f"{c.label} (n={c.n})"[:40] for c in rows], fontsize=7)
+    lo = min(c.summary.ci_low if c.summary.ci_low is not None else c.summary.mean for c in rows)
+    hi = max(c.summary.ci_high if c.summary.ci_high is not None else c.summary.mean for c in rows)
+    pad = max(0.02, 0.1 * (hi - lo))
+    right.set_xlim(lo - pad, hi + pad)
+    right.set_xlabel("final val loss, mean and 95% CI over seeds (lower is better)")
+    right.set_title("Final validation loss by configuration (colour = arm)")
+    right.grid(alpha=0.3, axis="x")
+    return _save(fig, Path(out) / "comparison_plot.png", dpi=100)
+
+
+def momentum_schedules_plot(out: Path, analysis: MomentumAnalysis) -> Path:
+    """OUT/momentum_schedules.png: the momentum of each schedule as its runs recorded it."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, pts in analysis.curves.items():
+        if pts:
+            ax.plot(*zip(*pts), lw=1.4, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("Muon momentum (recorded)")
+    ax.set_title("Momentum schedules as the runs recorded them")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, Path(out) / "momentum_schedules.png", dpi=100)
+
+
+__all__ = ["trial_plot", "loss_curves", "lr_sensitivity_plot", "heatmap", "best_so_far", "make_all",
+           "comparison_plot", "momentum_schedules_plot"]

@@ -1,0 +1,231 @@
+"""What a study found so far: `analyze` turns trial records into `Findings` (analysis.models).
+
+Every statistic comes from `analysis.stats` (summaries, noise floor, paired comparisons with
+multiplicity correction, LR sensitivity); this module only groups records and picks which
+numbers to compare. The recommendation is worded by `analysis.recommendation`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from statistics import fmean
+from typing import Any
+
+from research_agents.analysis import stats as analyzer
+from research_agents.analysis.models import (
+    BudgetUse,
+    ComparisonResult,
+    ConfigRow,
+    Findings,
+    OriginStats,
+    Spread,
+    confirmed_leader,
+)
+from research_agents.analysis.recommendation import recommend
+from research_agents.analysis.stats import Comparison, LRRange, NoiseFloor
+from research_agents.config.plan import Plan
+from research_agents.config.study import Study
+from research_agents.fmt import params_text
+from research_agents.records import FAILED, ORIGINS, TrialRecord, by_config, counted, point_name
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _label(arm: str, params: dict[str, Any], runs: list[TrialRecord]) -> str:
+    for r in runs:
+        if r.origin == "grid" and (name := point_name(r.rationale)):
+            return name
+    return f"{arm} {params_text(params)}"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return fmean(xs) if xs else None
+
+
+def _loss_or_nan(r: TrialRecord) -> float | None:
+    """A confirm run's loss for pairing: completed -> loss, diverged -> NaN, anything else -> skip."""
+    if r.ok:
+        return float(r.val_loss)
+    if r.status == "diverged":
+        return float("nan")
+    return None
+
+
+# ------------------------------------------------------------------------------ analyze
+
+
+def _config_rows(records: list[TrialRecord], decide: str = "confirm") -> list[ConfigRow]:
+    rows = []
+    for cid, runs in by_config(counted(records)).items():
+        ok = [r for r in runs if r.ok]
+        conf_ok = [r for r in ok if r.phase == decide]
+        n_div = sum(r.status == "diverged" for r in runs)
+        n_fail = sum(r.status in FAILED for r in runs)
+        if ok:
+            status = "ok"
+        else:
+            status = "/".join(s for s in ("diverged", "failed", "timeout") if any(r.status == s for r in runs))
+        rows.append(ConfigRow(
+            config=cid, rank=0, arm=runs[0].arm, params=runs[0].params,
+            label=_label(runs[0].arm, runs[0].params, runs), status=status,
+            n=len(ok), n_runs=len(runs), seeds=[r.seed for r in ok],
+            summary=analyzer.summarize([r.val_loss for r in ok]),
+            confirm_summary=analyzer.summarize([r.val_loss for r in conf_ok]) if conf_ok else None,
+            val_accuracy=_mean([r.val_accuracy for r in ok]),
+            val_perplexity=_mean([r.val_perplexity for r in ok]),
+            wall_time_s=_mean([r.wall_time_s for r in ok]),
+            n_diverged=n_div, n_failed=n_fail,
+            origins=sorted({r.origin for r in runs}), phases=sorted({r.phase for r in runs}),
+            confirmed=any(r.phase == "confirm" for r in runs),
+        ))
+    rows.sort(key=lambda c: (c.summary.mean is None, c.summary.mean if c.summary.mean is not None else 0.0,
+                             -c.n, c.label))
+    seen: dict[str, int] = {}
+    for i, row in enumerate(rows, 1):
+        row.rank = i
+        seen[row.label] = seen.get(row.label, 0) + 1
+    for row in rows:  # labels must identify a config
+        if seen[row.label] > 1:
+            row.label = f"{row.label} [{row.config}]"
+    return rows
+
+
+def _spread(rows: list[ConfigRow], noise: NoiseFloor) -> Spread:
+    scored = [c for c in rows if c.summary.mean is not None]
+    if not scored:
+        return Spread(text="No configuration has a completed run yet.")
+    best, worst = scored[0], scored[-1]
+    gap = worst.summary.mean - best.summary.mean
+    # a config without repeats has an unknown sd: never let it look quieter than the pooled noise
+    known = [t for t in (noise.threshold_for(best.config, worst.config), noise.threshold) if t is not None]
+    thr = max(known) if known else None
+    s = Spread(best_config=best.config, best_label=best.label, best_mean=best.summary.mean,
+               worst_config=worst.config, worst_label=worst.label, worst_mean=worst.summary.mean,
+               gap=gap, threshold=thr, pooled_threshold=noise.threshold)
+    if len(scored) < 2:
+        s.text = "Only one configuration has completed runs: no spread to compare with the noise."
+    elif thr is None:
+        s.text = (f"Best and worst configurations differ by {gap:.4f} nats, but the noise floor is not "
+                  "measured (no configuration has repeats), so it is unknown whether that exceeds the noise.")
+    else:
+        s.gap_over_threshold = gap / thr if thr > 0 else None
+        s.separated = gap > thr
+        ratio = f" ({s.gap_over_threshold:.1f}x the threshold)" if s.gap_over_threshold is not None else ""
+        s.text = (f"Best and worst configurations differ by {gap:.4f} nats{ratio}; the noise threshold "
+                  f"(2 x the larger of these configs' seed sd and the pooled sd) is {thr:.4f}. The spread is "
+                  + ("LARGER than the measured noise floor: the search space matters at this budget."
+                     if s.separated else
+                     "NOT larger than the measured noise floor: these configurations cannot be told apart."))
+    return s
+
+
+def _comparisons(study: Study, records: list[TrialRecord], rows: list[ConfigRow], noise: NoiseFloor,
+                 correction: str, decide: str = "confirm") -> list[ComparisonResult]:
+    pairs = list(study.comparisons) or list(itertools.combinations(list(study.arms), 2))
+    results: list[ComparisonResult] = []
+    built: list[tuple[int, Comparison]] = []
+    for a, b in pairs:
+        la, lb = confirmed_leader(rows, a), confirmed_leader(rows, b)
+        res = ComparisonResult(arm_a=a, arm_b=b)
+        for side, leader in (("a", la), ("b", lb)):
+            if leader:
+                setattr(res, f"config_{side}", leader.config)
+                setattr(res, f"label_{side}", leader.label)
+                setattr(res, f"params_{side}", leader.params)
+        missing = [arm for arm, leader in ((a, la), (b, lb)) if leader is None]
+        if missing:
+            res.note = f"not compared: no confirmed configuration for {' and '.join(missing)} yet"
+            results.append(res)
+            continue
+        by_seed = []
+        for leader in (la, lb):
+            seeds: dict[int, float] = {}
+            for r in records:
+                if r.phase == decide and r.config == leader.config and (x := _loss_or_nan(r)) is not None:
+                    seeds[r.seed] = x
+            by_seed.append(seeds)
+        # seed noise is not uniform: each comparison gets 2 x the larger sd of its own two configs
+        min_effect = noise.threshold_for(la.config, lb.config)
+        comp = analyzer.compare_paired(by_seed[0], by_seed[1], name_a=a, name_b=b, min_effect=min_effect)
+        built.append((len(results), comp))
+        results.append(res)
+    if built:
+        corrected = analyzer.apply_correction([c for _, c in built], method=correction)
+        for (i, _), c in zip(built, corrected):
+            results[i].comparison = c
+    return results
+
+
+def _lr_sensitivity(study: Study, records: list[TrialRecord]) -> dict[str, LRRange]:
+    out = {}
+    for arm in study.arms:
+        pts = [(float(r.params["lr"]), float(r.val_loss)) for r in records
+               if r.arm == arm and r.phase == "search" and r.ok
+               and isinstance(r.params.get("lr"), (int, float)) and r.params["lr"] > 0]
+        if len({lr for lr, _ in pts}) >= 3:
+            out[arm] = analyzer.lr_sensitivity(pts, margin=study.lr_margin)
+    return out
+
+
+def _by_origin(records: list[TrialRecord]) -> list[OriginStats]:
+    groups: dict[str, list[TrialRecord]] = {}
+    for r in counted(records):
+        groups.setdefault(r.origin, []).append(r)
+    out = []
+    for origin in sorted(groups, key=lambda o: (ORIGINS.index(o) if o in ORIGINS else len(ORIGINS), o)):
+        rs = groups[origin]
+        losses = [r.val_loss for r in rs if r.ok]
+        out.append(OriginStats(origin=origin, n_trials=len(rs), n_ok=len(losses),
+                               n_configs=len({r.config for r in rs}),
+                               best_val_loss=min(losses) if losses else None, mean_val_loss=_mean(losses),
+                               n_diverged=sum(r.status == "diverged" for r in rs),
+                               n_failed=sum(r.status in FAILED for r in rs)))
+    return out
+
+
+def _budget(study: Study, records: list[TrialRecord], plan: Plan | None) -> BudgetUse:
+    used = counted(records)
+    b = BudgetUse(used=len(used),
+                  by_phase={p: sum(r.phase == p for r in used) for p in ("search", "confirm")},
+                  by_arm={a: sum(r.arm == a for r in used) for a in study.arms})
+    if plan is not None:
+        b.total = plan.budget
+        b.left = max(0, plan.budget - len(used))
+        b.search_budget = plan.search_budget
+        b.confirm_reserve = plan.budget - plan.search_budget
+        b.confirm_seeds = list(plan.confirm_seeds)
+    return b
+
+
+def _best_so_far(records: list[TrialRecord], arm: str | None = None) -> list[tuple[int, float | None]]:
+    out, best = [], None
+    search = [r for r in sorted(counted(records), key=lambda r: r.order)
+              if r.phase == "search" and (arm is None or r.arm == arm)]
+    for i, r in enumerate(search, 1):
+        if r.ok and (best is None or r.val_loss < best):
+            best = float(r.val_loss)
+        out.append((i, best))
+    return out
+
+
+def analyze(study: Study, records: list[TrialRecord], plan: Plan | None = None,
+            correction: str = "holm") -> Findings:
+    """Everything the reports need, from the trial records (statistics from `analyzer`)."""
+    records = sorted(records, key=lambda r: r.order)
+    # a point run (named experiments, no confirmation phase) decides on the experiments' own seeds
+    decide = "search" if plan is not None and not plan.confirm_seeds else "confirm"
+    rows = _config_rows(records, decide)
+    noise = analyzer.noise_floor({c.config: [r.val_loss for r in records if r.config == c.config and r.ok]
+                                  for c in rows if c.n >= 2})
+    comps = _comparisons(study, records, rows, noise, correction, decide)
+    rec = recommend(study, rows, comps, decide)
+    return Findings(
+        study=study.name, question=study.question, correction=correction, decided_on=decide,
+        n_records=len(records), configs=rows, noise=noise, spread=_spread(rows, noise), comparisons=comps,
+        recommendation=rec,
+        lr_sensitivity=_lr_sensitivity(study, records), by_origin=_by_origin(records),
+        budget=_budget(study, records, plan), best_so_far=_best_so_far(records),
+        best_so_far_by_arm={a: _best_so_far(records, a) for a in study.arms},
+    )

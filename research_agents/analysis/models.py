@@ -1,0 +1,152 @@
+"""The findings of a study: one JSON-serialisable object the reports, plots and planners read.
+
+`analysis.findings.analyze` computes it; nothing here computes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from research_agents.analysis.stats import Comparison, LRRange, NoiseFloor, Summary
+from research_agents.fmt import params_text
+
+Confidence = Literal["high", "moderate", "low", "none"]
+
+
+class ConfigRow(BaseModel):
+    """One configuration (arm + params, any seed), over its finished runs."""
+
+    config: str
+    rank: int  # 1 = lowest mean val loss; configs with no ok run come last
+    arm: str
+    params: dict[str, Any]
+    label: str
+    status: str  # "ok" when at least one run completed, else e.g. "diverged" or "diverged/failed"
+    n: int  # ok runs (the ones the statistics use)
+    n_runs: int  # finished runs that spent budget (completed, diverged, failed, timeout)
+    seeds: list[int]  # seeds of the ok runs
+    summary: Summary  # analyzer.summarize of the ok runs' val losses
+    confirm_summary: Summary | None = None  # the ok runs that decide: confirm phase (fresh seeds), or
+    # in a point run (no confirmation phase) the named experiment's own seeds
+    val_accuracy: float | None = None  # means over ok runs
+    val_perplexity: float | None = None
+    wall_time_s: float | None = None
+    n_diverged: int = 0
+    n_failed: int = 0  # failed or timed out
+    origins: list[str]
+    phases: list[str]
+    confirmed: bool  # has confirm-phase runs
+
+    def describe(self) -> str:
+        """The configuration for people: its params, or a named experiment's name and params."""
+        if self.label.startswith(f"{self.arm} "):
+            return params_text(self.params)
+        return f"{self.label} ({params_text(self.params)})" if self.params else self.label
+
+
+class Spread(BaseModel):
+    best_config: str | None = None
+    best_label: str | None = None
+    best_mean: float | None = None
+    worst_config: str | None = None
+    worst_label: str | None = None
+    worst_mean: float | None = None
+    gap: float | None = None
+    threshold: float | None = None  # 2 x the larger per-config sd of best/worst (pooled fallback)
+    pooled_threshold: float | None = None  # 2 x pooled sd
+    gap_over_threshold: float | None = None
+    separated: bool | None = None  # gap > threshold; None when the noise is not measured
+    text: str = ""
+
+
+class ComparisonResult(BaseModel):
+    """One requested comparison between two arms' confirmed leaders, paired by seed."""
+
+    arm_a: str
+    arm_b: str
+    config_a: str | None = None
+    config_b: str | None = None
+    label_a: str | None = None
+    label_b: str | None = None
+    params_a: dict[str, Any] | None = None
+    params_b: dict[str, Any] | None = None
+    comparison: Comparison | None = None  # None when an arm has no confirmed config
+    note: str = ""
+
+
+class Recommendation(BaseModel):
+    text: str
+    confidence: Confidence
+    winner_arm: str | None = None  # set only when a verdict says that arm is better
+    winner_config: str | None = None
+    winner_params: dict[str, Any] | None = None
+    best_arm: str | None = None  # lowest confirmed mean, whether or not the difference is real
+    best_config: str | None = None
+    best_params: dict[str, Any] | None = None
+    basis: list[str] = Field(default_factory=list)  # the comparison summaries it rests on
+
+
+class OriginStats(BaseModel):
+    origin: str
+    n_trials: int
+    n_ok: int
+    n_configs: int
+    best_val_loss: float | None = None
+    mean_val_loss: float | None = None
+    n_diverged: int = 0
+    n_failed: int = 0
+
+
+class BudgetUse(BaseModel):
+    used: int
+    total: int | None = None
+    left: int | None = None
+    by_phase: dict[str, int]
+    by_arm: dict[str, int]
+    search_budget: int | None = None
+    confirm_reserve: int | None = None
+    confirm_seeds: list[int] = Field(default_factory=list)
+
+
+class Findings(BaseModel):
+    study: str
+    question: str
+    correction: str
+    decided_on: Literal["confirm", "search"] = "confirm"  # "search": a point run, no confirmation phase
+    n_records: int
+    configs: list[ConfigRow]
+    noise: NoiseFloor
+    spread: Spread
+    comparisons: list[ComparisonResult]
+    recommendation: Recommendation
+    lr_sensitivity: dict[str, LRRange]
+    by_origin: list[OriginStats]
+    budget: BudgetUse
+    best_so_far: list[tuple[int, float | None]]  # (search run index from 1, best val loss so far)
+    best_so_far_by_arm: dict[str, list[tuple[int, float | None]]]
+
+    def config(self, config_id: str) -> ConfigRow | None:
+        return next((c for c in self.configs if c.config == config_id), None)
+
+    def leaders(self) -> dict[str, ConfigRow]:
+        """Each arm's leader: its confirmed leader when there is one, else its best-ranked config."""
+        out: dict[str, ConfigRow] = {}
+        for c in self.comparisons:
+            for arm, cfg in ((c.arm_a, c.config_a), (c.arm_b, c.config_b)):
+                if cfg and arm not in out and (row := self.config(cfg)):
+                    out[arm] = row
+        for row in self.configs:
+            if row.arm not in out and row.n:
+                out[row.arm] = row
+        return out
+
+
+def confirmed_leader(rows: list[ConfigRow], arm: str) -> ConfigRow | None:
+    """The arm's configuration with the lowest mean over the runs that decide (confirmation runs)."""
+    conf = [c for c in rows if c.arm == arm and c.confirm_summary is not None
+            and c.confirm_summary.mean is not None]
+    if not conf:
+        return None
+    return min(conf, key=lambda c: c.confirm_summary.mean)

@@ -1,0 +1,49 @@
+"""The budget plan: how many runs the search gets per arm and which seeds confirm the leaders.
+
+Every training run counts (search and confirmation alike). A slice is reserved up front to re-run
+each arm's leaders on fresh seeds, paired across arms; the noise floor and the final
+recommendation come from those repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from research_agents.config.study import Study
+
+
+class BadInput(ValueError):
+    """A user error found before anything ran (exit code 2)."""
+
+
+@dataclass
+class Plan:
+    budget: int
+    confirm_seeds: list[int]
+    search_budget: int
+    search_share: dict[str, int]
+
+
+def make_plan(study: Study, budget: int, confirm_seeds: int | None = None) -> Plan:
+    """Split the budget: confirmation reserve first, then search shares per arm."""
+    arms = list(study.arms)
+    leaders = study.budget.leaders_per_arm
+    n_seeds = confirm_seeds or study.seeds.confirm
+    min_search = study.budget.min_search_per_arm * len(arms)
+    # shrink the confirmation if the budget cannot hold it, but never below 2 seeds
+    while n_seeds > 2 and budget - len(arms) * leaders * n_seeds < min_search:
+        n_seeds -= 1
+    reserve = len(arms) * leaders * n_seeds
+    search = budget - reserve
+    if search < min_search:
+        raise BadInput(f"--budget {budget} is too small for study {study.name!r}: it needs at least "
+                       f"{min_search + len(arms) * leaders * 2} runs ({min_search} search + "
+                       f"{len(arms) * leaders * 2} confirmation)")
+    total_share = sum(a.share for a in study.arms.values())
+    share = {a: int(search * study.arms[a].share / total_share) for a in arms}
+    for a in arms[: search - sum(share.values())]:  # hand out the rounding remainder
+        share[a] += 1
+    start = study.seeds.confirm_start
+    seeds = [s for s in range(start, start + n_seeds + len(study.seeds.search))
+             if s not in study.seeds.search][:n_seeds]
+    return Plan(budget, seeds, search, share)

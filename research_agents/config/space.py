@@ -1,0 +1,98 @@
+"""A search space: one searchable knob (`Param`), conditional knobs, and configuration ids.
+
+Parameter names are dotted paths into trainer.TrialSpec (e.g. "momentum_schedule.warmup_steps").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainer.presets import MODEL_PRESETS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Param(Strict):
+    """One searchable knob: a float or int range (optionally log-scaled) or a list of choices.
+
+    `when` makes it conditional: {"momentum_schedule.kind": ["linear"]} means the parameter
+    exists only when that other parameter takes one of those values.
+    """
+
+    type: Literal["float", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+    when: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Param:
+        if self.type == "choice":
+            if not self.choices:
+                raise ValueError("a choice parameter needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None:
+                raise ValueError("a choice parameter takes 'choices', not 'low'/'high'")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scaled parameter needs low > 0")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an int parameter needs whole-number bounds")
+        return self
+
+    def check(self, value: Any) -> str | None:
+        """Why `value` is not allowed here (None when it is). Never clamps."""
+        if self.type == "choice":
+            return None if value in self.choices else f"{value!r} is not one of {self.choices}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{value!r} is not a number"
+        if self.type == "int" and value != int(value):
+            return f"{value!r} is not a whole number"
+        if not math.isfinite(value) or value < self.low or value > self.high:
+            return f"{value!r} is outside [{self.low:g}, {self.high:g}]"
+        return None
+
+    def describe(self) -> str:
+        if self.type == "choice":
+            text = f"one of {self.choices}"
+        else:
+            text = f"{self.type} in [{self.low:g}, {self.high:g}]" + (" (log scale)" if self.log else "")
+        if self.when:
+            text += " when " + ", ".join(f"{k} in {v}" for k, v in self.when.items())
+        return text
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part == "model":  # a preset name: expand to its dims
+            child = dict(MODEL_PRESETS[child])
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def active_params(space: dict[str, Param], values: dict[str, Any]) -> list[str]:
+    """Names whose `when` conditions hold for `values`, in space order."""
+    return [k for k, p in space.items() if all(values.get(d) in allowed for d, allowed in p.when.items())]
+
+
+def config_id(arm: str, params: dict[str, Any]) -> str:
+    """Stable id of a configuration (arm + params, seed excluded): repeats share it."""
+    blob = json.dumps({"arm": arm, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]

@@ -1,0 +1,48 @@
+"""The executor interface: run one trial in isolation and say how it ended.
+
+`BaseExecutor.run(spec, run_dir, timeout_s, on_progress)` returns an `Outcome`; a Ctrl-C during
+a trial raises `TrialInterrupted`. tests/test_conformance.py holds the suite every executor passes.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Callable, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from research_agents.records import TrialMetrics
+from trainer.spec import TrialSpec
+
+ProgressFn = Callable[[dict], None]
+OutcomeStatus = Literal["completed", "diverged", "failed", "timeout"]
+
+
+class Outcome(BaseModel):
+    """How one trial ended: its status, the trainer's metrics (when it wrote any), and why."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    status: OutcomeStatus
+    metrics: TrialMetrics | None
+    reason: str | None
+    log_path: Path | None
+    wall_time_s: float
+
+
+class TrialInterrupted(Exception):
+    """Ctrl-C during a trial: the trial is recorded as interrupted and the loop stops cleanly."""
+
+
+class BaseExecutor(abc.ABC):
+    name: str = "base"
+
+    @abc.abstractmethod
+    def run(self, spec: TrialSpec, run_dir: Path, timeout_s: float,
+            on_progress: ProgressFn | None = None) -> Outcome:
+        """Train `spec`, writing its files under `run_dir`; never raises for a failed trial."""
+
+    def describe(self) -> str:
+        """One line for the console and the report's set-up."""
+        return self.name

@@ -1,0 +1,128 @@
+"""What the loop records: trial statuses and origins, one trial's record, a planner's proposal,
+and the trainer's typed metrics (the trainer -> loop contract).
+
+Every list of statuses the project uses is defined here, once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from research_agents.config.space import config_id
+from trainer.metrics import TrialMetrics, read_metrics
+
+Origin = Literal["default", "grid", "random", "tpe", "llm", "confirm", "manual"]
+ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "llm", "manual", "confirm")  # report order
+Phase = Literal["search", "confirm"]
+Status = Literal["running", "completed", "diverged", "failed", "timeout", "interrupted", "rejected"]
+COUNTED = ("completed", "diverged", "failed", "timeout")  # what spends budget
+FAILED = ("failed", "timeout")  # the run produced no result
+BAD = ("diverged", "failed", "timeout")  # finished without a usable loss
+POINT_PREFIX = "point: "  # rationale of a named experiment's runs: "point: NAME"
+
+
+class Proposal(BaseModel):
+    """A planner's suggestion: the arm, the parameter values, who proposed it and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arm: str
+    params: dict[str, Any]
+    origin: Origin
+    rationale: str = ""
+    expected: str | None = None
+
+
+class TrialRecord(BaseModel):
+    """One training run as the loop sees it; metrics come from the trainer's metrics.json."""
+
+    id: int
+    order: int
+    arm: str
+    params: dict[str, Any]
+    seed: int
+    origin: Origin
+    phase: Phase
+    round: int
+    rationale: str = ""
+    status: Status
+    reason: str | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    val_perplexity: float | None = None
+    train_loss: float | None = None
+    wall_time_s: float | None = None
+    optimizer_steps: int | None = None
+    tokens_seen: int | None = None
+    run_dir: str = ""
+
+    @property
+    def config(self) -> str:
+        return config_id(self.arm, self.params)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed" and self.val_loss is not None
+
+    def metrics(self, out: Path) -> TrialMetrics | None:
+        """The trainer's metrics.json of this trial (None when it has none or it is unreadable)."""
+        return read_metrics(Path(out) / self.run_dir) if self.run_dir else None
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def result_fields(status: str, metrics: TrialMetrics | None, reason: str | None) -> dict[str, Any]:
+    """The TrialRecord fields a finished trial sets, from its metrics (non-finite numbers -> None)."""
+    final = metrics.final if metrics is not None else None
+    return dict(
+        status=status, reason=reason,
+        val_loss=_finite(final and final.val_loss), val_accuracy=_finite(final and final.val_accuracy),
+        val_perplexity=_finite(final and final.val_perplexity), train_loss=_finite(final and final.train_loss),
+        wall_time_s=_finite(metrics and metrics.wall_time_s),
+        optimizer_steps=metrics.optimizer_steps if metrics is not None else None,
+        tokens_seen=metrics.tokens_seen if metrics is not None else None,
+    )
+
+
+def counted(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """The records that spent budget."""
+    return [r for r in records if r.status in COUNTED]
+
+
+def by_config(records: Iterable[TrialRecord]) -> dict[str, list[TrialRecord]]:
+    """Records grouped by configuration (arm + params), in first-seen order."""
+    groups: dict[str, list[TrialRecord]] = {}
+    for r in records:
+        groups.setdefault(r.config, []).append(r)
+    return groups
+
+
+def mean_loss(records: list[TrialRecord]) -> float:
+    return sum(r.val_loss for r in records) / len(records)
+
+
+def ranked_configs(records: Iterable[TrialRecord]) -> list[list[TrialRecord]]:
+    """Completed runs grouped by configuration, lowest mean val loss first (stable on ties)."""
+    return sorted(by_config(r for r in records if r.ok).values(), key=mean_loss)
+
+
+def point_name(rationale: str) -> str | None:
+    """The named experiment a run belongs to (from its "point: NAME" rationale), else None."""
+    if not rationale.startswith(POINT_PREFIX):
+        return None
+    name = rationale[len(POINT_PREFIX):].strip()
+    for sep in (";", "\n", " — ", " - ", ": "):
+        name = name.split(sep)[0]
+    return name.strip() or None
+
+
+__all__ = ["Origin", "ORIGINS", "Phase", "Status", "COUNTED", "FAILED", "BAD", "POINT_PREFIX", "Proposal",
+           "TrialRecord", "TrialMetrics", "read_metrics", "result_fields", "counted", "by_config", "mean_loss",
+           "ranked_configs", "point_name"]

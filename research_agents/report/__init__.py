@@ -1,0 +1,1 @@
+"""Reports: markdown, CSV, JSON and figures rendered from research_agents.analysis results."""

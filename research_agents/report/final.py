@@ -1,0 +1,100 @@
+"""The final report: OUT/report.md, OUT/results.csv (one row per trial), OUT/summary.json (the
+findings plus the set-up) and the figures under OUT/plots/. Every number comes from
+research_agents.analysis; nothing here computes statistics.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from research_agents.analysis.findings import analyze
+from research_agents.analysis.models import Findings
+from research_agents.config.plan import Plan
+from research_agents.config.study import Study
+from research_agents.records import TrialMetrics, TrialRecord
+from research_agents.report import plots, sections
+from research_agents.report.format import json_safe
+
+CSV_COLUMNS = ["id", "order", "round", "phase", "arm", "origin", "seed", "status", "val_loss",
+               "val_accuracy", "val_perplexity", "train_loss", "wall_time_s", "tokens_seen", "config",
+               "params", "reason"]
+
+
+def setup_from_metrics(metrics: TrialMetrics, study: Study | None = None, preset: str | None = None,
+                       **extra: Any) -> dict[str, Any]:
+    """The set-up facts of a study, read from one trial's metrics.json (what the report renders)."""
+    spec = metrics.spec or {}
+    env = metrics.env or {}
+    model = spec.get("model") or {}
+    out: dict[str, Any] = {}
+    if study is not None or preset:
+        out["preset"] = preset or study.preset
+    out["model"] = model
+    out["n_params"] = env.get("n_params")
+    out["data"] = {**(spec.get("data") or {}), **({"fingerprint": env["data"]} if env.get("data") else {})}
+    for key in ("steps", "batch_size", "grad_accum", "seq_len", "eval_every", "eval_batches"):
+        if key in spec:
+            out[key] = spec[key]
+    if all(k in spec for k in ("batch_size", "grad_accum", "seq_len", "steps")):
+        out["tokens_per_trial"] = spec["batch_size"] * spec["grad_accum"] * spec["seq_len"] * spec["steps"]
+    out["device"] = metrics.device
+    out["precision"] = metrics.precision
+    for key in ("python", "torch", "numpy", "platform", "cuda", "threads"):
+        out[key] = env.get(key)
+    out.update(extra)
+    return out
+
+
+def _write_csv(path: Path, records: list[TrialRecord]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CSV_COLUMNS)
+        for r in sorted(records, key=lambda r: r.order):
+            w.writerow([r.id, r.order, r.round, r.phase, r.arm, r.origin, r.seed, r.status,
+                        *("" if v is None else repr(float(v)) for v in
+                          (r.val_loss, r.val_accuracy, r.val_perplexity, r.train_loss, r.wall_time_s)),
+                        "" if r.tokens_seen is None else r.tokens_seen, r.config,
+                        json.dumps(r.params, sort_keys=True, default=str), r.reason or ""])
+
+
+def write_final_report(out: Path, study: Study, plan: Plan | None, records: list[TrialRecord], setup: dict,
+                       commands: list[str], extra_sections: Sequence[tuple[str, str]] = (),
+                       correction: str = "holm", findings: Findings | None = None) -> Findings:
+    """Write OUT/report.md, OUT/results.csv, OUT/summary.json and OUT/plots/*.png; return the findings.
+
+    `extra_sections` (heading, markdown) follow the recommendation; `findings`: already analysed (e.g. by
+    the caller that built `extra_sections` from them).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fnd = findings or analyze(study, records, plan, correction=correction)
+    made = plots.make_all(out, records, fnd)
+
+    lines = [f"# {study.name}", "", "## Question", "", *sections.question_section(study, fnd),
+             "", "## Set-up", "", *sections.setup_section(setup),
+             "", "## Ranking", "", *sections.ranking_section(fnd),
+             "", "## Noise floor and spread", "", *sections.noise_section(fnd),
+             "", "## Comparisons", "", *sections.comparison_section(fnd),
+             "", "## Recommendation", "", fnd.recommendation.text, "",
+             f"Confidence: {fnd.recommendation.confidence}",
+             *[line for heading, body in extra_sections for line in ("", f"## {heading}", "", body.rstrip())],
+             "", "## LR sensitivity", "", *sections.lr_section(fnd),
+             "", "## Outcomes by origin", "", *sections.origin_section(fnd),
+             "", "## Budget", "", *sections.budget_section(fnd),
+             "", "## Plots", ""]
+    if made:
+        lines += [f"![{title}]({path.relative_to(out).as_posix()})" for title, path in made.items()]
+    else:
+        lines.append("Nothing to plot.")
+    lines += ["", "## Reproduce", "", "```bash", *commands, "```", ""]
+    (out / "report.md").write_text("\n".join(lines))
+
+    _write_csv(out / "results.csv", records)
+    summary = {**fnd.model_dump(mode="json"), "setup": setup,
+               "plots": {t: p.relative_to(out).as_posix() for t, p in made.items()}}
+    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False))
+    return fnd
