@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from research_agents.cli import main
-from research_agents.executor import Outcome
-from research_agents.loop import BadInput, LoopHooks, ResearchLoop, make_plan
+from research_agents.config import BadInput, Study, load_study, make_plan
+from research_agents.execution import BaseExecutor, Outcome
+from research_agents.loop import LoopHooks, ResearchLoop
 from research_agents.planners import SamplerPlanner
-from research_agents.planners.base import PlanningContext
-from research_agents.specs import Proposal, Study, load_study
-from research_agents.store import COUNTED, OptunaStore
+from research_agents.planners.base import BasePlanner, PlanningContext
+from research_agents.records import COUNTED, Proposal, TrialMetrics
+from research_agents.store import OptunaStore
 from tests.conftest import fast_study_toml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------- loop logic on a fake executor
 
 
-class FakeExecutor:
+class FakeExecutor(BaseExecutor):
     """Loss is a smooth function of lr plus seed noise: no training, same bookkeeping."""
 
     def __init__(self):
@@ -42,10 +43,12 @@ class FakeExecutor:
         loss += 0.01 * ((spec.seed * 7919) % 13 - 6) / 6
         metrics = {"final": {"val_loss": loss, "val_accuracy": 0.2, "val_perplexity": math.exp(loss),
                              "train_loss": loss}, "wall_time_s": 1.0, "optimizer_steps": spec.steps,
-                   "tokens_seen": spec.steps * spec.tokens_per_step, "status": "completed", "history": []}
+                   "tokens_seen": spec.steps * spec.tokens_per_step, "status": "completed", "history": [],
+                   "spec": spec.model_dump(mode="json")}
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
-        return Outcome("completed", metrics, None, None, 1.0)
+        return Outcome(status="completed", metrics=TrialMetrics.model_validate(metrics), reason=None, log_path=None,
+                       wall_time_s=1.0)
 
 
 def _loop(tmp_path, study: Study, budget: int, planner=None, executor=None):
@@ -78,6 +81,16 @@ def test_budget_split_and_paired_confirmation(tmp_path, fast_study):
     assert first["muon"].origin == "default" and first["muon"].params == {"lr": 0.02}
 
 
+def test_confirmation_seeds_never_overlap_search_seeds(fast_study):
+    # search seeds sit inside the confirmation range: the plan must skip them, not reuse them
+    study = load_study(fast_study)
+    study = study.model_copy(update={"seeds": study.seeds.model_copy(
+        update={"search": [1000, 1002], "confirm_start": 1000, "confirm": 3})})
+    plan = make_plan(study, budget=20)
+    assert plan.confirm_seeds == [1001, 1003, 1004]
+    assert not set(plan.confirm_seeds) & set(study.seeds.search)
+
+
 def test_make_plan_rejects_a_budget_that_cannot_hold_the_protocol(fast_study):
     study = load_study(fast_study)
     with pytest.raises(BadInput, match="too small"):
@@ -86,7 +99,7 @@ def test_make_plan_rejects_a_budget_that_cannot_hold_the_protocol(fast_study):
     assert plan.budget - plan.search_budget == 2 * 2 and plan.search_share == {"muon": 8, "adamw": 8}
 
 
-class DuplicatingPlanner:
+class DuplicatingPlanner(BasePlanner):
     name = "dup"
 
     def __init__(self):
@@ -189,7 +202,16 @@ def test_end_to_end_tiny_study(tmp_path, fast_study, monkeypatch):
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 8 and {r["status"] for r in rows} <= {"completed", "diverged"}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["recommendation"]["confidence"] in ("high", "moderate", "low", "none")
+    # the confidence follows the paired verdict on the 2 confirmation seeds: a stated winner only
+    # with a verdict that says so, "low" and no winner without one
+    rec, [comp] = summary["recommendation"], summary["comparisons"]
+    verdict = comp["comparison"]["verdict"]
+    assert comp["comparison"]["n_pairs"] == 2 and rec["best_arm"] in ("muon", "adamw")
+    if verdict in ("a better", "b better"):
+        winner = comp["arm_b"] if verdict == "b better" else comp["arm_a"]
+        assert rec["confidence"] in ("moderate", "high") and rec["winner_arm"] == winner == rec["best_arm"]
+    else:
+        assert rec["confidence"] == "low" and rec["winner_arm"] is None, (verdict, rec)
     assert sorted(p.name for p in (out / "rounds").glob("round-*.md"))[0] == "round-01.md"
     for png in (out / "plots").glob("*.png"):
         assert png.read_bytes()[:4] == b"\x89PNG"
@@ -378,7 +400,7 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_resumes(tmp_pa
 
 def test_storage_url_puts_the_trials_in_that_database(tmp_path, fast_study, monkeypatch):
     fake = FakeExecutor()
-    monkeypatch.setattr("research_agents.executor.LocalExecutor.run",
+    monkeypatch.setattr("research_agents.execution.local.LocalExecutor.run",
                         lambda self, spec, run_dir, timeout_s, on_progress=None: fake.run(spec, run_dir, timeout_s))
     out, db = tmp_path / "run", tmp_path / "shared" / "trials.db"
     db.parent.mkdir()

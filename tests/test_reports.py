@@ -6,11 +6,11 @@ import csv
 import json
 from pathlib import Path
 
-from research_agents.findings import analyze
-from research_agents.loop import Plan
-from research_agents.reports import CSV_COLUMNS, setup_from_metrics, write_final_report, write_round_report
-from research_agents.specs import Study
-from research_agents.store import TrialRecord
+from research_agents.analysis.findings import analyze
+from research_agents.config import Plan, Study
+from research_agents.records import TrialRecord, read_metrics
+from research_agents.report.final import CSV_COLUMNS, setup_from_metrics, write_final_report
+from research_agents.report.round import write_round_report
 
 SECTIONS = ["## Question", "## Set-up", "## Ranking", "## Noise floor and spread", "## Comparisons",
             "## Recommendation", "## LR sensitivity", "## Outcomes by origin", "## Budget", "## Plots",
@@ -114,8 +114,7 @@ def build(out: Path, muon_confirm: float | None, adamw_confirm: float | None) ->
 
 def final(tmp_path: Path, b: Builder):
     study = make_study()
-    setup = setup_from_metrics(json.loads((tmp_path / b.records[0].run_dir / "metrics.json").read_text()),
-                               study, planner="hybrid")
+    setup = setup_from_metrics(read_metrics(tmp_path / b.records[0].run_dir), study, planner="hybrid")
     fnd = write_final_report(tmp_path, study, make_plan(), b.records, setup,
                              ["python -m research_agents run muon-vs-adamw-test --budget 40"])
     return fnd, (tmp_path / "report.md").read_text()
@@ -226,3 +225,23 @@ def test_diverged_confirmation_run_is_reported(tmp_path):
     c = fnd.comparisons[0].comparison
     assert c.n_pairs == 4 and any("non-finite" in lim for lim in c.limits)
     assert "1 diverged" in fnd.recommendation.text
+
+
+def test_confirmed_leader_is_ranked_on_its_confirmation_runs_only(tmp_path):
+    # a config that looked best in the search (one lucky seed) but confirms worse must not lead:
+    # pooled over search + confirm runs it would (3.0 pulls its mean down), on confirm runs alone not
+    lucky, steady = {"lr": 0.05, "momentum": 0.9}, {"lr": 0.02, "momentum": 0.95}
+    b = Builder(tmp_path)
+    b.add("muon", lucky, 0, "tpe", "search", 1, loss=3.0)
+    b.add("muon", steady, 0, "tpe", "search", 1, loss=4.5)
+    b.add("adamw", ADAMW_LEADER, 0, "random", "search", 1, loss=4.6)
+    for i, seed in enumerate(CONFIRM_SEEDS):
+        b.add("muon", lucky, seed, "confirm", "confirm", 2, loss=4.20 + WIGGLE_A[i])
+        b.add("muon", steady, seed, "confirm", "confirm", 2, loss=4.10 + WIGGLE_B[i])
+        b.add("adamw", ADAMW_LEADER, seed, "confirm", "confirm", 2, loss=4.40 + WIGGLE_A[i])
+    fnd = analyze(make_study(), b.records, make_plan())
+    [res] = fnd.comparisons
+    muon_config = res.config_b if res.arm_b == "muon" else res.config_a
+    assert fnd.config(muon_config).params == steady
+    assert fnd.recommendation.best_params == steady
+    assert fnd.leaders()["muon"].params == steady

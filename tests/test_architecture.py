@@ -1,0 +1,138 @@
+"""The house rules: imports flow one way, no import circle (lazy imports included), a study loads light.
+
+Layers, lowest first (a module may import its own layer and those below, never above):
+fmt/argtypes -> config -> records -> store/execution/planners -> analysis -> report -> loop/console
+-> cli. trainer/ imports nothing of research_agents.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "research_agents"
+
+LAYERS = [
+    {"fmt", "argtypes"},
+    {"config"},
+    {"records"},
+    {"store", "execution", "planners"},
+    {"analysis"},
+    {"report"},
+    {"loop", "console"},
+    {"cli", "__main__"},
+]
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    """Every research_agents module `path` imports, at module level or inside a function."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from pkg import sub` imports the submodule pkg.sub when there is one
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                     for a in node.names]
+        else:
+            continue
+        out.update(n for n in names if n.split(".")[0] == "research_agents" and n in known)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    known = set(mods)
+    return {m: _imports(p, known) - {m} for m, p in mods.items()}
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    return -1
+
+
+def test_every_module_has_a_layer():
+    unplaced = [m for m in _modules() if m != "research_agents" and _layer(m) < 0]
+    assert not unplaced, f"modules outside every layer: {unplaced}"
+
+
+def test_imports_flow_downward_only():
+    upward = [f"{m} -> {d}" for m, deps in _graph().items() for d in deps
+              if m != "research_agents" and _layer(d) > _layer(m)]
+    assert not upward, "imports that reach up a layer:\n" + "\n".join(sorted(upward))
+
+
+def test_no_import_circle():
+    graph = _graph()
+    # a package's __init__ that re-exports its own submodules is not a circle: the submodule
+    # importing a sibling goes through the parent package, which Python has already begun
+    def deps(m):
+        return {d for d in graph[m] if not m.startswith(d + ".")}
+
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(deps(m)):
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state and (cycle := visit(d)):
+                return cycle
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (cycle := visit(m)):
+            pytest.fail("import circle: " + " -> ".join(cycle))
+
+
+def test_trainer_knows_nothing_of_research_agents():
+    for path in (ROOT / "trainer").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("research_agents"), path
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("research_agents") for a in node.names), path
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = (f"import sys\n{code}\n"
+             "print(' '.join(m for m in ('scipy', 'matplotlib', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_loading_a_study_imports_no_statistics_plotting_or_torch():
+    loaded = _loaded_after("from research_agents.config import load_study\n"
+                           "load_study('muon_vs_adamw', __import__('pathlib').Path('experiments'))")
+    assert loaded == set(), f"loading a study imported {loaded}"
+
+
+def test_list_command_stays_light():
+    loaded = _loaded_after("from research_agents.cli import main\nassert main(['list']) == 0")
+    assert not {"scipy", "matplotlib"} & loaded, f"`list` imported {loaded}"

@@ -1,0 +1,195 @@
+"""One conformance suite per interface: every store, executor and planner passes the same tests.
+
+A new implementation joins by adding itself to the list of its interface's fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from research_agents.config import load_study, validate_params
+from research_agents.execution import BaseExecutor, LocalExecutor, Outcome
+from research_agents.planners import GridPlanner, SamplerPlanner, study_points
+from research_agents.planners.base import BasePlanner, PlanningContext
+from research_agents.planners.hybrid import HybridPlanner
+from research_agents.planners.llm import LLMPlanner
+from research_agents.planners.llm_client import LLMConfig
+from research_agents.records import Proposal, TrialMetrics, TrialRecord
+from research_agents.store import BaseStore, OptunaStore
+from tests.openai_stub import StubLLM, batch
+
+# ------------------------------------------------------------------------------ stores
+
+
+def _optuna_file(tmp_path, study):
+    return OptunaStore.for_study(tmp_path / "run", study)
+
+
+def _optuna_url(tmp_path, study):
+    return OptunaStore.for_study(tmp_path / "run", study, url=f"sqlite:///{tmp_path / 'elsewhere.db'}")
+
+
+STORES = {"optuna-sqlite-in-run-dir": _optuna_file, "optuna-sqlalchemy-url": _optuna_url}
+
+
+@pytest.fixture(params=list(STORES))
+def store(request, tmp_path, fast_study) -> BaseStore:
+    return STORES[request.param](tmp_path, load_study(fast_study))
+
+
+def _metrics(loss: float | None, status: str = "completed") -> TrialMetrics:
+    return TrialMetrics.model_validate({"spec": {}, "status": status, "final": {"val_loss": loss, "train_loss": loss},
+                                        "optimizer_steps": 12, "tokens_seen": 3072, "wall_time_s": 0.5})
+
+
+def test_store_round_trips_a_trial(store):
+    r = store.start("muon", {"lr": 0.02, "ns_steps": 3}, 7, "tpe", "search", 1, "why", "trials/0001")
+    assert (r.status, r.order, r.seed, r.params) == ("running", 1, 7, {"lr": 0.02, "ns_steps": 3})
+    done = store.finish(r, "completed", _metrics(4.25), None)
+    assert done.status == "completed" and done.val_loss == 4.25 and done.tokens_seen == 3072
+    [back] = store.records()
+    assert back.model_dump() == done.model_dump()
+
+
+def test_store_orders_trials_across_arms_and_counts_spent_budget(store):
+    a = store.start("muon", {"lr": 0.02}, 0, "default", "search", 1, "", "a")
+    b = store.start("adamw", {"lr": 0.003}, 0, "default", "search", 1, "", "b")
+    c = store.start("adamw", {"lr": 0.003}, 1000, "confirm", "confirm", 2, "", "c")
+    store.finish(a, "diverged", _metrics(None, "diverged"), "loss 16 at step 3")
+    store.finish(b, "completed", _metrics(4.5), None)
+    store.finish(c, "interrupted", None, "Ctrl-C")
+    assert [r.order for r in store.records()] == [1, 2, 3]
+    assert [r.arm for r in store.records()] == ["muon", "adamw", "adamw"]
+    assert store.spent() == 2 and store.spent("search") == 2 and store.spent("confirm") == 0
+    assert store.spent(arm="adamw") == 1
+
+
+def test_store_non_finite_losses_become_none(store):
+    r = store.start("muon", {"lr": 0.02}, 0, "tpe", "search", 1, "", "a")
+    done = store.finish(r, "diverged", _metrics(math.nan, "diverged"), "nan")
+    assert done.val_loss is None and store.records()[0].val_loss is None
+
+
+def test_store_recover_marks_running_trials_interrupted(store):
+    r = store.start("muon", {"lr": 0.02}, 0, "tpe", "search", 1, "", "a")
+    stale = store.recover()
+    assert [s.id for s in stale] == [r.id]
+    assert store.records()[0].status == "interrupted" and store.recover() == []
+
+
+def test_store_metadata_is_json_and_appends(store):
+    assert store.get_meta("nothing", "default") == "default"
+    store.set_meta("llm", {"model": "m", "n": 1})
+    store.append_meta("rejections", [{"reason": "a"}])
+    store.append_meta("rejections", [{"reason": "b"}])
+    assert store.get_meta("llm") == {"model": "m", "n": 1}
+    assert [x["reason"] for x in store.get_meta("rejections")] == ["a", "b"]
+
+
+# ------------------------------------------------------------------------------ executors
+
+
+EXECUTORS = {"local": LocalExecutor}
+
+
+@pytest.fixture(params=list(EXECUTORS))
+def executor(request) -> BaseExecutor:
+    return EXECUTORS[request.param]()
+
+
+def _spec(fast_study, **params):
+    return load_study(fast_study).trial_spec("muon", params, seed=0)
+
+
+def test_executor_runs_a_trial_and_returns_typed_metrics(executor, fast_study, tmp_path):
+    out = executor.run(_spec(fast_study, lr=0.02), tmp_path / "t", timeout_s=300)
+    assert isinstance(out, Outcome) and out.status == "completed", out.reason
+    assert isinstance(out.metrics, TrialMetrics) and out.metrics.optimizer_steps == 12
+    assert math.isfinite(out.metrics.final.val_loss) and out.wall_time_s > 0
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_executor_same_spec_same_numbers(executor, fast_study, tmp_path):
+    a = executor.run(_spec(fast_study, lr=0.02), tmp_path / "a", timeout_s=300)
+    b = executor.run(_spec(fast_study, lr=0.02), tmp_path / "b", timeout_s=300)
+    assert a.metrics.final.val_loss == b.metrics.final.val_loss
+
+
+def test_executor_records_a_broken_trial_as_failed_with_a_reason(executor, fast_study, tmp_path):
+    spec = _spec(fast_study, lr=0.02).model_copy(update={"data": _spec(fast_study).data.model_copy(
+        update={"source": str(tmp_path / "no-such-corpus.txt")})})
+    out = executor.run(spec, tmp_path / "t", timeout_s=300)
+    assert out.status == "failed" and "no-such-corpus" in out.reason
+
+
+# ------------------------------------------------------------------------------ planners
+
+
+def _valid_llm_reply(body):
+    """Two fresh valid points per arm asked for, numbered by the call (never repeats)."""
+    _valid_llm_reply.k = getattr(_valid_llm_reply, "k", 0) + 1
+    k = _valid_llm_reply.k
+    props = [{"arm": "muon", "params": {"lr": round(0.006 * 1.21 ** k, 6), "ns_steps": 2 + k % 5},
+              "rationale": "stub"},
+             {"arm": "adamw", "params": {"lr": round(0.0004 * 1.19 ** k, 7)}, "rationale": "stub"}]
+    return {"content": batch(*props)}
+
+
+def _llm(stub):
+    return LLMPlanner(LLMConfig(base_url=stub.base_url, configured=True))
+
+
+PLANNERS = {
+    "grid": lambda study, stub: GridPlanner([*study_points(study), Proposal(
+        arm="muon", params={"lr": 0.01, "ns_steps": 3}, origin="grid"), Proposal(
+        arm="adamw", params={"lr": 0.001}, origin="grid")]),
+    "random": lambda study, stub: SamplerPlanner("random", 0, 2),
+    "tpe": lambda study, stub: SamplerPlanner("tpe", 0, 2),
+    "llm": lambda study, stub: _llm(stub),
+    "hybrid": lambda study, stub: HybridPlanner(_llm(stub), share=0.5, warmup=0),
+}
+
+
+@pytest.fixture(params=list(PLANNERS))
+def planner_and_study(request, fast_study):
+    study = load_study(fast_study)
+    with StubLLM(default=_valid_llm_reply) as stub:
+        yield PLANNERS[request.param](study, stub), study
+
+
+def _history(study) -> list[TrialRecord]:
+    out = []
+    for i, (arm, lr, loss) in enumerate([("muon", 0.02, 4.6), ("adamw", 0.003, 5.1), ("muon", 0.05, 4.5)]):
+        params = {"lr": lr, "ns_steps": 5} if arm == "muon" else {"lr": lr}
+        out.append(TrialRecord(id=i, order=i, arm=arm, params=params, seed=0, origin="tpe", phase="search",
+                               round=1, status="completed", val_loss=loss))
+    return out
+
+
+def test_planner_proposes_valid_points_for_the_arms_asked_only(planner_and_study, tmp_path):
+    planner, study = planner_and_study
+    assert isinstance(planner, BasePlanner) and planner.name
+    store = OptunaStore.for_study(tmp_path / "run", study)
+    planner.attach(store, tmp_path / "run")
+    ctx = PlanningContext(study=study, wanted={"muon": 1}, history=_history(study), round=2, budget_left=10)
+    got = planner.propose(ctx)
+    assert got and all(isinstance(p, Proposal) for p in got)
+    assert {p.arm for p in got} == {"muon"} and len(got) <= 1
+    for p in got:
+        assert validate_params(study, p.arm, p.params) == [], p
+        assert p.origin in ("grid", "random", "tpe", "llm")
+    assert isinstance(planner.drain_rejections(), list)
+    pub = planner.public()
+    assert pub is None or (isinstance(pub, dict) and "api_key" not in json.dumps(pub))
+
+
+def test_planner_fills_several_arms(planner_and_study, tmp_path):
+    planner, study = planner_and_study
+    planner.attach(OptunaStore.for_study(tmp_path / "run", study), tmp_path / "run")
+    ctx = PlanningContext(study=study, wanted={"muon": 1, "adamw": 1}, history=_history(study), round=2)
+    got = planner.propose(ctx)
+    assert sorted(p.arm for p in got) == ["adamw", "muon"]
