@@ -21,6 +21,7 @@ import random
 import statistics
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -29,13 +30,15 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import trainer.train as train_mod
+from trainer.data import get_batch, load_token_data
 from trainer.device import resolve_precision
+from trainer.metrics import TrialMetrics, read_metrics
 from trainer.models import build_model
 from trainer.muon import Muon
 from trainer.optim import build_optimizers
+from trainer.schedules import lr_multiplier
 from trainer.spec import TrialSpec
-from trainer.metrics import TrialMetrics, read_metrics
-from trainer.train import train
+from trainer.train import evaluate, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MOE = dict(kind="moe", d_model=32, n_heads=2, n_layers=1, d_ff=64, n_experts=4, top_k=2)
@@ -176,6 +179,33 @@ def test_same_spec_same_metrics_and_seed_matters(trial, tmp_path):
     assert [h["train_loss"] for h in c["history"]] != [h["train_loss"] for h in a["history"]]
 
 
+def test_data_order_comes_from_seed(trial, mkspec, monkeypatch):
+    """The training batches are get_batch draws from torch.Generator().manual_seed(spec.seed)."""
+    seen: list[torch.Tensor] = []
+    real_get_batch = train_mod.get_batch
+
+    def recording_get_batch(*args, **kwargs):  # records, changes nothing
+        x, y = real_get_batch(*args, **kwargs)
+        seen.append(x.clone())
+        return x, y
+
+    monkeypatch.setattr(train_mod, "get_batch", recording_get_batch)
+    runs = {}
+    for seed in (0, 1, 1):
+        seen.clear()
+        trial(seed=seed, steps=3, eval_every=3, grad_accum=2)
+        runs.setdefault(seed, []).append(list(seen))
+    assert len(runs[0][0]) == 6
+    assert all(torch.equal(a, b) for a, b in zip(runs[1][0], runs[1][1]))  # same seed, same batches
+    assert not any(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0]))  # seeds differ: all differ
+    spec = mkspec()
+    train_tokens = load_token_data(spec.data).train
+    for seed in (0, 1):
+        gen = torch.Generator().manual_seed(seed)
+        expected = [get_batch(train_tokens, spec.batch_size, spec.seq_len, gen)[0] for _ in range(6)]
+        assert all(torch.equal(a, b) for a, b in zip(runs[seed][0], expected)), seed
+
+
 # ---------------------------------------------------------------- 2. LR schedule (seed bug 2)
 
 
@@ -217,6 +247,21 @@ def test_long_warmup_still_ends_at_min_lr(trial, steps, warmup_ratio):
     m = trial(lr=0.03, lr_schedule="cosine", warmup_ratio=warmup_ratio, min_lr_ratio=0.1,
               steps=steps, eval_every=steps)
     assert m.history[-1]["lr"] == pytest.approx(0.003, abs=1e-12)
+
+
+@pytest.mark.parametrize("milestones,drops_at", [((0.2, 0.4, 0.8), (2, 4, 8)), ((0.6,), (6,))])
+def test_step_schedule_drops_by_gamma_at_each_milestone(mkspec, trial, milestones, drops_at):
+    """11 updates, no warmup: progress = t / 10, so milestone f fires at update t = 10 f."""
+    spec = mkspec(lr_schedule="step", warmup_ratio=0.0, min_lr_ratio=0.1, steps=11, eval_every=11,
+                  lr_step_milestones=milestones)
+    gamma = 0.1 ** (1 / len(milestones))  # each drop multiplies by gamma; the last lands on 0.1
+    expected = [gamma ** sum(t >= d for d in drops_at) for t in range(11)]
+    assert [lr_multiplier(spec, t) for t in range(11)] == pytest.approx(expected, abs=1e-12)
+    assert lr_multiplier(spec, 10) == pytest.approx(0.1, abs=1e-12)
+    assert lr_multiplier(spec, drops_at[0] - 1) == 1.0
+    m = trial(lr_schedule="step", warmup_ratio=0.0, min_lr_ratio=0.1, steps=11, eval_every=11,
+              lr=0.02, lr_step_milestones=milestones)
+    assert [h["lr"] for h in m.history] == pytest.approx([0.02 * e for e in expected], abs=1e-12)
 
 
 # ---------------------------------------------------------------- 2. adamw_lr
@@ -488,6 +533,45 @@ def test_eval_batches_changes_val_not_training(trial):
     a, b = trial(eval_batches=1), trial(eval_batches=2)
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
     assert a.final.val_loss != b.final.val_loss
+
+
+def test_final_val_loss_is_scored_on_the_val_split(trial, mkspec, tmp_path):
+    """Reload the trained weights: final.val_loss is evaluate() on data.val, not on data.train."""
+    spec = mkspec(steps=4, eval_every=4, save_checkpoint=True)
+    m = trial(out_dir=tmp_path, steps=4, eval_every=4, save_checkpoint=True)
+    data = load_token_data(spec.data)
+    model = build_model(spec.model, data.vocab_size)
+    model.load_state_dict(load_file(str(tmp_path / "model.safetensors")))
+    on_val = evaluate(model, data.val, spec, torch.device("cpu"), nullcontext)
+    on_train = evaluate(model, data.train, spec, torch.device("cpu"), nullcontext)
+    assert abs(on_val["val_loss"] - on_train["val_loss"]) > 1e-3  # the splits are told apart
+    assert m.final.val_loss == pytest.approx(on_val["val_loss"], rel=1e-9, abs=0)
+    assert m.final.val_accuracy == pytest.approx(on_val["val_accuracy"], rel=1e-9, abs=0)
+
+
+def test_val_loss_is_token_weighted_when_the_last_batch_is_short(mkspec):
+    """6 blocks of 16 tokens in batches of 4: [4, 2]. The loss is sum over 96 tokens / 96."""
+    spec = mkspec(batch_size=4, seq_len=16, eval_batches=3)
+    torch.manual_seed(0)
+    model = build_model(spec.model, 300)
+    with torch.no_grad():
+        model.tok_embeddings.weight.mul_(40.0)  # peaked predictions: per-token losses spread widely
+    tokens = torch.randint(0, 300, (16 * 6 + 1,), generator=torch.Generator().manual_seed(1))
+    got = evaluate(model, tokens, spec, torch.device("cpu"), nullcontext)
+    model.eval()
+    losses, hits = [], []
+    with torch.no_grad():
+        for b in range(6):  # one block at a time, by hand
+            x, y = tokens[16 * b:16 * b + 16], tokens[16 * b + 1:16 * b + 17]
+            logits = model(x[None])[0][0]
+            losses.append(torch.nn.functional.cross_entropy(logits, y, reduction="none"))
+            hits.append(logits.argmax(-1) == y)
+    per_token = torch.cat(losses).double()
+    weighted = float(per_token.mean())
+    mean_of_batch_means = (float(per_token[:64].mean()) + float(per_token[64:].mean())) / 2
+    assert abs(weighted - mean_of_batch_means) > 1e-3  # the short batch really matters here
+    assert got["val_loss"] == pytest.approx(weighted, rel=1e-6)
+    assert got["val_accuracy"] == float(torch.cat(hits).float().mean())
 
 
 def test_divergence_ends_the_trial_early(trial):
