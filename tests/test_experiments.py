@@ -218,7 +218,7 @@ def test_momentum_schedules_record_their_definitions(token_cache, one_thread):
     seen = {}
     for point in study.points:
         spec = study.trial_spec(point.arm, point.params, seed=0, overrides=tiny)
-        hist = train(spec)["history"]
+        hist = train(spec).history
         assert [h["step"] for h in hist] == list(range(1, 13))
         sched = spec.momentum_schedule.model_dump()
         norms = [h["grad_norm"] for h in hist]

@@ -13,6 +13,7 @@ from trainer.models import (
     count_parameters,
     hidden_matrices,
     moe_reference_forward,
+    rope_tables,
 )
 from trainer.presets import MODEL_PRESETS
 from trainer.spec import ModelConfig
@@ -133,6 +134,44 @@ def test_sampled_noise_is_reproducible_by_reseeding():
     torch.testing.assert_close(aux_g, aux_n)
 
 
+@pytest.mark.parametrize("dispatch", ["grouped_mm", "loop"])
+def test_top_k_from_the_config_sets_experts_per_token(dispatch):
+    if dispatch == "grouped_mm" and not hasattr(torch, "_grouped_mm"):
+        pytest.skip("torch._grouped_mm not available")
+    ids = torch.randint(0, V, (2, 8))
+    outs = {}
+    for k in (1, 2, 3):
+        model = make(tiny(top_k=k)).eval()  # same seed: same weights for every k
+        for m in moe_layers(model):
+            m.dispatch = dispatch
+        with torch.no_grad():
+            outs[k] = model(ids)[0]
+        for m in moe_layers(model):
+            assert m.top_k == k and int(m.last_counts.sum()) == 2 * 8 * k
+    assert not torch.allclose(outs[1], outs[2]) and not torch.allclose(outs[2], outs[3])
+
+
+@pytest.mark.parametrize("dispatch", ["grouped_mm", "loop"])
+def test_expert_dropout_acts_in_training_only(dispatch):
+    """MoE.dropout drops expert hidden units in train mode; eval mode is exactly dropout-free."""
+    if dispatch == "grouped_mm" and not hasattr(torch, "_grouped_mm"):
+        pytest.skip("torch._grouped_mm not available")
+    torch.manual_seed(0)
+    drop = MoE(16, 24, n_experts=4, top_k=2, router_noise=0.0, dropout=0.5)
+    plain = MoE(16, 24, n_experts=4, top_k=2, router_noise=0.0, dropout=0.0)
+    plain.load_state_dict(drop.state_dict())
+    drop.dispatch = plain.dispatch = dispatch
+    x = torch.randn(12, 16)
+    with torch.no_grad():
+        drop.train(), plain.train()
+        a, b, ref = drop(x)[0], drop(x)[0], plain(x)[0]
+        assert not torch.equal(a, b) and not torch.allclose(a, ref)
+        drop.eval(), plain.eval()
+        assert torch.equal(drop(x)[0], drop(x)[0])
+        torch.testing.assert_close(drop(x)[0], plain(x)[0], rtol=0, atol=0)
+    assert {m.dropout for m in moe_layers(make(tiny(dropout=0.3)))} == {0.3}  # the config reaches it
+
+
 # ---------------------------------------------------------------- 3. causality
 
 
@@ -148,6 +187,28 @@ def test_causal(kind):
         b, _ = model(changed)
     torch.testing.assert_close(a[:, : t + 1], b[:, : t + 1])
     assert (a[:, t + 1] - b[:, t + 1]).abs().max() > 1e-4
+
+
+def test_rope_tables_use_the_base():
+    for base in (10000.0, 37.0):
+        cos, sin = rope_tables(5, 8, base)
+        angles = torch.tensor([[t * base ** (-i / 8) for i in (0, 2, 4, 6)] for t in range(5)])
+        torch.testing.assert_close(cos, angles.cos())
+        torch.testing.assert_close(sin, angles.sin())
+
+
+def test_rope_base_changes_the_logits():
+    ids = torch.randint(0, V, (2, 8))
+    logits = []
+    for base in (10000.0, 100.0):
+        model = make(tiny(rope_base=base)).eval()  # same seed: same weights, other rotation
+        with torch.no_grad():
+            for layer in model.layers:
+                layer.attn.qkv.weight.mul_(30.0)  # sharp attention, so positions matter
+            logits.append(model(ids)[0])
+    a, b = logits
+    assert torch.equal(a[:, 0], b[:, 0])  # position 0 is never rotated
+    assert (a[:, 1:] - b[:, 1:]).abs().max() > 0.05
 
 
 # ---------------------------------------------------------------- 4. tied embedding

@@ -21,6 +21,7 @@ import random
 import statistics
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -29,12 +30,15 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import trainer.train as train_mod
+from trainer.data import get_batch, load_token_data
 from trainer.device import resolve_precision
+from trainer.metrics import TrialMetrics, read_metrics
 from trainer.models import build_model
 from trainer.muon import Muon
 from trainer.optim import build_optimizers
+from trainer.schedules import lr_multiplier
 from trainer.spec import TrialSpec
-from trainer.train import train
+from trainer.train import evaluate, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MOE = dict(kind="moe", d_model=32, n_heads=2, n_layers=1, d_ff=64, n_experts=4, top_k=2)
@@ -94,7 +98,7 @@ def mkspec(base):
 
 @pytest.fixture
 def trial(mkspec):
-    """trial(**overrides) -> metrics dict (written to out_dir when given)."""
+    """trial(**overrides) -> TrialMetrics (written to out_dir when given)."""
 
     def run(out_dir=None, **over):
         return train(mkspec(**over), out_dir)
@@ -103,15 +107,15 @@ def trial(mkspec):
 
 
 def numbers(m: dict) -> dict:
-    """metrics without wall-clock fields (top level and per history entry)."""
+    """metrics (as in metrics.json) without wall-clock fields (top level and per history entry)."""
     out = {k: v for k, v in m.items() if k not in VOLATILE}
     out["history"] = [{k: v for k, v in h.items() if k not in VOLATILE} for h in m["history"]]
     return out
 
 
-def traj(m: dict) -> list[float]:
+def traj(m: TrialMetrics) -> list[float]:
     """What a knob must move: the per-step train loss and the final val loss."""
-    return [h["train_loss"] for h in m["history"]] + [m["final"]["val_loss"]]
+    return [h["train_loss"] for h in m.history] + [m.final.val_loss]
 
 
 class StepSpy:
@@ -162,16 +166,44 @@ def expected_lr_mult(kind: str, t: int, steps: int, warmup_ratio: float, floor: 
 
 
 def test_same_spec_same_metrics_and_seed_matters(trial, tmp_path):
-    trial(out_dir=tmp_path / "a")
+    returned = trial(out_dir=tmp_path / "a")
     trial(out_dir=tmp_path / "b")
     trial(out_dir=tmp_path / "c", seed=1)
+    assert read_metrics(tmp_path / "a") == returned  # metrics.json holds exactly what train() returned
     a, b, c = (numbers(json.loads((tmp_path / d / "metrics.json").read_text())) for d in "abc")
     assert a["status"] == "completed" and len(a["history"]) == 8
     assert a["final"] == b["final"] and a["history"] == b["history"]
     assert a == b
-    assert all(math.isfinite(v) for v in traj(a))
+    assert all(math.isfinite(v) for v in traj(returned))
     assert c["final"]["val_loss"] != a["final"]["val_loss"]
     assert [h["train_loss"] for h in c["history"]] != [h["train_loss"] for h in a["history"]]
+
+
+def test_data_order_comes_from_seed(trial, mkspec, monkeypatch):
+    """The training batches are get_batch draws from torch.Generator().manual_seed(spec.seed)."""
+    seen: list[torch.Tensor] = []
+    real_get_batch = train_mod.get_batch
+
+    def recording_get_batch(*args, **kwargs):  # records, changes nothing
+        x, y = real_get_batch(*args, **kwargs)
+        seen.append(x.clone())
+        return x, y
+
+    monkeypatch.setattr(train_mod, "get_batch", recording_get_batch)
+    runs = {}
+    for seed in (0, 1, 1):
+        seen.clear()
+        trial(seed=seed, steps=3, eval_every=3, grad_accum=2)
+        runs.setdefault(seed, []).append(list(seen))
+    assert len(runs[0][0]) == 6
+    assert all(torch.equal(a, b) for a, b in zip(runs[1][0], runs[1][1]))  # same seed, same batches
+    assert not any(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0]))  # seeds differ: all differ
+    spec = mkspec()
+    train_tokens = load_token_data(spec.data).train
+    for seed in (0, 1):
+        gen = torch.Generator().manual_seed(seed)
+        expected = [get_batch(train_tokens, spec.batch_size, spec.seq_len, gen)[0] for _ in range(6)]
+        assert all(torch.equal(a, b) for a, b in zip(runs[seed][0], expected)), seed
 
 
 # ---------------------------------------------------------------- 2. LR schedule (seed bug 2)
@@ -183,8 +215,8 @@ def test_lr_schedule_ends_at_min_lr_on_last_optimizer_step(trial, kind, optimize
     peak, floor, steps = 0.03, 0.1, 10
     m = trial(optimizer=optimizer, lr=peak, lr_schedule=kind, warmup_ratio=0.2, min_lr_ratio=floor,
               steps=steps, eval_every=10, log_every=1)
-    lrs = [h["lr"] for h in m["history"]]
-    assert [h["step"] for h in m["history"]] == list(range(1, steps + 1))
+    lrs = [h["lr"] for h in m.history]
+    assert [h["step"] for h in m.history] == list(range(1, steps + 1))
     assert lrs[0] == pytest.approx(peak / 2, abs=1e-12)  # warmup_steps = round(0.2 * 10) = 2
     assert lrs[-1] == pytest.approx(floor * peak, abs=1e-12)
     expected = [peak * expected_lr_mult(kind, t, steps, 0.2, floor) for t in range(steps)]
@@ -195,7 +227,7 @@ def test_lr_schedule_ends_at_min_lr_on_last_optimizer_step(trial, kind, optimize
 
 def test_constant_schedule_stays_at_peak_after_warmup(trial):
     m = trial(lr=0.03, lr_schedule="constant", warmup_ratio=0.25, steps=8)
-    lrs = [h["lr"] for h in m["history"]]
+    lrs = [h["lr"] for h in m.history]
     assert lrs[:2] == pytest.approx([0.015, 0.03], abs=1e-12)
     assert lrs[2:] == [0.03] * 6
 
@@ -204,9 +236,9 @@ def test_lr_schedule_counts_optimizer_steps_not_micro_batches(trial):
     one = trial(lr_schedule="cosine", warmup_ratio=0.2, steps=10, eval_every=5, log_every=1)
     four = trial(lr_schedule="cosine", warmup_ratio=0.2, steps=10, eval_every=5, log_every=1,
                  grad_accum=4)
-    assert len(four["history"]) == 10 and four["optimizer_steps"] == 10
-    assert [h["lr"] for h in four["history"]] == [h["lr"] for h in one["history"]]
-    assert four["history"][-1]["lr"] == pytest.approx(0.1 * 0.02, abs=1e-12)
+    assert len(four.history) == 10 and four.optimizer_steps == 10
+    assert [h["lr"] for h in four.history] == [h["lr"] for h in one.history]
+    assert four.history[-1]["lr"] == pytest.approx(0.1 * 0.02, abs=1e-12)
 
 
 @pytest.mark.parametrize("steps,warmup_ratio", [(10, 0.95), (4, 0.9), (1, 0.5)])
@@ -214,7 +246,22 @@ def test_long_warmup_still_ends_at_min_lr(trial, steps, warmup_ratio):
     """The contract holds even when round(warmup_ratio * steps) would cover every step."""
     m = trial(lr=0.03, lr_schedule="cosine", warmup_ratio=warmup_ratio, min_lr_ratio=0.1,
               steps=steps, eval_every=steps)
-    assert m["history"][-1]["lr"] == pytest.approx(0.003, abs=1e-12)
+    assert m.history[-1]["lr"] == pytest.approx(0.003, abs=1e-12)
+
+
+@pytest.mark.parametrize("milestones,drops_at", [((0.2, 0.4, 0.8), (2, 4, 8)), ((0.6,), (6,))])
+def test_step_schedule_drops_by_gamma_at_each_milestone(mkspec, trial, milestones, drops_at):
+    """11 updates, no warmup: progress = t / 10, so milestone f fires at update t = 10 f."""
+    spec = mkspec(lr_schedule="step", warmup_ratio=0.0, min_lr_ratio=0.1, steps=11, eval_every=11,
+                  lr_step_milestones=milestones)
+    gamma = 0.1 ** (1 / len(milestones))  # each drop multiplies by gamma; the last lands on 0.1
+    expected = [gamma ** sum(t >= d for d in drops_at) for t in range(11)]
+    assert [lr_multiplier(spec, t) for t in range(11)] == pytest.approx(expected, abs=1e-12)
+    assert lr_multiplier(spec, 10) == pytest.approx(0.1, abs=1e-12)
+    assert lr_multiplier(spec, drops_at[0] - 1) == 1.0
+    m = trial(lr_schedule="step", warmup_ratio=0.0, min_lr_ratio=0.1, steps=11, eval_every=11,
+              lr=0.02, lr_step_milestones=milestones)
+    assert [h["lr"] for h in m.history] == pytest.approx([0.02 * e for e in expected], abs=1e-12)
 
 
 # ---------------------------------------------------------------- 2. adamw_lr
@@ -224,7 +271,7 @@ def test_adamw_lr_follows_the_same_multiplier(trial, mkspec):
     kw = dict(lr=0.03, adamw_lr=0.005, lr_schedule="cosine", warmup_ratio=0.2, steps=10,
               eval_every=10)
     m = trial(**kw)
-    for t, h in enumerate(m["history"]):
+    for t, h in enumerate(m.history):
         mult = expected_lr_mult("cosine", t, 10, 0.2, 0.1)
         assert h["lr"] == pytest.approx(0.03 * mult, abs=1e-12)
         assert h["adamw_lr"] == pytest.approx(0.005 * mult, abs=1e-12)
@@ -232,7 +279,7 @@ def test_adamw_lr_follows_the_same_multiplier(trial, mkspec):
 
     # optimizer=adamw: one optimizer, one lr (spec.lr) for every parameter.
     ad = trial(**{**kw, "optimizer": "adamw"})
-    for t, h in enumerate(ad["history"]):
+    for t, h in enumerate(ad.history):
         assert h["lr"] == h["adamw_lr"] == pytest.approx(0.03 * expected_lr_mult("cosine", t, 10, 0.2, 0.1),
                                                          abs=1e-12)
     spec = mkspec(optimizer="adamw", lr=0.03, adamw_lr=0.005)
@@ -299,7 +346,7 @@ def test_momentum_schedule_is_recorded_and_reaches_muon(trial, spy, kind):
     steps = 10
     m = trial(momentum=MOMENTUM, momentum_schedule=dict(kind=kind, **cfg), steps=steps,
               eval_every=steps)
-    hist = m["history"]
+    hist = m.history
     assert len(hist) == steps
     norms = [h["grad_norm"] for h in hist]
     expected = [expected_momentum(kind, cfg, t, MOMENTUM, norms[:t]) for t in range(steps)]
@@ -330,7 +377,7 @@ def test_load_balancing_weight_reaches_the_moe_loss(trial):
 def test_load_balancing_weight_is_inert_for_dense_models(trial):
     a = trial(model=TINY_DENSE, load_balancing_weight=0.0)
     b = trial(model=TINY_DENSE, load_balancing_weight=5.0)
-    assert numbers(a)["history"] == numbers(b)["history"] and a["final"] == b["final"]
+    assert numbers(a.model_dump())["history"] == numbers(b.model_dump())["history"] and a.final == b.final
 
 
 # ---------------------------------------------------------------- 2. weight decay (seed bug 4)
@@ -392,7 +439,7 @@ def test_adamw_betas_reach_adamw_and_change_the_trajectory(mkspec, trial):
     b = trial(optimizer="adamw", lr=3e-3, adamw_betas=(0.9, 0.999))
     c = trial(optimizer="adamw", lr=3e-3, adamw_betas=(0.8, 0.95))
     assert traj(a) != traj(b) and traj(a) != traj(c)
-    assert {h["momentum"] for h in c["history"]} == {0.8}  # adamw records beta1 as its momentum
+    assert {h["momentum"] for h in c.history} == {0.8}  # adamw records beta1 as its momentum
 
 
 # ---------------------------------------------------------------- 2. grad_accum (seed bug 1)
@@ -411,11 +458,11 @@ def test_grad_accum_scales_tokens_not_optimizer_steps(trial, spy, monkeypatch):
     m = trial(steps=steps, eval_every=3, grad_accum=accum, batch_size=batch, seq_len=seq)
     assert len(calls) == steps * accum
     assert len(spy.muon()) == steps and len(spy.adamw()) == steps
-    assert m["optimizer_steps"] == steps and len(m["history"]) == steps
-    assert [h["tokens"] for h in m["history"]] == [s * batch * accum * seq for s in range(1, steps + 1)]
-    assert m["tokens_seen"] == steps * batch * accum * seq
+    assert m.optimizer_steps == steps and len(m.history) == steps
+    assert [h["tokens"] for h in m.history] == [s * batch * accum * seq for s in range(1, steps + 1)]
+    assert m.tokens_seen == steps * batch * accum * seq
     one = trial(steps=steps, eval_every=3, grad_accum=1)
-    assert one["tokens_seen"] == steps * batch * seq and one["optimizer_steps"] == steps
+    assert one.tokens_seen == steps * batch * seq and one.optimizer_steps == steps
     assert traj(one) != traj(m)
 
 
@@ -456,7 +503,7 @@ def test_router_optimizer_moves_the_router(mkspec, trial):
         assert (router in opt.groups["muon"]) == in_muon == (choice == "muon")
         assert (router in opt.groups["adamw_decay"]) == (choice == "adamw")
     a, m = trial(router_optimizer="adamw"), trial(router_optimizer="muon")
-    assert m["param_groups"]["muon"] == a["param_groups"]["muon"] + 1
+    assert m.param_groups["muon"] == a.param_groups["muon"] + 1
     assert traj(a) != traj(m)
 
 
@@ -466,49 +513,88 @@ def test_router_optimizer_moves_the_router(mkspec, trial):
 def test_grad_clip_clips_but_records_the_pre_clip_norm(trial):
     free = trial(grad_clip=None)
     clipped = trial(grad_clip=1e-3)
-    assert clipped["history"][0]["grad_norm"] == free["history"][0]["grad_norm"]  # same init, same batch
-    assert all(h["grad_norm"] > 1e-2 for h in clipped["history"])
+    assert clipped.history[0]["grad_norm"] == free.history[0]["grad_norm"]  # same init, same batch
+    assert all(h["grad_norm"] > 1e-2 for h in clipped.history)
     assert traj(clipped) != traj(free)
 
 
 def test_eval_every_and_log_every(trial):
     m = trial(steps=10, eval_every=3, log_every=1)
-    assert [h["step"] for h in m["history"]] == list(range(1, 11))
-    assert [h["step"] for h in m["history"] if "val_loss" in h] == [3, 6, 9, 10]
-    assert all(("val_accuracy" in h) == ("val_loss" in h) for h in m["history"])
-    assert m["final"]["val_loss"] == m["history"][-1]["val_loss"]
+    assert [h["step"] for h in m.history] == list(range(1, 11))
+    assert [h["step"] for h in m.history if "val_loss" in h] == [3, 6, 9, 10]
+    assert all(("val_accuracy" in h) == ("val_loss" in h) for h in m.history)
+    assert m.final.val_loss == m.history[-1]["val_loss"]
     sparse = trial(steps=10, eval_every=3, log_every=4)
-    assert [h["step"] for h in sparse["history"]] == [3, 4, 6, 8, 9, 10]
-    assert sparse["final"] == m["final"]
+    assert [h["step"] for h in sparse.history] == [3, 4, 6, 8, 9, 10]
+    assert sparse.final == m.final
 
 
 def test_eval_batches_changes_val_not_training(trial):
     a, b = trial(eval_batches=1), trial(eval_batches=2)
-    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
-    assert a["final"]["val_loss"] != b["final"]["val_loss"]
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert a.final.val_loss != b.final.val_loss
+
+
+def test_final_val_loss_is_scored_on_the_val_split(trial, mkspec, tmp_path):
+    """Reload the trained weights: final.val_loss is evaluate() on data.val, not on data.train."""
+    spec = mkspec(steps=4, eval_every=4, save_checkpoint=True)
+    m = trial(out_dir=tmp_path, steps=4, eval_every=4, save_checkpoint=True)
+    data = load_token_data(spec.data)
+    model = build_model(spec.model, data.vocab_size)
+    model.load_state_dict(load_file(str(tmp_path / "model.safetensors")))
+    on_val = evaluate(model, data.val, spec, torch.device("cpu"), nullcontext)
+    on_train = evaluate(model, data.train, spec, torch.device("cpu"), nullcontext)
+    assert abs(on_val["val_loss"] - on_train["val_loss"]) > 1e-3  # the splits are told apart
+    assert m.final.val_loss == pytest.approx(on_val["val_loss"], rel=1e-9, abs=0)
+    assert m.final.val_accuracy == pytest.approx(on_val["val_accuracy"], rel=1e-9, abs=0)
+
+
+def test_val_loss_is_token_weighted_when_the_last_batch_is_short(mkspec):
+    """6 blocks of 16 tokens in batches of 4: [4, 2]. The loss is sum over 96 tokens / 96."""
+    spec = mkspec(batch_size=4, seq_len=16, eval_batches=3)
+    torch.manual_seed(0)
+    model = build_model(spec.model, 300)
+    with torch.no_grad():
+        model.tok_embeddings.weight.mul_(40.0)  # peaked predictions: per-token losses spread widely
+    tokens = torch.randint(0, 300, (16 * 6 + 1,), generator=torch.Generator().manual_seed(1))
+    got = evaluate(model, tokens, spec, torch.device("cpu"), nullcontext)
+    model.eval()
+    losses, hits = [], []
+    with torch.no_grad():
+        for b in range(6):  # one block at a time, by hand
+            x, y = tokens[16 * b:16 * b + 16], tokens[16 * b + 1:16 * b + 17]
+            logits = model(x[None])[0][0]
+            losses.append(torch.nn.functional.cross_entropy(logits, y, reduction="none"))
+            hits.append(logits.argmax(-1) == y)
+    per_token = torch.cat(losses).double()
+    weighted = float(per_token.mean())
+    mean_of_batch_means = (float(per_token[:64].mean()) + float(per_token[64:].mean())) / 2
+    assert abs(weighted - mean_of_batch_means) > 1e-3  # the short batch really matters here
+    assert got["val_loss"] == pytest.approx(weighted, rel=1e-6)
+    assert got["val_accuracy"] == float(torch.cat(hits).float().mean())
 
 
 def test_divergence_ends_the_trial_early(trial):
     m = trial(divergence_loss=0.5)
-    assert m["status"] == "diverged" and "train loss" in m["reason"] and "0.5" in m["reason"]
-    assert m["optimizer_steps"] == 0 and len(m["history"]) == 1
+    assert m.status == "diverged" and "train loss" in m.reason and "0.5" in m.reason
+    assert m.optimizer_steps == 0 and len(m.history) == 1
     big = trial(optimizer="adamw", lr=5.0, grad_clip=None, lr_schedule="constant", warmup_ratio=0.0,
                 steps=20, eval_every=10)
-    assert big["status"] == "diverged" and big["reason"]
-    assert big["optimizer_steps"] < 20 and len(big["history"]) < 20
-    assert big["final"]["val_loss"] is not None  # the model that diverged was still evaluated
+    assert big.status == "diverged" and big.reason
+    assert big.optimizer_steps < 20 and len(big.history) < 20
+    assert big.final.val_loss is not None  # the model that diverged was still evaluated
 
 
 def test_diagnostics_at_eval_steps(trial):
     m = trial(steps=8, eval_every=4, diagnostics=dict(update_rms=True, svd_entropy=True, svd_max_matrices=3))
-    diags = m["diagnostics"]
+    diags = m.diagnostics
     assert [d["step"] for d in diags] == [4, 8]
     for d in diags:
         assert set(d["update_rms"]) == {"muon", "adamw_decay", "adamw_no_decay"}
         assert all(0 < v < 1 and math.isfinite(v) for v in d["update_rms"].values())
         assert len(d["svd_entropy"]) == 3
         assert all(0 < v <= 1 for v in d["svd_entropy"].values())
-    assert trial()["diagnostics"] == []
+    assert trial().diagnostics == []
 
 
 def test_save_checkpoint_round_trips(trial, mkspec, tmp_path):
@@ -546,6 +632,9 @@ def test_cli_run_writes_every_promised_key(base, cache_dir, tmp_path):
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert events[-1]["event"] == "done" and events[-1]["status"] == "completed"
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(m) >= {"spec", "status", "reason", "final", "history", "diagnostics", "optimizer_steps",
+                      "tokens_seen", "wall_time_s", "tokens_per_s", "peak_memory_mb", "device",
+                      "precision", "param_groups", "env"}  # the keys readers of metrics.json know
     assert m["spec"] == TrialSpec.model_validate(spec).model_dump(mode="json")
     assert m["status"] == "completed"
     for key in ("val_loss", "val_accuracy", "val_perplexity", "train_loss"):
@@ -601,6 +690,10 @@ def test_cli_internal_failure_exits_1_with_reason(base, cache_dir, tmp_path, kin
     assert res.returncode == 1
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["status"] == "failed" and needle in m["reason"]
+    assert {"spec", "status", "reason", "traceback", "final", "history"} <= set(m)  # what readers knew
+    failed = read_metrics(tmp_path / "out")  # a valid TrialMetrics, not an ad-hoc dict
+    assert failed.status == "failed" and "Traceback" in failed.traceback and failed.history == []
+    assert failed.final.val_loss is None and failed.spec == m["spec"]
 
 
 def test_cli_divergence_is_a_result(base, cache_dir, tmp_path):

@@ -32,7 +32,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: invalid spec: {format_validation_error(err)}", file=sys.stderr)
         return 2
 
-    from trainer.train import train, write_metrics
+    from trainer.metrics import FinalMetrics, TrialMetrics, write_metrics
+    from trainer.train import train
 
     out = Path(args.out)
 
@@ -43,11 +44,11 @@ def _run(args: argparse.Namespace) -> int:
         metrics = train(spec, out, on_log=None if args.quiet else log)
     except Exception as err:  # recorded, never lost: the loop reads the reason from metrics.json
         reason = f"{type(err).__name__}: {err}"
-        write_metrics(out, {"spec": spec.model_dump(mode="json"), "status": "failed", "reason": reason,
-                            "traceback": traceback.format_exc(), "final": {}, "history": []})
+        write_metrics(out, TrialMetrics(spec=spec.model_dump(mode="json"), status="failed", reason=reason,
+                                        traceback=traceback.format_exc(), final=FinalMetrics(), history=[]))
         print(f"error: trial failed: {reason}", file=sys.stderr)
         return 1
-    print(json.dumps({"event": "done", "status": metrics["status"], **metrics["final"]}), flush=True)
+    print(json.dumps({"event": "done", "status": metrics.status, **metrics.final.model_dump()}), flush=True)
     return 0
 
 

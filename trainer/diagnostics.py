@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainer.params import hidden_matrices
+
 
 def svd_entropy(matrix: torch.Tensor) -> float:
     s = torch.linalg.svdvals(matrix.detach().float())
@@ -19,15 +21,8 @@ def svd_entropy(matrix: torch.Tensor) -> float:
 
 
 def entropy_matrices(model: nn.Module, limit: int) -> list[tuple[str, torch.Tensor]]:
-    """The first `limit` hidden matrices (expert stacks contribute their first expert)."""
-    chosen = []
-    for name, p in model.named_parameters():
-        if p.ndim < 2 or "tok_embeddings" in name:
-            continue
-        chosen.append((name if p.ndim == 2 else f"{name}[0]", p if p.ndim == 2 else p[0]))
-        if len(chosen) >= limit:
-            break
-    return chosen
+    """The first `limit` hidden matrices (params.hidden_matrices; an expert stack gives expert 0)."""
+    return [(name, p) if p.ndim == 2 else (f"{name}[0]", p[0]) for name, p in hidden_matrices(model)[:limit]]
 
 
 class UpdateRMS:

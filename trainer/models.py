@@ -6,7 +6,7 @@ One class covers both (`LanguageModel`); `cfg.kind` picks the feed-forward of ev
     -> n_layers x [ x + drop(attn(attn_norm(x)));  x + drop(mlp(mlp_norm(x))) ]
     -> norm -> dropout -> logits = h @ tok_embeddings.weight.T        (tied head, no own parameter)
 
-Parameter names (the optimizer splits on them, see trainer/optim.py):
+Parameter names (trainer/params.py splits them into optimizer groups):
     tok_embeddings.weight                      embedding and output head (AdamW)
     layers.{i}.attn.qkv.weight  (3d, d)        fused q, k, v projection
     layers.{i}.attn.proj.weight (d, d)         attention output projection
@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainer.params import hidden_matrices, param_group  # noqa: F401  (hidden_matrices: re-exported)
 from trainer.spec import ModelConfig
 
 INIT_STD = 0.02
@@ -286,33 +287,12 @@ def build_model(cfg: ModelConfig, vocab_size: int | None = None) -> LanguageMode
 # ---------------------------------------------------------------- parameter accounting
 
 
-def param_group(name: str) -> str:
-    """embedding | norm | router | experts | attention | mlp, from a parameter's name."""
-    if "tok_embeddings" in name:
-        return "embedding"
-    if "norm" in name:
-        return "norm"
-    if "router" in name:
-        return "router"
-    if "w_up" in name or "w_down" in name:
-        return "experts"
-    if ".attn." in name:
-        return "attention"
-    return "mlp"
-
-
 def count_parameters(model: nn.Module) -> tuple[int, dict[str, int]]:
     """(total, {group: count}); the tied head is counted once (as the embedding)."""
     groups: dict[str, int] = {}
     for name, p in model.named_parameters():
         groups[param_group(name)] = groups.get(param_group(name), 0) + p.numel()
     return sum(groups.values()), groups
-
-
-def hidden_matrices(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """Muon-eligible hidden weights: 2D/3D, not the embedding/head, not the router, not norms."""
-    return [(n, p) for n, p in model.named_parameters()
-            if p.ndim in (2, 3) and param_group(n) in ("attention", "mlp", "experts")]
 
 
 def active_parameters(model: nn.Module) -> int:

@@ -1,8 +1,9 @@
 """Which parameter goes to which optimizer, with which hyperparameters.
 
 Hybrid Muon: hidden matrices (attention, MLP, 3D expert stacks) get Muon; the embedding (tied
-to the head), norm gains and biases get AdamW. The router is a spec choice. Weight decay reaches
-Muon's matrices too (seed bug 4), and AdamW's betas come from the spec (seed bug 5).
+to the head), norm gains and biases get AdamW. The router is a spec choice. Which parameter goes
+where is decided in trainer/params.py only. Weight decay reaches Muon's matrices too (seed bug 4),
+and AdamW's betas come from the spec (seed bug 5).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from trainer.muon import Muon
+from trainer.params import classify
 from trainer.spec import TrialSpec
 
 
@@ -50,26 +52,10 @@ class Optimizers:
             opt.zero_grad(set_to_none=True)
 
 
-def is_muon_param(name: str, p: nn.Parameter, spec: TrialSpec) -> bool:
-    if p.ndim not in (2, 3) or "tok_embeddings" in name:
-        return False
-    if "router" in name:
-        return spec.router_optimizer == "muon"
-    return True
-
-
-def _no_decay(name: str, p: nn.Parameter) -> bool:
-    return p.ndim < 2 or "norm" in name
-
-
 def build_optimizers(model: nn.Module, spec: TrialSpec) -> Optimizers:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = classify(model, spec.optimizer, spec.router_optimizer)
+    muon_params, decay, no_decay = groups["muon"], groups["adamw_decay"], groups["adamw_no_decay"]
     use_muon = spec.optimizer == "muon"
-    muon_params = [(n, p) for n, p in named if use_muon and is_muon_param(n, p, spec)]
-    muon_ids = {id(p) for _, p in muon_params}
-    rest = [(n, p) for n, p in named if id(p) not in muon_ids]
-    decay = [(n, p) for n, p in rest if not _no_decay(n, p)]
-    no_decay = [(n, p) for n, p in rest if _no_decay(n, p)]
 
     adam_lr = spec.adamw_lr if use_muon else spec.lr
     adam_groups = [
@@ -94,9 +80,5 @@ def build_optimizers(model: nn.Module, spec: TrialSpec) -> Optimizers:
             weight_decay=spec.weight_decay,
             block_size=spec.block_size,
         )
-    groups = {
-        "muon": [n for n, _ in muon_params],
-        "adamw_decay": [n for n, _ in decay],
-        "adamw_no_decay": [n for n, _ in no_decay],
-    }
-    return Optimizers([o for o in (muon, adamw) if o is not None], muon, adamw, groups)
+    names = {g: [n for n, _ in members] for g, members in groups.items()}
+    return Optimizers([o for o in (muon, adamw) if o is not None], muon, adamw, names)

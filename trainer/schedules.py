@@ -10,17 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from trainer.spec import (
-    AdaptiveMomentum,
-    CosineMomentum,
-    DelayedMomentum,
-    ExponentialMomentum,
-    FixedMomentum,
-    LinearMomentum,
-    SigmoidMomentum,
-    StepMomentum,
-    TrialSpec,
-)
+from trainer.spec import TrialSpec
 
 
 def warmup_steps(spec: TrialSpec) -> int:
@@ -50,12 +40,11 @@ def lr_multiplier(spec: TrialSpec, step: int) -> float:
     return gamma**passed
 
 
-def _ramp(start: float, end: float, frac: float) -> float:
-    return start + (end - start) * min(1.0, max(0.0, frac))
-
-
 class MomentumSchedule:
-    """Momentum for update `step`. Stateful only for `adaptive`, which watches gradient norms."""
+    """Momentum for update `step`: the schedule config's own formula (trainer/spec.py).
+
+    Keeps the gradient-norm window that `adaptive` reads; the other kinds ignore it.
+    """
 
     def __init__(self, spec: TrialSpec):
         self.cfg = spec.momentum_schedule
@@ -68,35 +57,4 @@ class MomentumSchedule:
             self._norms.append(norm)
 
     def __call__(self, step: int) -> float:
-        c, m = self.cfg, self.target
-        if isinstance(c, FixedMomentum):
-            return m
-        if isinstance(c, LinearMomentum):
-            return _ramp(c.start, m, step / c.warmup_steps)
-        if isinstance(c, CosineMomentum):
-            frac = min(1.0, step / c.warmup_steps)
-            return c.start + (m - c.start) * 0.5 * (1.0 - math.cos(math.pi * frac))
-        if isinstance(c, ExponentialMomentum):
-            if step >= c.warmup_steps:
-                return m
-            return m - (m - c.start) * math.exp(-5.0 * step / c.warmup_steps)
-        if isinstance(c, StepMomentum):
-            for value, boundary in zip(c.values, c.boundaries):
-                if step < boundary:
-                    return value
-            return m
-        if isinstance(c, SigmoidMomentum):
-            if step >= c.warmup_steps:
-                return m
-            z = c.steepness * (step / c.warmup_steps - 0.5)
-            return c.start + (m - c.start) / (1.0 + math.exp(-z))
-        if isinstance(c, DelayedMomentum):
-            return _ramp(c.start, m, (step - c.delay_steps) / c.warmup_steps)
-        if isinstance(c, AdaptiveMomentum):
-            if len(self._norms) < c.window:
-                return c.start
-            mean = sum(self._norms) / len(self._norms)
-            var = sum((x - mean) ** 2 for x in self._norms) / (len(self._norms) - 1)
-            cv = math.sqrt(var) / mean if mean > 0 else float("inf")
-            return c.start + (m - c.start) / (1.0 + cv / c.cv_scale)
-        raise TypeError(f"unknown momentum schedule {type(c).__name__}")
+        return self.cfg.value(step, self.target, self._norms)

@@ -6,6 +6,8 @@ rejected (extra="forbid"), so a typo can never silently fall back to a default.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -21,10 +23,19 @@ class Strict(BaseModel):
 
 # ---------------------------------------------------------------- momentum schedules
 # Every schedule ends at `TrialSpec.momentum` (the target); warmup lengths are optimizer steps.
+# value(step, target, norms) is the momentum for update `step` (0-based); `norms` holds the most
+# recent finite gradient norms (at most `window`), which only `adaptive` reads.
+
+
+def _ramp(start: float, end: float, frac: float) -> float:
+    return start + (end - start) * min(1.0, max(0.0, frac))
 
 
 class FixedMomentum(Strict):
     kind: Literal["fixed"] = "fixed"
+
+    def value(self, step: int, target: float, norms: Sequence[float] = ()) -> float:
+        return target
 
 
 class LinearMomentum(Strict):
@@ -34,6 +45,9 @@ class LinearMomentum(Strict):
     start: float = Field(0.85, ge=0.0, lt=1.0)
     warmup_steps: int = Field(300, ge=1)
 
+    def value(self, step: int, target: float, norms: Sequence[float] = ()) -> float:
+        return _ramp(self.start, target, step / self.warmup_steps)
+
 
 class CosineMomentum(Strict):
     """start -> momentum along a half cosine over warmup_steps."""
@@ -42,6 +56,10 @@ class CosineMomentum(Strict):
     start: float = Field(0.0, ge=0.0, lt=1.0)
     warmup_steps: int = Field(300, ge=1)
 
+    def value(self, step: int, target: float, norms: Sequence[float] = ()) -> float:
+        frac = min(1.0, step / self.warmup_steps)
+        return self.start + (target - self.start) * 0.5 * (1.0 - math.cos(math.pi * frac))
+
 
 class ExponentialMomentum(Strict):
     """momentum - (momentum - start) * exp(-5 t / warmup_steps): fast early rise, smooth approach."""
@@ -49,6 +67,11 @@ class ExponentialMomentum(Strict):
     kind: Literal["exponential"] = "exponential"
     start: float = Field(0.1, ge=0.0, lt=1.0)
     warmup_steps: int = Field(300, ge=1)
+
+    def value(self, step: int, target: float, norms: Sequence[float] = ()) -> float:
+        if step >= self.warmup_steps:
+            return target
+        return target - (target - self.start) * math.exp(-5.0 * step / self.warmup_steps)
 
 
 class StepMomentum(Strict):
@@ -69,6 +92,12 @@ class StepMomentum(Strict):
             raise ValueError("boundaries must be strictly increasing")
         return self
 
+    def value(self, step: int, target: float, norms: Sequence[float] = ()) -> float:
+        for held, boundary in zip(self.values, self.boundaries):
+            if step < boundary:
+                return held
+        return target
+
 
 class SigmoidMomentum(Strict):
     """start -> momentum along a logistic curve centred at warmup_steps / 2."""
@@ -78,6 +107,12 @@ class SigmoidMomentum(Strict):
     warmup_steps: int = Field(300, ge=1)
     steepness: float = Field(10.0, gt=0.0)
 
+    def value(self, step: int, target: float, norms: Sequence[float] = ()) -> float:
+        if step >= self.warmup_steps:
+            return target
+        z = self.steepness * (step / self.warmup_steps - 0.5)
+        return self.start + (target - self.start) / (1.0 + math.exp(-z))
+
 
 class DelayedMomentum(Strict):
     """Hold `start` until delay_steps, then linear to momentum over warmup_steps (seed 004: 100)."""
@@ -86,6 +121,9 @@ class DelayedMomentum(Strict):
     start: float = Field(0.0, ge=0.0, lt=1.0)
     delay_steps: int = Field(100, ge=0)
     warmup_steps: int = Field(300, ge=1)
+
+    def value(self, step: int, target: float, norms: Sequence[float] = ()) -> float:
+        return _ramp(self.start, target, (step - self.delay_steps) / self.warmup_steps)
 
 
 class AdaptiveMomentum(Strict):
@@ -99,6 +137,15 @@ class AdaptiveMomentum(Strict):
     start: float = Field(0.5, ge=0.0, lt=1.0)
     window: int = Field(20, ge=2)
     cv_scale: float = Field(0.1, gt=0.0)
+
+    def value(self, step: int, target: float, norms: Sequence[float] = ()) -> float:
+        """`norms`: the last `window` finite gradient norms (fewer before `window` steps)."""
+        if len(norms) < self.window:
+            return self.start
+        mean = sum(norms) / len(norms)
+        var = sum((x - mean) ** 2 for x in norms) / (len(norms) - 1)
+        cv = math.sqrt(var) / mean if mean > 0 else float("inf")
+        return self.start + (target - self.start) / (1.0 + cv / self.cv_scale)
 
 
 MomentumSchedule = Annotated[

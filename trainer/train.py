@@ -6,9 +6,7 @@ advanced once per step. Divergence is a result (status "diverged"), not an error
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import platform
 import resource
 import sys
@@ -23,12 +21,12 @@ import torch.nn.functional as F
 from trainer.data import get_batch, iter_eval_batches, load_token_data
 from trainer.device import describe_device, resolve_device, resolve_precision
 from trainer.diagnostics import UpdateRMS, entropy_matrices, svd_entropy
+from trainer.metrics import FinalMetrics, TrialMetrics, write_metrics
 from trainer.models import build_model
 from trainer.optim import build_optimizers
 from trainer.schedules import MomentumSchedule, lr_multiplier
 from trainer.spec import TrialSpec
 
-METRICS_FILE = "metrics.json"
 PERPLEXITY_CAP = 20.0  # perplexity = exp(min(loss, 20)), as the seeds reported it
 
 
@@ -75,17 +73,9 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def write_metrics(out_dir: Path, metrics: dict) -> None:
-    """Atomic write, so a reader never sees half a file."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{METRICS_FILE}.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1, allow_nan=True))
-    os.replace(tmp, out_dir / METRICS_FILE)
-
-
 def train(spec: TrialSpec, out_dir: str | Path | None = None,
-          on_log: Callable[[dict], None] | None = None) -> dict:
-    """Run one trial and return (and, with out_dir, write) its metrics dict."""
+          on_log: Callable[[dict], None] | None = None) -> TrialMetrics:
+    """Run one trial and return (and, with out_dir, write to metrics.json) its metrics."""
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
     device = resolve_device(spec.device)
@@ -179,28 +169,28 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
         last_eval = evaluate(model, data.val, spec, device, autocast)
     wall = time.perf_counter() - started
     tokens_seen = steps_done * spec.tokens_per_step
-    metrics = {
-        "spec": spec.model_dump(mode="json"),
-        "status": status,
-        "reason": reason,
-        "final": {
-            "val_loss": last_eval.get("val_loss"),
-            "val_accuracy": last_eval.get("val_accuracy"),
-            "val_perplexity": last_eval.get("val_perplexity"),
-            "train_loss": train_loss,
-        },
-        "history": history,
-        "diagnostics": diagnostics,
-        "optimizer_steps": steps_done,
-        "tokens_seen": tokens_seen,
-        "wall_time_s": wall,
-        "tokens_per_s": tokens_seen / wall if wall > 0 else None,
-        "peak_memory_mb": _peak_memory_mb(device),
-        "device": describe_device(device),
-        "precision": precision.name,
-        "param_groups": {g: len(names) for g, names in opt.groups.items()},
-        "env": _env(data.fingerprint, n_params),
-    }
+    metrics = TrialMetrics(
+        spec=spec.model_dump(mode="json"),
+        status=status,
+        reason=reason,
+        final=FinalMetrics(
+            val_loss=last_eval.get("val_loss"),
+            val_accuracy=last_eval.get("val_accuracy"),
+            val_perplexity=last_eval.get("val_perplexity"),
+            train_loss=train_loss,
+        ),
+        history=history,
+        diagnostics=diagnostics,
+        optimizer_steps=steps_done,
+        tokens_seen=tokens_seen,
+        wall_time_s=wall,
+        tokens_per_s=tokens_seen / wall if wall > 0 else None,
+        peak_memory_mb=_peak_memory_mb(device),
+        device=describe_device(device),
+        precision=precision.name,
+        param_groups={g: len(names) for g, names in opt.groups.items()},
+        env=_env(data.fingerprint, n_params),
+    )
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_metrics(out_dir, metrics)
