@@ -46,7 +46,7 @@ def test_read_ignores_unknown_keys_and_loads_old_failure_files(tmp_path):
          "final": {}, "history": [], "written_by": "a future trainer"}))
     m = read_metrics(tmp_path)
     assert m.status == "failed" and m.reason == "ValueError: boom" and m.final == FinalMetrics()
-    assert m.optimizer_steps == 0 and m.diagnostics == [] and not hasattr(m, "written_by")
+    assert m.optimizer_steps is None and m.diagnostics == [] and not hasattr(m, "written_by")
 
 
 def test_read_returns_none_for_missing_unreadable_bad_json_or_invalid(tmp_path):

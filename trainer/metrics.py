@@ -37,10 +37,10 @@ class TrialMetrics(BaseModel):
     status: Literal["completed", "diverged", "failed"]
     reason: str | None = None
     final: FinalMetrics
-    history: list[dict]
+    history: list[dict] = []
     diagnostics: list[dict] = []
-    optimizer_steps: int = 0
-    tokens_seen: int = 0
+    optimizer_steps: int | None = None  # None: the trial failed before training (nothing counted)
+    tokens_seen: int | None = None
     wall_time_s: float | None = None
     tokens_per_s: float | None = None
     peak_memory_mb: float | None = None
