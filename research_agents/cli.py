@@ -40,7 +40,6 @@ def experiments_dir() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from research_agents.execution import EXECUTORS
     from research_agents.planners import PLANNERS
 
     parser = _Parser(prog="research-agents", description="Optimizer research that runs itself.")
@@ -62,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                      help="trial spec overrides for every run, e.g. steps=50 data.max_docs=40")
     run.add_argument("--save-model", action="store_true", help="save each trial's model (model.safetensors)")
-    run.add_argument("--executor", default="local", choices=EXECUTORS, help="how trials run (default local: "
-                     "one process per trial on this machine)")
+    run.add_argument("--executor", default="local", help="how trials run: local (default: one process per trial "
+                     "on this machine) or replay:TABLE (answers from a table of real results, e.g. "
+                     "benchmarks/data/replay_tiny.csv: a study in seconds)")
     add_llm_arguments(run)  # --llm-base-url, --llm-model, --llm-share, --on-llm-error, ...
     form = run.add_mutually_exclusive_group()
     form.add_argument("--quick", action="store_true", help="run the study's quick experiments")
@@ -219,7 +219,7 @@ def cmd_report(args, console: Console) -> int:
 
         plan = point_plan(study, study.select_points(saved["experiments"]), saved["budget"])
     else:
-        plan = make_plan(study, saved["budget"], saved.get("confirm_seeds"))
+        plan = make_plan(study, saved["budget"], saved.get("confirm_seeds"), adaptive=saved.get("planner") == "policy")
     findings = _final_report(out, study, plan, store, saved)
     console.print(f"report: {out / 'report.md'} ({findings.recommendation.confidence} confidence)")
     return EXIT_OK
@@ -244,7 +244,8 @@ def cmd_run(args, console: Console) -> int:
         points = runforms.selected_points(study, args.quick, args.experiments, args.all)
         if points is None:
             planner, planner_line = make_planner(args.planner, study, args.grid, llm=llm_config(args))
-            plan = make_plan(study, args.budget or runforms.DEFAULT_BUDGET, args.seeds)
+            plan = make_plan(study, args.budget or runforms.DEFAULT_BUDGET, args.seeds,
+                             adaptive=planner.name == "policy")
         else:
             if args.grid or args.seeds is not None or args.planner not in ("auto", "grid"):
                 raise ValueError("named experiments run as defined on the study's seeds: "
@@ -298,9 +299,14 @@ def _run(study, plan, planner, planner_line, executor, out: Path, saved: dict, p
     store = OptunaStore.for_study(out, study, url=saved["storage"])
     (out / RUN_FILE).write_text(json.dumps(saved, indent=1))
     console.print(planner_line, markup=False)
-    console.print(f"budget {plan.budget} runs: search {plan.search_budget} "
-                  f"({', '.join(f'{a} {n}' for a, n in plan.search_share.items())}), confirmation "
-                  f"{plan.budget - plan.search_budget} on seeds {plan.confirm_seeds}; out: {out}", markup=False)
+    if plan.adaptive:
+        console.print(f"budget {plan.budget} runs: equal search shares per arm; confirmation on 3 to "
+                      f"{len(plan.confirm_seeds)} fresh paired seeds per leader (from {plan.confirm_seeds}), as many "
+                      f"as the measured noise needs, the rest to the search; out: {out}", markup=False)
+    else:
+        console.print(f"budget {plan.budget} runs: search {plan.search_budget} "
+                      f"({', '.join(f'{a} {n}' for a, n in plan.search_share.items())}), confirmation "
+                      f"{plan.budget - plan.search_budget} on seeds {plan.confirm_seeds}; out: {out}", markup=False)
     records = store.records()
     display = RunDisplay(console, plan.budget, records)
 

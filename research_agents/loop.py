@@ -7,7 +7,9 @@ fresh seeds, paired across arms; the noise floor and the final recommendation co
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,11 +20,36 @@ from research_agents.config.space import config_id
 from research_agents.config.study import Study, validate_params
 from research_agents.execution.base import BaseExecutor, TrialInterrupted
 from research_agents.planners.base import BasePlanner, PlanningContext
-from research_agents.records import COUNTED, Proposal, TrialRecord, by_config, ranked_configs
+from research_agents.analysis.tuning import tuning_evidence
+from research_agents.records import COUNTED, Bracket, Proposal, Replicate, StopArm, TrialRecord, by_config, \
+    ranked_configs
 from research_agents.report.round import latest_round_report
 from research_agents.store.base import BaseStore
 
 MAX_PLANNER_RETRIES = 3
+
+
+MIN_CONFIRM = 3  # fewest confirmation seeds an adaptive plan sizes down to (paired t needs df >= 2)
+
+
+@dataclass
+class Work:
+    """Runs an accepted action asks for: one configuration on these search seeds."""
+
+    arm: str
+    params: dict
+    seeds: list[int]
+    origin: str
+    rationale: str = ""
+    kind: str = "try"
+
+
+def _as_proposal(action) -> Proposal:
+    """What a rejected action is recorded as (its arm, params when it has any, origin, why)."""
+    params = getattr(action, "params", None)
+    if params is None:
+        params = {"knob": action.knob} if isinstance(action, Bracket) else {}
+    return Proposal(arm=action.arm, params=params, origin=action.origin, rationale=action.rationale)
 
 
 @dataclass
@@ -88,10 +115,51 @@ class ResearchLoop:
         self.search()
         self.confirm()
 
+    # -- the budget: equal search allowance per arm, confirmation sized by the measured noise
+    def confirm_count(self) -> int:
+        """Confirmation seeds per leader: the plan's, or (adaptive plans) as many as the measured noise
+        needs to tell the arm leaders apart, between MIN_CONFIRM and the plan's maximum."""
+        most = len(self.plan.confirm_seeds)
+        if not self.plan.adaptive or most <= MIN_CONFIRM:
+            return most
+        ev = [e for e in tuning_evidence(self.study, self.records()).values() if e.leader_mean is not None]
+        if len(ev) < 2 or any(e.threshold is None for e in ev):
+            return most  # the noise is not measured yet: keep the full reserve
+        means = sorted(e.leader_mean for e in ev)
+        gap = min(b - a for a, b in zip(means, means[1:]))
+        sd = max(e.threshold for e in ev) / 2
+        if gap <= 0:
+            return most
+        # paired t at alpha 0.05 with 80% power: n ~ ((1.96 + 0.84) * sd_diff / gap)^2, sd_diff ~ sqrt(2) sd
+        need = math.ceil((2.8 * math.sqrt(2) * sd / gap) ** 2)
+        return max(MIN_CONFIRM, min(most, need))
+
+    def confirm_seeds(self) -> list[int]:
+        return self.plan.confirm_seeds[: self.confirm_count()]
+
+    def search_allowance(self, arm: str) -> int:
+        """Search runs the arm may spend (fairness: each arm its share of the search budget)."""
+        if not self.plan.adaptive:
+            return self.plan.search_share[arm]
+        arms = self.study.arms
+        seeds = self.confirm_seeds()
+        done = {(r.config, r.seed) for r in self.records() if r.phase == "confirm" and r.status in COUNTED}
+        # what confirming the current leaders still costs (a resumed study may have confirmed others)
+        reserve = sum(1 for a in arms for params in self.leaders(a) for seed in seeds
+                      if (config_id(a, params), seed) not in done)
+        reserve += len(arms) * self.study.budget.leaders_per_arm * len(seeds) - sum(
+            len(self.leaders(a)) * len(seeds) for a in arms)  # arms without a leader yet
+        search = max(0, self.plan.budget - self.spent("confirm") - reserve)
+        total = sum(a.share for a in arms.values())
+        share = {a: int(search * arms[a].share / total) for a in arms}
+        for a in list(arms)[: search - sum(share.values())]:
+            share[a] += 1
+        return share[arm]
+
     def _wanted(self) -> dict[str, int]:
         per_round = self.study.planner.trials_per_round
         n_seeds = len(self.study.seeds.search)
-        left = {a: max(0, (self.plan.search_share[a] - self.spent("search", a)) // n_seeds)
+        left = {a: max(0, (self.search_allowance(a) - self.spent("search", a)) // n_seeds)
                 for a in self.study.arms}
         wanted = {a: 0 for a in left}
         slots = max(1, per_round // n_seeds)
@@ -102,6 +170,15 @@ class ResearchLoop:
                     slots -= 1
         return wanted
 
+    def replicate_seeds(self, arm: str, params: dict, n: int) -> list[int]:
+        """The next `n` replicate seeds of a configuration: the same pool for every configuration
+        (so replicates pair across configs and arms), never a confirmation seed."""
+        cid = config_id(arm, params)
+        have = {r.seed for r in self.records() if r.config == cid and r.phase == "search" and r.status in COUNTED}
+        banned = set(self.plan.confirm_seeds) | set(self.study.seeds.search)
+        pool = (s for s in itertools.count(max(self.study.seeds.search) + 1) if s not in banned and s not in have)
+        return list(itertools.islice(pool, n))
+
     def search(self) -> None:
         exhausted: set[str] = set()
         while True:
@@ -109,24 +186,28 @@ class ResearchLoop:
             if not any(wanted.values()):
                 return
             round_no = self.next_round()
-            accepted = self._plan_round(round_no, wanted)
+            work, stopped = self._plan_round(round_no, wanted)
+            exhausted |= stopped
             for arm in wanted:
-                if wanted[arm] and not any(p.arm == arm for p in accepted):
+                if wanted[arm] and arm not in stopped and not any(w.arm == arm for w in work):
                     exhausted.add(arm)
                     self.hooks.on_message(f"planner {self.planner.name} has nothing new for arm {arm}: "
                                           "its search ends here")
             ran = []
-            for p in accepted:
-                for seed in self.study.seeds.search:
-                    if self.spent("search", p.arm) >= self.plan.search_share[p.arm]:
+            for w in work:
+                for seed in w.seeds:
+                    if self.spent("search", w.arm) >= self.search_allowance(w.arm):
                         break
-                    ran.append(self.run_trial(p.arm, p.params, seed, p.origin, "search", round_no, p.rationale))
+                    ran.append(self.run_trial(w.arm, w.params, seed, w.origin, "search", round_no, w.rationale))
             if ran:
                 self.hooks.on_round_end(round_no, ran)
 
-    def _plan_round(self, round_no: int, wanted: dict[str, int]) -> list[Proposal]:
-        """Ask the planner, validate, drop duplicates; ask again for what was rejected (bounded)."""
-        accepted: list[Proposal] = []
+    def _plan_round(self, round_no: int, wanted: dict[str, int]) -> tuple[list[Work], set[str]]:
+        """Ask the planner for research actions, validate them against the space, the budget and the
+        history; ask again for what was rejected (bounded). Returns the runs to make and the arms
+        the planner stopped."""
+        work: list[Work] = []
+        stopped: set[str] = set()
         rejections: list[tuple[Proposal, str]] = []
         seen = {r.config for r in self.records() if r.phase == "search"}
         # every adaptive planner starts an arm from the same point, when the study names one
@@ -134,46 +215,91 @@ class ResearchLoop:
         for arm, n in wanted.items():
             start = self.study.arms[arm].start
             if n and start is not None and self.planner.name != "grid" and config_id(arm, start) not in seen:
-                accepted.append(Proposal(arm=arm, params=start, origin="default",
-                                         rationale="the study's starting point for this arm"))
+                work.append(Work(arm, start, list(self.study.seeds.search), "default",
+                                 "the study's starting point for this arm"))
                 seen.add(config_id(arm, start))
+        n_seeds = len(self.study.seeds.search)
         for attempt in range(MAX_PLANNER_RETRIES + 1):
-            need = {a: n - sum(p.arm == a for p in accepted) for a, n in wanted.items()}
+            runs = {a: sum(len(w.seeds) for w in work if w.arm == a) for a in wanted}
+            need = {a: n - -(-runs[a] // n_seeds) for a, n in wanted.items() if a not in stopped}
             need = {a: n for a, n in need.items() if n > 0}
             if not need:
                 break
-            ctx = PlanningContext(study=self.study, wanted=need, history=self.records(), round=round_no,
+            records = self.records()
+            ctx = PlanningContext(study=self.study, wanted=need, history=records, round=round_no,
                                   round_report=self.latest_round_report(), budget_left=self.plan.budget - self.spent(),
-                                  noise_sd=self.noise_sd(), rejections=list(rejections))
+                                  noise_sd=self.noise_sd(), rejections=list(rejections),
+                                  evidence=tuning_evidence(self.study, records),
+                                  search_left={a: self.search_allowance(a) - self.spent("search", a)
+                                               for a in self.study.arms})
             new_rejections = 0
-            for p in self.planner.propose(ctx):
-                reason = self._rejection(p, need, seen)
-                if reason:
-                    rejections.append((p, reason))
-                    new_rejections += 1
-                    continue
-                accepted.append(p)
-                seen.add(config_id(p.arm, p.params))
-                need[p.arm] -= 1
+            for action in self.planner.propose(ctx):
+                for item, reason in self._expand(action, ctx, need, seen, runs):
+                    if reason:
+                        rejections.append((item, reason))
+                        new_rejections += 1
+                        continue
+                    if isinstance(item, StopArm):
+                        stopped.add(item.arm)
+                        self.store.append_meta("actions", [{"round": round_no, "kind": "stop", "arm": item.arm,
+                                                            "origin": item.origin, "reason": item.rationale}])
+                        self.hooks.on_message(f"{item.origin}: stop searching {item.arm}: {item.rationale}")
+                        continue
+                    work.append(item)
+                    runs[item.arm] = runs.get(item.arm, 0) + len(item.seeds)
+                    if item.kind == "try":
+                        seen.add(config_id(item.arm, item.params))
+                        need[item.arm] -= 1
+                    else:
+                        need[item.arm] -= -(-len(item.seeds) // n_seeds)
             # planners that validate and repair by themselves (LLM) hand over what they rejected
             rejections.extend(self.planner.drain_rejections())
             if not new_rejections:
                 break
         self._record_rejections(round_no, rejections)
-        return accepted
+        return work, stopped
 
-    def _rejection(self, p: Proposal, need: dict[str, int], seen: set[str]) -> str | None:
-        if p.arm not in self.study.arms:
-            return f"unknown arm {p.arm!r}"
-        if need.get(p.arm, 0) <= 0:
-            return f"arm {p.arm!r} needs no more proposals this round"
-        if p.origin != "grid":  # grid points were checked when the grid was built
-            problems = validate_params(self.study, p.arm, p.params)
+    def _expand(self, action, ctx: PlanningContext, need: dict[str, int], seen: set[str],
+                runs: dict[str, int]) -> list[tuple[Any, str | None]]:
+        """An action as the runs it asks for (or why not): a bracket becomes the missing neighbours."""
+        if action.arm not in self.study.arms:
+            return [(_as_proposal(action), f"unknown arm {action.arm!r}")]
+        if isinstance(action, StopArm):
+            return [(action, None)]
+        if need.get(action.arm, 0) <= 0:
+            return [(_as_proposal(action), f"arm {action.arm!r} needs no more proposals this round")]
+        if isinstance(action, Bracket):
+            ev = ctx.evidence.get(action.arm)
+            knob = ev.knob(action.knob) if ev is not None else None
+            if knob is None:
+                return [(_as_proposal(action), f"{action.knob!r} is not a searched knob of arm {action.arm!r}")]
+            if not knob.to_try:
+                return [(_as_proposal(action), f"{action.knob} is already {knob.status}: nothing to bracket")]
+            out = []
+            for value in knob.to_try:
+                p = Proposal(arm=action.arm, params={**ev.leader_params, action.knob: value}, origin=action.origin,
+                             rationale=f"bracket {action.knob} ({knob.status}): {action.rationale}".strip(": "))
+                out += self._expand(p, ctx, need, seen, runs)
+            return out
+        if isinstance(action, Replicate):
+            cid = config_id(action.arm, action.params)
+            if not any(r.config == cid and r.ok for r in ctx.history):
+                return [(_as_proposal(action), "replicate: no completed run of this configuration to repeat")]
+            left = self.search_allowance(action.arm) - self.spent("search", action.arm) - runs.get(action.arm, 0)
+            if left < 1:
+                return [(_as_proposal(action), f"replicate: arm {action.arm!r} has no search runs left")]
+            seeds = self.replicate_seeds(action.arm, action.params, min(action.seeds, left))
+            return [(Work(action.arm, action.params, seeds, action.origin, action.rationale or "replicate",
+                          kind="replicate"), None)]
+        # a new point
+        if action.origin != "grid":  # grid points were checked when the grid was built
+            problems = validate_params(self.study, action.arm, action.params)
             if problems:
-                return "; ".join(problems)
-        if config_id(p.arm, p.params) in seen:
-            return "duplicate of an earlier trial"
-        return None
+                return [(action, "; ".join(problems))]
+        if config_id(action.arm, action.params) in seen:
+            return [(action, "duplicate of an earlier trial")]
+        return [(Work(action.arm, action.params, list(self.study.seeds.search), action.origin, action.rationale),
+                 None)]
 
     def _record_rejections(self, round_no: int, rejections: list[tuple[Proposal, str]]) -> None:
         if not rejections:
@@ -194,7 +320,7 @@ class ResearchLoop:
         ran = []
         leaders = {arm: self.leaders(arm) for arm in self.study.arms}
         done = {(r.config, r.seed) for r in self.records() if r.phase == "confirm" and r.status in COUNTED}
-        for seed in self.plan.confirm_seeds:
+        for seed in self.confirm_seeds():
             for arm, configs in leaders.items():
                 for params in configs:
                     if (config_id(arm, params), seed) in done or self.spent() >= self.plan.budget:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from research_agents.config.space import config_id
 from trainer.metrics import TrialMetrics, read_metrics
 
-Origin = Literal["default", "grid", "random", "tpe", "llm", "confirm", "manual"]
-ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "llm", "manual", "confirm")  # report order
+Origin = Literal["default", "grid", "random", "tpe", "policy", "llm", "confirm", "manual"]
+ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "policy", "llm", "manual", "confirm")  # report order
 Phase = Literal["search", "confirm"]
 Status = Literal["running", "completed", "diverged", "failed", "timeout", "interrupted", "rejected"]
 COUNTED = ("completed", "diverged", "failed", "timeout")  # what spends budget
@@ -27,15 +27,58 @@ POINT_PREFIX = "point: "  # rationale of a named experiment's runs: "point: NAME
 
 
 class Proposal(BaseModel):
-    """A planner's suggestion: the arm, the parameter values, who proposed it and why."""
+    """Research action "try": train a new point on the search seeds (who proposed it and why)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["try"] = "try"
     arm: str
     params: dict[str, Any]
     origin: Origin
     rationale: str = ""
     expected: str | None = None
+
+
+class Replicate(BaseModel):
+    """Research action: re-run a measured configuration on `seeds` more search seeds (the same
+    replicate seeds for every configuration, so replicates stay paired across configs and arms)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["replicate"] = "replicate"
+    arm: str
+    params: dict[str, Any]
+    seeds: int = Field(1, ge=1, le=10)
+    origin: Origin
+    rationale: str = ""
+
+
+class Bracket(BaseModel):
+    """Research action: measure the leader's grid neighbours on one knob (for an LR about a factor
+    of 2 either side) where they are missing; the loop expands it from the tuning evidence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["bracket"] = "bracket"
+    arm: str
+    knob: str
+    origin: Origin
+    rationale: str = ""
+
+
+class StopArm(BaseModel):
+    """Research action: spend no more search runs on this arm (its budget goes unspent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["stop"] = "stop"
+    arm: str
+    origin: Origin
+    rationale: str = ""
+
+
+# "confirm" (re-run each arm's leader on fresh paired seeds) is the loop's own last action.
+Action = Annotated[Union[Proposal, Replicate, Bracket, StopArm], Field(discriminator="kind")]
 
 
 class TrialRecord(BaseModel):
@@ -124,5 +167,6 @@ def point_name(rationale: str) -> str | None:
 
 
 __all__ = ["Origin", "ORIGINS", "Phase", "Status", "COUNTED", "FAILED", "BAD", "POINT_PREFIX", "Proposal",
+           "Replicate", "Bracket", "StopArm", "Action",
            "TrialRecord", "TrialMetrics", "read_metrics", "result_fields", "counted", "by_config", "mean_loss",
            "ranked_configs", "point_name"]

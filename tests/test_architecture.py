@@ -20,7 +20,7 @@ PKG = ROOT / "research_agents"
 LAYERS = [
     {"fmt", "argtypes"},
     {"config"},
-    {"records"},
+    {"records", "evidence"},
     {"store", "execution", "planners"},
     {"analysis"},
     {"report"},

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config import load_study, validate_params
 from research_agents.execution import BaseExecutor, LocalExecutor, Outcome
 from research_agents.planners import GridPlanner, SamplerPlanner, study_points
@@ -18,7 +19,8 @@ from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.hybrid import HybridPlanner
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMConfig
-from research_agents.records import Proposal, TrialMetrics, TrialRecord
+from research_agents.planners.policy import PolicyPlanner
+from research_agents.records import Proposal, Replicate, TrialMetrics, TrialRecord
 from research_agents.store import BaseStore, OptunaStore
 from tests.openai_stub import StubLLM, batch
 
@@ -93,12 +95,31 @@ def test_store_metadata_is_json_and_appends(store):
 # ------------------------------------------------------------------------------ executors
 
 
-EXECUTORS = {"local": LocalExecutor}
+def _replay(tmp_path: Path) -> BaseExecutor:
+    """A replay table with one AdamW and one Muon config, three seeds each (real-looking rows)."""
+    from research_agents.execution.replay import ReplayExecutor
+
+    cols = ("arm,lr,adamw_lr,momentum,momentum_schedule.kind,momentum_schedule.start,momentum_schedule.warmup_steps,"
+            "ns_steps,seed,status,val_loss,val_accuracy,train_loss,loss_25,loss_50,loss_75,loss_100,diverged_step,"
+            "wall_time_s")
+    rows = [f"adamw,0.003,,,,,,,{s},completed,{5.1 + s / 100},0.1,5.2,6,5.6,5.3,{5.1 + s / 100},,4.0" for s in range(3)]
+    rows += [f"muon,0.02,0.002,0.95,fixed,,,5,{s},completed,{4.6 + s / 100},0.1,4.7,5.5,5,4.8,{4.6 + s / 100},,5.0"
+             for s in range(3)]
+    table = tmp_path / "replay.csv"
+    table.write_text("\n".join([cols, *rows]) + "\n")
+    return ReplayExecutor(table, seed=0)
+
+
+def _broken_for_local(spec, tmp_path):  # a data source that does not exist
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"source": str(tmp_path / "no-such-corpus.txt")})})
+
+
+EXECUTORS = {"local": lambda tmp_path: LocalExecutor(), "replay": _replay}
 
 
 @pytest.fixture(params=list(EXECUTORS))
-def executor(request) -> BaseExecutor:
-    return EXECUTORS[request.param]()
+def executor(request, tmp_path) -> BaseExecutor:
+    return EXECUTORS[request.param](tmp_path)
 
 
 def _spec(fast_study, **params):
@@ -119,11 +140,15 @@ def test_executor_same_spec_same_numbers(executor, fast_study, tmp_path):
     assert a.metrics.final.val_loss == b.metrics.final.val_loss
 
 
-def test_executor_records_a_broken_trial_as_failed_with_a_reason(executor, fast_study, tmp_path):
-    spec = _spec(fast_study, lr=0.02).model_copy(update={"data": _spec(fast_study).data.model_copy(
-        update={"source": str(tmp_path / "no-such-corpus.txt")})})
+def test_executor_records_a_trial_it_cannot_run_as_failed_with_a_reason(executor, fast_study, tmp_path):
+    spec = _spec(fast_study, lr=0.02)
+    if executor.name == "local":
+        spec, word = _broken_for_local(spec, tmp_path), "no-such-corpus"
+    else:  # the replay table holds no run of this optimizer
+        executor.table = {k: v for k, v in executor.table.items() if k[0] != "muon"}
+        word = "no muon runs"
     out = executor.run(spec, tmp_path / "t", timeout_s=300)
-    assert out.status == "failed" and "no-such-corpus" in out.reason
+    assert out.status == "failed" and word in out.reason
 
 
 # ------------------------------------------------------------------------------ planners
@@ -151,6 +176,7 @@ PLANNERS = {
     "tpe": lambda study, stub: SamplerPlanner("tpe", 0, 2),
     "llm": lambda study, stub: _llm(stub),
     "hybrid": lambda study, stub: HybridPlanner(_llm(stub), share=0.5, warmup=0),
+    "policy": lambda study, stub: PolicyPlanner(seed=0),
 }
 
 
@@ -175,13 +201,14 @@ def test_planner_proposes_valid_points_for_the_arms_asked_only(planner_and_study
     assert isinstance(planner, BasePlanner) and planner.name
     store = OptunaStore.for_study(tmp_path / "run", study)
     planner.attach(store, tmp_path / "run")
-    ctx = PlanningContext(study=study, wanted={"muon": 1}, history=_history(study), round=2, budget_left=10)
+    ctx = PlanningContext(study=study, wanted={"muon": 1}, history=_history(study), round=2, budget_left=10,
+                          evidence=tuning_evidence(study, _history(study)))
     got = planner.propose(ctx)
-    assert got and all(isinstance(p, Proposal) for p in got)
+    assert got and all(isinstance(p, (Proposal, Replicate)) for p in got)
     assert {p.arm for p in got} == {"muon"} and len(got) <= 1
-    for p in got:
+    for p in got:  # a planner's actions here are new points or replicates of measured ones
         assert validate_params(study, p.arm, p.params) == [], p
-        assert p.origin in ("grid", "random", "tpe", "llm")
+        assert p.origin in ("grid", "random", "tpe", "policy", "llm")
     assert isinstance(planner.drain_rejections(), list)
     pub = planner.public()
     assert pub is None or (isinstance(pub, dict) and "api_key" not in json.dumps(pub))
@@ -190,6 +217,8 @@ def test_planner_proposes_valid_points_for_the_arms_asked_only(planner_and_study
 def test_planner_fills_several_arms(planner_and_study, tmp_path):
     planner, study = planner_and_study
     planner.attach(OptunaStore.for_study(tmp_path / "run", study), tmp_path / "run")
-    ctx = PlanningContext(study=study, wanted={"muon": 1, "adamw": 1}, history=_history(study), round=2)
+    ctx = PlanningContext(study=study, wanted={"muon": 1, "adamw": 1}, history=_history(study), round=2,
+                          evidence=tuning_evidence(study, _history(study)))
     got = planner.propose(ctx)
     assert sorted(p.arm for p in got) == ["adamw", "muon"]
+    assert all(p.kind in ("try", "replicate") for p in got)

@@ -354,19 +354,19 @@ def test_on_llm_error_fallback_completes_and_is_reported(tmp_path, fake_trainer,
     assert "FALLBACK at round 1" in report and "--on-llm-error fallback" in report
 
 
-def test_auto_without_endpoint_is_tpe_and_llm_needs_one(tmp_path, capsys):
+def test_auto_without_endpoint_is_the_default_policy_and_llm_needs_one(tmp_path, capsys):
     study = study_toml(tmp_path / "auto.toml")
     code = run_cli("--study", str(study), "--budget", "4", "--planner", "llm", "--out", str(tmp_path / "x"))
     assert code == 2 and "needs an LLM endpoint" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     import argparse
 
-    from research_agents.planners import make_planner
     from research_agents.cli import llm_config as config_from_args
+    from research_agents.planners import make_planner
 
     s = load_study(study)
     cfg = config_from_args(argparse.Namespace(), env={})
-    assert make_planner("auto", s, llm=cfg)[0].name == "tpe"
+    assert make_planner("auto", s, llm=cfg)[0].name == "policy"
     cfg = config_from_args(argparse.Namespace(), env={"OPENAI_API_KEY": KEY})
     planner, line = make_planner("auto", s, llm=cfg)
     assert planner.name == "hybrid" and "OPENAI_API_KEY" in line and KEY not in line

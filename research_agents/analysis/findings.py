@@ -24,6 +24,7 @@ from research_agents.analysis.models import (
 )
 from research_agents.analysis.recommendation import recommend
 from research_agents.analysis.stats import Comparison, LRRange, NoiseFloor
+from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.fmt import params_text
@@ -196,6 +197,11 @@ def _budget(study: Study, records: list[TrialRecord], plan: Plan | None) -> Budg
         b.search_budget = plan.search_budget
         b.confirm_reserve = plan.budget - plan.search_budget
         b.confirm_seeds = list(plan.confirm_seeds)
+        seeds = sorted({r.seed for r in used if r.phase == "confirm"})
+        if plan.adaptive and seeds:  # the confirmation was sized by the noise: report what it used
+            b.confirm_seeds = seeds
+            b.confirm_reserve = b.by_phase["confirm"]
+            b.search_budget = plan.budget - b.confirm_reserve
     return b
 
 
@@ -220,12 +226,13 @@ def analyze(study: Study, records: list[TrialRecord], plan: Plan | None = None,
     noise = analyzer.noise_floor({c.config: [r.val_loss for r in records if r.config == c.config and r.ok]
                                   for c in rows if c.n >= 2})
     comps = _comparisons(study, records, rows, noise, correction, decide)
-    rec = recommend(study, rows, comps, decide)
+    tuning = tuning_evidence(study, records)
+    rec = recommend(study, rows, comps, decide, tuning=tuning if decide == "confirm" else None, plan=plan)
     return Findings(
         study=study.name, question=study.question, correction=correction, decided_on=decide,
         n_records=len(records), configs=rows, noise=noise, spread=_spread(rows, noise), comparisons=comps,
         recommendation=rec,
         lr_sensitivity=_lr_sensitivity(study, records), by_origin=_by_origin(records),
         budget=_budget(study, records, plan), best_so_far=_best_so_far(records),
-        best_so_far_by_arm={a: _best_so_far(records, a) for a in study.arms},
+        best_so_far_by_arm={a: _best_so_far(records, a) for a in study.arms}, tuning=tuning,
     )

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from research_agents.analysis.stats import Comparison, LRRange, NoiseFloor, Summary
+from research_agents.evidence import ArmEvidence
 from research_agents.fmt import params_text
 
 Confidence = Literal["high", "moderate", "low", "none"]
@@ -126,6 +127,7 @@ class Findings(BaseModel):
     budget: BudgetUse
     best_so_far: list[tuple[int, float | None]]  # (search run index from 1, best val loss so far)
     best_so_far_by_arm: dict[str, list[tuple[int, float | None]]]
+    tuning: dict[str, ArmEvidence] = Field(default_factory=dict)  # per arm: is each knob bracketed?
 
     def config(self, config_id: str) -> ConfigRow | None:
         return next((c for c in self.configs if c.config == config_id), None)

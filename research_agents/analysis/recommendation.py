@@ -13,8 +13,11 @@ from research_agents.analysis import stats as analyzer
 from research_agents.analysis.models import ComparisonResult, Confidence, ConfigRow, Recommendation, \
     confirmed_leader
 from research_agents.analysis.stats import Comparison
+from research_agents.analysis.tuning import settle_runs
+from research_agents.config.plan import Plan
 from research_agents.config.study import Study
-from research_agents.fmt import params_text
+from research_agents.evidence import ArmEvidence
+from research_agents.fmt import fmt_value, params_text
 
 
 @dataclass(frozen=True)
@@ -71,15 +74,20 @@ def _seeds_advice(c: Comparison | None, w: Words) -> str:
 
 
 def recommend(study: Study, rows: list[ConfigRow], comps: list[ComparisonResult],
-              decided_on: str = "confirm") -> Recommendation:
-    """The recommendation: never more than the comparisons' verdicts support.
+              decided_on: str = "confirm", tuning: dict[str, ArmEvidence] | None = None,
+              plan: Plan | None = None) -> Recommendation:
+    """The recommendation: never more than the comparisons' verdicts and the tuning evidence support.
 
     `decided_on` "search" is a point run (named experiments, no confirmation phase): the leaders
     were measured on the experiments' own seeds, which the wording says, and a leader chosen among
     several experiments on those same seeds is optimistic, so high confidence is capped at moderate.
+    `tuning`: an arm whose searched LR is not bracketed is untuned, and a comparison with it is at
+    most "low" confidence; the text names the arm and the runs that would settle it.
     """
     w = POINT_RUN if decided_on == "search" else CONFIRMED
     rec = _recommend_core(study, rows, comps, w)
+    if tuning is not None:
+        rec = _tuning_cap(study, rec, comps, tuning, plan)
     notes = [f"{c.arm}'s confirmed leader ({params_text(c.params)}) had {c.n_diverged} diverged and "
              f"{c.n_failed} failed run(s), which are not in its mean"
              for arm in study.arms if (c := confirmed_leader(rows, arm)) and (c.n_diverged or c.n_failed)]
@@ -185,6 +193,35 @@ def _recommend_core(study: Study, rows: list[ConfigRow], comps: list[ComparisonR
                 f"simplicity). Confirmed leaders: {named}. " + _seeds_advice(comp, w))
     rec.confidence = "low"
     return rec
+
+
+def _tuning_cap(study: Study, rec: Recommendation, comps: list[ComparisonResult], tuning: dict[str, ArmEvidence],
+                plan: Plan | None) -> Recommendation:
+    compared = [a for a in study.arms if any(a in (c.arm_a, c.arm_b) for c in comps)] or list(study.arms)
+    untuned = [tuning[a] for a in compared if a in tuning and tuning[a].lr_bracketed is False]
+    if not untuned:
+        return rec
+    n_seeds = len(study.seeds.search)
+    asks, runs = [], 0
+    for ev in untuned:
+        points, cost = settle_runs(ev, n_seeds)
+        runs += cost
+        where = ", ".join(f"lr {fmt_value(p['lr'])}" for p in points) or "a wider LR range (the leader is at its edge)"
+        asks.append(f"{ev.arm} at {where}")
+    why = "; ".join(f"{ev.arm}'s LR is {ev.knob('lr').status} ({ev.knob('lr').text})" for ev in untuned)
+    settle = "What would settle it: " + "; ".join(asks)
+    if runs and plan is not None:
+        budget = plan.budget + runs + len(plan.confirm_seeds) * len(untuned)  # a new leader is re-confirmed
+        settle += (f" ({runs} search run(s), plus re-confirming a new leader: resume with `--budget {budget}` "
+                   "on the same --out)")
+    settle += "."
+    names = " and ".join(ev.arm for ev in untuned)
+    if rec.confidence in ("moderate", "high"):
+        head = (f"Confidence capped at low: {names} is not tuned, {why}. The paired test alone would have said "
+                f"{rec.confidence}, but it compares a tuned optimizer with one whose LR optimum was not found. ")
+        return rec.model_copy(update={"confidence": "low", "winner_arm": None, "winner_config": None,
+                                      "winner_params": None, "text": f"{head}{settle} {rec.text}"})
+    return rec.model_copy(update={"text": f"{rec.text} Tuning: {names} is not tuned ({why}). {settle}"})
 
 
 def _point_run_note(rec: Recommendation, rows: list[ConfigRow]) -> Recommendation:

@@ -19,13 +19,17 @@ class BadInput(ValueError):
 @dataclass
 class Plan:
     budget: int
-    confirm_seeds: list[int]
+    confirm_seeds: list[int]  # adaptive: the most seeds a confirmation may use
     search_budget: int
     search_share: dict[str, int]
+    # adaptive: the loop sizes the confirmation by the measured noise (at least 3 seeds, at most
+    # confirm_seeds) and gives the search what is left, in equal shares per arm
+    adaptive: bool = False
 
 
-def make_plan(study: Study, budget: int, confirm_seeds: int | None = None) -> Plan:
-    """Split the budget: confirmation reserve first, then search shares per arm."""
+def make_plan(study: Study, budget: int, confirm_seeds: int | None = None, adaptive: bool = False) -> Plan:
+    """Split the budget: confirmation reserve first, then search shares per arm (the split an
+    adaptive plan starts from, before any noise is measured)."""
     arms = list(study.arms)
     leaders = study.budget.leaders_per_arm
     n_seeds = confirm_seeds or study.seeds.confirm
@@ -46,4 +50,4 @@ def make_plan(study: Study, budget: int, confirm_seeds: int | None = None) -> Pl
     start = study.seeds.confirm_start
     seeds = [s for s in range(start, start + n_seeds + len(study.seeds.search))
              if s not in study.seeds.search][:n_seeds]
-    return Plan(budget, seeds, search, share)
+    return Plan(budget, seeds, search, share, adaptive)

@@ -63,6 +63,39 @@ class Param(Strict):
             return f"{value!r} is outside [{self.low:g}, {self.high:g}]"
         return None
 
+    # -- the knob's grid: what "one step" means when a planner brackets an optimum
+    @property
+    def grid_step(self) -> float:
+        """One step on this knob's grid: a factor of 2 on a log scale, else an eighth of the range
+        (at least 1 for an int). Brackets and one-knob neighbours are one step away."""
+        if self.type == "choice":
+            raise ValueError("a choice parameter has no grid step")
+        if self.log:
+            return 2.0
+        step = (self.high - self.low) / 8
+        return max(1.0, round(step)) if self.type == "int" else step
+
+    def steps_between(self, a: float, b: float) -> float:
+        """How many grid steps apart two values are (>= 0)."""
+        if self.log:
+            return abs(math.log(b / a)) / math.log(self.grid_step)
+        return abs(b - a) / self.grid_step
+
+    def neighbour(self, value: float, direction: int) -> float | int | None:
+        """The grid neighbour of `value` one step below (-1) or above (+1), held inside the bounds;
+        None when `value` already sits at that bound."""
+        bound = self.low if direction < 0 else self.high
+        if self.steps_between(value, bound) < 0.05:
+            return None
+        if self.log:
+            new = value * self.grid_step ** direction
+        else:
+            new = value + direction * self.grid_step
+        new = min(self.high, max(self.low, new))
+        if self.type == "int":
+            return int(round(new))
+        return float(f"{new:.4g}")
+
     def describe(self) -> str:
         if self.type == "choice":
             text = f"one of {self.choices}"

@@ -21,15 +21,34 @@ from trainer.presets import RUN_PRESETS
 from trainer.spec import TrialSpec, format_validation_error
 
 
+class Tie(Strict):
+    """A setting derived from a searched one: `value = params[source] * factor` (e.g. Muon's
+    AdamW-leg LR = 0.1 x its Muon LR, so one LR knob scales both legs as AdamW's scales all)."""
+
+    source: str
+    factor: float = Field(gt=0.0)
+    why: str = ""  # said in the report
+
+
 class Arm(Strict):
     """One side of the comparison (e.g. Muon or AdamW): fixed settings plus a search space."""
 
     base: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Param] = Field(default_factory=dict)
+    tie: dict[str, Tie] = Field(default_factory=dict)
     share: float = Field(1.0, gt=0.0)  # relative share of the search budget (equal by default)
     # First search trial of the arm, whatever the planner: every planner gets the same start
     # (an LLM's apparent lead often came from evaluating a good default first).
     start: dict[str, Any] | None = None
+
+    def tied(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The tied settings for `params` (sources looked up in params, then the arm's base)."""
+        out = {}
+        for key, t in self.tie.items():
+            source = params.get(t.source, self.base.get(t.source))
+            if isinstance(source, (int, float)) and not isinstance(source, bool):
+                out[key] = round(source * t.factor, 12)
+        return out
 
 
 class Seeds(Strict):
@@ -123,6 +142,11 @@ class Study(Strict):
                     if dep not in arm.space or keys.index(dep) > keys.index(key):
                         raise ValueError(f"arms.{arm_name}.space.{key}.when: {dep!r} must be a parameter "
                                          "listed before it in the same space")
+            for key, t in arm.tie.items():
+                if key in arm.space or key in arm.base:
+                    raise ValueError(f"arms.{arm_name}.tie.{key}: a tied setting cannot also be searched or fixed")
+                if t.source not in arm.space and t.source not in arm.base:
+                    raise ValueError(f"arms.{arm_name}.tie.{key}: source {t.source!r} is neither searched nor fixed")
             if arm.start is not None:
                 problems = validate_params(self, arm_name, arm.start, check_spec=False)
                 if problems:
@@ -203,7 +227,8 @@ class Study(Strict):
                    preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrialSpec:
         """preset -> study base -> arm base -> overrides -> params -> seed, validated."""
         merged: dict[str, Any] = json.loads(json.dumps(RUN_PRESETS[preset or self.preset]))
-        for layer in (self.base, self.arms[arm].base, overrides or {}, params):
+        a = self.arms[arm]
+        for layer in (self.base, a.base, overrides or {}, params, a.tied({**a.base, **params})):
             for key, value in layer.items():
                 set_dotted(merged, key, value)
         merged["seed"] = seed

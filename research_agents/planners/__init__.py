@@ -50,6 +50,16 @@ def _sampler(kind: str) -> Callable[[Study, str | None, object], tuple[BasePlann
     return make
 
 
+def _policy(study: Study, grid: str | None, llm) -> tuple[BasePlanner, str]:
+    from research_agents.planners.policy import PolicyPlanner
+
+    s = study.planner
+    return PolicyPlanner(s.seed, s.tpe_startup_trials), ("planner: policy (brackets each arm's LR first, "
+                                                         "replicates close calls, checks one-knob neighbours, "
+                                                         "then TPE around the leader; confirmation sized by "
+                                                         "the measured noise)")
+
+
 def _llm(kind: str) -> Callable[[Study, str | None, object], tuple[BasePlanner, str]]:
     def make(study: Study, grid: str | None, llm) -> tuple[BasePlanner, str]:
         return _llm_planner(kind, study, llm)
@@ -61,6 +71,7 @@ _FACTORIES: dict[str, Callable[[Study, str | None, object], tuple[BasePlanner, s
     "grid": _grid,
     "random": _sampler("random"),
     "tpe": _sampler("tpe"),
+    "policy": _policy,
     "llm": _llm("llm"),
     "hybrid": _llm("hybrid"),
 }
@@ -71,7 +82,7 @@ def make_planner(kind: str, study: Study, grid: str | None = None, llm=None) -> 
     """The planner and one line saying which and why (ValueError on bad input).
 
     `llm` is an LLMConfig (cli.llm_config); `auto` picks grid for a study of named points only,
-    hybrid when an LLM endpoint is configured, else tpe.
+    hybrid when an LLM endpoint is configured, else the default policy.
     """
     if grid is not None and kind not in ("auto", "grid"):
         raise ValueError(f"--grid goes with --planner grid (or auto), not {kind}")
@@ -82,9 +93,8 @@ def make_planner(kind: str, study: Study, grid: str | None = None, llm=None) -> 
         elif llm is not None and llm.configured and has_space:
             kind = "auto-hybrid"
         else:
-            s = study.planner
-            return (SamplerPlanner("tpe", s.seed, s.tpe_startup_trials),
-                    "planner: auto -> tpe (no LLM endpoint configured; Optuna TPE owns the search)")
+            planner, line = _policy(study, grid, llm)
+            return planner, line.replace("planner: policy (", "planner: auto -> policy (no LLM endpoint configured; ")
     if kind == "auto-hybrid":
         return _llm_planner("auto", study, llm)
     if kind not in _FACTORIES:

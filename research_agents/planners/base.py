@@ -17,6 +17,7 @@ import optuna
 
 from research_agents.config.space import Param
 from research_agents.config.study import Study
+from research_agents.evidence import ArmEvidence
 from research_agents.records import Proposal, TrialRecord
 
 
@@ -30,6 +31,8 @@ class PlanningContext:
     budget_left: int = 0
     noise_sd: float | None = None
     rejections: list[tuple[Proposal, str]] = field(default_factory=list)  # earlier this round
+    evidence: dict[str, ArmEvidence] = field(default_factory=dict)  # per arm: is each knob bracketed?
+    search_left: dict[str, int] = field(default_factory=dict)  # per arm: search runs it may still spend
 
     def search_trials(self, arm: str) -> list[TrialRecord]:
         return [r for r in self.history if r.arm == arm and r.phase == "search"]

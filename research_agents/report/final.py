@@ -78,6 +78,7 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
              "", "## Set-up", "", *sections.setup_section(setup),
              "", "## Ranking", "", *sections.ranking_section(fnd),
              "", "## Noise floor and spread", "", *sections.noise_section(fnd),
+             "", "## Tuning evidence", "", *sections.tuning_section(fnd.tuning),
              "", "## Comparisons", "", *sections.comparison_section(fnd),
              "", "## Recommendation", "", fnd.recommendation.text, "",
              f"Confidence: {fnd.recommendation.confidence}",

@@ -11,6 +11,7 @@ from research_agents.config.study import Study
 from research_agents.fmt import f4, fs, params_text, table
 from research_agents.records import BAD, TrialRecord
 from research_agents.report.format import mean_ci
+from research_agents.report.sections import tuning_section
 
 
 def write_round_report(out: Path, study: Study, round_no: int, round_records: list[TrialRecord],
@@ -44,6 +45,8 @@ def write_round_report(out: Path, study: Study, round_no: int, round_records: li
                 extra.append(f"{c.n_diverged} diverged, {c.n_failed} failed")
             lines.append(f"  - #{c.rank} {c.describe()}: {mean_ci(c.summary)}"
                          + (f" [{'; '.join(extra)}]" if extra else ""))
+
+    lines += ["", "## Tuning evidence", "", *tuning_section(fnd.tuning)]
 
     lines += ["", "## Noise floor", ""]
     nf = fnd.noise

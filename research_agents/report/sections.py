@@ -11,6 +11,7 @@ from research_agents.analysis.planning import LLMUsage, PlanningSummary
 from research_agents.analysis.seed_analyses import DiagnosticsRow, MomentumAnalysis
 from research_agents.analysis.stats import Comparison
 from research_agents.config.study import Study
+from research_agents.evidence import ArmEvidence
 from research_agents.fmt import f4, fmt_value, fp, fs, params_text, table
 from research_agents.report.format import ci
 
@@ -41,7 +42,9 @@ def question_section(study: Study, fnd: Findings) -> list[str]:
     for name, arm in study.arms.items():
         space = "; ".join(f"{k}: {p.describe()}" for k, p in arm.space.items()) or "fixed (no search)"
         base = f" Fixed: {params_text(arm.base)}." if arm.base else ""
-        lines.append(f"- **{name}**: {space}.{base}")
+        tied = "".join(f" Tied: {k} = {t.factor:g} x {t.source}" + (f" ({t.why})." if t.why else ".")
+                       for k, t in arm.tie.items())
+        lines.append(f"- **{name}**: {space}.{base}{tied}")
     pairs = [f"{c.arm_b} vs {c.arm_a}" for c in fnd.comparisons]
     if pairs:
         where = ("the confirmation seeds" if fnd.decided_on == "confirm" else
@@ -270,3 +273,42 @@ def planning_sections(p: PlanningSummary) -> list[tuple[str, str]]:
     if p.rejections:
         out.append(("Rejected proposals", rejections_section(p.rejections)))
     return out
+
+
+def _side(nb) -> str:
+    if nb is None:
+        return "none measured"
+    close = " (within noise)" if nb.within_noise else ""
+    return f"{fmt_value(nb.value)}: {nb.gap:+.4f}, {nb.steps:.1f} steps{close}"
+
+
+def tuning_section(tuning: dict[str, ArmEvidence]) -> list[str]:
+    """Per arm and searched knob (LR first): bracketed, open (where), or at the edge of the space."""
+    if not tuning:
+        return ["No search runs: nothing to bracket."]
+    lines = ["Is each arm's optimum found? A knob is *bracketed* when the leader's nearest one-knob neighbours "
+             "on both sides (at most 1.5 grid steps away: a factor of about 2 for an LR) are measured and not "
+             "better beyond the noise; *open* sides name what is untested; *edge* means the leader sits at the "
+             "space's bound (the space may be too narrow). Only an arm whose LR is bracketed counts as tuned.", ""]
+    rows = []
+    for arm, ev in tuning.items():
+        if ev.leader_config is None:
+            rows.append([arm, "-", "-", "nothing measured", "-", "-", "-"])
+            continue
+        for k in ev.knobs:
+            rows.append([arm, k.knob, fmt_value(k.leader_value), f"**{k.status}**" if k.knob == "lr" else k.status,
+                         _side(k.below) if k.status not in ("all choices tried", "choices untried", "not searched") else "-",
+                         _side(k.above) if k.status not in ("all choices tried", "choices untried", "not searched") else "-",
+                         ", ".join(fmt_value(v) for v in k.to_try) or "-"])
+    lines.append(table(["arm", "knob", "leader", "status", "below", "above", "to try"], rows))
+    lines.append("")
+    for arm, ev in tuning.items():
+        if ev.leader_config is None:
+            continue
+        noise = "noise not measured" if ev.threshold is None else f"noise threshold {ev.threshold:.4f}"
+        close = ("; the runner-up is within the noise (replicate before trusting the ranking)"
+                 if ev.close_call and ev.runner_up_gap is not None else "")
+        state = {True: "tuned (LR bracketed)", False: "NOT tuned (LR not bracketed)", None: "LR fixed by the study"}
+        lines.append(f"- {arm}: {state[ev.lr_bracketed]}; leader {params_text(ev.leader_params)} "
+                     f"(mean {ev.leader_mean:.4f}, n={ev.leader_n}); {noise}{close}.")
+    return lines

@@ -1,0 +1,207 @@
+"""How good is each planner's answer? The real loop, store, analysis and round reports, trials
+answered from the replay table (benchmarks/data/replay_tiny.csv: real CPU runs of the default
+study's preset), many repetitions per planner and budget.
+
+    python -m benchmarks.planner_efficiency [--reps 30] [--budgets 20 40] [--planners grid random tpe policy]
+                                            [--table benchmarks/data/replay_tiny.csv] [--json out.json]
+
+Per planner and budget it prints:
+* regret per arm: the table's mean val loss of the arm's recommended (confirmed-leader) config
+  minus the table's best config of that arm (median and 90th percentile over repetitions);
+* "within 2 sd": share of repetitions with the arm's recommendation within 2 seed-noise sd (the sd
+  over seeds of that arm's best table config) of its best;
+* "verdict ok": share whose paired verdict (which arm is better, or no evidence) matches the
+  table's own paired verdict between the arms' best configs;
+* "wrong+confident": share with a wrong verdict stated with moderate or high confidence;
+* "tuned": share where every arm's LR ended bracketed; confidence shares;
+* planner+analysis time per trial (everything but the replayed trials themselves).
+The grid baseline is a manual LR grid (6 log-spaced LRs over each arm's space, other knobs at
+the arm's start point), run in ascending order as a user would write it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from research_agents.analysis import stats
+from research_agents.analysis.findings import analyze
+from research_agents.config import load_study, make_plan
+from research_agents.execution.replay import ReplayExecutor
+from research_agents.loop import LoopHooks, ResearchLoop
+from research_agents.planners import GridPlanner, SamplerPlanner
+from research_agents.planners.policy import PolicyPlanner
+from research_agents.records import Proposal
+from research_agents.report.round import write_round_report
+from research_agents.store import OptunaStore
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "benchmarks" / "data" / "replay_tiny.csv"
+
+
+class TimedReplay(ReplayExecutor):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.spent_s = 0.0
+
+    def run(self, *a, **k):
+        t = time.perf_counter()
+        try:
+            return super().run(*a, **k)
+        finally:
+            self.spent_s += time.perf_counter() - t
+
+
+def grid_planner(study) -> GridPlanner:
+    points = []
+    for arm, a in study.arms.items():
+        p = a.space["lr"]
+        for i in range(6):
+            lr = float(f"{p.low * (p.high / p.low) ** ((i + 0.5) / 6):.4g}")
+            points.append(Proposal(arm=arm, params={**(a.start or {}), "lr": lr}, origin="grid",
+                                   rationale="manual LR grid"))
+    return GridPlanner(points)
+
+
+def make(planner: str, study, rep: int):
+    if planner == "grid":
+        return grid_planner(study)
+    if planner in ("random", "tpe"):
+        return SamplerPlanner(planner, rep, study.planner.tpe_startup_trials)
+    if planner == "policy":
+        return PolicyPlanner(rep, study.planner.tpe_startup_trials)
+    raise ValueError(planner)
+
+
+def truth(executor: ReplayExecutor, study) -> dict:
+    """Per arm: every table config's mean over seeds, the best one and its seed sd; the paired verdict."""
+    arms = {}
+    for arm in study.arms:
+        opt = study.arms[arm].base.get("optimizer", arm)
+        mine = {k: rows for k, rows in executor.table.items() if k[0] == opt}
+        enough = min(3, max(len(rows) for rows in mine.values()))  # (a table still being built has fewer)
+        configs = {k: rows for k, rows in mine.items() if len(rows) >= enough}
+        means = {k: statistics.fmean(r.val_loss for r in rows if r.val_loss is not None) for k, rows in configs.items()}
+        best = min(means, key=means.get)
+        sd = statistics.stdev([r.val_loss for r in configs[best]])
+        arms[arm] = {"means": means, "best": best, "best_mean": means[best], "sd": sd,
+                     "seeds": {r.seed: r.val_loss for r in configs[best]}}
+    (a, b) = list(study.arms)[:2]
+    comp = stats.compare_paired(arms[a]["seeds"], arms[b]["seeds"], name_a=a, name_b=b,
+                                min_effect=2 * max(arms[a]["sd"], arms[b]["sd"]))
+    winner = {"b better": b, "a better": a}.get(comp.verdict)
+    return {"arms": arms, "winner": winner, "verdict": comp.verdict, "diff": comp.diff}
+
+
+def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -> dict:
+    study = study.model_copy(update={"planner": study.planner.model_copy(update={"seed": rep})})
+    executor = TimedReplay(table, seed=rep)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        store = OptunaStore.for_study(out, study)
+        plan = make_plan(study, budget, adaptive=planner == "policy")
+        hooks = LoopHooks(on_round_end=lambda n, rs: write_round_report(out, study, n, rs, store.records(), plan))
+        loop = ResearchLoop(study, store, executor, make(planner, study, rep), out, plan, {}, None, hooks)
+        t = time.perf_counter()
+        loop.run()
+        fnd = analyze(study, store.records(), plan)
+        wall = time.perf_counter() - t
+        n_trials = len(store.records())
+    res = {"planner": planner, "budget": budget, "rep": rep, "trials": n_trials,
+           "overhead_s_per_trial": (wall - executor.spent_s) / max(1, n_trials)}
+    [c] = fnd.comparisons
+    regret = {}
+    for arm, params in ((c.arm_a, c.params_a), (c.arm_b, c.params_b)):
+        t_ = truth_["arms"][arm]
+        if params is None:
+            regret[arm] = None
+            continue
+        key = executor.nearest(study.trial_spec(arm, params, seed=0))
+        regret[arm] = t_["means"].get(key, math.inf) - t_["best_mean"]
+    verdict = c.comparison.verdict if c.comparison is not None else "not compared"
+    winner = {"b better": c.arm_b, "a better": c.arm_a}.get(verdict)
+    res.update(regret=regret,
+               within=({a: r is not None and r <= 2 * truth_["arms"][a]["sd"] for a, r in regret.items()}),
+               verdict=verdict, winner=winner, verdict_ok=winner == truth_["winner"],
+               confidence=fnd.recommendation.confidence,
+               wrong_confident=winner != truth_["winner"] and fnd.recommendation.confidence in ("moderate", "high"),
+               tuned=all(ev.lr_bracketed is not False for ev in fnd.tuning.values()))
+    return res
+
+
+def summarise(results: list[dict], arms: list[str]) -> list[dict]:
+    rows = []
+    for (planner, budget) in dict.fromkeys((r["planner"], r["budget"]) for r in results):
+        rs = [r for r in results if r["planner"] == planner and r["budget"] == budget]
+        row = {"planner": planner, "budget": budget, "reps": len(rs)}
+        for a in arms:
+            regrets = sorted(r["regret"][a] if r["regret"][a] is not None else math.inf for r in rs)
+            row[f"{a}_regret_median"] = statistics.median(regrets)
+            row[f"{a}_regret_p90"] = regrets[min(len(regrets) - 1, int(0.9 * len(regrets)))]
+            row[f"{a}_within_2sd"] = sum(r["within"][a] for r in rs) / len(rs)
+        row["verdict_ok"] = sum(r["verdict_ok"] for r in rs) / len(rs)
+        row["wrong_confident"] = sum(r["wrong_confident"] for r in rs) / len(rs)
+        row["tuned"] = sum(r["tuned"] for r in rs) / len(rs)
+        for level in ("high", "moderate", "low", "none"):
+            row[f"conf_{level}"] = sum(r["confidence"] == level for r in rs) / len(rs)
+        row["overhead_ms_per_trial"] = 1000 * statistics.median(r["overhead_s_per_trial"] for r in rs)
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--budgets", type=int, nargs="+", default=[20, 40])
+    ap.add_argument("--planners", nargs="+", default=["grid", "random", "tpe", "policy"])
+    ap.add_argument("--table", type=Path, default=TABLE)
+    ap.add_argument("--study", default=str(ROOT / "experiments" / "muon_vs_adamw.toml"))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = load_study(args.study)
+    t = truth(ReplayExecutor(args.table), study)
+    arms = list(study.arms)
+    print(f"table {args.table.name}: " + "; ".join(
+        f"{a} best {t['arms'][a]['best'][1:]} mean {t['arms'][a]['best_mean']:.4f} (seed sd {t['arms'][a]['sd']:.4f})"
+        for a in arms) + f"; table verdict: {t['verdict']} ({t['winner'] or 'no winner'}, diff {t['diff']:+.4f})")
+    results = []
+    started = time.perf_counter()
+    for budget in args.budgets:
+        for planner in args.planners:
+            for rep in range(args.reps):
+                results.append(one(planner, budget, rep, study, args.table, t))
+            print(f"  {planner} budget {budget}: {args.reps} reps done ({time.perf_counter() - started:.0f} s)",
+                  file=sys.stderr, flush=True)
+    rows = summarise(results, arms)
+    head = (["planner", "budget"] + [f"{a} regret med/p90" for a in arms] + [f"{a} within 2sd" for a in arms]
+            + ["verdict ok", "wrong+confident", "LR tuned", "conf high/mod/low", "ms/trial"])
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        cells = [r["planner"], str(r["budget"])]
+        cells += [f"{r[f'{a}_regret_median']:.4f} / {r[f'{a}_regret_p90']:.4f}" for a in arms]
+        cells += [f"{r[f'{a}_within_2sd']:.0%}" for a in arms]
+        cells += [f"{r['verdict_ok']:.0%}", f"{r['wrong_confident']:.0%}", f"{r['tuned']:.0%}",
+                  f"{r['conf_high']:.0%}/{r['conf_moderate']:.0%}/{r['conf_low']:.0%}",
+                  f"{r['overhead_ms_per_trial']:.0f}"]
+        print("| " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({"table": str(args.table), "truth": {
+            "winner": t["winner"], "verdict": t["verdict"], "diff": t["diff"],
+            "arms": {a: {"best": list(t["arms"][a]["best"]), "best_mean": t["arms"][a]["best_mean"],
+                         "sd": t["arms"][a]["sd"]} for a in arms}}, "summary": rows, "runs": results}, indent=1,
+            default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

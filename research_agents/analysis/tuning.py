@@ -1,0 +1,153 @@
+"""Tuning evidence from the search runs: per arm and per searched knob, is the leader bracketed?
+
+The leader is the arm's configuration with the lowest mean search val loss. For each knob of its
+space that is active for the leader, its one-knob neighbours are the measured configurations
+identical to the leader but for that knob. A side is closed when the nearest such neighbour on
+it lies within BRACKET_REACH grid steps (a factor of about 2 for an LR) and is not better beyond
+the noise; a side whose neighbour is farther, or missing, is open (the untested region is named);
+a leader at the space's bound has an edge on that side (the space may be too narrow). Wen et al.
+2025: a baseline is tuned when no single-knob neighbour helps.
+"""
+
+from __future__ import annotations
+
+from statistics import fmean
+from typing import Any
+
+from research_agents.analysis.stats import noise_floor
+from research_agents.config.space import Param, active_params
+from research_agents.config.study import Study
+from research_agents.evidence import BRACKET_REACH, ArmEvidence, KnobEvidence, Neighbour
+from research_agents.fmt import fmt_value
+from research_agents.records import TrialRecord, by_config
+
+
+def _means(records: list[TrialRecord]) -> dict[str, tuple[dict[str, Any], list[float]]]:
+    return {cid: (rs[0].params, [r.val_loss for r in rs]) for cid, rs in by_config(records).items()}
+
+
+def _threshold(sds: dict[str, float], pooled: float | None, *configs: str) -> float | None:
+    """2 x the larger per-config sd of these configs; the pooled sd where none was repeated."""
+    known = [sds[c] for c in configs if c in sds]
+    if pooled is not None:
+        known.append(pooled)  # a config without repeats is never taken as quieter than the pool
+    return 2 * max(known) if known else None
+
+
+def _same_but(a: dict[str, Any], b: dict[str, Any], knob: str, space: dict[str, Param]) -> bool:
+    keys = (set(a) | set(b)) - {knob}
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _knob(name: str, p: Param, leader: dict[str, Any], lmean: float, lcid: str,
+          groups: dict[str, tuple[dict[str, Any], list[float]]], space: dict[str, Param],
+          sds: dict[str, float], pooled: float | None) -> KnobEvidence:
+    value = leader.get(name)
+    others = [(cid, params, losses) for cid, (params, losses) in groups.items()
+              if cid != lcid and name in params and _same_but(params, leader, name, space)]
+    if p.type == "choice":
+        tried = {fmt_value(params[name]) for _, params, _ in others} | {fmt_value(value)}
+        untried = [c for c in p.choices if fmt_value(c) not in tried]
+        status = "choices untried" if untried else "all choices tried"
+        text = (f"{name}: every choice tried with the leader's other settings" if not untried else
+                f"{name}: untried with the leader's other settings: {', '.join(map(fmt_value, untried))}")
+        return KnobEvidence(knob=name, status=status, leader_value=value, to_try=untried, text=text)
+    sides: dict[int, Neighbour | None] = {}
+    state: dict[int, str] = {}
+    to_try: list[Any] = []
+    for direction in (-1, 1):
+        near = [(p.steps_between(value, params[name]), cid, params, losses) for cid, params, losses in others
+                if (params[name] - value) * direction > 0]
+        nb = None
+        if near:
+            steps, cid, params, losses = min(near, key=lambda t: t[0])
+            mean = fmean(losses)
+            thr = _threshold(sds, pooled, lcid, cid)
+            nb = Neighbour(value=params[name], mean=mean, n=len(losses), steps=round(steps, 3), gap=mean - lmean,
+                           within_noise=None if thr is None else mean - lmean <= thr)
+        sides[direction] = nb
+        if p.neighbour(value, direction) is None:
+            state[direction] = "edge"
+        elif nb is not None and nb.steps <= BRACKET_REACH + 1e-9 and nb.gap >= 0:
+            state[direction] = "closed"
+        else:
+            state[direction] = "open"
+            to_try.append(p.neighbour(value, direction))
+    lo, hi = state[-1], state[1]
+    if lo == "closed" and hi == "closed":
+        status = "bracketed"
+    elif "open" in (lo, hi):
+        status = "open both" if lo == hi == "open" else ("open below" if lo == "open" else "open above")
+    else:
+        status = "edge low" if lo == "edge" else "edge high"
+    words = []
+    for direction, word in ((-1, "below"), (1, "above")):
+        nb = sides[direction]
+        if state[direction] == "edge":
+            words.append(f"{word}: the leader sits at the space's {'lower' if direction < 0 else 'upper'} bound "
+                         f"(the optimum may lie outside the space)")
+        elif state[direction] == "closed":
+            close = " (within the noise)" if nb.within_noise else ""
+            words.append(f"{word}: {fmt_value(nb.value)} measured, {nb.gap:+.4f}{close}")
+        else:
+            far = (f"; nearest measured {fmt_value(nb.value)}, {nb.steps:.1f} steps away" if nb is not None else "")
+            edge = p.low if direction < 0 else p.high
+            region = (f"({fmt_value(nb.value)}, {fmt_value(value)})" if direction < 0 and nb is not None else
+                      f"({fmt_value(value)}, {fmt_value(nb.value)})" if nb is not None else
+                      f"[{fmt_value(edge)}, {fmt_value(value)})" if direction < 0 else f"({fmt_value(value)}, {fmt_value(edge)}]")
+            words.append(f"{word}: untested region {name} in {region}{far}")
+    text = f"{name} = {fmt_value(value)}: {status}; " + "; ".join(words)
+    return KnobEvidence(knob=name, status=status, leader_value=value, below=sides[-1], above=sides[1],
+                        to_try=[v for v in to_try if v is not None], text=text)
+
+
+def arm_evidence(study: Study, arm: str, records: list[TrialRecord]) -> ArmEvidence:
+    space = study.arms[arm].space
+    ok = [r for r in records if r.arm == arm and r.phase == "search" and r.ok]
+    groups = _means(ok)
+    nf = noise_floor({cid: losses for cid, (_, losses) in groups.items()})
+    if not groups:
+        knobs = [KnobEvidence(knob=k, status="open both", text=f"{k}: nothing measured yet") for k in _order(space)]
+        return ArmEvidence(arm=arm, knobs=knobs, close_call=True)
+    ranked = sorted(groups, key=lambda cid: fmean(groups[cid][1]))
+    lcid = ranked[0]
+    leader, losses = groups[lcid]
+    lmean = fmean(losses)
+    ev = ArmEvidence(arm=arm, leader_config=lcid, leader_params=leader, leader_mean=lmean, leader_n=len(losses),
+                     threshold=_threshold(nf.sd_by_config, nf.pooled_sd, lcid))
+    if len(ranked) > 1:
+        ev.runner_up_params, runner = groups[ranked[1]]
+        ev.runner_up_n = len(runner)
+        ev.runner_up_gap = fmean(runner) - lmean
+        thr = _threshold(nf.sd_by_config, nf.pooled_sd, lcid, ranked[1])
+        ev.close_call = thr is None or ev.runner_up_gap <= thr
+    active = set(active_params(space, leader))
+    for name in _order(space):
+        if name not in active or name not in leader:
+            continue
+        ev.knobs.append(_knob(name, space[name], leader, lmean, lcid, groups, space, nf.sd_by_config, nf.pooled_sd))
+    if "lr" not in space:
+        ev.knobs.insert(0, KnobEvidence(knob="lr", status="not searched",
+                                        text="lr: fixed by the study (not searched)"))
+    return ev
+
+
+def _order(space: dict[str, Param]) -> list[str]:
+    return sorted(space, key=lambda k: (k != "lr", list(space).index(k)))
+
+
+def tuning_evidence(study: Study, records: list[TrialRecord]) -> dict[str, ArmEvidence]:
+    """Every arm's evidence (arms without a search space: their LR "not searched")."""
+    return {arm: arm_evidence(study, arm, records) for arm in study.arms}
+
+
+def settle_runs(ev: ArmEvidence, seeds_per_point: int) -> tuple[list[dict[str, Any]], int]:
+    """The points that would close the arm's open LR sides (params) and the runs they cost."""
+    k = ev.knob("lr")
+    if k is None or k.status in ("bracketed", "not searched"):
+        return [], 0
+    points = [{**ev.leader_params, "lr": v} for v in k.to_try]
+    return points, len(points) * seeds_per_point
+
+
+__all__ = ["tuning_evidence", "arm_evidence", "settle_runs"]

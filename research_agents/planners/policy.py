@@ -1,0 +1,180 @@
+"""The default policy (`--planner auto` without an LLM): spend the budget on tuning evidence.
+
+Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
+1. the LR first: bracket the leader's LR (its grid neighbours, a factor of 2 either side); while
+   one side keeps improving and nothing is measured beyond, also try a factor of 4 that way, so the
+   sweep expands from the start point until the optimum is inside, then refines;
+2. measure the noise: once the arm has two configs and no repeat, replicate its leader on one more
+   seed (the adaptive plan sizes the confirmation from that noise);
+3. replicate the leader while the runner-up is within the noise of it and the leader rests on
+   fewer than 3 runs (single-seed noise could flip the ranking);
+4. the leader's other knobs, one at a time: bracket each numeric knob, try each untried choice;
+5. with all that settled, TPE proposes around the leader (LR within a factor of 2 of it).
+The loop validates every action against the space, the budget and the history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from research_agents.config.space import Param, active_params
+from research_agents.evidence import ArmEvidence
+from research_agents.planners.base import BasePlanner, PlanningContext
+from research_agents.planners.sampler import SamplerPlanner
+from research_agents.records import Bracket, Proposal, Replicate
+
+REPLICATE_UNTIL = 3  # a leader within the noise of its runner-up is replicated up to this many runs
+
+
+def _mid(p: Param) -> Any:
+    if p.type == "choice":
+        return p.choices[0]
+    value = (p.low * p.high) ** 0.5 if p.log else (p.low + p.high) / 2
+    return int(round(value)) if p.type == "int" else float(f"{value:.4g}")
+
+
+class PolicyPlanner(BasePlanner):
+    name = "policy"
+
+    def __init__(self, seed: int = 0, startup_trials: int = 3):
+        self.sampler = SamplerPlanner("tpe", seed, startup_trials)
+
+    def propose(self, ctx: PlanningContext) -> list:
+        out: list = []
+        for arm, n in ctx.wanted.items():
+            if n > 0:
+                out += self._arm(ctx, arm, n)
+        return out
+
+    # -- one arm
+    def _arm(self, ctx: PlanningContext, arm: str, n: int) -> list:
+        ev = ctx.evidence.get(arm)
+        space = ctx.study.arms[arm].space
+        if ev is None or ev.leader_config is None:
+            return self._first(ctx, arm, n) or self._fill(ctx, arm, n, ev)
+        actions: list = []
+        lr = ev.knob("lr")
+        search = [r for r in ctx.history if r.arm == arm and r.phase == "search" and r.ok]
+        repeated = len(search) > len({r.config for r in search})
+        if not repeated and len({r.config for r in search}) >= 2:
+            # first of all (one run): the adaptive plan sizes the confirmation from this noise
+            actions.append(Replicate(arm=arm, params=ev.leader_params, seeds=1, origin="policy",
+                                     rationale="measure the seed noise: the leader on one more seed"))
+        if lr is not None and lr.status.startswith("open"):
+            actions += self._lr_sweep(ev, space["lr"], arm, lr.to_try)
+        if repeated and ev.close_call and ev.runner_up_gap is not None:
+            why = (f"the runner-up is {ev.runner_up_gap:.4f} behind, within the noise: one more seed before "
+                   "trusting the ranking")
+            # one run a round, to the less-measured of the two (the runner-up on a tie)
+            params, n_runs = min(((ev.runner_up_params, ev.runner_up_n), (ev.leader_params, ev.leader_n)),
+                                 key=lambda t: t[1])
+            if params is not None and n_runs < REPLICATE_UNTIL:
+                actions.append(Replicate(arm=arm, params=params, seeds=1, origin="policy", rationale=why))
+        for k in ev.open_knobs:
+            if k.knob == "lr" or len(actions) >= n:
+                continue
+            p = space[k.knob]
+            if p.type == "choice":
+                for choice in k.to_try:
+                    actions.append(self._choice_point(ctx, arm, ev, k.knob, choice))
+            else:
+                actions.append(Bracket(arm=arm, knob=k.knob, origin="policy",
+                                       rationale=f"check the leader's one-knob neighbours on {k.knob}"))
+        if lr is not None and lr.status == "bracketed":
+            actions += self._refine(ev, space["lr"], arm, only_close=True)
+        actions = self._take(actions, n, ev)
+        used = sum(self._cost(a, ev) for a in actions)
+        if used < n and len(space) > 1:  # other knobs to explore: TPE around the leader
+            actions += self._fill(ctx, arm, n - used, ev)
+        elif used < n:  # a single knob, settled: more seeds where the ranking could still flip
+            extra = [Replicate(arm=arm, params=params, seeds=1, origin="policy",
+                               rationale="the LR is bracketed: more seeds for the leader and its runner-up")
+                     for params, n_runs in sorted(((ev.runner_up_params, ev.runner_up_n), (ev.leader_params, ev.leader_n)),
+                                                  key=lambda t: t[1])
+                     if params is not None and n_runs < REPLICATE_UNTIL
+                     and not any(isinstance(a, Replicate) and a.params == params for a in actions)]
+            extra += self._refine(ev, space["lr"], arm, only_close=False) if "lr" in space else []
+            actions += self._take(extra, n - used, ev)
+        return actions
+
+    def _first(self, ctx: PlanningContext, arm: str, n: int) -> list:
+        """Before any result: the start point's LR doubled (the start itself is the loop's), so the
+        first round already measures an LR neighbour."""
+        start = ctx.study.arms[arm].start
+        space = ctx.study.arms[arm].space
+        if not start or "lr" not in start or "lr" not in space:
+            return []
+        up = space["lr"].neighbour(start["lr"], 1) or space["lr"].neighbour(start["lr"], -1)
+        if up is None:
+            return []
+        return [Proposal(arm=arm, params={**start, "lr": up}, origin="policy",
+                         rationale="start the lr sweep: the start point's lr, doubled")][:n]
+
+    def _lr_sweep(self, ev: ArmEvidence, p: Param, arm: str, to_try: list) -> list:
+        lr = ev.leader_params["lr"]
+        k = ev.knob("lr")
+        out = [Proposal(arm=arm, params={**ev.leader_params, "lr": v}, origin="policy",
+                        rationale=f"bracket lr: {k.status} around {lr:.4g}") for v in to_try]
+        for direction, side in ((1, k.above), (-1, k.below)):
+            if side is None and (p.neighbour(lr, direction) in to_try):
+                two = p.neighbour(p.neighbour(lr, direction), direction)
+                if two is not None and two not in to_try:
+                    out.append(Proposal(arm=arm, params={**ev.leader_params, "lr": two}, origin="policy",
+                                        rationale=f"expand the lr sweep {'up' if direction > 0 else 'down'}: "
+                                                  "nothing measured beyond the leader"))
+        return out
+
+    def _refine(self, ev: ArmEvidence, p: Param, arm: str, only_close: bool) -> list:
+        """Between the leader's LR and a neighbour (within the noise of it, with only_close): the
+        geometric midpoint."""
+        lr = ev.leader_params["lr"]
+        k = ev.knob("lr")
+        out = []
+        for side in sorted((x for x in (k.below, k.above) if x is not None), key=lambda x: x.gap):
+            if (not only_close or side.within_noise is not False) and p.steps_between(lr, side.value) > 0.6:
+                mid = float(f"{(lr * side.value) ** 0.5 if p.log else (lr + side.value) / 2:.4g}")
+                out.append(Proposal(arm=arm, params={**ev.leader_params, "lr": mid}, origin="policy",
+                                    rationale=f"refine lr between {lr:.4g} and {side.value:.4g} "
+                                              f"({side.gap:+.4f}, within the noise)"))
+        return out
+
+    def _choice_point(self, ctx: PlanningContext, arm: str, ev: ArmEvidence, knob: str, choice: Any) -> Proposal:
+        space = ctx.study.arms[arm].space
+        params = {k: v for k, v in ev.leader_params.items()}
+        params[knob] = choice
+        active = active_params(space, params)
+        params = {k: params.get(k, _mid(space[k])) for k in active}
+        return Proposal(arm=arm, params=params, origin="policy",
+                        rationale=f"try {knob}={choice} with the leader's other settings")
+
+    @staticmethod
+    def _cost(action, ev: ArmEvidence) -> int:
+        if isinstance(action, Bracket):
+            k = ev.knob(action.knob)
+            return max(1, len(k.to_try)) if k is not None else 1
+        return 1
+
+    def _take(self, actions: list, n: int, ev: ArmEvidence) -> list:
+        out, used = [], 0
+        for a in actions:
+            cost = self._cost(a, ev)
+            if used + cost <= n:
+                out.append(a)
+                used += cost
+        return out
+
+    def _fill(self, ctx: PlanningContext, arm: str, n: int, ev: ArmEvidence | None) -> list:
+        """TPE's points (it sees the whole history); once the arm has a leader, their LR is held
+        within a factor of 2 of the leader's, so the other knobs are explored around it."""
+        got = self.sampler.propose(replace(ctx, wanted={arm: n}))
+        if ev is not None and ev.leader_config is not None and "lr" in ev.leader_params:
+            lr = ev.leader_params["lr"]
+            for g in got:
+                if "lr" in g.params:
+                    g.params["lr"] = float(f"{min(lr * 2, max(lr / 2, g.params['lr'])):.6g}")
+                g.rationale = f"tpe around the leader's lr {lr:.4g}: {g.rationale}"
+        return got
+
+
+__all__ = ["PolicyPlanner"]
