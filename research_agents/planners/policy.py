@@ -8,7 +8,8 @@ Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
    seed (the adaptive plan sizes the confirmation from that noise);
 3. replicate the leader while the runner-up is within the noise of it and the leader rests on
    fewer than 3 runs (single-seed noise could flip the ranking);
-4. the leader's other knobs, one at a time: bracket each numeric knob, try each untried choice;
+4. the leader's other knobs: a first coarse look halfway to the farther bound, then bracket each
+   numeric knob, try each untried choice;
 5. with all that settled, TPE proposes around the leader (LR within a factor of 2 of it).
 The loop validates every action against the space, the budget and the history.
 """
@@ -78,6 +79,11 @@ class PolicyPlanner(BasePlanner):
             if p.type == "choice":
                 for choice in k.to_try:
                     actions.append(self._choice_point(ctx, arm, ev, k.knob, choice))
+            elif k.below is None and k.above is None and (jump := self._jump(p, ev.leader_params[k.knob])) is not None:
+                # nothing measured around the leader on this knob yet: a coarse look first, halfway
+                # to the farther bound, then the grid neighbours bracket whatever leads
+                actions.append(Proposal(arm=arm, params={**ev.leader_params, k.knob: jump}, origin="policy",
+                                        rationale=f"first look at {k.knob}: halfway to its farther bound"))
             else:
                 actions.append(Bracket(arm=arm, knob=k.knob, origin="policy",
                                        rationale=f"check the leader's one-knob neighbours on {k.knob}"))
@@ -124,6 +130,14 @@ class PolicyPlanner(BasePlanner):
                                         rationale=f"expand the lr sweep {'up' if direction > 0 else 'down'}: "
                                                   "nothing measured beyond the leader"))
         return out
+
+    @staticmethod
+    def _jump(p: Param, value: float) -> float | int | None:
+        far = p.low if p.steps_between(value, p.low) > p.steps_between(value, p.high) else p.high
+        if p.steps_between(value, far) < 2:
+            return None  # close to both bounds: the grid neighbours are the look
+        mid = (value * far) ** 0.5 if p.log else (value + far) / 2
+        return int(round(mid)) if p.type == "int" else float(f"{mid:.4g}")
 
     def _refine(self, ev: ArmEvidence, p: Param, arm: str, only_close: bool) -> list:
         """Between the leader's LR and a neighbour (within the noise of it, with only_close): the
