@@ -4,7 +4,8 @@
 with the table's nearest configuration of the same optimizer (distance in grid steps: LR on a
 log scale, momentum, Newton-Schulz steps, the momentum schedule's kind) and one of its seeds,
 chosen by (the executor's seed, the trial's seed): the same trial seed maps to the same table
-seed for every configuration, so replicates and confirmations stay paired. It writes a real
+seed for every configuration, so replicates and confirmations stay paired, and consecutive
+trial seeds map to distinct table seeds while the table has enough. It writes a real
 metrics.json (history at 25/50/75/100% of training), so reports, plots and claims work as usual.
 Use it to iterate on planning policy; its numbers are the table's, not new measurements.
 """
@@ -105,7 +106,10 @@ class ReplayExecutor(BaseExecutor):
     def row(self, spec: TrialSpec) -> Row:
         """The table row that answers `spec`: its nearest config, the seed (self.seed, spec.seed) picks."""
         rows = self.table[self.nearest(spec)]
-        return rows[random.Random(f"{self.seed}:{spec.seed}").randrange(len(rows))]
+        # consecutive trial seeds take consecutive table seeds (distinct while the table has them),
+        # from an offset of the executor's seed; confirmation seeds (1000+) start elsewhere
+        base = random.Random(self.seed).randrange(len(rows))
+        return rows[(base + spec.seed % 1000 + 3 * (spec.seed // 1000)) % len(rows)]
 
     def run(self, spec: TrialSpec, run_dir: Path, timeout_s: float,
             on_progress: ProgressFn | None = None) -> Outcome:

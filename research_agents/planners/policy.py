@@ -11,6 +11,8 @@ Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
 4. the leader's other knobs: a first coarse look halfway to the farther bound, then bracket each
    numeric knob, try each untried choice;
 5. with all that settled, TPE proposes around the leader (LR within a factor of 2 of it).
+Steps 4 and 5 only run while the arm has room to re-bracket the LR of a new leader they may find
+(EXPLORE_RESERVE runs); otherwise the last runs replicate the leader and its runner-up.
 The loop validates every action against the space, the budget and the history.
 """
 
@@ -26,6 +28,7 @@ from research_agents.planners.sampler import SamplerPlanner
 from research_agents.records import Bracket, Proposal, Replicate
 
 REPLICATE_UNTIL = 3  # a leader within the noise of its runner-up is replicated up to this many runs
+EXPLORE_RESERVE = 2  # search runs kept back when exploring another knob: a new leader's LR bracket
 
 
 def _mid(p: Param) -> Any:
@@ -72,7 +75,9 @@ class PolicyPlanner(BasePlanner):
                                  key=lambda t: t[1])
             if params is not None and n_runs < REPLICATE_UNTIL:
                 actions.append(Replicate(arm=arm, params=params, seeds=1, origin="policy", rationale=why))
-        for k in ev.open_knobs:
+        # a new leader on another knob needs its LR bracketed again (2 runs): explore only with room
+        room = ctx.search_left.get(arm, n * len(ctx.study.seeds.search)) - len(actions) >= 1 + EXPLORE_RESERVE
+        for k in ev.open_knobs if room else []:
             if k.knob == "lr" or len(actions) >= n:
                 continue
             p = space[k.knob]
@@ -91,9 +96,9 @@ class PolicyPlanner(BasePlanner):
             actions += self._refine(ev, space["lr"], arm, only_close=True)
         actions = self._take(actions, n, ev)
         used = sum(self._cost(a, ev) for a in actions)
-        if used < n and len(space) > 1:  # other knobs to explore: TPE around the leader
+        if used < n and len(space) > 1 and room:  # other knobs to explore: TPE around the leader
             actions += self._fill(ctx, arm, n - used, ev)
-        elif used < n:  # a single knob, settled: more seeds where the ranking could still flip
+        elif used < n:  # settled, or no room to explore: more seeds where the ranking could still flip
             extra = [Replicate(arm=arm, params=params, seeds=1, origin="policy",
                                rationale="the LR is bracketed: more seeds for the leader and its runner-up")
                      for params, n_runs in sorted(((ev.runner_up_params, ev.runner_up_n), (ev.leader_params, ev.leader_n)),
