@@ -26,11 +26,13 @@ def _means(records: list[TrialRecord]) -> dict[str, tuple[dict[str, Any], list[f
     return {cid: (rs[0].params, [r.val_loss for r in rs]) for cid, rs in by_config(records).items()}
 
 
-def _threshold(sds: dict[str, float], pooled: float | None, *configs: str) -> float | None:
-    """2 x the larger per-config sd of these configs; the pooled sd where none was repeated."""
+def _threshold(sds: dict[str, float], typical: float | None, *configs: str) -> float | None:
+    """2 x the larger per-config sd of these configs when each was repeated (seed noise is not
+    uniform: an unstable config elsewhere must not blur a quiet comparison); where one was not,
+    never less than the arm's typical (median) per-config sd."""
     known = [sds[c] for c in configs if c in sds]
-    if pooled is not None:
-        known.append(pooled)  # a config without repeats is never taken as quieter than the pool
+    if len(known) < len(configs) and typical is not None:
+        known.append(typical)
     return 2 * max(known) if known else None
 
 
@@ -41,7 +43,7 @@ def _same_but(a: dict[str, Any], b: dict[str, Any], knob: str, space: dict[str, 
 
 def _knob(name: str, p: Param, leader: dict[str, Any], lmean: float, lcid: str,
           groups: dict[str, tuple[dict[str, Any], list[float]]], space: dict[str, Param],
-          sds: dict[str, float], pooled: float | None) -> KnobEvidence:
+          sds: dict[str, float], typical: float | None) -> KnobEvidence:
     value = leader.get(name)
     others = [(cid, params, losses) for cid, (params, losses) in groups.items()
               if cid != lcid and name in params and _same_but(params, leader, name, space)]
@@ -62,7 +64,7 @@ def _knob(name: str, p: Param, leader: dict[str, Any], lmean: float, lcid: str,
         if near:
             steps, cid, params, losses = min(near, key=lambda t: t[0])
             mean = fmean(losses)
-            thr = _threshold(sds, pooled, lcid, cid)
+            thr = _threshold(sds, typical, lcid, cid)
             nb = Neighbour(value=params[name], mean=mean, n=len(losses), steps=round(steps, 3), gap=mean - lmean,
                            within_noise=None if thr is None else mean - lmean <= thr)
         sides[direction] = nb
@@ -114,18 +116,18 @@ def arm_evidence(study: Study, arm: str, records: list[TrialRecord]) -> ArmEvide
     leader, losses = groups[lcid]
     lmean = fmean(losses)
     ev = ArmEvidence(arm=arm, leader_config=lcid, leader_params=leader, leader_mean=lmean, leader_n=len(losses),
-                     threshold=_threshold(nf.sd_by_config, nf.pooled_sd, lcid))
+                     threshold=_threshold(nf.sd_by_config, nf.median_sd, lcid))
     if len(ranked) > 1:
         ev.runner_up_params, runner = groups[ranked[1]]
         ev.runner_up_n = len(runner)
         ev.runner_up_gap = fmean(runner) - lmean
-        thr = _threshold(nf.sd_by_config, nf.pooled_sd, lcid, ranked[1])
+        thr = _threshold(nf.sd_by_config, nf.median_sd, lcid, ranked[1])
         ev.close_call = thr is None or ev.runner_up_gap <= thr
     active = set(active_params(space, leader))
     for name in _order(space):
         if name not in active or name not in leader:
             continue
-        ev.knobs.append(_knob(name, space[name], leader, lmean, lcid, groups, space, nf.sd_by_config, nf.pooled_sd))
+        ev.knobs.append(_knob(name, space[name], leader, lmean, lcid, groups, space, nf.sd_by_config, nf.median_sd))
     if "lr" not in space:
         ev.knobs.insert(0, KnobEvidence(knob="lr", status="not searched",
                                         text="lr: fixed by the study (not searched)"))

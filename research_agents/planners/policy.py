@@ -1,15 +1,15 @@
 """The default policy (`--planner auto` without an LLM): spend the budget on tuning evidence.
 
 Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
-1. the LR first: bracket the leader's LR (its grid neighbours, a factor of 2 either side); while
-   one side keeps improving and nothing is measured beyond, also try a factor of 4 that way, so the
-   sweep expands from the start point until the optimum is inside, then refines;
+1. the LR first, coarse to fine: a factor of 4 from the start point, then on towards whichever
+   side has nothing measured yet, until the optimum is inside, then the factor-2 neighbours that
+   bracket it;
 2. measure the noise: once the arm has two configs and no repeat, replicate its leader on one more
    seed (the adaptive plan sizes the confirmation from that noise);
 3. replicate the leader while the runner-up is within the noise of it and the leader rests on
    fewer than 3 runs (single-seed noise could flip the ranking);
-4. the leader's other knobs: a first coarse look halfway to the farther bound, then bracket each
-   numeric knob, try each untried choice;
+4. the leader's other knobs: a first coarse look halfway to the farther bound, then the same
+   coarse-to-fine sweep as the LR on each numeric knob; each untried choice once;
 5. with all that settled, TPE proposes around the leader (LR within a factor of 2 of it).
 Steps 4 and 5 only run while the arm has room to re-bracket the LR of a new leader they may find
 (EXPLORE_RESERVE runs); otherwise the last runs replicate the leader and its runner-up.
@@ -25,10 +25,10 @@ from research_agents.config.space import Param, active_params
 from research_agents.evidence import ArmEvidence
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.records import Bracket, Proposal, Replicate
+from research_agents.records import Proposal, Replicate
 
 REPLICATE_UNTIL = 3  # a leader within the noise of its runner-up is replicated up to this many runs
-EXPLORE_RESERVE = 2  # search runs kept back when exploring another knob: a new leader's LR bracket
+EXPLORE_RESERVE = 1  # search runs kept back when exploring another knob: a first LR neighbour of a new leader
 
 
 def _mid(p: Param) -> Any:
@@ -66,7 +66,7 @@ class PolicyPlanner(BasePlanner):
             actions.append(Replicate(arm=arm, params=ev.leader_params, seeds=1, origin="policy",
                                      rationale="measure the seed noise: the leader on one more seed"))
         if lr is not None and lr.status.startswith("open"):
-            actions += self._lr_sweep(ev, space["lr"], arm, lr.to_try)
+            actions += self._sweep(ev, space["lr"], arm, "lr", self._tried(search, "lr"))
         if repeated and ev.close_call and ev.runner_up_gap is not None:
             why = (f"the runner-up is {ev.runner_up_gap:.4f} behind, within the noise: one more seed before "
                    "trusting the ranking")
@@ -77,6 +77,7 @@ class PolicyPlanner(BasePlanner):
                 actions.append(Replicate(arm=arm, params=params, seeds=1, origin="policy", rationale=why))
         # a new leader on another knob needs its LR bracketed again (2 runs): explore only with room
         room = ctx.search_left.get(arm, n * len(ctx.study.seeds.search)) - len(actions) >= 1 + EXPLORE_RESERVE
+        room = room and not (lr is not None and lr.status.startswith("open"))  # the LR first
         for k in ev.open_knobs if room else []:
             if k.knob == "lr" or len(actions) >= n:
                 continue
@@ -86,16 +87,17 @@ class PolicyPlanner(BasePlanner):
                     actions.append(self._choice_point(ctx, arm, ev, k.knob, choice))
             elif k.below is None and k.above is None and (jump := self._jump(p, ev.leader_params[k.knob])) is not None:
                 # nothing measured around the leader on this knob yet: a coarse look first, halfway
-                # to the farther bound, then the grid neighbours bracket whatever leads
+                # to the farther bound, then the sweep goes on from whatever leads
                 actions.append(Proposal(arm=arm, params={**ev.leader_params, k.knob: jump}, origin="policy",
                                         rationale=f"first look at {k.knob}: halfway to its farther bound"))
             else:
-                actions.append(Bracket(arm=arm, knob=k.knob, origin="policy",
-                                       rationale=f"check the leader's one-knob neighbours on {k.knob}"))
+                actions += self._sweep(ev, p, arm, k.knob, self._tried(search, k.knob))[:1]
         if lr is not None and lr.status == "bracketed":
             actions += self._refine(ev, space["lr"], arm, only_close=True)
-        actions = self._take(actions, n, ev)
-        used = sum(self._cost(a, ev) for a in actions)
+        actions = actions[:n]  # every action here costs one run
+        used = len(actions)
+        if actions and lr is not None and lr.status.startswith("open"):
+            return actions  # the LR sweep goes on next round, from its result: keep the runs for that
         if used < n and len(space) > 1 and room:  # other knobs to explore: TPE around the leader
             actions += self._fill(ctx, arm, n - used, ev)
         elif used < n:  # settled, or no room to explore: more seeds where the ranking could still flip
@@ -106,34 +108,53 @@ class PolicyPlanner(BasePlanner):
                      if params is not None and n_runs < REPLICATE_UNTIL
                      and not any(isinstance(a, Replicate) and a.params == params for a in actions)]
             extra += self._refine(ev, space["lr"], arm, only_close=False) if "lr" in space else []
-            actions += self._take(extra, n - used, ev)
+            actions += extra[: n - used]
         return actions
 
     def _first(self, ctx: PlanningContext, arm: str, n: int) -> list:
-        """Before any result: the start point's LR doubled (the start itself is the loop's), so the
-        first round already measures an LR neighbour."""
+        """Before any result: the start point's LR x4 (the start itself is the loop's), so the first
+        round already looks a coarse step away."""
         start = ctx.study.arms[arm].start
         space = ctx.study.arms[arm].space
         if not start or "lr" not in start or "lr" not in space:
             return []
-        up = space["lr"].neighbour(start["lr"], 1) or space["lr"].neighbour(start["lr"], -1)
+        p = space["lr"]
+        up = self._coarse(p, start["lr"], 1) or self._coarse(p, start["lr"], -1)
         if up is None:
             return []
         return [Proposal(arm=arm, params={**start, "lr": up}, origin="policy",
-                         rationale="start the lr sweep: the start point's lr, doubled")][:n]
+                         rationale="start the lr sweep: a coarse step up from the start point")][:n]
 
-    def _lr_sweep(self, ev: ArmEvidence, p: Param, arm: str, to_try: list) -> list:
-        lr = ev.leader_params["lr"]
-        k = ev.knob("lr")
-        out = [Proposal(arm=arm, params={**ev.leader_params, "lr": v}, origin="policy",
-                        rationale=f"bracket lr: {k.status} around {lr:.4g}") for v in to_try]
-        for direction, side in ((1, k.above), (-1, k.below)):
-            if side is None and (p.neighbour(lr, direction) in to_try):
-                two = p.neighbour(p.neighbour(lr, direction), direction)
-                if two is not None and two not in to_try:
-                    out.append(Proposal(arm=arm, params={**ev.leader_params, "lr": two}, origin="policy",
-                                        rationale=f"expand the lr sweep {'up' if direction > 0 else 'down'}: "
-                                                  "nothing measured beyond the leader"))
+    @staticmethod
+    def _tried(search: list, knob: str) -> set:
+        return {r.params[knob] for r in search if isinstance(r.params.get(knob), (int, float))}
+
+    @staticmethod
+    def _coarse(p: Param, value: float, direction: int):
+        """Two grid steps (a factor of 4 for an LR) that way, or one where the bound is nearer."""
+        one = p.neighbour(value, direction)
+        return None if one is None else (p.neighbour(one, direction) or one)
+
+    def _sweep(self, ev: ArmEvidence, p: Param, arm: str, knob: str, tried: set) -> list:
+        """Coarse to fine on one numeric knob: a side where the arm never measured anything beyond
+        the leader's value (at any settings of its other knobs) gets a two-step move (a factor of 4
+        for an LR); otherwise the one-step neighbour. The side without one-knob neighbours goes
+        first (a measured one is worse: the leader has the lowest mean), then the closer call."""
+        value = ev.leader_params[knob]
+        k = ev.knob(knob)
+        sides = sorted(((1, k.above), (-1, k.below)), key=lambda t: (t[1] is not None, t[1].gap if t[1] else 0))
+        out = []
+        for direction, side in sides:
+            fine = p.neighbour(value, direction)
+            if fine is None or fine not in k.to_try:
+                continue
+            explored = any((v - value) * direction > 0 for v in tried)
+            new = fine if side is not None or explored else self._coarse(p, value, direction)
+            why = f"bracket {knob}" if new == fine else f"sweep {knob} {'up' if direction > 0 else 'down'}"
+            out.append(Proposal(arm=arm, params={**ev.leader_params, knob: new}, origin="policy",
+                                rationale=f"{why}: {k.status} around {value:.4g}"))
+            if side is not None:
+                break  # refining between measured points: the closer call first, the other side may not be needed
         return out
 
     @staticmethod
@@ -166,22 +187,6 @@ class PolicyPlanner(BasePlanner):
         params = {k: params.get(k, _mid(space[k])) for k in active}
         return Proposal(arm=arm, params=params, origin="policy",
                         rationale=f"try {knob}={choice} with the leader's other settings")
-
-    @staticmethod
-    def _cost(action, ev: ArmEvidence) -> int:
-        if isinstance(action, Bracket):
-            k = ev.knob(action.knob)
-            return max(1, len(k.to_try)) if k is not None else 1
-        return 1
-
-    def _take(self, actions: list, n: int, ev: ArmEvidence) -> list:
-        out, used = [], 0
-        for a in actions:
-            cost = self._cost(a, ev)
-            if used + cost <= n:
-                out.append(a)
-                used += cost
-        return out
 
     def _fill(self, ctx: PlanningContext, arm: str, n: int, ev: ArmEvidence | None) -> list:
         """TPE's points (it sees the whole history); once the arm has a leader, their LR is held
