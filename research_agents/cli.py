@@ -328,8 +328,9 @@ def _check_run_dir(out: Path, study, saved: dict, storage_flag: str | None) -> N
 
 def _run(study, plan, planner, planner_line, executor, out: Path, saved: dict, preset, overrides, console) -> int:
     console.print(f"[bold]{study.name}[/bold]: {study.question}")
-    if executor.trains_locally and not _prepare_data(study, preset, overrides, console):
-        return EXIT_FAIL
+    failed = _prepare_data(study, preset, overrides, console) if executor.trains_locally else None
+    if failed is not None:
+        return failed
     out.mkdir(parents=True, exist_ok=True)
     with rundir.RunLock(out):  # one run per OUT; the kernel drops the lock however this process ends
         store = _store(out, study, saved["storage"])
@@ -418,10 +419,11 @@ def _no_result(records, before: set[int]) -> str | None:
     return None
 
 
-def _prepare_data(study, preset, overrides, console) -> bool:
+def _prepare_data(study, preset, overrides, console) -> int | None:
     """Tokenise the study's data once, before any trial: every trial then reads the cache, and a
-    source that cannot be had (a hub dataset offline) stops the run here, not in each trial."""
-    from trainer.data import load_token_data
+    source that cannot be had (a hub dataset offline) stops the run here, not in each trial.
+    Returns the exit code when it cannot (2: the source or tokenizer cannot be loaded), else None."""
+    from trainer.data import DataError, load_token_data
 
     configs = {study.trial_spec(arm, {}, seed=0, preset=preset, overrides=overrides).data for arm in study.arms}
     for data in configs:
@@ -432,8 +434,8 @@ def _prepare_data(study, preset, overrides, console) -> bool:
             reason = " ".join(str(e).split())[:400]
             print(f"error: data source {data.source!r} could not be prepared: {type(e).__name__}: {reason} "
                   "(offline? use --scale cpu or a local source)", file=sys.stderr)
-            return False
-    return True
+            return EXIT_BAD_INPUT if isinstance(e, DataError) else EXIT_FAIL
+    return None
 
 
 def _final_report(out: Path, study, plan, store, saved: dict):

@@ -55,8 +55,9 @@ def _run(args: argparse.Namespace) -> int:
         metrics = train(spec, out, on_log=None if args.quiet else log)
     except Exception as err:  # recorded, never lost: the loop reads the reason from metrics.json
         reason = f"{type(err).__name__}: {err}"
-        code, what = (2, "data") if isinstance(err, DataError) else (1, "trial failed")
-        line = f"error: {what}: {' '.join(reason.split())}"
+        bad_data = isinstance(err, DataError)
+        code, what = (2, "data") if bad_data else (1, "trial failed")
+        line = f"error: {what}: {' '.join((str(err) if bad_data else reason).split())}"
         try:
             write_metrics(out, TrialMetrics(spec=spec.model_dump(mode="json"), status="failed", reason=reason,
                                             traceback=traceback.format_exc(), final=FinalMetrics(), history=[]))
