@@ -1,0 +1,112 @@
+"""Nothing lost: the store is the record of a run, never silently replaced, opened read-only by
+`status` and `report`; a missing, damaged or read-only store is reported in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from research_agents.cli import main
+from research_agents.config import Study, load_study, make_plan
+from research_agents.execution.replay import ReplayExecutor
+from research_agents.loop import ResearchLoop
+from research_agents.planners import SamplerPlanner
+from research_agents.records import COUNTED
+from research_agents.store import OptunaStore, StoreError
+from tests.reliability.helpers import fingerprint, one_error_line, read_only, write_study
+
+COMMANDS = ("status", "report", "run")
+
+
+def _argv(command: str, out: Path, run_args: list[str]) -> list[str]:
+    return run_args if command == "run" else [command, str(out)]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_deleted_store_is_refused_and_nothing_is_rewritten(run_copy, capsys, command):
+    """Case 1: study.db deleted, trials/ kept: no report overwritten with "No trial finished", no
+    re-training into trials/0001..., no empty database created by status."""
+    out, args = run_copy
+    (out / "study.db").unlink()
+    before = fingerprint(out)
+    assert main(_argv(command, out, args)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "study.db does not exist" in line and "restore it" in line and "8 trial directories" in line, line
+    assert fingerprint(out) == before and not (out / "study.db").exists()
+
+
+DAMAGE = {
+    "truncated": lambda data: data[: len(data) // 3],
+    "garbage": lambda data: b"this is not a database " * 200,
+    "empty": lambda data: b"",
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_damaged_store_is_one_line_and_left_as_it_is(run_copy, capsys, command, damage):
+    """Case 2: a truncated or garbage study.db: one line naming the file, no traceback, no write."""
+    out, args = run_copy
+    db = out / "study.db"
+    db.write_bytes(DAMAGE[damage](db.read_bytes()))
+    before = fingerprint(out)
+    assert main(_argv(command, out, args)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(db) in line and "restore it" in line, line
+    assert fingerprint(out) == before
+
+
+def test_status_and_report_open_the_store_read_only(run_copy):
+    """Case 2: a read-only study.db (and a read-only run directory): status still reads it, report
+    says in one line that it cannot write its reports, run refuses in one line; nothing changes."""
+    out, args = run_copy
+    before = fingerprint(out)
+    status = read_only([out], ["-m", "research_agents", "status", str(out)])
+    assert status.returncode == 0 and "8 trials" in status.stdout and status.stderr == "", status.stderr
+    report = read_only([out], ["-m", "research_agents", "report", str(out)])
+    assert report.returncode == 2 and "read-only file system" in one_error_line(report.stderr)
+    run = read_only([out], ["-m", "research_agents", *args])
+    assert run.returncode == 2 and "read-only file system" in one_error_line(run.stderr)
+    # only the database read-only: status and report work (report rewrites the reports), run refuses
+    db = out / "study.db"
+    assert read_only([db], ["-m", "research_agents", "status", str(out)]).returncode == 0
+    report = read_only([db], ["-m", "research_agents", "report", str(out)])
+    assert report.returncode == 0, report.stderr
+    run = read_only([db], ["-m", "research_agents", *args])
+    assert run.returncode == 2 and "study.db is read-only" in one_error_line(run.stderr)
+    assert fingerprint(out)["study.db"] == before["study.db"]
+
+
+def test_the_read_only_open_creates_and_writes_nothing(tmp_path, run_copy):
+    out, _ = run_copy
+    study = Study.model_validate(json.loads((out / "run.json").read_text())["study"])
+    before = fingerprint(out)
+    store = OptunaStore.for_study(out, study, readonly=True)
+    assert len(store.records()) == 8
+    with pytest.raises(Exception, match="(?i)read.?only|commit"):  # the connection itself cannot write
+        store.set_meta("probe", 1)
+    assert fingerprint(out) == before
+    with pytest.raises(StoreError, match="does not exist"):
+        OptunaStore.for_study(tmp_path / "nothing", study, readonly=True)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_a_trial_never_trains_into_an_existing_directory(tmp_path, table):
+    """Case 1: trial directories are never reused: a directory a lost store left behind keeps its
+    files, and the new trial gets its own."""
+    study = load_study(write_study(tmp_path / "rel.toml"))
+    out = tmp_path / "run"
+    planner = SamplerPlanner("random", seed=0)
+    loop = ResearchLoop(study, OptunaStore.for_study(out, study), ReplayExecutor(table), planner, out,
+                        make_plan(study, 8))
+    first = loop.run_dir("muon", {"lr": 0.02}, 0)
+    old = out / first
+    old.mkdir(parents=True)
+    (old / "metrics.json").write_text("the old trial's result")
+    loop.run()
+    assert (old / "metrics.json").read_text() == "the old trial's result"
+    dirs = [r.run_dir for r in loop.records()]
+    assert first not in dirs and f"{first}-2" in dirs and len(set(dirs)) == len(dirs) == 8
+    assert sum(r.status in COUNTED for r in loop.records()) == 8
