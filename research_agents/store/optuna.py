@@ -8,13 +8,16 @@ it back for a re-run.
 
 Opening never silently makes a new store in place of a lost one: `readonly=True` (status,
 report, the checks before a run) opens an existing database without creating or writing
-anything (SQLite: a `mode=ro` URI), and any database that cannot be read raises `StoreError`
+anything (SQLite: a `mode=ro` URI; after a kill mid-write, a copy with its journal, since only a
+writer may roll a hot journal back), and any database that cannot be read raises `StoreError`
 with one line.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -80,6 +83,19 @@ def readonly_url(url: str) -> str:
     return f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
 
 
+def _journal(path: Path) -> Path:
+    return path.with_name(path.name + "-journal")
+
+
+def _snapshot(path: Path) -> tempfile.TemporaryDirectory:
+    """A private copy of a SQLite database and its rollback journal (removed with the object)."""
+    tmp = tempfile.TemporaryDirectory(prefix="research-agents-store-")
+    for src in (path, _journal(path)):
+        if src.exists():
+            shutil.copyfile(src, Path(tmp.name) / src.name)
+    return tmp
+
+
 def check_url(url: str) -> None:
     """StoreError (one line) unless `url` names a database that can be reached; writes nothing
     (a SQLite file is not created here, only its directory checked)."""
@@ -143,16 +159,29 @@ class OptunaStore(BaseStore):
         path = sqlite_path(url)
         if readonly and path is not None and not path.is_file():
             raise StoreError(f"{where} does not exist")
+        self._snapshot = None
         try:
-            self.storage = optuna.storages.RDBStorage(readonly_url(url) if readonly else url, heartbeat_interval=None,
-                                                      skip_table_creation=readonly)
-            self.studies = {arm: self._study(f"{study_name}:{arm}") for arm in arms}
-            self._meta = self.studies[next(iter(arms))]
-            self.records()  # read every trial once: a damaged database fails here, not mid-run
+            try:
+                self._open(readonly_url(url) if readonly else url, study_name)
+            except StoreError:
+                raise
+            except Exception as err:
+                if not (readonly and path is not None and _journal(path).exists() and "readonly" in _one_line(err)):
+                    raise
+                # a process killed mid-write left a hot journal, which only a writer may roll back:
+                # read a copy of the database and its journal (rolled back there, never in place)
+                self._snapshot = _snapshot(path)
+                self._open(f"sqlite:///{Path(self._snapshot.name) / path.name}", study_name)
         except StoreError:
             raise
         except Exception as err:  # noqa: BLE001 - SQLAlchemy, Optuna and driver errors alike: one line
             raise StoreError(f"{where} cannot be read as an Optuna database: {_one_line(err)}") from None
+
+    def _open(self, url: str, study_name: str) -> None:
+        self.storage = optuna.storages.RDBStorage(url, heartbeat_interval=None, skip_table_creation=self.readonly)
+        self.studies = {arm: self._study(f"{study_name}:{arm}") for arm in self.spaces}
+        self._meta = self.studies[next(iter(self.spaces))]
+        self.records()  # read every trial once: a damaged database fails here, not mid-run
 
     def _study(self, name: str) -> optuna.Study:
         if not self.readonly:

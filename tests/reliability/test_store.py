@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +114,32 @@ def test_a_trial_never_trains_into_an_existing_directory(tmp_path, table):
     dirs = [r.run_dir for r in loop.records()]
     assert first not in dirs and f"{first}-2" in dirs and len(set(dirs)) == len(dirs) == 8
     assert sum(r.status in COUNTED for r in loop.records()) == 8
+
+
+KILLED_MID_WRITE = """
+import os, signal, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size = 1")  # spill to the file before the commit: the journal is hot
+db.execute("BEGIN EXCLUSIVE")
+for i in range(300):
+    db.execute("INSERT INTO study_user_attributes (study_id, key, value_json) VALUES (1, ?, ?)",
+               (f"half-written-{i}", '"' + "x" * 500 + '"'))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_status_reads_a_store_a_kill_left_mid_write(run_copy):
+    """A kill mid-transaction leaves a hot journal that only a writer may roll back: status and
+    report read a copy (rolled back there), leave the files as they are, and run recovers it."""
+    out, args = run_copy
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(out / "study.db")])
+    assert done.returncode == -signal.SIGKILL
+    journal = out / "study.db-journal"
+    assert journal.stat().st_size > 0
+    before = fingerprint(out)
+    assert main(["status", str(out)]) == 0
+    assert fingerprint(out) == before  # nothing rolled back in place by a reader
+    assert main(args) == 0  # the writer recovers it
+    assert not journal.exists()
+    with sqlite3.connect(out / "study.db") as db:  # the half-written transaction was rolled back
+        assert db.execute("SELECT count(*) FROM study_user_attributes WHERE key LIKE 'half-written-%'").fetchone() == (0,)
