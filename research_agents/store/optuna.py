@@ -211,7 +211,7 @@ class OptunaStore(BaseStore):
         """One transaction: a process killed at any point leaves either no trial or a whole one."""
         study = self.studies[arm]
         fixed = searchable(self.spaces[arm], params)
-        order = 1 + sum(self.storage.get_n_trials(s._study_id) for s in self.studies.values())
+        order = 1 + sum(len(s.get_trials(deepcopy=False)) for s in self.studies.values())  # (cached reads)
         attrs = dict(seed=seed, origin=origin, phase=phase, round=round, rationale=rationale,
                      run_dir=run_dir, order=order, status="running",
                      started=datetime.now(timezone.utc).isoformat())
