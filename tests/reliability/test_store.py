@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import sqlite3
@@ -11,13 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from optuna.trial import TrialState
 
 from research_agents.cli import main
 from research_agents.config import Study, load_study, make_plan
 from research_agents.execution.replay import ReplayExecutor
 from research_agents.loop import ResearchLoop
 from research_agents.planners import SamplerPlanner
-from research_agents.records import COUNTED
+from research_agents.records import COUNTED, TrialMetrics
 from research_agents.store import OptunaStore, StoreError
 from tests.reliability.helpers import fingerprint, one_error_line, read_only, write_study
 
@@ -143,3 +145,48 @@ def test_status_reads_a_store_a_kill_left_mid_write(run_copy):
     assert not journal.exists()
     with sqlite3.connect(out / "study.db") as db:  # the half-written transaction was rolled back
         assert db.execute("SELECT count(*) FROM study_user_attributes WHERE key LIKE 'half-written-%'").fetchone() == (0,)
+
+
+class Killed(BaseException):
+    """SIGKILL between two database writes, as seen from inside."""
+
+
+STORAGE_WRITES = ("create_new_trial", "set_trial_param", "set_trial_user_attr", "set_trial_system_attr",
+                  "set_trial_state_values", "set_trial_intermediate_value")
+
+
+def test_a_kill_between_any_two_writes_of_a_trial_leaves_it_whole_or_to_rerun(tmp_path):
+    """Each database write of start() and finish() in turn is the last one before a kill: the
+    reopened store holds no half trial (no waiting trial, none without its record), and a trial
+    whose finish was cut short reads as running, so it is recovered and re-run."""
+    study = load_study(write_study(tmp_path / "rel.toml"))
+    metrics = TrialMetrics.model_validate({"spec": {}, "status": "completed", "final": {"val_loss": 4.25},
+                                           "optimizer_steps": 12, "tokens_seen": 3072, "wall_time_s": 0.5})
+    for k in itertools.count(1):
+        out = tmp_path / f"kill-at-write-{k}"
+        store = OptunaStore.for_study(out, study)
+        writes = itertools.count(1)
+        for name in STORAGE_WRITES:
+            def write(*a, _real=getattr(store.storage, name), **kw):
+                if next(writes) == k:
+                    raise Killed
+                return _real(*a, **kw)
+            setattr(store.storage, name, write)
+        try:
+            store.finish(store.start("muon", {"lr": 0.02}, 0, "tpe", "search", 1, "", "trials/0001"),
+                         "completed", metrics, None)
+        except Killed:
+            pass
+        else:
+            break  # k is past the last write: every point was a kill point
+        reopened = OptunaStore.for_study(out, study)
+        trials = [t for s in reopened.studies.values() for t in s.get_trials(deepcopy=False)]
+        assert all(t.state != TrialState.WAITING and "order" in t.user_attrs for t in trials), k
+        records = reopened.records()
+        assert len(records) <= 1, k
+        if records and records[0].status != "running":
+            assert records[0].status == "completed" and records[0].val_loss == 4.25, (k, records[0])
+        elif records:
+            [stale] = reopened.recover()
+            assert reopened.records()[0].status == "interrupted" and stale.id == records[0].id
+    assert k > 3  # (start and finish made several writes, each tried)
