@@ -1,25 +1,31 @@
 """Command line: run | report | status | list.
 
-Exit codes: 0 success, 2 bad input (one line naming what is wrong, nothing written), 1 anything
-else (an interrupted run included: its report is written and `run` again resumes it).
+Exit codes: 0 success; 2 bad input, one line naming what is wrong and nothing written (a value,
+a study, an --out or --storage that cannot be used, a run directory whose store is missing or
+damaged, another run holding the same --out); 1 anything else: a run in which no trial completed,
+an interrupted run (its report is written and `run` again resumes it).
+
+The store is the record of a run: `status` and `report` open it read-only, and no command ever
+makes a new, empty store in place of one that is missing or damaged.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
+from research_agents import rundir
 from research_agents.argtypes import number, whole
+from research_agents.config.plan import BadInput
 from research_agents.planners.llm_client import DEFAULT_MODEL, OPENAI_URL, PRICE_ENV, LLMConfig
+from research_agents.rundir import RUN_FILE
 from trainer.presets import RUN_PRESETS
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
-RUN_FILE = "run.json"
 
 
 class UsageError(Exception):
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, console)
         return cmd_report(args, console) if args.command == "report" else cmd_status(args, console)
-    except UsageError as e:
+    except (UsageError, BadInput) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -187,18 +193,35 @@ def cmd_list(console: Console) -> int:
 
 
 def _open_run(out_text: str):
-    """Study and store of an existing run directory (UsageError if it is not one)."""
+    """Study and read-only store of an existing run directory (UsageError if it is not one, or
+    its store cannot be read). Creates and writes nothing."""
+    from pydantic import ValidationError
+
     from research_agents.config import Study
-    from research_agents.store import OptunaStore
 
     out = Path(out_text)
-    run_file = out / RUN_FILE
-    if not run_file.is_file():
+    saved = rundir.read_run_file(out)
+    if saved is None:
         raise UsageError(f"{out} is not a run directory (no {RUN_FILE})")
-    saved = json.loads(run_file.read_text())
-    study = Study.model_validate(saved["study"])
-    store = OptunaStore.for_study(out, study, url=saved.get("storage"))
-    return out, saved, study, store
+    try:
+        study = Study.model_validate(saved["study"])
+    except ValidationError as e:
+        raise UsageError(f"{out / RUN_FILE}: the saved study is not valid ({e.error_count()} error(s)); "
+                         "restore run.json") from None
+    return out, saved, study, _store(out, study, saved.get("storage"), readonly=True)
+
+
+def _store(out: Path, study, url: str | None, readonly: bool = False):
+    """The run's store (UsageError in one line when it cannot be opened: never rebuilt from empty)."""
+    from research_agents.store import OptunaStore, StoreError
+
+    try:
+        return OptunaStore.for_study(out, study, url=url, readonly=readonly)
+    except StoreError as e:
+        held = rundir.holds_a_run(out)
+        where = f"{out} holds a run ({held}) but its store" if held else "the store"
+        raise UsageError(f"{where} cannot be used: {e}. The store is the record of the run and is never rebuilt "
+                         "from empty: restore it (e.g. study.db from a backup), or use another --out") from None
 
 
 def cmd_status(args, console: Console) -> int:
@@ -214,6 +237,7 @@ def cmd_report(args, console: Console) -> int:
     from research_agents.config import make_plan
 
     out, saved, study, store = _open_run(args.out)
+    rundir.check_writable(out, "report:")  # it rewrites the reports (never the store)
     if saved.get("experiments") is not None:
         from research_agents.config.runforms import point_plan
 
@@ -260,8 +284,10 @@ def cmd_run(args, console: Console) -> int:
     overrides.update({"save_checkpoint": True} if args.save_model else {})
     overrides.update({"device": args.device} if args.device else {})
     preset = args.preset or study.preset
-    try:  # every point of the run must make a valid trial spec before anything is written
-        runforms.check_specs(study, points, preset, overrides)
+    try:  # every point of the run must make a valid trial spec, on a device this machine has
+        specs = runforms.check_specs(study, points, preset, overrides)
+        if executor.trains_locally:
+            runforms.check_devices(specs)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -270,34 +296,58 @@ def cmd_run(args, console: Console) -> int:
              "scale": scale, "experiments": None if points is None else [p.name for p in points]}
     if planner.public() is not None:  # LLM planners: endpoint and model, never the key
         saved["llm"] = planner.public()
-    run_file = out / RUN_FILE
-    if run_file.is_file():
-        before = json.loads(run_file.read_text())
-        keep = ("arms", "base", "seeds", "comparisons", "points")
-        if (any(before["study"].get(k) != saved["study"].get(k) for k in keep) or before.get("preset") != preset
-                or not runforms.resumable(before, saved)):
-            raise UsageError(f"{out} holds a run of a different study definition, scale, preset, --set or "
-                             "experiments; use another --out or the same arguments")
-        if args.storage is None:
-            saved["storage"] = before.get("storage")
+    _check_run_dir(out, study, saved, args.storage)
     return _run(study, plan, planner, planner_line, executor, out, saved, preset, overrides, console)
 
 
+def _check_run_dir(out: Path, study, saved: dict, storage_flag: str | None) -> None:
+    """Before anything is written: the storage URL, OUT (writable, not locked), the run it holds (the
+    same study and arguments) and that run's store (readable: a run never starts over on a lost
+    one). Sets saved["storage"] to the run's store when --storage is not given."""
+    from research_agents.config import runforms
+    from research_agents.store import StoreError, check_url, default_url, sqlite_path
+
+    if storage_flag is not None:
+        try:
+            check_url(storage_flag)
+        except StoreError as e:
+            raise UsageError(f"--storage: {e}") from None
+    before = rundir.read_run_file(out) if out.is_dir() else None
+    if before is not None:
+        keep = ("arms", "base", "seeds", "comparisons", "points")
+        if (any(before["study"].get(k) != saved["study"].get(k) for k in keep)
+                or before.get("preset") != saved["preset"] or not runforms.resumable(before, saved)):
+            raise UsageError(f"{out} holds a run of a different study definition, scale, preset, --set or "
+                             "experiments; use another --out or the same arguments")
+        if storage_flag is None:
+            saved["storage"] = before.get("storage")
+    rundir.check_out(out, sqlite_path(saved["storage"] or default_url(out)))
+    if rundir.holds_a_run(out):  # its store must open as it is (a store without a run is completed later)
+        _store(out, study, saved["storage"], readonly=True)
+
+
 def _run(study, plan, planner, planner_line, executor, out: Path, saved: dict, preset, overrides, console) -> int:
+    console.print(f"[bold]{study.name}[/bold]: {study.question}")
+    failed = _prepare_data(study, preset, overrides, console) if executor.trains_locally else None
+    if failed is not None:
+        return failed
+    out.mkdir(parents=True, exist_ok=True)
+    with rundir.RunLock(out):  # one run per OUT; the kernel drops the lock however this process ends
+        store = _store(out, study, saved["storage"])
+        rundir.write_run_file(out, saved)
+        return _run_locked(study, plan, planner, planner_line, executor, out, saved, store, preset, overrides,
+                           console)
+
+
+def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: dict, store, preset, overrides,
+                console) -> int:
     from research_agents.console import RunDisplay
     from research_agents.execution import TrialInterrupted
     from research_agents.loop import LoopHooks, ResearchLoop
     from research_agents.planners.llm_client import LLMUnavailable
     from research_agents.report.plots import trial_plot
     from research_agents.report.round import write_round_report
-    from research_agents.store import OptunaStore
 
-    console.print(f"[bold]{study.name}[/bold]: {study.question}")
-    if not _prepare_data(study, preset, overrides, console):
-        return EXIT_FAIL
-    out.mkdir(parents=True, exist_ok=True)
-    store = OptunaStore.for_study(out, study, url=saved["storage"])
-    (out / RUN_FILE).write_text(json.dumps(saved, indent=1))
     console.print(planner_line, markup=False)
     if plan.adaptive:
         console.print(f"budget {plan.budget} runs: equal search shares per arm; confirmation on 3 to "
@@ -310,8 +360,9 @@ def _run(study, plan, planner, planner_line, executor, out: Path, saved: dict, p
     records = store.records()
     display = RunDisplay(console, plan.budget, records)
 
-    def round_end(round_no, round_records):
-        return write_round_report(out, study, round_no, round_records, store.records(), plan)
+    def round_end(round_no, round_records):  # (also for a round a kill cut short: its history then)
+        history = [r for r in store.records() if r.round <= round_no]
+        return write_round_report(out, study, round_no, round_records, history, plan)
 
     def trial_end(record):
         display.trial_end(record)
@@ -343,13 +394,36 @@ def _run(study, plan, planner, planner_line, executor, out: Path, saved: dict, p
     if llm_error:
         print(f"error: {llm_error}; finished trials are saved, run the same command to resume", file=sys.stderr)
         return EXIT_FAIL
+    no_result = _no_result(store.records(), {r.id for r in records})
+    if no_result:
+        print(f"error: {no_result}; see the trials' trainer.log under {out / rundir.TRIALS_DIR}", file=sys.stderr)
+        return EXIT_FAIL
     return EXIT_OK
 
 
-def _prepare_data(study, preset, overrides, console) -> bool:
+def _no_result(records, before: set[int]) -> str | None:
+    """Why the run produced nothing (every trial it ran, or every trial of the run, failed or
+    timed out), in one line; None when some trial completed or diverged (a result)."""
+    from collections import Counter
+
+    from research_agents.records import COUNTED, FAILED
+
+    counted = [r for r in records if r.status in COUNTED]
+    new = [r for r in counted if r.id not in before]
+    for what, group in (("this command ran", new), ("the run holds", counted)):
+        if group and all(r.status in FAILED for r in group):
+            kinds = ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in group).items())
+            reason = " ".join((group[-1].reason or "no reason recorded").split())[:200]
+            return f"no trial completed: the {len(group)} trial(s) {what} all ended without a result ({kinds}); " \
+                   f"last reason: {reason}"
+    return None
+
+
+def _prepare_data(study, preset, overrides, console) -> int | None:
     """Tokenise the study's data once, before any trial: every trial then reads the cache, and a
-    source that cannot be had (a hub dataset offline) stops the run here, not in each trial."""
-    from trainer.data import load_token_data
+    source that cannot be had (a hub dataset offline) stops the run here, not in each trial.
+    Returns the exit code when it cannot (2: the source or tokenizer cannot be loaded), else None."""
+    from trainer.data import DataError, load_token_data
 
     configs = {study.trial_spec(arm, {}, seed=0, preset=preset, overrides=overrides).data for arm in study.arms}
     for data in configs:
@@ -360,8 +434,8 @@ def _prepare_data(study, preset, overrides, console) -> bool:
             reason = " ".join(str(e).split())[:400]
             print(f"error: data source {data.source!r} could not be prepared: {type(e).__name__}: {reason} "
                   "(offline? use --scale cpu or a local source)", file=sys.stderr)
-            return False
-    return True
+            return EXIT_BAD_INPUT if isinstance(e, DataError) else EXIT_FAIL
+    return None
 
 
 def _final_report(out: Path, study, plan, store, saved: dict):

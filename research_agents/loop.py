@@ -3,6 +3,10 @@
 Budget (config.plan): every training run counts (search and confirmation alike; interrupted runs
 are re-run and not counted twice). A slice is reserved up front to re-run each arm's leaders on
 fresh seeds, paired across arms; the noise floor and the final recommendation come from those.
+
+Resuming loses nothing: a trial interrupted by Ctrl-C or left running by a killed process is
+re-run once, the round reports a kill cut short are written from the store, and a trial never
+trains into a directory that already exists.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.analysis.tuning import tuning_evidence
 from research_agents.records import COUNTED, Bracket, Proposal, Replicate, StopArm, TrialRecord, by_config, \
     ranked_configs
-from research_agents.report.round import latest_round_report
+from research_agents.report.round import latest_round_report, round_path
 from research_agents.store.base import BaseStore
 
 MAX_PLANNER_RETRIES = 3
@@ -86,10 +90,20 @@ class ResearchLoop:
         return max((r.round for r in self.records()), default=0) + 1
 
     # -- one trial
+    def run_dir(self, arm: str, params: dict, seed: int) -> str:
+        """trials/NNNN-ARM-CONFIG-sSEED, NNNN the trial's number; never a directory that exists (a
+        trial of a lost store, or one killed before its record was written): that gets a suffix."""
+        base = f"trials/{len(self.records()) + 1:04d}-{arm}-{config_id(arm, params)}-s{seed}"
+        name, n = base, 1
+        while (self.out / name).exists():
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
     def run_trial(self, arm: str, params: dict, seed: int, origin: str, phase: str, round: int,
                   rationale: str = "") -> TrialRecord:
         spec = self.study.trial_spec(arm, params, seed, preset=self.preset, overrides=self.overrides)
-        run_dir = f"trials/{len(self.records()) + 1:04d}-{arm}-{config_id(arm, params)}-s{seed}"
+        run_dir = self.run_dir(arm, params, seed)
         record = self.store.start(arm, params, seed, origin, phase, round, rationale, run_dir)
         self.hooks.on_trial_start(record)
         try:
@@ -103,15 +117,38 @@ class ResearchLoop:
         return record
 
     # -- phases
+    def unfinished(self) -> list[TrialRecord]:
+        """Trials to run again: each (config, seed, phase) whose last trial was interrupted (Ctrl-C,
+        or left running by a killed process) and that has no run spending budget. Re-running it
+        makes a new trial, so each interruption costs one re-run and the budget counts it once."""
+        last: dict[tuple, TrialRecord] = {}
+        counted: set[tuple] = set()
+        for r in self.records():
+            key = (r.config, r.seed, r.phase)
+            last[key] = r
+            if r.status in COUNTED:
+                counted.add(key)
+        return [r for key, r in last.items() if r.status == "interrupted" and key not in counted]
+
     def resume_interrupted(self) -> None:
-        for r in self.store.recover():
+        self.store.recover()  # trials a killed process left "running" become interrupted
+        for r in self.unfinished():
             if self.spent() >= self.plan.budget:
                 break
-            self.hooks.on_message(f"re-running trial {r.id} ({r.arm}, seed {r.seed}) left unfinished")
+            self.hooks.on_message(f"re-running trial {r.order} ({r.arm}, seed {r.seed}) left unfinished: "
+                                  f"{r.reason or 'interrupted'}")
             self.run_trial(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale)
+
+    def write_missing_round_reports(self) -> None:
+        """The report of every round in the store that has none (a kill cut its round short)."""
+        records = self.records()
+        for round_no in sorted({r.round for r in records}):
+            if not round_path(self.out, round_no).exists():
+                self.hooks.on_round_end(round_no, [r for r in records if r.round == round_no])
 
     def run(self) -> None:
         self.resume_interrupted()
+        self.write_missing_round_reports()
         self.search()
         self.confirm()
 
@@ -293,7 +330,8 @@ class ResearchLoop:
                           kind="replicate"), None)]
         # a new point
         if action.origin != "grid":  # grid points were checked when the grid was built
-            problems = validate_params(self.study, action.arm, action.params)
+            problems = validate_params(self.study, action.arm, action.params, preset=self.preset,
+                                       overrides=self.overrides)
             if problems:
                 return [(action, "; ".join(problems))]
         if config_id(action.arm, action.params) in seen:

@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and those below, never above):
 fmt/argtypes -> config -> records -> store/execution/planners -> analysis -> report -> loop/console
--> cli. trainer/ imports nothing of research_agents.
+-> cli/rundir. trainer/ imports nothing of research_agents.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ LAYERS = [
     {"analysis"},
     {"report"},
     {"loop", "console"},
-    {"cli", "__main__"},
+    {"cli", "rundir", "__main__"},
 ]
 
 

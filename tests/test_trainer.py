@@ -680,14 +680,17 @@ def test_cli_invalid_spec_exits_2_with_one_line(base, cache_dir, tmp_path, defec
 
 
 @pytest.mark.parametrize("kind", ["empty-data-dir", "bf16-on-cpu"])
-def test_cli_internal_failure_exits_1_with_reason(base, cache_dir, tmp_path, kind):
+def test_cli_failure_exits_with_one_line_and_the_reason_recorded(base, cache_dir, tmp_path, kind):
+    # a data source that gives nothing is bad input (2); a failure inside training is internal (1)
     if kind == "empty-data-dir":
         (tmp_path / "empty").mkdir()
-        spec, needle = _merge(base, dict(data=dict(source=str(tmp_path / "empty")))), "no files"
+        spec, needle, code = _merge(base, dict(data=dict(source=str(tmp_path / "empty")))), "no files", 2
     else:
-        spec, needle = _merge(base, dict(precision="bf16")), "bf16"
+        spec, needle, code = _merge(base, dict(precision="bf16")), "bf16", 1
     res = _cli(_write_spec(tmp_path / "s.json", spec), tmp_path / "out", cache_dir)
-    assert res.returncode == 1
+    assert res.returncode == code
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], res.stderr
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["status"] == "failed" and needle in m["reason"]
     assert {"spec", "status", "reason", "traceback", "final", "history"} <= set(m)  # what readers knew

@@ -1,8 +1,10 @@
 """`python -m trainer run --spec SPEC.json --out DIR`: one trial, one metrics.json.
 
-Exit 0 when the trial ran (diverged included: that is a result), 2 on an invalid spec with a
-one-line message naming the field, 1 on an internal failure with the reason in metrics.json.
-Progress goes to stdout as one JSON object per logged step, for whoever runs us.
+Exit 0 when the trial ran (diverged included: that is a result); 2 on bad input, with one line
+naming it: an invalid spec, an --out that cannot be written, a data source or tokenizer that
+cannot be loaded (the reason also in metrics.json); 1 on an internal failure with the reason in
+metrics.json. Never a traceback on stderr (metrics.json keeps it). Progress goes to stdout as one
+JSON object per logged step, for whoever runs us.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -32,10 +35,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: invalid spec: {format_validation_error(err)}", file=sys.stderr)
         return 2
 
+    out = Path(args.out)
+    try:  # before any work: a trial whose result cannot be written is not worth training
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        print(f"error: cannot write to --out {out}: {err.strerror or err}", file=sys.stderr)
+        return 2
+
+    from trainer.data import DataError
     from trainer.metrics import FinalMetrics, TrialMetrics, write_metrics
     from trainer.train import train
-
-    out = Path(args.out)
 
     def log(entry: dict) -> None:
         print(json.dumps({"event": "step", "steps": spec.steps, **entry}), flush=True)
@@ -44,10 +55,16 @@ def _run(args: argparse.Namespace) -> int:
         metrics = train(spec, out, on_log=None if args.quiet else log)
     except Exception as err:  # recorded, never lost: the loop reads the reason from metrics.json
         reason = f"{type(err).__name__}: {err}"
-        write_metrics(out, TrialMetrics(spec=spec.model_dump(mode="json"), status="failed", reason=reason,
-                                        traceback=traceback.format_exc(), final=FinalMetrics(), history=[]))
-        print(f"error: trial failed: {reason}", file=sys.stderr)
-        return 1
+        bad_data = isinstance(err, DataError)
+        code, what = (2, "data") if bad_data else (1, "trial failed")
+        line = f"error: {what}: {' '.join((str(err) if bad_data else reason).split())}"
+        try:
+            write_metrics(out, TrialMetrics(spec=spec.model_dump(mode="json"), status="failed", reason=reason,
+                                            traceback=traceback.format_exc(), final=FinalMetrics(), history=[]))
+        except OSError as write_err:  # the same fault may stop the record too: say both, once
+            line += f" (and metrics.json could not be written: {write_err.strerror or write_err})"
+        print(line, file=sys.stderr)
+        return code
     print(json.dumps({"event": "done", "status": metrics.status, **metrics.final.model_dump()}), flush=True)
     return 0
 

@@ -50,6 +50,22 @@ DATA_EXTENSIONS = (".txt", ".jsonl", ".parquet")
 _GLOB_CHARS = "*?["
 
 
+class DataError(ValueError):
+    """The data source or the tokenizer cannot give tokens (missing, empty, unreadable, unloadable):
+    a fault of the input, not of the trainer (`python -m trainer run` exits 2 on it)."""
+
+
+@contextlib.contextmanager
+def _input_errors() -> Iterator[None]:
+    """Errors raised while reading the source or loading the tokenizer, as DataError."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (ValueError, OSError) as e:
+        raise DataError(str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}") from e
+
+
 # ---------------------------------------------------------------- documents
 
 
@@ -508,7 +524,8 @@ def load_token_data(cfg: DataConfig, cache_dir: str | Path | None = None) -> Tok
     """
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(cfg)
+    with _input_errors():
+        key = cache_key(cfg)
     entry = cache_dir / key
     hit = _read_entry(entry)
     if hit is not None:
@@ -518,9 +535,10 @@ def load_token_data(cfg: DataConfig, cache_dir: str | Path | None = None) -> Tok
         if hit is not None:
             return hit
         t0 = time.perf_counter()
-        docs = load_documents(cfg)
-        train_docs, val_docs = split_documents(docs, cfg.val_fraction, cfg.split_seed)
-        tokenizer = load_tokenizer(cfg, train_docs)
+        with _input_errors():
+            docs = load_documents(cfg)
+            train_docs, val_docs = split_documents(docs, cfg.val_fraction, cfg.split_seed)
+            tokenizer = load_tokenizer(cfg, train_docs)
         train = encode_documents(tokenizer, train_docs)
         val = encode_documents(tokenizer, val_docs)
         top = max(int(train.max(initial=0)), int(val.max(initial=0)))

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from research_agents.config.plan import Plan
 from research_agents.config.study import Point, Study
 from research_agents.fmt import params_text
-from trainer.spec import format_validation_error
+from trainer.spec import TrialSpec, format_validation_error
 
 DEFAULT_BUDGET = 20  # runs, when neither --budget nor a point selection says otherwise
 
@@ -68,16 +68,34 @@ def point_plan(study: Study, points: list[Point], budget: int) -> Plan:
     return Plan(budget=budget, confirm_seeds=[], search_budget=budget - left, search_share=share)
 
 
-def check_specs(study: Study, points: list[Point] | None, preset: str, overrides: dict[str, Any]) -> None:
-    """Every run of the run must make a valid trial spec (ValueError with one line otherwise)."""
+def check_specs(study: Study, points: list[Point] | None, preset: str, overrides: dict[str, Any]) -> list[TrialSpec]:
+    """Every run of the run must make a valid trial spec: each arm's fixed settings and start
+    point, or each selected experiment (ValueError with one line otherwise). Returns the specs."""
     where = f"scale {study.scale}, preset {preset}" if study.scale else f"preset {preset}"
-    todo = [(f"arm {a}", a, {}) for a in study.arms] if points is None else \
-        [(f"experiment {p.name}", p.arm, p.params) for p in points]
+    if points is None:
+        todo = [(f"arm {a}", a, {}) for a in study.arms]
+        todo += [(f"arm {a} start point", a, arm.start) for a, arm in study.arms.items() if arm.start is not None]
+    else:
+        todo = [(f"experiment {p.name}", p.arm, p.params) for p in points]
+    specs = []
     for what, arm, params in todo:
         try:
-            study.trial_spec(arm, params, seed=0, preset=preset, overrides=overrides)
+            specs.append(study.trial_spec(arm, params, seed=0, preset=preset, overrides=overrides))
         except ValidationError as e:
             raise ValueError(f"{what} ({where}): {format_validation_error(e)}") from None
+    return specs
+
+
+def check_devices(specs: list[TrialSpec]) -> None:
+    """Every device the specs ask for exists on this machine (ValueError with one line otherwise:
+    `--device cuda` without CUDA would fail every trial)."""
+    for device in sorted({s.device for s in specs} - {"auto", "cpu"}):
+        from trainer.device import resolve_device
+
+        try:
+            resolve_device(device)
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"--device {device}: {e}; use --device cpu (or auto)") from None
 
 
 def resumable(before: dict, now: dict) -> bool:
@@ -154,5 +172,5 @@ def listing(study: Study) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["default_scale", "selected_points", "point_budget", "point_plan", "check_specs",
+__all__ = ["default_scale", "selected_points", "point_budget", "point_plan", "check_specs", "check_devices",
            "resumable", "command_line", "parse_set", "listing", "DEFAULT_BUDGET"]

@@ -43,6 +43,8 @@ class Param(Strict):
             return self
         if self.low is None or self.high is None:
             raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"'low' and 'high' must be finite numbers, got low {self.low}, high {self.high}")
         if self.low > self.high:
             raise ValueError(f"low {self.low} is above high {self.high}")
         if self.log and self.low <= 0:

@@ -125,6 +125,8 @@ class Study(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Study:
+        if not self.name.strip("."):  # the name is a directory under experiments/runs/
+            raise ValueError(f"name: {self.name!r} is not a usable name (letters, digits, _ . - but not only dots)")
         if self.preset not in RUN_PRESETS:
             raise ValueError(f"preset: unknown {self.preset!r}; known: {', '.join(RUN_PRESETS)}")
         for a, b in self.comparisons:
@@ -147,12 +149,18 @@ class Study(Strict):
                     raise ValueError(f"arms.{arm_name}.tie.{key}: a tied setting cannot also be searched or fixed")
                 if t.source not in arm.space and t.source not in arm.base:
                     raise ValueError(f"arms.{arm_name}.tie.{key}: source {t.source!r} is neither searched nor fixed")
+            # every arm's fixed settings must make a valid trial spec on their own, and so must
+            # its start point (the first trial of every planner) with them
+            self.trial_spec(arm_name, {}, seed=0)
             if arm.start is not None:
-                problems = validate_params(self, arm_name, arm.start, check_spec=False)
+                problems = validate_params(self, arm_name, arm.start)
                 if problems:
                     raise ValueError(f"arms.{arm_name}.start: {problems[0]}")
-            # every arm's fixed settings must make a valid trial spec on their own
-            self.trial_spec(arm_name, {}, seed=0)
+        for point in self.points:  # a named experiment is a whole trial spec too
+            try:
+                self.trial_spec(point.arm, point.params, seed=0)
+            except ValidationError as err:
+                raise ValueError(f"points: {point.name}: {format_validation_error(err)}") from None
         return self
 
     def _check_points(self) -> None:
@@ -235,8 +243,10 @@ class Study(Strict):
         return TrialSpec.model_validate(merged)
 
 
-def validate_params(study: Study, arm: str, params: dict[str, Any], check_spec: bool = True) -> list[str]:
-    """Every reason these params are not a valid point of the arm's space (empty when valid)."""
+def validate_params(study: Study, arm: str, params: dict[str, Any], check_spec: bool = True,
+                    preset: str | None = None, overrides: dict[str, Any] | None = None) -> list[str]:
+    """Every reason these params are not a valid point of the arm's space (empty when valid); with
+    check_spec, also as a whole trial spec (of the run's preset and overrides, when given)."""
     if arm not in study.arms:
         return [f"unknown arm {arm!r}; arms: {', '.join(study.arms)}"]
     space = study.arms[arm].space
@@ -248,7 +258,7 @@ def validate_params(study: Study, arm: str, params: dict[str, Any], check_spec: 
     problems += [f"{k}: only applies when {space[k].when}" for k in sorted(inactive)]
     if not problems and check_spec:
         try:
-            study.trial_spec(arm, params, seed=0)
+            study.trial_spec(arm, params, seed=0, preset=preset, overrides=overrides)
         except ValidationError as err:
             problems.append(f"spec: {format_validation_error(err)}")
     return problems

@@ -37,6 +37,8 @@ class TrialInterrupted(Exception):
 
 class BaseExecutor(abc.ABC):
     name: str = "base"
+    # trials train on this machine: the CLI prepares the data cache and checks the device first
+    trains_locally: bool = True
 
     @abc.abstractmethod
     def run(self, spec: TrialSpec, run_dir: Path, timeout_s: float,

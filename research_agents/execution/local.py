@@ -71,8 +71,8 @@ class LocalExecutor(BaseExecutor):
         if proc.returncode == 0 and metrics is not None and metrics.status in ("completed", "diverged"):
             return Outcome(status=metrics.status, metrics=metrics, reason=metrics.reason, log_path=log_path,
                            wall_time_s=wall)
-        reason = (metrics.reason if metrics is not None else None) or _last_error(log_path) \
-            or f"exit code {proc.returncode}"
+        reason = _killed_by(proc.returncode) or (metrics.reason if metrics is not None else None) \
+            or _last_error(log_path) or f"exit code {proc.returncode}"
         return Outcome(status="failed", metrics=metrics, reason=reason, log_path=log_path, wall_time_s=wall)
 
 
@@ -104,7 +104,20 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _killed_by(returncode: int) -> str | None:
+    """"killed by signal 9 (SIGKILL)" for a child a signal ended (the OOM killer, a user), else None."""
+    if returncode >= 0:
+        return None
+    try:
+        name = f" ({signal.Signals(-returncode).name})"
+    except ValueError:
+        name = ""
+    return f"killed by signal {-returncode}{name}"
+
+
 def _last_error(log_path: Path) -> str | None:
+    """The log's last error line, else its last line that is not a progress record."""
     lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("{")]  # the trainer's JSON progress lines
     errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln]
     return (errors or lines or [None])[-1]

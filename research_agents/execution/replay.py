@@ -88,6 +88,7 @@ def _distance(spec: TrialSpec, key: tuple) -> float:
 
 class ReplayExecutor(BaseExecutor):
     name = "replay"
+    trains_locally = False  # answers from the table: no data to prepare, no device
 
     def __init__(self, table: str | Path, seed: int = 0):
         self.path = Path(table)

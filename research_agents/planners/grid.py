@@ -22,9 +22,14 @@ def parse_grid(text: str) -> dict[str, list[Any]]:
         name, sep, values = part.partition("=")
         if not sep or not name or not values:
             raise ValueError(f"--grid: expected NAME=V1,V2,... but got {part!r}")
+        if name in grid:  # a second "lr=" would silently replace the first
+            raise ValueError(f"--grid: {name} is given twice; list all its values once, e.g. {name}=V1,V2")
         grid[name] = [_value(v) for v in values.split(",") if v != ""]
         if not grid[name]:
             raise ValueError(f"--grid: no values for {name!r}")
+        repeated = sorted({str(v) for v in grid[name] if grid[name].count(v) > 1})
+        if repeated:
+            raise ValueError(f"--grid: {name} lists {', '.join(repeated)} more than once")
     if not grid:
         raise ValueError("--grid: empty")
     return grid

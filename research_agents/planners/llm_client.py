@@ -170,7 +170,7 @@ class LLMClient:
             latency = time.monotonic() - start
             self.mode_works = True
             choice = resp.choices[0] if resp.choices else None
-            text = (choice.message.content if choice and choice.message else None) or ""
+            text = self.scrub((choice.message.content if choice and choice.message else None) or "")  # echoed key
             usage = resp.usage
             return CallResult(text=text, mode=mode, latency_s=latency, failures=list(self.failures),
                               finish_reason=getattr(choice, "finish_reason", None),

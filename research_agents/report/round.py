@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from research_agents.analysis.findings import analyze
@@ -89,7 +90,9 @@ def write_round_report(out: Path, study: Study, round_no: int, round_records: li
     text = "\n".join(lines) + "\n"
     path = round_path(out, round_no)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    tmp = path.with_name(f".{path.name}.tmp")  # whole or absent: a missing report is rebuilt on resume
+    tmp.write_text(text)
+    os.replace(tmp, path)
     return text
 
 

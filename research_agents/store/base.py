@@ -13,6 +13,10 @@ from typing import Any
 from research_agents.records import COUNTED, Origin, Phase, Status, TrialMetrics, TrialRecord
 
 
+class StoreError(Exception):
+    """The store cannot be opened as asked (missing, damaged, read-only, unreachable): one line."""
+
+
 class BaseStore(abc.ABC):
     """Trials are written as "running" before they train and finished the moment they end."""
 

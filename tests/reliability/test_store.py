@@ -1,0 +1,192 @@
+"""Nothing lost: the store is the record of a run, never silently replaced, opened read-only by
+`status` and `report`; a missing, damaged or read-only store is reported in one line."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from research_agents.cli import main
+from research_agents.config import Study, load_study, make_plan
+from research_agents.execution.replay import ReplayExecutor
+from research_agents.loop import ResearchLoop
+from research_agents.planners import SamplerPlanner
+from research_agents.records import COUNTED, TrialMetrics
+from research_agents.store import OptunaStore, StoreError
+from tests.reliability.helpers import fingerprint, one_error_line, read_only, write_study
+
+COMMANDS = ("status", "report", "run")
+
+
+def _argv(command: str, out: Path, run_args: list[str]) -> list[str]:
+    return run_args if command == "run" else [command, str(out)]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_deleted_store_is_refused_and_nothing_is_rewritten(run_copy, capsys, command):
+    """Case 1: study.db deleted, trials/ kept: no report overwritten with "No trial finished", no
+    re-training into trials/0001..., no empty database created by status."""
+    out, args = run_copy
+    (out / "study.db").unlink()
+    before = fingerprint(out)
+    assert main(_argv(command, out, args)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "study.db does not exist" in line and "restore it" in line and "8 trial directories" in line, line
+    assert fingerprint(out) == before and not (out / "study.db").exists()
+
+
+DAMAGE = {
+    "truncated": lambda data: data[: len(data) // 3],
+    "garbage": lambda data: b"this is not a database " * 200,
+    "empty": lambda data: b"",
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_damaged_store_is_one_line_and_left_as_it_is(run_copy, capsys, command, damage):
+    """Case 2: a truncated or garbage study.db: one line naming the file, no traceback, no write."""
+    out, args = run_copy
+    db = out / "study.db"
+    db.write_bytes(DAMAGE[damage](db.read_bytes()))
+    before = fingerprint(out)
+    assert main(_argv(command, out, args)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(db) in line and "restore it" in line, line
+    assert fingerprint(out) == before
+
+
+def test_status_and_report_open_the_store_read_only(run_copy):
+    """Case 2: a read-only study.db (and a read-only run directory): status still reads it, report
+    says in one line that it cannot write its reports, run refuses in one line; nothing changes."""
+    out, args = run_copy
+    before = fingerprint(out)
+    status = read_only([out], ["-m", "research_agents", "status", str(out)])
+    assert status.returncode == 0 and "8 trials" in status.stdout and status.stderr == "", status.stderr
+    report = read_only([out], ["-m", "research_agents", "report", str(out)])
+    assert report.returncode == 2 and "read-only file system" in one_error_line(report.stderr)
+    run = read_only([out], ["-m", "research_agents", *args])
+    assert run.returncode == 2 and "read-only file system" in one_error_line(run.stderr)
+    # only the database read-only: status and report work (report rewrites the reports), run refuses
+    db = out / "study.db"
+    assert read_only([db], ["-m", "research_agents", "status", str(out)]).returncode == 0
+    report = read_only([db], ["-m", "research_agents", "report", str(out)])
+    assert report.returncode == 0, report.stderr
+    run = read_only([db], ["-m", "research_agents", *args])
+    assert run.returncode == 2 and "study.db is read-only" in one_error_line(run.stderr)
+    assert fingerprint(out)["study.db"] == before["study.db"]
+
+
+def test_the_read_only_open_creates_and_writes_nothing(tmp_path, run_copy):
+    out, _ = run_copy
+    study = Study.model_validate(json.loads((out / "run.json").read_text())["study"])
+    before = fingerprint(out)
+    store = OptunaStore.for_study(out, study, readonly=True)
+    assert len(store.records()) == 8
+    with pytest.raises(Exception, match="(?i)read.?only|commit"):  # the connection itself cannot write
+        store.set_meta("probe", 1)
+    assert fingerprint(out) == before
+    with pytest.raises(StoreError, match="does not exist"):
+        OptunaStore.for_study(tmp_path / "nothing", study, readonly=True)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_a_trial_never_trains_into_an_existing_directory(tmp_path, table):
+    """Case 1: trial directories are never reused: a directory a lost store left behind keeps its
+    files, and the new trial gets its own."""
+    study = load_study(write_study(tmp_path / "rel.toml"))
+    out = tmp_path / "run"
+    planner = SamplerPlanner("random", seed=0)
+    loop = ResearchLoop(study, OptunaStore.for_study(out, study), ReplayExecutor(table), planner, out,
+                        make_plan(study, 8))
+    first = loop.run_dir("muon", {"lr": 0.02}, 0)
+    old = out / first
+    old.mkdir(parents=True)
+    (old / "metrics.json").write_text("the old trial's result")
+    loop.run()
+    assert (old / "metrics.json").read_text() == "the old trial's result"
+    dirs = [r.run_dir for r in loop.records()]
+    assert first not in dirs and f"{first}-2" in dirs and len(set(dirs)) == len(dirs) == 8
+    assert sum(r.status in COUNTED for r in loop.records()) == 8
+
+
+KILLED_MID_WRITE = """
+import os, signal, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size = 1")  # spill to the file before the commit: the journal is hot
+db.execute("BEGIN EXCLUSIVE")
+for i in range(300):
+    db.execute("INSERT INTO study_user_attributes (study_id, key, value_json) VALUES (1, ?, ?)",
+               (f"half-written-{i}", '"' + "x" * 500 + '"'))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_status_reads_a_store_a_kill_left_mid_write(run_copy):
+    """A kill mid-transaction leaves a hot journal that only a writer may roll back: status and
+    report read a copy (rolled back there), leave the files as they are, and run recovers it."""
+    out, args = run_copy
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(out / "study.db")])
+    assert done.returncode == -signal.SIGKILL
+    journal = out / "study.db-journal"
+    assert journal.stat().st_size > 0
+    before = fingerprint(out)
+    assert main(["status", str(out)]) == 0
+    assert fingerprint(out) == before  # nothing rolled back in place by a reader
+    assert main(args) == 0  # the writer recovers it
+    assert not journal.exists()
+    with sqlite3.connect(out / "study.db") as db:  # the half-written transaction was rolled back
+        assert db.execute("SELECT count(*) FROM study_user_attributes WHERE key LIKE 'half-written-%'").fetchone() == (0,)
+
+
+class Killed(BaseException):
+    """SIGKILL between two database writes, as seen from inside."""
+
+
+STORAGE_WRITES = ("create_new_trial", "set_trial_param", "set_trial_user_attr", "set_trial_system_attr",
+                  "set_trial_state_values", "set_trial_intermediate_value")
+
+
+def test_a_kill_between_any_two_writes_of_a_trial_leaves_it_whole_or_to_rerun(tmp_path):
+    """Each database write of start() and finish() in turn is the last one before a kill: the
+    reopened store holds no half trial (no waiting trial, none without its record), and a trial
+    whose finish was cut short reads as running, so it is recovered and re-run."""
+    study = load_study(write_study(tmp_path / "rel.toml"))
+    metrics = TrialMetrics.model_validate({"spec": {}, "status": "completed", "final": {"val_loss": 4.25},
+                                           "optimizer_steps": 12, "tokens_seen": 3072, "wall_time_s": 0.5})
+    for k in itertools.count(1):
+        out = tmp_path / f"kill-at-write-{k}"
+        store = OptunaStore.for_study(out, study)
+        writes = itertools.count(1)
+        for name in STORAGE_WRITES:
+            def write(*a, _real=getattr(store.storage, name), **kw):
+                if next(writes) == k:
+                    raise Killed
+                return _real(*a, **kw)
+            setattr(store.storage, name, write)
+        try:
+            store.finish(store.start("muon", {"lr": 0.02}, 0, "tpe", "search", 1, "", "trials/0001"),
+                         "completed", metrics, None)
+        except Killed:
+            pass
+        else:
+            break  # k is past the last write: every point was a kill point
+        reopened = OptunaStore.for_study(out, study)
+        trials = [t for s in reopened.studies.values() for t in s.get_trials(deepcopy=False)]
+        assert all(t.state != TrialState.WAITING and "order" in t.user_attrs for t in trials), k
+        records = reopened.records()
+        assert len(records) <= 1, k
+        if records and records[0].status != "running":
+            assert records[0].status == "completed" and records[0].val_loss == 4.25, (k, records[0])
+        elif records:
+            [stale] = reopened.recover()
+            assert reopened.records()[0].status == "interrupted" and stale.id == records[0].id
+    assert k > 3  # (start and finish made several writes, each tried)
