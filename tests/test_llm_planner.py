@@ -75,7 +75,7 @@ def study_toml(path: Path, per_round: int = 1, start: bool = True, warmup: int =
 def llm_env(monkeypatch, tmp_path_factory):
     """The tests decide the endpoint, never the CI environment; trials stay small and single-threaded."""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "RESEARCH_AGENTS_LLM_PRICE_IN",
-                 "RESEARCH_AGENTS_LLM_PRICE_OUT"):
+                 "RESEARCH_AGENTS_LLM_PRICE_OUT", "RESEARCH_AGENTS_SEND_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TRAINER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "llm-token-cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # 2 shared cores: threads only contend
@@ -165,7 +165,7 @@ def test_repair_loop_rejections_and_accounting(tmp_path, monkeypatch, capsys):
     assert "momentum: 5.8 is outside [0.8, 0.98]" in stub.last_user_message(2)
     assert "ns_steps: 293 is outside [2, 8]" in stub.last_user_message(2)
     assert "duplicate of an earlier trial" in stub.last_user_message(3)
-    assert stub.auth[0] == f"Bearer {KEY}"
+    assert stub.auth[0] == "Bearer not-needed"  # the key goes to OpenAI only, unless the user opts in
     # rejections recorded with their reasons, never clamped, never run
     store = open_store(out)
     rejections = store.get_meta("rejections")
@@ -371,6 +371,40 @@ def test_auto_without_endpoint_is_the_default_policy_and_llm_needs_one(tmp_path,
     planner, line = make_planner("auto", s, llm=cfg)
     assert planner.name == "hybrid" and "OPENAI_API_KEY" in line and KEY not in line
     assert KEY not in repr(cfg) and KEY not in json.dumps(cfg.public())
+
+
+# ------------------------------------------------------------------------------ the key and the timeouts
+
+
+def test_api_key_goes_only_to_openai_unless_opted_in(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    study = load_study(study_toml(tmp_path / "key.toml"))
+    ctx = PlanningContext(study=study, wanted={"muon": 1}, history=[], round=1)
+
+    def sent(flags: list[str], env: dict[str, str]) -> str:
+        with StubLLM(default=valid_generator()) as stub:
+            args = cli.build_parser().parse_args(["run", "--llm-base-url", stub.base_url, *flags])
+            cfg = cli.llm_config(args, env={"OPENAI_API_KEY": KEY, **env})
+            LLMPlanner(cfg).ask(ctx, ctx.wanted)
+        return stub.auth[-1]
+
+    assert sent([], {}) == "Bearer not-needed"
+    assert sent(["--llm-send-key"], {}) == f"Bearer {KEY}"
+    assert sent([], {"RESEARCH_AGENTS_SEND_KEY": "1"}) == f"Bearer {KEY}"
+    official = cli.llm_config(cli.build_parser().parse_args(["run"]), env={"OPENAI_API_KEY": KEY})
+    assert official.endpoint == "https://api.openai.com/v1" and official.key_sent and official.timeout == 60
+    # never over plain http to another machine: one line, exit 2, nothing written
+    out = tmp_path / "x"
+    code = run_cli("--study", str(tmp_path / "key.toml"), "--budget", "4", "--planner", "llm", "--out", str(out),
+                   "--llm-base-url", "http://10.1.2.3:8000/v1", "--llm-send-key")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "refusing to send OPENAI_API_KEY over plain http to 10.1.2.3" in err
+    assert not out.exists()
+    # timeouts sized for the server: generous on this machine, 60 s elsewhere, the user's when given
+    assert LLMConfig(base_url="http://127.0.0.1:8080/v1").timeout == 300
+    assert LLMConfig(base_url="http://localhost:8080/v1").timeout == 300
+    assert LLMConfig(base_url="https://llm.example.com/v1").timeout == 60
+    assert LLMConfig(base_url="http://127.0.0.1:8080/v1", timeout_s=5).timeout == 5
 
 
 # ------------------------------------------------------------------------------ a real local LLM

@@ -113,7 +113,7 @@ def _llm_planner(kind: str, study: Study, llm) -> tuple[BasePlanner, str]:
         raise ValueError(f"--planner {kind}: study {study.name} has no search space to plan in")
     s = study.planner
     planner = LLMPlanner(llm, s.seed, s.tpe_startup_trials)
-    where = f"model {llm.model} at {llm.endpoint}"
+    where = f"model {llm.model} at {llm.endpoint}, {llm.key_note()}, timeout {llm.timeout:g} s"
     errors = "on LLM errors: " + ("fall back to tpe" if llm.on_error == "fallback" else "stop (rerun resumes)")
     if kind == "llm":
         return planner, (f"planner: llm ({where}; every proposal validated, up to {llm.repairs} repair(s) "
