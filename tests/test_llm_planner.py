@@ -28,7 +28,7 @@ from research_agents.planners.base import PlanningContext
 from research_agents.planners.hybrid import llm_slots
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMConfig
-from research_agents.records import TrialMetrics, TrialRecord
+from research_agents.records import TrialMetrics, TrialRecord, curve_summary
 from research_agents.store import OptunaStore
 from tests.openai_stub import StubLLM, batch
 
@@ -84,11 +84,17 @@ def llm_env(monkeypatch, tmp_path_factory):
 @pytest.fixture
 def fake_trainer(monkeypatch):
     """Trials without the trainer subprocess: a smooth loss in lr and momentum, a little seed noise."""
+    from trainer.metrics import write_metrics
+
     def run(self, spec, run_dir, timeout_s, on_progress=None):
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         loss = 5.0 + (math.log10(spec.lr) + 1.5) ** 2 + (spec.momentum - 0.9) ** 2 + 0.01 * (spec.seed % 5)
+        history = [{"step": step, "time_s": 0.005 * step, "train_loss": v, "val_loss": v, "lr": spec.lr}
+                   for step, v in ((spec.steps // 2, loss + 0.5), (spec.steps, loss))]
         metrics = TrialMetrics.model_validate({"spec": spec.model_dump(mode="json"), "status": "completed",
-                                               "final": {"val_loss": loss, "train_loss": loss}, "wall_time_s": 0.01})
+                                               "final": {"val_loss": loss, "train_loss": loss}, "wall_time_s": 0.01,
+                                               "history": history})
+        write_metrics(run_dir, metrics)
         return Outcome(status="completed", metrics=metrics, reason=None, log_path=None, wall_time_s=0.01)
 
     monkeypatch.setattr(LocalExecutor, "run", run)
@@ -371,6 +377,18 @@ def test_auto_without_endpoint_is_the_default_policy_and_llm_needs_one(tmp_path,
     planner, line = make_planner("auto", s, llm=cfg)
     assert planner.name == "hybrid" and "OPENAI_API_KEY" in line and KEY not in line
     assert KEY not in repr(cfg) and KEY not in json.dumps(cfg.public())
+
+
+# ------------------------------------------------------------------------------ curves
+
+
+def test_curve_summary_reads_the_history():
+    m = TrialMetrics.model_validate({"spec": {"steps": 100}, "status": "diverged", "final": {},
+                                     "history": [{"step": 25, "val_loss": 6.0}, {"step": 40, "train_loss": 9.0},
+                                                 {"step": 50, "val_loss": 5.5}, {"step": 75, "val_loss": float("nan")},
+                                                 {"step": 81, "train_loss": 99.0}]})
+    c = curve_summary(m)
+    assert c.val_loss == {25: 6.0, 50: 5.5, 75: None, 100: None} and c.diverged_step == 81
 
 
 # ------------------------------------------------------------------------------ the key and the timeouts
