@@ -117,6 +117,8 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
                    "machine, 60 for a remote one)")
     g.add_argument("--llm-send-key", action="store_true", help="send OPENAI_API_KEY to --llm-base-url although it is "
                    f"not api.openai.com (or ${SEND_KEY_ENV}=1); never over plain http to another machine")
+    g.add_argument("--llm-bad-rounds", type=whole(1), default=2, help="rounds in a row without one valid LLM "
+                   "action that count as an LLM failure, handled as --on-llm-error says (default 2)")
     g.add_argument("--llm-tries", type=whole(1), default=3, help="tries per request (default 3)")
     g.add_argument("--llm-backoff", type=number(0.0), default=1.0, help="first wait between tries, doubled each "
                    "time (default 1 s)")
@@ -154,7 +156,8 @@ def llm_config(args: argparse.Namespace, env: dict[str, str] | None = None):
                     tries=max(1, getattr(args, "llm_tries", 3)), backoff_s=getattr(args, "llm_backoff", 1.0),
                     repairs=getattr(args, "llm_repairs", 3), max_tokens=getattr(args, "llm_max_tokens", 1024) or 1024,
                     price_in=prices[0], price_out=prices[1], on_error=getattr(args, "on_llm_error", "stop"),
-                    share=getattr(args, "llm_share", None), configured=bool(sources), source=", ".join(sources))
+                    share=getattr(args, "llm_share", None), configured=bool(sources), source=", ".join(sources),
+                    bad_rounds=getattr(args, "llm_bad_rounds", 2))
     if cfg.configured and (problem := cfg.key_problem()):
         raise ValueError(problem)
     return cfg

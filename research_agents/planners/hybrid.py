@@ -5,9 +5,11 @@ result, whoever proposed it, is told to the sampler. Until an arm has `llm_warmu
 search configs, all of its points come from TPE. After that a share `llm_share` (default 0.3;
 a higher share did worse in the published comparison) of the arm's points goes to the LLM,
 allocated deterministically: the k-th point after the warm-up is the LLM's when that brings the
-LLM's count to round(k * share). The LLM sees the optimizer state (top-5 configs, last 20
-trials, failures, noise floor) and TPE's own suggestions for the round. A slot the LLM does not
-fill validly after its repairs goes back to TPE's suggestion.
+LLM's count to round(k * share). The LLM sees the optimizer state and TPE's own suggestions for
+the round (full precision); its actions (try, replicate, bracket, stop) fill its slots and no
+more, and a try within a small distance of a suggestion (or of a past trial) is rejected as not
+new, so TPE's ideas are never credited to the LLM. A slot the LLM does not fill validly after its
+repairs goes back to TPE's suggestion.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from research_agents.config.space import config_id
-from research_agents.planners.base import BasePlanner, PlanningContext
+from research_agents.planners.base import BasePlanner, PlanningContext, action_slots
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMUnavailable
-from research_agents.records import Proposal
+from research_agents.records import Proposal, StopArm
 
 
 def llm_slots(ctx: PlanningContext, share: float, warmup: int) -> dict[str, int]:
@@ -64,26 +65,26 @@ class HybridPlanner(BasePlanner):
     def drain_rejections(self) -> list[tuple[Proposal, str]]:
         return self.llm.drain_rejections()
 
-    def propose(self, ctx: PlanningContext) -> list[Proposal]:
+    def propose(self, ctx: PlanningContext) -> list:
         tpe = self.sampler.propose(ctx)
         slots = {a: n for a, n in llm_slots(ctx, self.share, self.warmup).items() if n > 0}
         if not slots or self.llm.fallen_back:
             return tpe
         try:
-            got = self.llm.ask(ctx, slots, suggestions=tpe)
+            got = self.llm.ask(ctx, slots, suggestions=tpe, strict_slots=True)
         except LLMUnavailable as err:
-            if self.cfg.on_error != "fallback":
-                raise
-            self.llm.fall_back(ctx.round, err)
+            self.llm.fail(ctx.round, err)
             return tpe
-        out = []
+        out: list = []
         for arm, n in ctx.wanted.items():
-            mine = [p for p in got if p.arm == arm]
-            if len(mine) < slots.get(arm, 0):
-                self.llm.note_fill(ctx.round, arm, slots[arm] - len(mine))
-            taken = {config_id(p.arm, p.params) for p in mine}
-            rest = [p for p in tpe if p.arm == arm and config_id(p.arm, p.params) not in taken]
-            out += mine + rest[: max(0, n - len(mine))]
+            mine = [a for a in got if a.arm == arm]
+            if any(isinstance(a, StopArm) for a in mine):
+                out += mine
+                continue
+            used = sum(action_slots(a, ctx) for a in mine)
+            if used < slots.get(arm, 0):
+                self.llm.note_fill(ctx.round, arm, slots[arm] - used)
+            out += mine + [p for p in tpe if p.arm == arm][: max(0, n - used)]
         return out
 
 

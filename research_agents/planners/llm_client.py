@@ -76,7 +76,7 @@ class LLMConfig(BaseModel):
     share: float | None = None  # hybrid: overrides study.planner.llm_share
     configured: bool = False
     source: str = ""  # what configured it (for the console line)
-    report_chars: int = 1500  # how much of the latest round report the prompt carries
+    bad_rounds: int = 2  # this many rounds in a row without one valid LLM action count as an LLM failure
 
     @property
     def endpoint(self) -> str:
@@ -132,6 +132,7 @@ class CallResult(BaseModel):
     latency_s: float
     failures: list[dict]  # failed tries before this answer
     finish_reason: str | None = None
+    problem: str | None = None  # the server answered, but not with a chat completion (text is then "")
 
 
 class LLMClient:
@@ -199,6 +200,8 @@ class LLMClient:
             start = time.monotonic()
             try:
                 resp = self._client.chat.completions.create(**kwargs)
+            except ValueError as err:  # a success status whose body is not JSON
+                return self._not_chat(mode, start, f"the body is not JSON ({type(err).__name__})")
             except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
                 why = self.scrub(self._reason(err))
                 self.failures.append({"mode": mode, "error": why, "latency_s": time.monotonic() - start})
@@ -230,11 +233,22 @@ class LLMClient:
                 self.sleep(self.cfg.backoff_s * 2 ** (transport - 1))
                 continue
             latency = time.monotonic() - start
+            choices = getattr(resp, "choices", None)
+            choice = choices[0] if isinstance(choices, list) and choices else None
+            message = getattr(choice, "message", None)
+            text = getattr(message, "content", None)
+            if choice is None or not isinstance(text, (str, type(None))):
+                return self._not_chat(mode, start, f"no choices[0].message in {str(resp)[:120]!r}")
             self.mode_works = True
-            choice = resp.choices[0] if resp.choices else None
-            text = (choice.message.content if choice and choice.message else None) or ""
-            usage = resp.usage
-            return CallResult(text=text, mode=mode, latency_s=latency, failures=list(self.failures),
+            usage = getattr(resp, "usage", None)
+            return CallResult(text=text or "", mode=mode, latency_s=latency, failures=list(self.failures),
                               finish_reason=getattr(choice, "finish_reason", None),
                               prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                               completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+
+    def _not_chat(self, mode: str, start: float, why: str) -> CallResult:
+        """A server that answered with success but not a chat completion: an unusable reply (the
+        planner counts it like any other reply without a valid action), not a transport error."""
+        return CallResult(text="", mode=mode, latency_s=time.monotonic() - start, failures=list(self.failures),
+                          prompt_tokens=0, completion_tokens=0,
+                          problem=self.scrub(f"the server's response is not a chat completion: {why}"))
