@@ -599,6 +599,31 @@ def test_a_repeated_rejection_ends_the_repairs(tmp_path):
     assert [r["valid"] for r in planner.rounds] == [0]
 
 
+def test_hybrid_warmup_scales_with_the_budget_and_says_when_the_llm_is_never_asked(tmp_path, fake_trainer, capsys):
+    study = load_study(study_toml(tmp_path / "w.toml"))
+    one = [_record(0, "default", 0.02)]
+    # 5 search configs in all: warm-up min(4, 5 // 3) = 1, then 30% of the rest
+    ctx = PlanningContext(study=study, wanted={"muon": 4}, history=one, round=2, search_left={"muon": 4})
+    assert llm_slots(ctx, 0.3, warmup=4) == {"muon": 1}
+    ctx = PlanningContext(study=study, wanted={"muon": 4}, history=one, round=2)  # unknown budget: the setting
+    assert llm_slots(ctx, 0.3, warmup=4) == {"muon": 0}
+    # a replicate the LLM asked for is an LLM point, though its config was TPE's
+    mixed = [_record(0, "default", 0.02), _record(1, "tpe", 0.04), _record(2, "llm", 0.04)]
+    ctx = PlanningContext(study=study, wanted={"muon": 2}, history=mixed, round=4, search_left={"muon": 3})
+    assert llm_slots(ctx, 0.5, warmup=1) == {"muon": 1}  # points 4 and 5: the LLM holds 1 of 2 after warm-up
+    # 2 search configs: nothing left for the LLM after the warm-up, and the console and report say so
+    out = tmp_path / "run"
+    with StubLLM(default=valid_generator()) as stub:
+        code = run_cli("--study", str(tmp_path / "w.toml"), "--budget", "4", "--planner", "hybrid", "--out", str(out),
+                       "--llm-base-url", stub.base_url)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert not stub.requests
+    assert "hybrid at this budget: the LLM will never be asked (muon 0 of 2 (warm-up 1))" in captured.out
+    report = (out / "report.md").read_text()
+    assert "the LLM will never be asked" in report and "the LLM was never asked" in report
+
+
 def test_prompt_is_bounded_over_a_200_trial_study():
     """A long study does not grow the prompt: every section has a cap, each message a total."""
     import random

@@ -123,7 +123,8 @@ def _llm_planner(kind: str, study: Study, llm) -> tuple[BasePlanner, str]:
     hybrid = HybridPlanner(planner, share, s.llm_warmup_trials)
     why = f"auto -> hybrid (LLM endpoint configured by {llm.source}; " if kind == "auto" else "hybrid ("
     return hybrid, (f"planner: {why}{where}; Optuna TPE owns the search, the LLM chooses actions for {share:.0%} "
-                    f"of the points after {s.llm_warmup_trials} warm-up trials per arm; {errors})")
+                    f"of each arm's search points after a warm-up of min({s.llm_warmup_trials}, a third of the arm's "
+                    f"points); {errors})")
 
 
 __all__ = ["BasePlanner", "Planner", "PlanningContext", "GridPlanner", "SamplerPlanner", "make_planner",
