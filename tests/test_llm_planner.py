@@ -421,6 +421,7 @@ def test_bracket_replicate_and_stop_actions_lead_to_their_runs(tmp_path, fake_tr
     report = (out / "report.md").read_text()
     assert "actions: 4 accepted (bracket 2, replicate 1, stop 1), 1 rejected" in report
     assert "## Stopped searches" in report and "llm stopped the search of arm muon: the LR is bracketed" in report
+    assert "| muon | llm | 5 | 3 |" in report  # outcomes by origin, within the arm
 
 
 def test_schema_is_a_union_of_actions_with_bounds(tmp_path):
@@ -686,6 +687,18 @@ def test_prompt_is_bounded_over_a_200_trial_study():
         assert "diverged at step 37" in user and "you expected 4.9, measured" in user
         assert "0.019652301234" in user and "more not shown" in user and "- muon: leader muon-" in user
     assert max(sizes) <= llm_prompt.SYSTEM_CHARS + llm_prompt.ROUND_CHARS
+
+
+def test_outcomes_by_origin_compare_like_with_like():
+    """Origins are compared within one arm: an LLM that only worked on the better arm does not look better."""
+    from research_agents.analysis.findings import analyze
+
+    study = load_study("muon_vs_adamw", Path("experiments"))
+    runs = [("muon", "tpe", 4.5), ("muon", "llm", 4.4), ("adamw", "tpe", 5.1), ("adamw", "tpe", 5.0)]
+    records = [TrialRecord(id=i, order=i, arm=arm, params={"lr": 0.001 * (i + 1)}, seed=0, origin=origin, phase="search",
+                           round=1, status="completed", val_loss=loss) for i, (arm, origin, loss) in enumerate(runs)]
+    rows = [(o.arm, o.origin, o.n_trials, o.best_val_loss) for o in analyze(study, records, None).by_origin]
+    assert rows == [("muon", "tpe", 1, 4.5), ("muon", "llm", 1, 4.4), ("adamw", "tpe", 2, 5.0)]
 
 
 def test_curve_summary_reads_the_history():

@@ -159,11 +159,13 @@ def lr_section(fnd: Findings) -> list[str]:
 def origin_section(fnd: Findings) -> list[str]:
     if not fnd.by_origin:
         return ["No trial finished."]
-    rows = [[o.origin, o.n_trials, o.n_configs, o.n_ok, o.n_diverged, o.n_failed, f4(o.best_val_loss),
+    rows = [[o.arm, o.origin, o.n_trials, o.n_configs, o.n_ok, o.n_diverged, o.n_failed, f4(o.best_val_loss),
              f4(o.mean_val_loss)] for o in fnd.by_origin]
-    return ["Who proposed each trial and how it turned out (\"confirm\" = leader re-runs on fresh seeds; "
-            "\"default\" = the study's starting point, given to every planner).", "",
-            table(["origin", "trials", "configs", "ok", "diverged", "failed", "best val loss", "mean val loss"], rows)]
+    return ["Who proposed each trial and how it turned out, per arm so that origins are compared like with like "
+            "(\"confirm\" = leader re-runs on fresh seeds; \"default\" = the study's starting point, given to every "
+            "planner; a replicate counts under the origin that asked for it).", "",
+            table(["arm", "origin", "trials", "configs", "ok", "diverged", "failed", "best val loss",
+                   "mean val loss"], rows)]
 
 
 def budget_section(fnd: Findings) -> list[str]:
