@@ -446,13 +446,19 @@ def test_schema_is_a_union_of_actions_with_bounds(tmp_path):
     assert (schema["minItems"], schema["maxItems"]) == (1, 3)
     branches = {(b["properties"]["arm"]["const"], b["properties"]["kind"]["const"]): b for b in schema["items"]["anyOf"]}
     assert set(branches) == {(a, k) for a in ("muon", "adamw") for k in ("try", "replicate", "bracket", "stop")}
-    knobs = branches[("muon", "try")]["properties"]["params"]["properties"]
+    # one params branch per momentum schedule kind: the linear one requires its own knobs
+    fixed, linear = branches[("muon", "try")]["properties"]["params"]["anyOf"]
+    knobs = fixed["properties"]
     assert (knobs["lr"]["type"], knobs["lr"]["minimum"], knobs["lr"]["maximum"]) == ("number", 0.003, 1.2)
     assert (knobs["ns_steps"]["type"], knobs["ns_steps"]["minimum"], knobs["ns_steps"]["maximum"]) == ("integer", 2, 8)
     assert knobs["ns_steps"]["enum"] == [2, 3, 4, 5, 6, 7, 8]  # what llama.cpp's grammar enforces
-    assert knobs["momentum_schedule.kind"]["enum"] == ["fixed", "linear"]
-    assert branches[("muon", "try")]["properties"]["params"]["required"] == ["lr", "momentum",
-                                                                               "momentum_schedule.kind", "ns_steps"]
+    assert (knobs["momentum_schedule.kind"], linear["properties"]["momentum_schedule.kind"]) == (
+        {"const": "fixed"}, {"const": "linear"})
+    assert fixed["required"] == ["lr", "momentum", "momentum_schedule.kind", "ns_steps"]
+    assert linear["required"] == ["lr", "momentum", "momentum_schedule.kind", "momentum_schedule.start",
+                                  "momentum_schedule.warmup_steps", "ns_steps"]
+    assert branches[("adamw", "try")]["properties"]["params"]["required"] == ["lr"]
+    assert branches[("adamw", "try")]["properties"]["rationale"]["maxLength"] == 200
     assert branches[("adamw", "replicate")]["properties"]["config"]["enum"] == ["adamw-1", "adamw-2"]
     assert branches[("adamw", "replicate")]["properties"]["seeds"]["maximum"] == 3
     assert branches[("adamw", "bracket")]["properties"]["knob"]["enum"] == ["lr"]
@@ -586,6 +592,21 @@ def test_hybrid_actions_stay_within_the_llm_share(tmp_path):
     assert why.startswith("bracket: lr needs 2 slots (0.01, 0.04) and 1 is left for you this round")
     why, action = Vetting(ctx, {"muon": 1}, labels).check(LLMBracket(kind="bracket", arm="muon", knob="lr"))
     assert why is None and action.knob == "lr"  # --planner llm: the bracket may run past this round's slots
+
+
+def test_replies_are_read_as_data():
+    """What a model writes is parsed, never executed: raw line breaks inside strings (llama.cpp's JSON
+    grammar allows them), prose around the JSON, plain points without a kind, unknown kinds refused."""
+    from research_agents.planners.llm_actions import LLMReplicate, LLMTry, parse_actions
+
+    text = ('Sure:\n{"actions": [{"kind": "try", "arm": "muon", "params": {"lr": 0.01}, "rationale": "line one\n'
+            'line two"}, {"arm": "muon", "params": {"lr": 0.02}}, {"kind": "replicate", "arm": "muon", "config": "muon-1"},'
+            ' {"kind": "rm -rf /", "arm": "muon"}]}\nHope this helps!')
+    items, _ = parse_actions(text)
+    assert isinstance(items[0], LLMTry) and items[0].rationale == "line one\nline two"
+    assert isinstance(items[1], LLMTry) and items[1].params == {"lr": 0.02}
+    assert isinstance(items[2], LLMReplicate) and items[2].seeds == 1
+    assert isinstance(items[3], tuple) and "does not match any of the expected tags" in items[3][1]
 
 
 def test_a_repeated_rejection_ends_the_repairs(tmp_path):

@@ -9,22 +9,25 @@ The schema sent with each request is a discriminated union on "kind", one branch
 kind, with the bounds a server can enforce in constrained decoding (llama.cpp turns the schema
 into a grammar): `enum` for choices, arms, knobs and configuration labels, `minimum`/`maximum`
 on numbers (plus an `enum` of the values for an int knob with few of them, which llama.cpp's
-grammar enforces where it ignores `minimum`/`maximum`), and `minItems`/`maxItems` on the list.
+grammar enforces where it ignores `minimum`/`maximum`), one params branch per combination of the
+choices that conditional knobs depend on, and `minItems`/`maxItems` on the list.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from research_agents.config.space import Param
+from research_agents.config.space import Param, active_params
 from research_agents.config.study import Study
 
 MAX_REPLICATE_SEEDS = 3  # seeds one replicate action may ask for
 INT_ENUM_MAX = 64  # an int knob with at most this many values also gets an enum of them
+RATIONALE_CHARS = 200  # a grammar-constrained model cannot ramble on inside its rationale
 
 
 class _Action(BaseModel):
@@ -71,13 +74,14 @@ KINDS = ("try", "replicate", "bracket", "stop")
 
 
 def extract_json(text: str) -> Any:
-    """The first JSON object or array in a reply (code fences and prose around it allowed)."""
+    """The first JSON object or array in a reply (code fences and prose around it allowed; raw line
+    breaks inside strings too, which llama.cpp's JSON grammar lets a model write)."""
     text = text.strip()
     try:
-        return json.loads(text)
+        return json.loads(text, strict=False)
     except json.JSONDecodeError:
         pass
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)
     for m in re.finditer(r"[{\[]", text):
         try:
             value, _ = decoder.raw_decode(text, m.start())
@@ -131,10 +135,29 @@ def param_schema(p: Param) -> dict:
     return out
 
 
+def params_schema(arm: str, space: dict[str, Param]) -> dict:
+    """The schema of an arm's params: every knob with its bounds; where knobs exist only for some
+    choices (`when`), one branch per combination of those choices, each requiring exactly the knobs
+    active in it, so a grammar cannot leave out a conditional knob or add an inactive one."""
+    deps = sorted({d for p in space.values() for d in p.when}, key=list(space).index)
+    if any(space[d].type != "choice" for d in deps):
+        deps = []  # a condition on a numeric knob: not enumerable; the planner checks it
+    branches = []
+    for combo in itertools.product(*(space[d].choices for d in deps)):
+        fixed = dict(zip(deps, combo))
+        active = active_params(space, fixed) if deps else [k for k, p in space.items() if not p.when]
+        props = {k: {"const": fixed[k]} if k in fixed else param_schema(space[k])
+                 for k in (active if deps else space)}
+        branches.append({"type": "object", "properties": props, "required": active,
+                         "description": f"every parameter of arm {arm}, each inside its bounds"})
+    return branches[0] if len(branches) == 1 else {"anyOf": branches}
+
+
 def _branch(kind: str, arm: str, props: dict, required: list[str]) -> dict:
     return {"type": "object",
             "properties": {"kind": {"const": kind}, "arm": {"const": arm}, **props,
-                           "rationale": {"type": "string", "description": "one short sentence: why"}},
+                           "rationale": {"type": "string", "maxLength": RATIONALE_CHARS,
+                                         "description": "one short sentence: why"}},
             "required": ["kind", "arm", *required, "rationale"]}
 
 
@@ -147,12 +170,8 @@ def action_schema(study: Study, arms: list[str], n_max: int, labels: dict[str, l
     """
     branches = []
     for arm in arms:
-        space = study.arms[arm].space
-        params = {"type": "object", "properties": {k: param_schema(p) for k, p in space.items()},
-                  "required": [k for k, p in space.items() if not p.when],
-                  "description": f"every parameter of arm {arm}, each inside its bounds"}
         branches.append(_branch("try", arm, {
-            "params": params,
+            "params": params_schema(arm, study.arms[arm].space),
             "expected": {"type": "number", "description": "the final val loss you expect for this point"}},
             ["params", "expected"]))
         if labels.get(arm):
@@ -170,4 +189,4 @@ def action_schema(study: Study, arms: list[str], n_max: int, labels: dict[str, l
 
 
 __all__ = ["LLMTry", "LLMReplicate", "LLMBracket", "LLMStop", "LLMAction", "MAX_REPLICATE_SEEDS",
-           "extract_json", "parse_actions", "param_schema", "action_schema"]
+           "extract_json", "parse_actions", "param_schema", "params_schema", "action_schema"]
