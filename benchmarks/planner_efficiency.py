@@ -4,6 +4,7 @@ study's preset), many repetitions per planner and budget.
 
     python -m benchmarks.planner_efficiency [--reps 30] [--budgets 20 40] [--planners grid random tpe policy]
                                             [--table benchmarks/data/replay_tiny.csv] [--json out.json]
+    python -m benchmarks.planner_efficiency --planners hybrid llm --reps 10 --budgets 20
 
 Per planner and budget it prints:
 * regret per arm: the table's mean val loss of the arm's recommended (confirmed-leader) config
@@ -17,6 +18,12 @@ Per planner and budget it prints:
 * planner+analysis time per trial (everything but the replayed trials themselves).
 The grid baseline is a manual LR grid (6 log-spaced LRs over each arm's space, other knobs at
 the arm's start point), run in ascending order as a user would write it.
+
+`hybrid` and `llm` talk over real HTTP, through the official openai client, to a deterministic
+scripted stand-in for the model (benchmarks/llm_standin.py behind tests/openai_stub.py's
+StubLLM: it brackets what the prompt's evidence says is open, replicates close calls, else tries
+a point near the leader), so their rows measure the planners' machinery with sensible answers,
+not a real model's judgement; they add a line per planner on the LLM's actions.
 """
 
 from __future__ import annotations
@@ -69,7 +76,47 @@ def grid_planner(study) -> GridPlanner:
     return GridPlanner(points)
 
 
+_STANDIN = None  # the scripted model's server, started on first use
+
+
+def standin_url() -> str:
+    global _STANDIN
+    if _STANDIN is None:
+        from benchmarks.llm_standin import reply
+        from tests.openai_stub import StubLLM
+
+        _STANDIN = StubLLM(default=reply, model="standin").start()
+    return _STANDIN.base_url
+
+
+def make_llm(planner: str, study, rep: int):
+    from research_agents.planners.hybrid import HybridPlanner
+    from research_agents.planners.llm import LLMPlanner
+    from research_agents.planners.llm_client import LLMConfig
+
+    s = study.planner
+    llm = LLMPlanner(LLMConfig(base_url=standin_url(), model="standin", configured=True), rep, s.tpe_startup_trials)
+    return llm if planner == "llm" else HybridPlanner(llm, s.llm_share, s.llm_warmup_trials)
+
+
+def llm_stats(planner) -> dict | None:
+    """The LLM's actions in one run (None for a planner without an LLM)."""
+    llm = getattr(planner, "llm", planner)
+    if not hasattr(llm, "calls"):
+        return None
+    ok = [c for c in llm.calls if c.get("ok")]
+    kinds: dict[str, int] = {}
+    for c in ok:
+        for kind, n in (c.get("kinds") or {}).items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    return {"calls": len(llm.calls), "accepted": sum(c.get("accepted", 0) for c in ok),
+            "rejected": sum(c.get("rejected", 0) for c in ok), "kinds": kinds,
+            "latency_s": sum(c.get("latency_s") or 0.0 for c in llm.calls)}
+
+
 def make(planner: str, study, rep: int):
+    if planner in ("hybrid", "llm"):
+        return make_llm(planner, study, rep)
     if planner == "grid":
         return grid_planner(study)
     if planner in ("random", "tpe"):
@@ -107,7 +154,8 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
         store = OptunaStore.for_study(out, study)
         plan = make_plan(study, budget, adaptive=planner == "policy")
         hooks = LoopHooks(on_round_end=lambda n, rs: write_round_report(out, study, n, rs, store.records(), plan))
-        loop = ResearchLoop(study, store, executor, make(planner, study, rep), out, plan, {}, None, hooks)
+        made = make(planner, study, rep)
+        loop = ResearchLoop(study, store, executor, made, out, plan, {}, None, hooks)
         t = time.perf_counter()
         loop.run()
         fnd = analyze(study, store.records(), plan)
@@ -115,6 +163,8 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
         n_trials = len(store.records())
     res = {"planner": planner, "budget": budget, "rep": rep, "trials": n_trials,
            "overhead_s_per_trial": (wall - executor.spent_s) / max(1, n_trials)}
+    if (stats := llm_stats(made)) is not None:
+        res["llm"] = stats
     [c] = fnd.comparisons
     regret = {}
     for arm, params in ((c.arm_a, c.params_a), (c.arm_b, c.params_b)):
@@ -159,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--budgets", type=int, nargs="+", default=[20, 40])
-    ap.add_argument("--planners", nargs="+", default=["grid", "random", "tpe", "policy"])
+    ap.add_argument("--planners", nargs="+", default=["grid", "random", "tpe", "policy"],
+                    choices=["grid", "random", "tpe", "policy", "hybrid", "llm"])
     ap.add_argument("--table", type=Path, default=TABLE)
     ap.add_argument("--study", default=str(ROOT / "experiments" / "muon_vs_adamw.toml"))
     ap.add_argument("--json", type=Path)
@@ -194,6 +245,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['conf_high']:.0%}/{r['conf_moderate']:.0%}/{r['conf_low']:.0%}",
                   f"{r['overhead_ms_per_trial']:.0f}"]
         print("| " + " | ".join(cells) + " |")
+    for (planner, budget) in dict.fromkeys((r["planner"], r["budget"]) for r in results if "llm" in r):
+        rs = [r["llm"] for r in results if r["planner"] == planner and r["budget"] == budget and "llm" in r]
+        kinds: dict[str, int] = {}
+        for r in rs:
+            for kind, n in r["kinds"].items():
+                kinds[kind] = kinds.get(kind, 0) + n
+        print(f"{planner} budget {budget}, per run (mean of {len(rs)}): {statistics.fmean(r['calls'] for r in rs):.1f} "
+              f"LLM calls, {statistics.fmean(r['accepted'] for r in rs):.1f} actions accepted "
+              f"({', '.join(f'{k} {n / len(rs):.1f}' for k, n in sorted(kinds.items())) or 'none'}), "
+              f"{statistics.fmean(r['rejected'] for r in rs):.1f} rejected")
     if args.json:
         args.json.write_text(json.dumps({"table": str(args.table), "truth": {
             "winner": t["winner"], "verdict": t["verdict"], "diff": t["diff"],

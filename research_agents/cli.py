@@ -21,7 +21,7 @@ from rich.console import Console
 from research_agents import rundir
 from research_agents.argtypes import number, whole
 from research_agents.config.plan import BadInput
-from research_agents.planners.llm_client import DEFAULT_MODEL, OPENAI_URL, PRICE_ENV, LLMConfig
+from research_agents.planners.llm_client import DEFAULT_MODEL, OPENAI_URL, PRICE_ENV, SEND_KEY_ENV, LLMConfig
 from research_agents.rundir import RUN_FILE
 from trainer.presets import RUN_PRESETS
 
@@ -119,7 +119,12 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--on-llm-error", choices=("stop", "fallback"), default="stop",
                    help="when the LLM service fails after its retries: stop (default; the same command "
                    "resumes) or fall back to the classical planner for the rest of the run")
-    g.add_argument("--llm-timeout", type=number(0.0), default=60.0, help="seconds per request (default 60)")
+    g.add_argument("--llm-timeout", type=number(0.0), help="seconds per request (default 300 for a server on this "
+                   "machine, 60 for a remote one)")
+    g.add_argument("--llm-send-key", action="store_true", help="send OPENAI_API_KEY to --llm-base-url although it is "
+                   f"not api.openai.com (or ${SEND_KEY_ENV}=1); never over plain http to another machine")
+    g.add_argument("--llm-bad-rounds", type=whole(1), default=2, help="rounds in a row without one valid LLM "
+                   "action that count as an LLM failure, handled as --on-llm-error says (default 2)")
     g.add_argument("--llm-tries", type=whole(1), default=3, help="tries per request (default 3)")
     g.add_argument("--llm-backoff", type=number(0.0), default=1.0, help="first wait between tries, doubled each "
                    "time (default 1 s)")
@@ -131,7 +136,9 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def llm_config(args: argparse.Namespace, env: dict[str, str] | None = None):
-    """The LLM settings (an LLMConfig) from flags and environment; `configured`: an endpoint is set."""
+    """The LLM settings (an LLMConfig) from flags and environment; `configured`: an endpoint is set.
+
+    ValueError (one line) when the key would go over plain http to another machine."""
     env = os.environ if env is None else env
     base_url = getattr(args, "llm_base_url", None) or env.get("OPENAI_BASE_URL") or None
     key = env.get("OPENAI_API_KEY") or None
@@ -149,12 +156,17 @@ def llm_config(args: argparse.Namespace, env: dict[str, str] | None = None):
             except argparse.ArgumentTypeError as e:
                 raise ValueError(f"${name}: {e}") from None
         prices.append(value)
-    return LLMConfig(base_url=base_url.rstrip("/") if base_url else None, model=model, api_key=key,
-                     timeout_s=getattr(args, "llm_timeout", 60.0) or 60.0,
-                     tries=max(1, getattr(args, "llm_tries", 3)), backoff_s=getattr(args, "llm_backoff", 1.0),
-                     repairs=getattr(args, "llm_repairs", 3), max_tokens=getattr(args, "llm_max_tokens", 1024) or 1024,
-                     price_in=prices[0], price_out=prices[1], on_error=getattr(args, "on_llm_error", "stop"),
-                     share=getattr(args, "llm_share", None), configured=bool(sources), source=", ".join(sources))
+    send_key = bool(getattr(args, "llm_send_key", False)) or env.get(SEND_KEY_ENV, "").strip() == "1"
+    cfg = LLMConfig(base_url=base_url.rstrip("/") if base_url else None, model=model, api_key=key, send_key=send_key,
+                    timeout_s=getattr(args, "llm_timeout", None) or None,
+                    tries=max(1, getattr(args, "llm_tries", 3)), backoff_s=getattr(args, "llm_backoff", 1.0),
+                    repairs=getattr(args, "llm_repairs", 3), max_tokens=getattr(args, "llm_max_tokens", 1024) or 1024,
+                    price_in=prices[0], price_out=prices[1], on_error=getattr(args, "on_llm_error", "stop"),
+                    share=getattr(args, "llm_share", None), configured=bool(sources), source=", ".join(sources),
+                    bad_rounds=getattr(args, "llm_bad_rounds", 2))
+    if cfg.configured and (problem := cfg.key_problem()):
+        raise ValueError(problem)
+    return cfg
 
 
 def reproduce_flags(saved: dict) -> str:
@@ -167,6 +179,8 @@ def reproduce_flags(saved: dict) -> str:
         flags = f" --llm-base-url {llm['endpoint']}" + flags
     if llm.get("on_error") == "fallback":
         flags += " --on-llm-error fallback"
+    if llm.get("key_sent") and llm.get("endpoint") != OPENAI_URL:
+        flags += " --llm-send-key"
     return flags
 
 

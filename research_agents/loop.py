@@ -25,8 +25,9 @@ from research_agents.config.study import Study, validate_params
 from research_agents.execution.base import BaseExecutor, TrialInterrupted
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.analysis.tuning import tuning_evidence
-from research_agents.records import COUNTED, Bracket, Proposal, Replicate, StopArm, TrialRecord, by_config, \
-    ranked_configs
+from research_agents.records import COUNTED, Bracket, CurveSummary, Proposal, Replicate, StopArm, TrialRecord, \
+    by_config, curve_summary, ranked_configs
+from research_agents.records import as_proposal as _as_proposal
 from research_agents.report.round import latest_round_report, round_path
 from research_agents.store.base import BaseStore
 
@@ -46,14 +47,6 @@ class Work:
     origin: str
     rationale: str = ""
     kind: str = "try"
-
-
-def _as_proposal(action) -> Proposal:
-    """What a rejected action is recorded as (its arm, params when it has any, origin, why)."""
-    params = getattr(action, "params", None)
-    if params is None:
-        params = {"knob": action.knob} if isinstance(action, Bracket) else {}
-    return Proposal(arm=action.arm, params=params, origin=action.origin, rationale=action.rationale)
 
 
 @dataclass
@@ -78,6 +71,7 @@ class ResearchLoop:
     overrides: dict[str, Any] = field(default_factory=dict)  # spec overrides (device, ...)
     preset: str | None = None
     hooks: LoopHooks = field(default_factory=LoopHooks)
+    _curves: dict[int, CurveSummary | None] = field(default_factory=dict, init=False, repr=False)
 
     # -- bookkeeping
     def records(self) -> list[TrialRecord]:
@@ -268,7 +262,8 @@ class ResearchLoop:
                                   noise_sd=self.noise_sd(), rejections=list(rejections),
                                   evidence=tuning_evidence(self.study, records),
                                   search_left={a: self.search_allowance(a) - self.spent("search", a)
-                                               for a in self.study.arms})
+                                               for a in self.study.arms},
+                                  preset=self.preset, overrides=self.overrides, curve_of=self.curve)
             new_rejections = 0
             for action in self.planner.propose(ctx):
                 for item, reason in self._expand(action, ctx, need, seen, runs):
@@ -372,6 +367,15 @@ class ResearchLoop:
     # -- what the planner reads
     def latest_round_report(self) -> str:
         return latest_round_report(self.out)
+
+    def curve(self, record: TrialRecord) -> CurveSummary | None:
+        """A finished trial's curve summary from its metrics.json (read once, on demand)."""
+        if record.status not in COUNTED:
+            return None
+        if record.id not in self._curves:
+            metrics = record.metrics(self.out)
+            self._curves[record.id] = curve_summary(metrics) if metrics is not None else None
+        return self._curves[record.id]
 
     def noise_sd(self) -> float | None:
         groups = {cid: [r.val_loss for r in rs] for cid, rs in by_config(r for r in self.records() if r.ok).items()}

@@ -7,6 +7,7 @@ Every list of statuses the project uses is defined here, once.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -24,6 +25,8 @@ COUNTED = ("completed", "diverged", "failed", "timeout")  # what spends budget
 FAILED = ("failed", "timeout")  # the run produced no result
 BAD = ("diverged", "failed", "timeout")  # finished without a usable loss
 POINT_PREFIX = "point: "  # rationale of a named experiment's runs: "point: NAME"
+CURVE_POINTS = (25, 50, 75, 100)  # % of a trial's steps at which its curve summary reads the val loss
+_EXPECTED = re.compile(r"\[expected: ([^\]]*)\]")
 
 
 class Proposal(BaseModel):
@@ -81,6 +84,14 @@ class StopArm(BaseModel):
 Action = Annotated[Union[Proposal, Replicate, Bracket, StopArm], Field(discriminator="kind")]
 
 
+def as_proposal(action: Proposal | Replicate | Bracket | StopArm) -> Proposal:
+    """What a rejected action is recorded as (its arm, params when it has any, origin, why)."""
+    params = getattr(action, "params", None)
+    if params is None:
+        params = {"knob": action.knob} if isinstance(action, Bracket) else {}
+    return Proposal(arm=action.arm, params=params, origin=action.origin, rationale=action.rationale)
+
+
 class TrialRecord(BaseModel):
     """One training run as the loop sees it; metrics come from the trainer's metrics.json."""
 
@@ -134,6 +145,42 @@ def result_fields(status: str, metrics: TrialMetrics | None, reason: str | None)
     )
 
 
+class CurveSummary(BaseModel):
+    """A trial's learning curve in a few numbers: the val loss last measured by 25/50/75/100% of its
+    steps (None: no eval by then, or not finite) and the step it diverged at (None: it did not)."""
+
+    val_loss: dict[int, float | None]
+    diverged_step: int | None = None
+
+
+def curve_summary(metrics: TrialMetrics) -> CurveSummary:
+    """The curve summary of a trial from its metrics.json history."""
+    evals = [(h["step"], _finite(h.get("val_loss"))) for h in metrics.history
+             if isinstance(h.get("step"), int) and "val_loss" in h]
+    steps = metrics.spec.get("steps") or max((s for s, _ in evals), default=0)
+    at: dict[int, float | None] = {}
+    for q in CURVE_POINTS:
+        upto = [loss for s, loss in evals if s <= steps * q / 100 + 1e-9]
+        at[q] = upto[-1] if upto else None
+    diverged = None
+    if metrics.status == "diverged" and metrics.history:
+        diverged = metrics.history[-1].get("step")
+    return CurveSummary(val_loss=at, diverged_step=diverged)
+
+
+def with_expected(rationale: str, expected: str | None) -> str:
+    """A rationale with the proposer's expected outcome kept beside it: "why [expected: 4.9]"."""
+    if not expected:
+        return rationale
+    return f"{rationale} [expected: {expected.strip()[:100].replace(']', ')')}]".strip()
+
+
+def expected_of(rationale: str) -> str | None:
+    """The expected outcome a rationale carries (with_expected), else None."""
+    m = _EXPECTED.search(rationale or "")
+    return m.group(1).strip() if m else None
+
+
 def counted(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     """The records that spent budget."""
     return [r for r in records if r.status in COUNTED]
@@ -166,7 +213,8 @@ def point_name(rationale: str) -> str | None:
     return name.strip() or None
 
 
-__all__ = ["Origin", "ORIGINS", "Phase", "Status", "COUNTED", "FAILED", "BAD", "POINT_PREFIX", "Proposal",
-           "Replicate", "Bracket", "StopArm", "Action",
+__all__ = ["Origin", "ORIGINS", "Phase", "Status", "COUNTED", "FAILED", "BAD", "POINT_PREFIX", "CURVE_POINTS",
+           "Proposal", "Replicate", "Bracket", "StopArm", "Action", "as_proposal", "CurveSummary", "curve_summary",
+           "with_expected", "expected_of",
            "TrialRecord", "TrialMetrics", "read_metrics", "result_fields", "counted", "by_config", "mean_loss",
            "ranked_configs", "point_name"]

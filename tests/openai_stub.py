@@ -8,6 +8,7 @@ function of the request body returning one; with neither, HTTP 500). A reply is 
   {"content": "..."}                 200 with that assistant text and usage token counts
   {"status": 500, "error": "..."}    that HTTP status with an OpenAI-style error body
   {"sleep": 5.0, ...}                wait first (longer than the client timeout = a hang)
+  {"raw": "<html>...", "type": "text/html"}   200 with that body as it is: not a chat completion
 `reject_json_schema` / `reject_json_object` answer 400 to that response_format type without
 using up a scripted reply, as llama.cpp's server does for "json_schema". Every request body
 and its Authorization header is recorded; usage sums count only the 200 replies sent without
@@ -54,11 +55,12 @@ class StubLLM:
             def log_message(self, *args):  # quiet
                 pass
 
-            def _send(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, body: dict | tuple[str, str]) -> None:
+                kind, data = (body[0], body[1].encode()) if isinstance(body, tuple) else \
+                    ("application/json", json.dumps(body).encode())
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", kind)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
@@ -122,7 +124,7 @@ class StubLLM:
         return [m for m in self.requests[i]["messages"] if m["role"] == "user"][-1]["content"]
 
     # -- one answer
-    def _answer(self, body: dict, auth: str) -> tuple[int, dict, float]:
+    def _answer(self, body: dict, auth: str) -> tuple[int, dict | tuple[str, str], float]:
         with self.lock:
             self.requests.append(body)
             self.auth.append(auth)
@@ -138,6 +140,8 @@ class StubLLM:
             if reply is None:
                 return 500, {"error": {"message": "stub script exhausted", "type": "server_error"}}, 0.0
             sleep = float(reply.get("sleep", 0.0))
+            if "raw" in reply:
+                return 200, (reply.get("type", "text/html"), str(reply["raw"])), sleep
             if "status" in reply:
                 return int(reply["status"]), {"error": {"message": reply.get("error", "scripted error"),
                                                         "type": "server_error"}}, sleep

@@ -171,14 +171,17 @@ def _lr_sensitivity(study: Study, records: list[TrialRecord]) -> dict[str, LRRan
 
 
 def _by_origin(records: list[TrialRecord]) -> list[OriginStats]:
-    groups: dict[str, list[TrialRecord]] = {}
+    """Per arm and origin (origins compared like with like: within one arm)."""
+    groups: dict[tuple[str, str], list[TrialRecord]] = {}
     for r in counted(records):
-        groups.setdefault(r.origin, []).append(r)
+        groups.setdefault((r.arm, r.origin), []).append(r)
+    arms = list(dict.fromkeys(r.arm for r in records))
     out = []
-    for origin in sorted(groups, key=lambda o: (ORIGINS.index(o) if o in ORIGINS else len(ORIGINS), o)):
-        rs = groups[origin]
+    for arm, origin in sorted(groups, key=lambda k: (arms.index(k[0]), ORIGINS.index(k[1]) if k[1] in ORIGINS
+                                                     else len(ORIGINS), k[1])):
+        rs = groups[(arm, origin)]
         losses = [r.val_loss for r in rs if r.ok]
-        out.append(OriginStats(origin=origin, n_trials=len(rs), n_ok=len(losses),
+        out.append(OriginStats(arm=arm, origin=origin, n_trials=len(rs), n_ok=len(losses),
                                n_configs=len({r.config for r in rs}),
                                best_val_loss=min(losses) if losses else None, mean_val_loss=_mean(losses),
                                n_diverged=sum(r.status == "diverged" for r in rs),

@@ -90,6 +90,7 @@ class Recommendation(BaseModel):
 
 
 class OriginStats(BaseModel):
+    arm: str = ""
     origin: str
     n_trials: int
     n_ok: int

@@ -1,4 +1,5 @@
-"""How the planning went: LLM usage (calls, tokens, latency, cost, fallbacks) and rejected proposals.
+"""How the planning went: LLM usage (calls, tokens, latency, cost, actions by kind, rounds without a
+valid action, stops and fallbacks), arms a planner stopped, and rejected proposals.
 
 Computed from the run's metadata (what the planners and the loop recorded in the store);
 research_agents.report renders it.
@@ -38,11 +39,18 @@ class LLMUsage(BaseModel):
     slots_filled_by_tpe: int
     fallbacks: list[dict[str, Any]]
     by_round: list[RoundUsage]
+    kinds: dict[str, int] = Field(default_factory=dict)  # accepted actions by kind (try, replicate, ...)
+    rounds_asked: int = 0
+    rounds_without_action: list[int] = Field(default_factory=list)
+    stops: list[dict[str, Any]] = Field(default_factory=list)  # the run stopped on an LLM failure (round, reason)
+    resumed_after_stop: bool = False  # the LLM was asked again after the last stop
+    plan: str | None = None  # hybrid: what the LLM's share gives at this budget (or that it never will be asked)
 
 
 class PlanningSummary(BaseModel):
-    llm: LLMUsage | None = None  # None: no LLM call was made and none failed
+    llm: LLMUsage | None = None  # None: no LLM planner in this run
     rejections: list[dict[str, Any]] = Field(default_factory=list)
+    stopped_arms: list[dict[str, Any]] = Field(default_factory=list)  # stop actions the loop accepted
 
 
 def _costs(calls: list[dict]) -> float | None:
@@ -57,9 +65,9 @@ def _tokens(calls: list[dict], key: str) -> int:
 def llm_usage(meta: dict[str, Any]) -> LLMUsage | None:
     calls = meta.get("llm_calls") or []
     fallback = meta.get("llm_fallback") or []
-    if not calls and not fallback:
-        return None
     info = meta.get("llm") or {}
+    if not calls and not fallback and not info:
+        return None
     ok = [c for c in calls if c.get("ok")]
     rounds: dict[int, list[dict]] = {}
     for c in calls:
@@ -71,7 +79,18 @@ def llm_usage(meta: dict[str, Any]) -> LLMUsage | None:
                            completion_tokens=_tokens(cs, "completion_tokens"),
                            latency_s=sum(c.get("latency_s") or 0 for c in cs), cost=_costs(cs))
                 for rnd, cs in sorted(rounds.items())]
+    kinds: dict[str, int] = {}
+    for c in ok:
+        for kind, n in (c.get("kinds") or {}).items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    asked = meta.get("llm_rounds") or []
+    stops = list(meta.get("llm_stop") or [])
+    last_stop = max((st["round"] for st in stops), default=None)
+    plan = meta.get("llm_plan") or {}
     return LLMUsage(
+        kinds=kinds, rounds_asked=len(asked), rounds_without_action=[r["round"] for r in asked if not r["valid"]],
+        stops=stops, resumed_after_stop=last_stop is not None and any(c["round"] > last_stop for c in calls),
+        plan=plan.get("text"),
         endpoint=info.get("endpoint", "?"), model=info.get("model", "?"), modes=sorted({c["mode"] for c in ok}),
         answered=len(ok), failed_tries=len(calls) - len(ok), prompt_tokens=_tokens(calls, "prompt_tokens"),
         completion_tokens=_tokens(calls, "completion_tokens"),
@@ -83,11 +102,12 @@ def llm_usage(meta: dict[str, Any]) -> LLMUsage | None:
 
 
 def planning_summary(meta: dict[str, Any]) -> PlanningSummary:
-    """`meta`: the store's metadata values under "llm", "llm_calls", "llm_fallback", "llm_fills",
-    "rejections" (missing keys mean none)."""
-    return PlanningSummary(llm=llm_usage(meta), rejections=list(meta.get("rejections") or []))
+    """`meta`: the store's metadata values under META_KEYS (missing keys mean none)."""
+    return PlanningSummary(llm=llm_usage(meta), rejections=list(meta.get("rejections") or []),
+                           stopped_arms=[a for a in meta.get("actions") or [] if a.get("kind") == "stop"])
 
 
-META_KEYS = ("llm", "llm_calls", "llm_fallback", "llm_fills", "rejections")
+META_KEYS = ("llm", "llm_calls", "llm_fallback", "llm_fills", "llm_rounds", "llm_stop", "llm_plan", "actions",
+             "rejections")
 
 __all__ = ["PlanningSummary", "LLMUsage", "RoundUsage", "planning_summary", "META_KEYS"]

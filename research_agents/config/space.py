@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainer.presets import MODEL_PRESETS
 
+# Two values of a float knob closer than this many grid steps are the same point (a planner that
+# proposes it proposes nothing new): for a log-scaled LR a factor 2**0.15, |log(lr/lr')| < 0.104.
+NEAR_STEPS = 0.15
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -98,6 +102,15 @@ class Param(Strict):
             return int(round(new))
         return float(f"{new:.4g}")
 
+    def near(self, a: Any, b: Any) -> bool:
+        """The same value for planning: equal, or (a float knob) under NEAR_STEPS grid steps apart."""
+        if a == b:
+            return True
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+        if self.type != "float" or not numbers or (self.log and min(a, b) <= 0):
+            return False
+        return self.steps_between(a, b) < NEAR_STEPS
+
     def describe(self) -> str:
         if self.type == "choice":
             text = f"one of {self.choices}"
@@ -125,6 +138,13 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
 def active_params(space: dict[str, Param], values: dict[str, Any]) -> list[str]:
     """Names whose `when` conditions hold for `values`, in space order."""
     return [k for k, p in space.items() if all(values.get(d) in allowed for d, allowed in p.when.items())]
+
+
+def near_duplicate(space: dict[str, Param], a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same point for planning: the same knobs, discrete values equal, floats `near` each other."""
+    if set(a) != set(b):
+        return False
+    return all(space[k].near(a[k], b[k]) if k in space else a[k] == b[k] for k in a)
 
 
 def config_id(arm: str, params: dict[str, Any]) -> str:

@@ -113,16 +113,18 @@ def _llm_planner(kind: str, study: Study, llm) -> tuple[BasePlanner, str]:
         raise ValueError(f"--planner {kind}: study {study.name} has no search space to plan in")
     s = study.planner
     planner = LLMPlanner(llm, s.seed, s.tpe_startup_trials)
-    where = f"model {llm.model} at {llm.endpoint}"
-    errors = "on LLM errors: " + ("fall back to tpe" if llm.on_error == "fallback" else "stop (rerun resumes)")
+    where = f"model {llm.model} at {llm.endpoint}, {llm.key_note()}, timeout {llm.timeout:g} s"
+    errors = (f"on LLM errors or {llm.bad_rounds} rounds in a row without a valid action: "
+              + ("fall back to tpe" if llm.on_error == "fallback" else "stop (rerun resumes)"))
     if kind == "llm":
-        return planner, (f"planner: llm ({where}; every proposal validated, up to {llm.repairs} repair(s) "
-                         f"per round; {errors})")
+        return planner, (f"planner: llm ({where}; chooses try / replicate / bracket / stop, every action validated, "
+                         f"up to {llm.repairs} repair(s) per round; {errors})")
     share = s.llm_share if llm.share is None else llm.share
     hybrid = HybridPlanner(planner, share, s.llm_warmup_trials)
     why = f"auto -> hybrid (LLM endpoint configured by {llm.source}; " if kind == "auto" else "hybrid ("
-    return hybrid, (f"planner: {why}{where}; Optuna TPE owns the search, the LLM proposes {share:.0%} of "
-                    f"the points after {s.llm_warmup_trials} warm-up trials per arm; {errors})")
+    return hybrid, (f"planner: {why}{where}; Optuna TPE owns the search, the LLM chooses actions for {share:.0%} "
+                    f"of each arm's search points after a warm-up of min({s.llm_warmup_trials}, a third of the arm's "
+                    f"points); {errors})")
 
 
 __all__ = ["BasePlanner", "Planner", "PlanningContext", "GridPlanner", "SamplerPlanner", "make_planner",

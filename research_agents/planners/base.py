@@ -18,7 +18,12 @@ import optuna
 from research_agents.config.space import Param
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
-from research_agents.records import Proposal, TrialRecord
+from research_agents.records import Bracket, CurveSummary, Proposal, Replicate, StopArm, TrialRecord
+from trainer.spec import TrialSpec
+
+
+def _no_curve(record: TrialRecord) -> CurveSummary | None:
+    return None
 
 
 @dataclass
@@ -28,14 +33,21 @@ class PlanningContext:
     history: list[TrialRecord]  # every trial so far, all arms, in order
     round: int
     round_report: str = ""  # markdown of the latest round, what an LLM planner reads
-    budget_left: int = 0
+    budget_left: int = 0  # runs left in the whole budget, confirmation included
     noise_sd: float | None = None
     rejections: list[tuple[Proposal, str]] = field(default_factory=list)  # earlier this round
     evidence: dict[str, ArmEvidence] = field(default_factory=dict)  # per arm: is each knob bracketed?
     search_left: dict[str, int] = field(default_factory=dict)  # per arm: search runs it may still spend
+    preset: str | None = None  # the run's preset and spec overrides: what a trial spec is made from
+    overrides: dict[str, Any] = field(default_factory=dict)
+    curve_of: Callable[[TrialRecord], CurveSummary | None] = _no_curve  # a finished trial's curve (the loop reads it)
 
     def search_trials(self, arm: str) -> list[TrialRecord]:
         return [r for r in self.history if r.arm == arm and r.phase == "search"]
+
+    def spec(self, arm: str, params: dict[str, Any] | None = None) -> TrialSpec:
+        """The trial spec this run would train for `params` of `arm` (the training set-up)."""
+        return self.study.trial_spec(arm, params or {}, seed=0, preset=self.preset, overrides=self.overrides)
 
 
 class BasePlanner(abc.ABC):
@@ -60,6 +72,27 @@ class BasePlanner(abc.ABC):
 
 
 Planner = BasePlanner  # the name the loop and the CLI use
+
+
+def action_slots(action, ctx: PlanningContext) -> int:
+    """How many of a round's wanted slots an action fills, as the loop counts them: a try one, a
+    replicate one per search-seed set it adds, a bracket one per missing neighbour."""
+    if isinstance(action, Bracket):
+        ev = ctx.evidence.get(action.arm)
+        knob = ev.knob(action.knob) if ev is not None else None
+        return max(1, len(knob.to_try)) if knob is not None else 1
+    if isinstance(action, Replicate):
+        return -(-action.seeds // len(ctx.study.seeds.search))
+    return 1
+
+
+def slots_left(ctx: PlanningContext, wanted: dict[str, int], actions: list) -> dict[str, int]:
+    """The wanted slots these actions leave open, per arm (an arm they stop has none)."""
+    left = dict(wanted)
+    for a in actions:
+        if a.arm in left:
+            left[a.arm] = 0 if isinstance(a, StopArm) else left[a.arm] - action_slots(a, ctx)
+    return {a: n for a, n in left.items() if n > 0}
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:

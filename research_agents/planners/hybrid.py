@@ -1,13 +1,20 @@
-"""The hybrid planner ("Centaur", FACTS section 3): TPE owns the state, the LLM proposes a share.
+"""The hybrid planner ("Centaur", FACTS section 3): TPE owns the state, the LLM chooses a share.
 
 Optuna TPE is rebuilt from the store's full history every round (SamplerPlanner), so every
-result, whoever proposed it, is told to the sampler. Until an arm has `llm_warmup_trials`
-search configs, all of its points come from TPE. After that a share `llm_share` (default 0.3;
-a higher share did worse in the published comparison) of the arm's points goes to the LLM,
-allocated deterministically: the k-th point after the warm-up is the LLM's when that brings the
-LLM's count to round(k * share). The LLM sees the optimizer state (top-5 configs, last 20
-trials, failures, noise floor) and TPE's own suggestions for the round. A slot the LLM does not
-fill validly after its repairs goes back to TPE's suggestion.
+result, whoever proposed it, is told to the sampler. An arm's search points are its search runs
+per set of search seeds (a new config or a replicate, credited to whoever asked for it). Until an
+arm has its warm-up of points, all of them come from TPE; the warm-up is the study's
+`llm_warmup_trials` but at most a third of the arm's points at this budget (at least 1), so a
+small budget still mixes. After that a share `llm_share` (default 0.3; a higher share did worse
+in the published comparison) of the arm's slots goes to the LLM, allocated deterministically:
+the k-th point after the warm-up is the LLM's when that brings the LLM's count to
+round(k * share). The first round says (console and report) how many points that gives the LLM
+at this budget, or that it will never be asked.
+
+The LLM sees the optimizer state and TPE's own suggestions for the round (full precision); its
+actions (try, replicate, bracket, stop) fill its slots, and a try within a small distance of a
+suggestion (or of a past trial) is rejected as not new, so TPE's ideas are never credited to the
+LLM. A slot the LLM does not fill validly after its repairs goes back to TPE's suggestion.
 """
 
 from __future__ import annotations
@@ -15,25 +22,48 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from research_agents.config.space import config_id
-from research_agents.planners.base import BasePlanner, PlanningContext
+from research_agents.planners.base import BasePlanner, PlanningContext, action_slots
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMUnavailable
-from research_agents.records import Proposal
+from research_agents.records import Proposal, StopArm
+
+
+def warmup_for(setting: int, points: int) -> int:
+    """The warm-up of an arm with `points` search points at this budget: the study's setting, but
+    at most a third of them (at least 1)."""
+    return min(setting, max(1, points // 3))
+
+
+def llm_points(points: int, warmup: int, share: float) -> int:
+    """How many of an arm's `points` search points the LLM gets after the warm-up."""
+    return math.floor(max(0, points - warmup) * share + 0.5)
+
+
+def points_done(ctx: PlanningContext, arm: str) -> tuple[int, int]:
+    """(the arm's search points so far, those the LLM asked for): runs per search-seed set, so a
+    replicate counts for whoever asked for it, like a new point."""
+    n_seeds = len(ctx.study.seeds.search)
+    runs = [r for r in ctx.search_trials(arm) if r.status not in ("interrupted", "rejected")]
+    return -(-len(runs) // n_seeds), -(-sum(r.origin == "llm" for r in runs) // n_seeds)
+
+
+def arm_points(ctx: PlanningContext, arm: str) -> int | None:
+    """The search points the arm will have in all at this budget (None: the budget is not known)."""
+    if arm not in ctx.search_left:
+        return None
+    return points_done(ctx, arm)[0] + max(0, ctx.search_left[arm]) // len(ctx.study.seeds.search)
 
 
 def llm_slots(ctx: PlanningContext, share: float, warmup: int) -> dict[str, int]:
-    """How many of each arm's wanted points the LLM proposes this round."""
+    """How many of each arm's wanted slots the LLM fills this round."""
     out = {}
     for arm, n in ctx.wanted.items():
-        configs: dict[str, str] = {}
-        for r in ctx.search_trials(arm):
-            configs.setdefault(r.config, r.origin)
-        done = len(configs)
-        llm_done = sum(o == "llm" for o in configs.values())
+        done, llm_done = points_done(ctx, arm)
+        total = arm_points(ctx, arm)
+        w = warmup if total is None else warmup_for(warmup, total)
         k = 0
         for slot in range(max(0, n)):
-            post = done + slot - warmup  # index of this point after the warm-up
+            post = done + slot - w  # index of this point after the warm-up
             if post < 0:
                 continue
             if llm_done + k < math.floor((post + 1) * share + 0.5):
@@ -50,6 +80,7 @@ class HybridPlanner(BasePlanner):
         self.sampler = llm.sampler
         self.share = share
         self.warmup = warmup
+        self._announced = False
 
     @property
     def cfg(self):
@@ -64,27 +95,55 @@ class HybridPlanner(BasePlanner):
     def drain_rejections(self) -> list[tuple[Proposal, str]]:
         return self.llm.drain_rejections()
 
-    def propose(self, ctx: PlanningContext) -> list[Proposal]:
+    def announce(self, ctx: PlanningContext) -> None:
+        """Say once per run how many points the LLM will propose at this budget (or that it never will)."""
+        if self._announced:
+            return
+        self._announced = True
+        arms = {}
+        for arm in ctx.study.arms:
+            if not ctx.study.arms[arm].space:
+                continue
+            total = arm_points(ctx, arm)
+            if total is None:
+                continue
+            w = warmup_for(self.warmup, total)
+            arms[arm] = {"points": total, "warmup": w, "llm": llm_points(total, w, self.share)}
+        if not arms:
+            return
+        per_arm = "; ".join(f"{a} {v['llm']} of {v['points']} (warm-up {v['warmup']})" for a, v in arms.items())
+        if any(v["llm"] for v in arms.values()):
+            text = (f"hybrid at this budget: the LLM chooses about {self.share:.0%} of each arm's search points "
+                    f"after its warm-up: {per_arm}")
+        else:
+            text = (f"hybrid at this budget: the LLM will never be asked ({per_arm}): too few search points per "
+                    f"arm for a {self.share:.0%} share after the warm-up; raise --budget or --llm-share")
+        self.llm.message(text)
+        if self.llm.store is not None:
+            self.llm.store.set_meta("llm_plan", {"share": self.share, "arms": arms, "text": text})
+
+    def propose(self, ctx: PlanningContext) -> list:
+        self.announce(ctx)
         tpe = self.sampler.propose(ctx)
         slots = {a: n for a, n in llm_slots(ctx, self.share, self.warmup).items() if n > 0}
         if not slots or self.llm.fallen_back:
             return tpe
         try:
-            got = self.llm.ask(ctx, slots, suggestions=tpe)
+            got = self.llm.ask(ctx, slots, suggestions=tpe, strict_slots=True)
         except LLMUnavailable as err:
-            if self.cfg.on_error != "fallback":
-                raise
-            self.llm.fall_back(ctx.round, err)
+            self.llm.fail(ctx.round, err)
             return tpe
-        out = []
+        out: list = []
         for arm, n in ctx.wanted.items():
-            mine = [p for p in got if p.arm == arm]
-            if len(mine) < slots.get(arm, 0):
-                self.llm.note_fill(ctx.round, arm, slots[arm] - len(mine))
-            taken = {config_id(p.arm, p.params) for p in mine}
-            rest = [p for p in tpe if p.arm == arm and config_id(p.arm, p.params) not in taken]
-            out += mine + rest[: max(0, n - len(mine))]
+            mine = [a for a in got if a.arm == arm]
+            if any(isinstance(a, StopArm) for a in mine):
+                out += mine
+                continue
+            used = sum(action_slots(a, ctx) for a in mine)
+            if used < slots.get(arm, 0):
+                self.llm.note_fill(ctx.round, arm, slots[arm] - used)
+            out += mine + [p for p in tpe if p.arm == arm][: max(0, n - used)]
         return out
 
 
-__all__ = ["HybridPlanner", "llm_slots"]
+__all__ = ["HybridPlanner", "llm_slots", "warmup_for", "llm_points"]

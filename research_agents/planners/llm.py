@@ -1,202 +1,54 @@
-"""The LLM planner: proposals from any OpenAI-compatible chat API, validated, repaired, recorded.
+"""The LLM planner: research actions from any OpenAI-compatible chat API, vetted, repaired, recorded.
 
-Each round the model reads a system prompt (role, question, search space with bounds, budget,
-rules) and a round prompt (compact history: top configs, last trials, failures, noise floor,
-the latest round report and, in hybrid mode, the sampler's own suggestions), both rendered
-from the templates in prompts/. It answers a batch of proposals (`ProposalBatch`). Structured
+Each round the model reads a system prompt and a round prompt (llm_prompt.py: the set-up, the
+space, the tuning evidence, the measured configurations, curves, noise, failures, open questions,
+its own earlier expectations and, in hybrid mode, the sampler's suggestions; bounded in size) and
+answers a batch of research actions (llm_actions.py: try, replicate, bracket, stop). Structured
 output is asked for as JSON schema; a server that refuses that (llama.cpp) gets `json_object`
 with the schema, and one that refuses both gets plain text from which the first JSON value is
 read. The mode that worked is kept for the rest of the run.
 
-Every proposal is checked here before the loop sees it: the arm's space (an out-of-bound value
-is rejected with its reason, never clamped), every active parameter present, the trial spec,
-and duplicates of past trials. The problems go back to the model for a corrected batch, a
-bounded number of times; each rejection is recorded (`drain_rejections`, the loop stores them).
-Slots the model never filled validly are filled by TPE (origin "tpe") and counted in the report.
-LLM output is data: it is parsed as JSON, never executed and never used as a path.
+Every action is vetted here before the loop sees it (the loop validates again): the arm's space
+(an out-of-bound value is rejected with its reason, never clamped), every active parameter
+present, duplicates of past trials, and near-duplicates (a float knob within NEAR_STEPS grid
+steps, the other values equal) of a past trial or of the sampler's suggestion this round: not
+new, so not credited to the LLM. A replicate names a measured configuration by its label, a
+bracket a knob the tuning evidence leaves open, a stop an arm whose LR is bracketed. The
+problems go back to the model for a corrected batch, up to `repairs` times; a batch rejected for
+exactly the same reasons as the one before ends the repairs early. Each rejection is recorded
+(`drain_rejections`, the loop stores them). Slots the model never filled validly go to TPE
+(origin "tpe") and are counted in the report. LLM output is data: parsed as JSON, never executed.
 
-Talking to the service (retries, output modes, accounting) is llm_client.py's job. After its
-retries it raises `LLMUnavailable`: the CLI stops with one line and the report (nothing lost;
-the same command resumes), or with `--on-llm-error fallback` the classical TPE planner takes
-over and the switch is recorded. Every call is kept in the store's metadata "llm_calls", and
-each call's transcript in OUT/llm/.
+Failures are honest: after its retries the service client raises `LLMUnavailable`, and
+`cfg.bad_rounds` rounds in a row without one valid action (a server answering HTTP 200 garbage,
+a model that never gets the bounds right) count as the same failure. Then the run stops with one
+line and the report (nothing lost; the same command resumes), or with `--on-llm-error fallback`
+the classical TPE planner takes over; either is recorded with its round. Every call is kept in
+the store's metadata "llm_calls", each round's outcome in "llm_rounds", each call's transcript in
+OUT/llm/.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import string
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ValidationError, field_validator
-
-from research_agents.config.space import Param, active_params, config_id
-from research_agents.config.study import Study, validate_params
-from research_agents.fmt import params_line
-from research_agents.planners.base import BasePlanner, PlanningContext
+from research_agents.config.space import Param, active_params, config_id, near_duplicate
+from research_agents.config.study import validate_params
+from research_agents.fmt import fmt_value, params_line
+from research_agents.planners.base import BasePlanner, PlanningContext, slots_left
+from research_agents.planners.llm_actions import LLMBracket, LLMReplicate, LLMStop, LLMTry, action_schema, \
+    parse_actions
 from research_agents.planners.llm_client import LLMClient, LLMConfig, LLMUnavailable
+from research_agents.planners.llm_prompt import config_labels, load_prompts, repair_message, replicable, \
+    round_message, system_message
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.records import BAD, Proposal, mean_loss, ranked_configs
+from research_agents.records import Bracket, Proposal, Replicate, StopArm, with_expected
 
-PROMPT_FILES = ("system", "round", "repair")
-
-
-# ------------------------------------------------------------------------------ output model
-
-
-class LLMProposal(BaseModel):
-    arm: str
-    params: dict[str, bool | int | float | str]
-    rationale: str = ""
-    expected: str | None = None
-
-    @field_validator("rationale", "expected", mode="before")
-    @classmethod
-    def _text(cls, v: Any) -> Any:  # small models answer `expected: 4.9`; keep it as text
-        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-
-
-class ProposalBatch(BaseModel):
-    proposals: list[LLMProposal]
-
-
-def batch_schema(study: Study, arms: list[str] | None = None) -> dict:
-    """JSON schema of a ProposalBatch for this study: one branch per arm, bounds in descriptions."""
-    branches = []
-    for name in arms or list(study.arms):
-        space = study.arms[name].space
-        props = {}
-        for key, p in space.items():
-            if p.type == "choice":
-                props[key] = {"enum": list(p.choices), "description": p.describe()}
-            else:
-                props[key] = {"type": "integer" if p.type == "int" else "number", "description": p.describe()}
-        always = [k for k, p in space.items() if not p.when]
-        branches.append({
-            "type": "object",
-            "properties": {
-                "arm": {"type": "string", "enum": [name]},
-                "params": {"type": "object", "properties": props, "required": always,
-                           "description": f"parameters of arm {name}: " + "; ".join(
-                               f"{k} {p.describe()}" for k, p in space.items())},
-                "rationale": {"type": "string", "description": "one short sentence: why this point"},
-                "expected": {"type": "string", "description": "the val loss you expect"},
-            },
-            "required": ["arm", "params", "rationale"],
-        })
-    item = branches[0] if len(branches) == 1 else {"anyOf": branches}
-    return {"type": "object", "properties": {"proposals": {"type": "array", "items": item}},
-            "required": ["proposals"]}
-
-
-def extract_json(text: str) -> Any:
-    """The first JSON object or array in a reply (code fences and prose around it allowed)."""
-    text = text.strip()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    decoder = json.JSONDecoder()
-    for m in re.finditer(r"[{\[]", text):
-        try:
-            value, _ = decoder.raw_decode(text, m.start())
-        except json.JSONDecodeError:
-            continue
-        return value
-    raise ValueError("no JSON object found in the reply")
-
-
-def parse_batch(text: str) -> tuple[list[LLMProposal | tuple[Any, str]], dict]:
-    """Each item of the reply's batch: an LLMProposal, or (the raw item, why it is not one).
-
-    ValueError (one line) when the reply holds no proposal batch at all. One malformed proposal
-    does not sink the others: each is checked on its own.
-    """
-    value = extract_json(text)
-    if isinstance(value, list):
-        value = {"proposals": value}
-    elif isinstance(value, dict) and "proposals" not in value and "arm" in value:
-        value = {"proposals": [value]}
-    if not isinstance(value, dict) or not isinstance(value.get("proposals"), list):
-        raise ValueError('expected an object {"proposals": [...]}')
-    items: list[LLMProposal | tuple[Any, str]] = []
-    for item in value["proposals"]:
-        try:
-            items.append(LLMProposal.model_validate(item))
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "proposal"
-            items.append((item, f"{where}: {first['msg']}"))
-    return items, value
-
-
-# ------------------------------------------------------------------------------ prompts
-
-
-def prompts_dir() -> Path:
-    env = os.environ.get("RESEARCH_AGENTS_PROMPTS")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parents[2] / "prompts"
-    return here if here.is_dir() else Path.cwd() / "prompts"
-
-
-def load_prompts(directory: Path | None = None) -> dict[str, string.Template]:
-    directory = directory or prompts_dir()
-    out = {}
-    for name in PROMPT_FILES:
-        path = directory / f"{name}.md"
-        if not path.is_file():
-            raise ValueError(f"LLM prompt template {path} not found "
-                             "(set RESEARCH_AGENTS_PROMPTS to the prompts/ folder)")
-        out[name] = string.Template(path.read_text())
-    return out
-
-
-def describe_space(study: Study, arms: list[str]) -> str:
-    lines = []
-    for name in arms:
-        arm = study.arms[name]
-        fixed = ", ".join(params_line({k: v}) for k, v in arm.base.items())
-        lines.append(f"arm {name}" + (f" (fixed: {fixed})" if fixed else "") + ":")
-        lines += [f"  - {k}: {p.describe()}" for k, p in arm.space.items()]
-    return "\n".join(lines)
-
-
-def _wanted_text(wanted: dict[str, int]) -> str:
-    return ", ".join(f"{n} for arm {a}" for a, n in wanted.items() if n > 0)
-
-
-def history_sections(ctx: PlanningContext, arms: list[str], top_k: int = 5, last_n: int = 20) -> dict[str, str]:
-    """Compact optimizer state for the round prompt (Centaur: top-5 configs, last 20 trials)."""
-    top = []
-    for arm in arms:
-        ranked = ranked_configs(r for r in ctx.history if r.arm == arm)[:top_k]
-        if not ranked:
-            top.append(f"- {arm}: no completed run yet")
-        for rs in ranked:
-            top.append(f"- {arm} {params_line(rs[0].params)}: {mean_loss(rs):.4f} (n={len(rs)})")
-    last = [f"- {r.arm} {params_line(r.params)} seed {r.seed} [{r.origin}] {r.status}"
-            + (f" val_loss {r.val_loss:.4f}" if r.val_loss is not None else "")
-            for r in [x for x in ctx.history if x.status != "running"][-last_n:]]
-    bad = [r for r in ctx.history if r.status in BAD][-5:]
-    failures = [f"- {r.arm} {params_line(r.params)}: {r.status}: {(r.reason or 'no reason recorded')[:160]}"
-                for r in bad]
-    noise = (f"seed sd {ctx.noise_sd:.4f}; differences under {2 * ctx.noise_sd:.4f} are noise"
-             if ctx.noise_sd is not None else "not measured yet")
-    return {"top": "\n".join(top) or "none yet", "last": "\n".join(last) or "none yet",
-            "failures": "\n".join(failures) or "none", "noise": noise}
-
-
-def _render(template: string.Template, values: dict[str, Any]) -> str:
-    return template.safe_substitute({k: str(v) for k, v in values.items()})
-
-
-# ------------------------------------------------------------------------------ the planner
+REPLY_KEEP_CHARS = 3000  # of the model's last reply, carried into the repair conversation
 
 
 def normalize(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +65,171 @@ def normalize(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+# ------------------------------------------------------------------------------ vetting
+
+
+@dataclass
+class Vetting:
+    """One round's checks of the model's actions against the study, the history and what this
+    round already accepted. `check` gives (why it is rejected, or None; the action)."""
+
+    ctx: PlanningContext
+    wanted: dict[str, int]
+    labels: dict[str, str]  # config id -> label
+    suggestions: list[Proposal] = field(default_factory=list)
+    strict_slots: bool = False  # no action takes more slots than are left (hybrid: the LLM's share)
+    need: dict[str, int] = field(init=False)
+    seen: set[str] = field(init=False)
+    points: dict[str, list[tuple[dict[str, Any], str]]] = field(init=False)  # arm -> (params, what it is)
+    runs: dict[str, int] = field(init=False)  # search runs accepted this round, per arm
+    done: set[tuple[str, str]] = field(init=False)  # (kind, what) of replicates and brackets accepted
+
+    def __post_init__(self) -> None:
+        study = self.ctx.study
+        self.need = dict(self.wanted)
+        self.seen = {r.config for r in self.ctx.history}
+        # an arm's start point is in the history or accepted this round before the planner is asked
+        starts = {a: study.arms[a].start for a in study.arms if study.arms[a].start is not None}
+        self.seen |= {config_id(a, p) for a, p in starts.items()}
+        self.points = {a: [] for a in study.arms}
+        for r in self.ctx.history:
+            if r.phase == "search":
+                self.points[r.arm].append((r.params, f"an earlier trial ({self.labels.get(r.config, r.arm)})"))
+        for a, p in starts.items():
+            self.points[a].append((p, "the arm's start point"))
+        for p in self.suggestions:
+            self.points[p.arm].append((p.params, "the sampler's suggestion this round"))
+        self.runs = {a: 0 for a in study.arms}
+        self.done = set()
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.ctx.study.seeds.search)
+
+    def check(self, item: LLMTry | LLMReplicate | LLMBracket | LLMStop) -> tuple[str | None, Any]:
+        """(None, action) accepted; ("extra", None) surplus (the arm's slots are full: dropped unchecked);
+        (why, the Proposal it is recorded as) rejected."""
+        study = self.ctx.study
+        if item.arm not in study.arms:
+            return f"unknown arm {item.arm!r}; arms: {', '.join(study.arms)}", self._raw(item)
+        if item.arm not in self.wanted:
+            return f"arm {item.arm!r} needs no actions this round", self._raw(item)
+        if isinstance(item, LLMStop):
+            return self._stop(item)
+        if self.need.get(item.arm, 0) <= 0:
+            return "extra", None
+        if isinstance(item, LLMReplicate):
+            return self._replicate(item)
+        if isinstance(item, LLMBracket):
+            return self._bracket(item)
+        return self._try(item)
+
+    def _raw(self, item) -> Proposal:
+        params = getattr(item, "params", None)
+        if params is None:
+            params = ({"config": item.config, "seeds": item.seeds} if isinstance(item, LLMReplicate) else
+                      {"knob": item.knob} if isinstance(item, LLMBracket) else {})
+        return Proposal(arm=item.arm[:60], params=params, origin="llm", rationale=item.rationale[:400])
+
+    def _try(self, item: LLMTry) -> tuple[str | None, Any]:
+        space = self.ctx.study.arms[item.arm].space
+        problems = validate_params(self.ctx.study, item.arm, item.params)
+        missing = [k for k in active_params(space, item.params) if k not in item.params]
+        if missing:
+            problems.append(f"missing {', '.join(missing)}: every parameter of the arm needs a value")
+        params = normalize(space, item.params)
+        prop = Proposal(arm=item.arm, params=params, origin="llm", expected=item.expected,
+                        rationale=with_expected(item.rationale.strip()[:400], item.expected))
+        if problems:
+            return "; ".join(problems), prop
+        if config_id(item.arm, params) in self.seen:
+            return "duplicate of an earlier trial", prop
+        for other, what in self.points[item.arm]:
+            if near_duplicate(space, params, other):
+                return (f"near-duplicate of {what} {json.dumps(other, sort_keys=True)}: not a new point "
+                        "(a float knob within a factor 1.11, the rest equal)"), prop
+        self.seen.add(config_id(item.arm, params))
+        self.points[item.arm].append((params, "a point accepted earlier this round"))
+        self.need[item.arm] -= 1
+        self.runs[item.arm] += self.n_seeds
+        return None, prop
+
+    def _replicate(self, item: LLMReplicate) -> tuple[str | None, Any]:
+        by_label = {label: cid for cid, label in self.labels.items()}
+        cid = by_label.get(item.config)
+        mine = [r for r in self.ctx.history if r.config == cid and r.arm == item.arm]
+        if cid is None or not mine:
+            known = [lbl for lbl in self.labels.values() if lbl.startswith(f"{item.arm}-")]
+            return (f"replicate: unknown configuration {item.config!r} for arm {item.arm}; labels: "
+                    f"{', '.join(known[-12:]) or 'none yet'}"), self._raw(item)
+        params = mine[0].params
+        if not any(r.ok for r in mine):
+            return f"replicate: {item.config} has no completed run to repeat", self._raw(item)
+        if ("replicate", cid) in self.done:
+            return (f"replicate: {item.config} is already replicated this round (ask for more seeds in one "
+                    "action)"), self._raw(item)
+        left = self.ctx.search_left.get(item.arm, 0) - self.runs[item.arm]
+        if left < 1:
+            return f"replicate: arm {item.arm} has no search runs left", self._raw(item)
+        seeds = min(item.seeds, left, self.need[item.arm] * self.n_seeds if self.strict_slots else left)
+        action = Replicate(arm=item.arm, params=params, seeds=seeds, origin="llm",
+                           rationale=(item.rationale.strip()[:400] or f"replicate {item.config}"))
+        self.done.add(("replicate", cid))
+        self.need[item.arm] -= -(-seeds // self.n_seeds)
+        self.runs[item.arm] += seeds
+        return None, action
+
+    def _bracket(self, item: LLMBracket) -> tuple[str | None, Any]:
+        ev = self.ctx.evidence.get(item.arm)
+        knob = ev.knob(item.knob) if ev is not None and ev.leader_config is not None else None
+        if knob is None:
+            return (f"bracket: {item.knob!r} is not a searched knob of arm {item.arm} with a measured leader"
+                    ), self._raw(item)
+        if not knob.to_try:
+            return f"bracket: {item.knob} is already {knob.status}: nothing to bracket", self._raw(item)
+        if ("bracket", f"{item.arm}:{item.knob}") in self.done:
+            return f"bracket: {item.knob} of arm {item.arm} is already bracketed this round", self._raw(item)
+        if self.strict_slots and len(knob.to_try) > self.need[item.arm]:
+            values = ", ".join(map(fmt_value, knob.to_try))
+            return (f"bracket: {item.knob} needs {len(knob.to_try)} slots ({values}) and {self.need[item.arm]} "
+                    "is left for you this round: try one of those points instead"), self._raw(item)
+        action = Bracket(arm=item.arm, knob=item.knob, origin="llm", rationale=item.rationale.strip()[:400])
+        self.done.add(("bracket", f"{item.arm}:{item.knob}"))
+        for value in knob.to_try:
+            params = {**ev.leader_params, item.knob: value}
+            self.seen.add(config_id(item.arm, params))
+            self.points[item.arm].append((params, "a bracket point accepted earlier this round"))
+        self.need[item.arm] -= len(knob.to_try)
+        self.runs[item.arm] += len(knob.to_try) * self.n_seeds
+        return None, action
+
+    def _stop(self, item: LLMStop) -> tuple[str | None, Any]:
+        if ("stop", item.arm) in self.done:
+            return "extra", None
+        ev = self.ctx.evidence.get(item.arm)
+        if ev is not None and ev.lr_bracketed is False:
+            status = ev.knob("lr").status
+            return (f"stop: arm {item.arm}'s LR is not bracketed yet ({status}); stopping now would leave it "
+                    "untuned"), self._raw(item)
+        self.need[item.arm] = 0
+        self.done.add(("stop", item.arm))
+        return None, StopArm(arm=item.arm, origin="llm", rationale=item.rationale.strip()[:400] or "stop")
+
+
+def _described(action) -> dict:
+    """An accepted or rejected action as the transcript records it."""
+    out = {"kind": action.kind, "arm": action.arm}
+    for key in ("params", "seeds", "knob"):
+        if hasattr(action, key):
+            out[key] = getattr(action, key)
+    return out
+
+
+# ------------------------------------------------------------------------------ the planner
+
+
 class LLMPlanner(BasePlanner):
-    """Pure LLM planning (`--planner llm`); HybridPlanner uses `ask` for its share of points."""
+    """Pure LLM planning (`--planner llm`); HybridPlanner uses `ask` for its share of the slots."""
 
     name = "llm"
 
@@ -230,6 +245,7 @@ class LLMPlanner(BasePlanner):
         self.fallen_back: str | None = None
         self._rejections: list[tuple[Proposal, str]] = []
         self.calls: list[dict] = []
+        self.rounds: list[dict] = []  # per round asked: valid actions and the last problem
 
     # -- wiring
     def attach(self, store, out: Path, message: Callable[[str], None] | None = None) -> None:
@@ -238,6 +254,7 @@ class LLMPlanner(BasePlanner):
         if message is not None:
             self.message = message
         self.calls = list(store.get_meta("llm_calls", []))
+        self.rounds = list(store.get_meta("llm_rounds", []))
         store.set_meta("llm", self.cfg.public())
 
     def drain_rejections(self) -> list[tuple[Proposal, str]]:
@@ -275,171 +292,191 @@ class LLMPlanner(BasePlanner):
         self.message(f"{err}; --on-llm-error fallback: the classical tpe planner plans from round {round_no} "
                      "on (recorded in the report)")
 
+    def fail(self, round_no: int, err: LLMUnavailable) -> None:
+        """An LLM failure, as --on-llm-error says: fall back to TPE (recorded), or record the stop
+        and raise (the CLI stops with one line; the same command resumes)."""
+        if self.cfg.on_error == "fallback":
+            self.fall_back(round_no, err)
+            return
+        self._meta_append("llm_stop", {"round": round_no, "reason": str(err)})
+        raise err
+
     def note_fill(self, round_no: int, arm: str, n: int) -> None:
         self._meta_append("llm_fills", {"round": round_no, "arm": arm, "n": n, "planner": self.name})
-        self.message(f"the LLM gave no valid proposal for {n} slot(s) of arm {arm} after "
+        self.message(f"the LLM gave no valid action for {n} slot(s) of arm {arm} after "
                      f"{self.cfg.repairs} repair(s): tpe fills them")
 
+    def _round_outcome(self, round_no: int, valid: int, problem: str | None) -> None:
+        """Record how this round went; `cfg.bad_rounds` rounds in a row without one valid action
+        are an LLM failure (raised as LLMUnavailable)."""
+        if self.rounds and self.rounds[-1]["round"] == round_no:  # the loop asked again this round
+            last = self.rounds[-1]
+            last["valid"] += valid
+            last["problem"] = problem if valid == 0 else last["problem"]
+        else:
+            self.rounds.append({"round": round_no, "valid": valid, "problem": problem})
+        if self.store is not None:
+            self.store.set_meta("llm_rounds", self.rounds)
+        streak = 0
+        for r in reversed(self.rounds):
+            if r["valid"]:
+                break
+            streak += 1
+        if streak >= self.cfg.bad_rounds:
+            raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} (model {self.cfg.model}) gave no valid action "
+                                 f"in {streak} rounds in a row; last problem: {problem}")
+
     # -- planning
-    def propose(self, ctx: PlanningContext) -> list[Proposal]:
+    def propose(self, ctx: PlanningContext) -> list:
         if self.fallen_back:
             return self.sampler.propose(ctx)
         try:
             got = self.ask(ctx, ctx.wanted)
         except LLMUnavailable as err:
-            if self.cfg.on_error != "fallback":
-                raise
-            self.fall_back(ctx.round, err)
+            self.fail(ctx.round, err)
             return self.sampler.propose(ctx)
-        need = {a: n - sum(p.arm == a for p in got) for a, n in ctx.wanted.items()}
-        need = {a: n for a, n in need.items() if n > 0}
+        need = slots_left(ctx, ctx.wanted, got)
         if not need:
             return got
-        fill = self.sampler.propose(replace(ctx, wanted=need,
-                                            rejections=[*ctx.rejections, *self._rejections]))
+        fill = self.sampler.propose(replace(ctx, wanted=need, rejections=[*ctx.rejections, *self._rejections]))
         for arm, n in need.items():
             self.note_fill(ctx.round, arm, n)
         for p in fill:
-            p.rationale = f"tpe fill (the LLM gave no valid proposal for this slot): {p.rationale}"
+            p.rationale = f"tpe fill (the LLM gave no valid action for this slot): {p.rationale}"
         return got + fill
 
-    def check(self, study: Study, prop: LLMProposal, need: dict[str, int], asked: dict[str, int],
-              seen: set[str]) -> tuple[str | None, dict]:
-        """(why it is rejected or None, normalized params); "extra" marks a surplus valid proposal."""
-        if prop.arm not in study.arms:
-            return f"unknown arm {prop.arm!r}; arms: {', '.join(study.arms)}", prop.params
-        if prop.arm not in asked:
-            return f"arm {prop.arm!r} needs no proposals this round", prop.params
-        space = study.arms[prop.arm].space
-        problems = validate_params(study, prop.arm, prop.params)
-        missing = [k for k in active_params(space, prop.params) if k not in prop.params]
-        if missing:
-            problems.append(f"missing {', '.join(missing)}: every parameter of the arm needs a value")
-        if problems:
-            return "; ".join(problems), prop.params
-        params = normalize(space, prop.params)
-        if config_id(prop.arm, params) in seen:
-            return "duplicate of an earlier trial", params
-        if need.get(prop.arm, 0) <= 0:
-            return "extra", params
-        return None, params
-
-    def ask(self, ctx: PlanningContext, wanted: dict[str, int],
-            suggestions: list[Proposal] | None = None) -> list[Proposal]:
-        """Up to `wanted` valid proposals per arm from the model (repairing bounded times)."""
+    def ask(self, ctx: PlanningContext, wanted: dict[str, int], suggestions: list[Proposal] | None = None,
+            strict_slots: bool = False) -> list:
+        """Up to `wanted` slots of valid actions per arm from the model (repairing a bounded number of
+        times); raises LLMUnavailable when the service fails or rounds without a valid action pile up.
+        `suggestions`: the sampler's points (a try near one is not new); `strict_slots`: no action may
+        take more than the slots left (the hybrid's share: a bracket that needs more is rejected, a
+        replicate gets as many seeds as fit), else a bracket may run past this round's slots."""
         wanted = {a: n for a, n in wanted.items() if n > 0}
         if not wanted:
             return []
-        study = ctx.study
         arms = list(wanted)
-        schema = batch_schema(study, arms)
-        seen = {r.config for r in ctx.history}
-        # an arm's start point is in the history or accepted this round before the planner is asked
-        seen |= {config_id(a, study.arms[a].start) for a in arms if study.arms[a].start is not None}
-        system = _render(self.prompts["system"], {
-            "question": study.question, "space": describe_space(study, arms), "budget_left": ctx.budget_left})
-        hist = history_sections(ctx, arms)
-        sugg = ""
-        if suggestions:
-            sugg = ("\nThe TPE sampler, which owns the search state, suggests these points this round "
-                    "(yours replace some of them; propose different points):\n"
-                    + "\n".join(f"- {p.arm} {params_line(p.params)}" for p in suggestions) + "\n")
-        rejected = ""
-        if ctx.rejections:
-            rejected = ("\nRejected earlier this round:\n" + "\n".join(
-                f"- {p.arm} {params_line(p.params)}: {why}" for p, why in ctx.rejections[-8:]) + "\n")
-        report = ctx.round_report.strip()
-        if len(report) > self.cfg.report_chars:
-            report = report[: self.cfg.report_chars].rsplit("\n", 1)[0] + "\n(... cut)"
-        user = _render(self.prompts["round"], {
-            "round": ctx.round, "wanted": _wanted_text(wanted), "n_total": sum(wanted.values()),
-            "suggestions": sugg, "rejected": rejected, "round_report": report or "(no round finished yet)", **hist})
-        base = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        labels = config_labels(ctx.history)
+        vet = Vetting(ctx, wanted, labels, list(suggestions or []), strict_slots)
+        base = [{"role": "system", "content": system_message(self.prompts, ctx, arms)},
+                {"role": "user", "content": round_message(self.prompts, ctx, wanted, labels, suggestions,
+                                                          ctx.rejections)}]
         messages = base
-        need = dict(wanted)
-        accepted: list[Proposal] = []
+        accepted: list = []
+        previous: tuple | None = None
+        problem: str | None = None
         for attempt in range(self.cfg.repairs + 1):
-            entry = {"round": ctx.round, "attempt": attempt, "arms": dict(need), "model": self.cfg.model}
-            try:
-                result = self.client.complete(messages, schema)
-            except LLMUnavailable as err:
-                for f in self.client.failures:
-                    self._record_call({**entry, "mode": f["mode"], "prompt_tokens": 0, "completion_tokens": 0,
-                                       "latency_s": round(f["latency_s"], 3), "cost": None, "ok": False,
-                                       "error": f["error"]})
-                self._transcript(ctx.round, {**entry, "messages": messages, "error": str(err),
-                                             "failed_tries": self.client.failures})
-                raise
-            for f in result.failures:
-                self._record_call({**entry, "mode": f["mode"], "prompt_tokens": 0, "completion_tokens": 0,
-                                   "latency_s": round(f["latency_s"], 3), "cost": None, "ok": False,
-                                   "error": f["error"]})
-            errors: list[str] = []
-            rejected_here: list[dict] = []
-            accepted_here: list[dict] = []
-            extra = 0
-            parsed = None
-            try:
-                items, parsed = parse_batch(result.text)
-            except ValueError as err:
-                errors.append(f"the reply is not a valid JSON proposal batch: {err}")
-            else:
-                for i, lp in enumerate(items, 1):
-                    if isinstance(lp, tuple):  # not even proposal-shaped: say why, record what we can
-                        raw, why = lp
-                        errors.append(f"proposal {i}: {why}")
-                        if (isinstance(raw, dict) and isinstance(raw.get("arm"), str)
-                                and isinstance(raw.get("params"), dict)):
-                            arm, params = raw["arm"][:60], raw["params"]
-                            self._rejections.append((Proposal(arm=arm, params=params, origin="llm"), why))
-                            rejected_here.append({"arm": arm, "params": params, "reason": why})
-                        continue
-                    why, params = self.check(study, lp, need, wanted, seen)
-                    if why == "extra":
-                        extra += 1
-                        continue
-                    rationale = (lp.rationale or "").strip()[:400]
-                    if lp.expected:  # kept on the trial record with the rationale
-                        rationale += f" [expected: {lp.expected.strip()[:100]}]"
-                    prop = Proposal(arm=lp.arm, params=params, origin="llm", rationale=rationale.strip(),
-                                    expected=lp.expected)
-                    if why:
-                        self._rejections.append((prop, why))
-                        rejected_here.append({"arm": lp.arm, "params": lp.params, "reason": why})
-                        errors.append(f"proposal {i} ({lp.arm} {json.dumps(lp.params)}): {why}")
-                        continue
-                    accepted.append(prop)
-                    accepted_here.append({"arm": prop.arm, "params": params})
-                    seen.add(config_id(prop.arm, params))
-                    need[prop.arm] -= 1
-                if not items:
-                    errors.append("the batch holds no proposal")
+            need = {a: n for a, n in vet.need.items() if n > 0}
+            entry = {"round": ctx.round, "attempt": attempt, "arms": need, "model": self.cfg.model}
+            result = self._call(ctx.round, entry, messages, self._schema(ctx, need, labels))
+            errors, keys, taken, rejected, extra, parsed = self._vet_reply(vet, result)
+            accepted += taken
             if result.finish_reason == "length":
                 errors.append(f"the reply was cut off at the {self.cfg.max_tokens}-token limit: keep each "
                               "rationale to one short sentence")
-            need = {a: n for a, n in need.items() if n > 0}
+                keys.append("cut off")
+            left = {a: n for a, n in vet.need.items() if n > 0}
+            ended = None
+            if left and extra:
+                errors.append(f"{extra} action(s) dropped: their arm needs nothing more this round")
+                keys.append("extra")
+            if left and not errors:
+                errors.append("the batch held fewer actions than asked for")
+                keys.append("fewer")
+            if left and tuple(sorted(keys)) == previous:
+                ended = "the reply was rejected for the same reasons as the one before: repairs end here"
+            previous = tuple(sorted(keys))
+            problem = errors[0] if errors else problem
             cost = self.cfg.cost(result.prompt_tokens, result.completion_tokens)
             name = self._transcript(ctx.round, {
                 **entry, "mode": result.mode, "messages": messages, "raw_response": result.text,
-                "parsed": parsed, "accepted": accepted_here, "rejected": rejected_here, "extra_dropped": extra,
-                "validation_errors": errors, "failed_tries": result.failures,
-                "finish_reason": result.finish_reason,
+                "parsed": parsed, "accepted": [_described(a) for a in taken], "rejected": rejected,
+                "extra_dropped": extra, "validation_errors": errors, "repairs_ended": ended,
+                "failed_tries": result.failures, "finish_reason": result.finish_reason,
                 "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens},
                 "latency_s": result.latency_s, "cost": cost})
+            kinds: dict[str, int] = {}
+            for a in taken:
+                kinds[a.kind] = kinds.get(a.kind, 0) + 1
             self._record_call({**entry, "mode": result.mode, "prompt_tokens": result.prompt_tokens,
                                "completion_tokens": result.completion_tokens, "latency_s": round(result.latency_s, 3),
-                               "cost": cost, "ok": True, "error": None, "accepted": len(accepted_here),
-                               "rejected": len(rejected_here), "invalid": parsed is None, "transcript": name})
-            if not need:
+                               "cost": cost, "ok": True, "error": None, "accepted": len(taken), "kinds": kinds,
+                               "rejected": len(rejected), "invalid": parsed is None, "transcript": name})
+            if not left or ended:
                 break
-            if not errors:
-                errors.append("the batch held fewer proposals than asked for")
-            repair = _render(self.prompts["repair"], {"errors": "\n".join(f"- {e}" for e in errors),
-                                                      "wanted": _wanted_text(need)})
-            # keep the conversation short (small models, small contexts): the last reply and its problems
-            messages = [*base, {"role": "assistant", "content": result.text[:3000]},
-                        {"role": "user", "content": repair}]
+            messages = [*base, {"role": "assistant", "content": result.text[:REPLY_KEEP_CHARS]},
+                        {"role": "user", "content": repair_message(self.prompts, errors, left)}]
+        self._round_outcome(ctx.round, len(accepted), problem)
         return accepted
 
+    @staticmethod
+    def _schema(ctx: PlanningContext, need: dict[str, int], labels: dict[str, str]) -> dict:
+        """The reply's schema for the arms that still need slots (a repair asks only for those)."""
+        arms = list(need)
+        knobs = {a: [k.knob for k in ctx.evidence[a].knobs if k.to_try]
+                 for a in arms if a in ctx.evidence and ctx.evidence[a].leader_config is not None}
+        return action_schema(ctx.study, arms, sum(need.values()), {a: replicable(ctx, a, labels) for a in arms},
+                             knobs)
 
-__all__ = ["LLMPlanner", "LLMProposal", "ProposalBatch", "batch_schema", "parse_batch"]
+    def _call(self, round_no: int, entry: dict, messages: list[dict], schema: dict):
+        """One completion; failed tries are recorded whether or not the call succeeds."""
+        try:
+            result = self.client.complete(messages, schema)
+        except LLMUnavailable as err:
+            for f in self.client.failures:
+                self._record_call({**entry, "mode": f["mode"], "prompt_tokens": 0, "completion_tokens": 0,
+                                   "latency_s": round(f["latency_s"], 3), "cost": None, "ok": False,
+                                   "error": f["error"]})
+            self._transcript(round_no, {**entry, "messages": messages, "error": str(err),
+                                        "failed_tries": self.client.failures})
+            raise
+        for f in result.failures:
+            self._record_call({**entry, "mode": f["mode"], "prompt_tokens": 0, "completion_tokens": 0,
+                               "latency_s": round(f["latency_s"], 3), "cost": None, "ok": False, "error": f["error"]})
+        return result
+
+    def _vet_reply(self, vet: Vetting, result) -> tuple[list[str], list[str], list, list[dict], int, Any]:
+        """(errors for the model, the same without positions, accepted actions, rejected, surplus, parsed)."""
+        errors: list[str] = []
+        keys: list[str] = []
+        taken: list = []
+        rejected: list[dict] = []
+        extra = 0
+        if result.problem:
+            why = f"the reply is not a valid JSON action batch: {result.problem}"
+            return [why], [why], taken, rejected, extra, None
+        try:
+            items, parsed = parse_actions(result.text)
+        except ValueError as err:
+            why = f"the reply is not a valid JSON action batch: {err}"
+            return [why], [why], taken, rejected, extra, None
+        if not items:
+            errors.append("the batch holds no action")
+            keys.append("empty")
+        for i, item in enumerate(items, 1):
+            if isinstance(item, tuple):  # not even action-shaped: say why, record what we can
+                raw, why = item
+                errors.append(f"action {i}: {why}")
+                keys.append(f"{json.dumps(raw, sort_keys=True, default=str)[:200]}: {why}")
+                if isinstance(raw, dict) and isinstance(raw.get("arm"), str) and isinstance(raw.get("params"), dict):
+                    prop = Proposal(arm=raw["arm"][:60], params=raw["params"], origin="llm")
+                    self._rejections.append((prop, why))
+                    rejected.append({"arm": prop.arm, "params": prop.params, "reason": why})
+                continue
+            why, action = vet.check(item)
+            if why == "extra":
+                extra += 1
+                continue
+            if why:
+                prop = action  # a rejected action comes back as the Proposal it is recorded as
+                self._rejections.append((prop, why))
+                rejected.append({"kind": item.kind, "arm": prop.arm, "params": prop.params, "reason": why})
+                what = f"{item.kind} {item.arm} {params_line(prop.params)}"
+                errors.append(f"action {i} ({what}): {why}")
+                keys.append(f"{what}: {why}")
+                continue
+            taken.append(action)
+        return errors, keys, taken, rejected, extra, parsed
+
+
+__all__ = ["LLMPlanner", "Vetting", "normalize"]

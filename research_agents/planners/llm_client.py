@@ -3,22 +3,51 @@
 `LLMClient` wraps the official `openai` client with our own retries (each try is recorded) and
 the structured-output chain json_schema -> json_object (with the schema) -> plain text. After
 its retries it raises `LLMUnavailable`. The API key lives only inside the client object: it is
-never written to disk or printed (`LLMConfig.public` is what may be written down).
+never written to disk or printed (`LLMConfig.public` is what may be written down), and it is
+sent only to the official endpoint (https://api.openai.com) unless the user opts in for another
+host (`--llm-send-key` or RESEARCH_AGENTS_SEND_KEY=1), and never over plain http to a host that
+is not this machine (`LLMConfig.key_problem`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from typing import Any, Callable, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
 MODES = ("json_schema", "json_object", "text")
 DEFAULT_MODEL = "gpt-4o-mini"
 OPENAI_URL = "https://api.openai.com/v1"
-NO_KEY = "not-needed"  # local servers (vLLM, Ollama, llama.cpp) take any key
+OPENAI_HOST = "api.openai.com"
+NO_KEY = "not-needed"  # sent instead of the key: local servers (vLLM, Ollama, llama.cpp) take any key
 PRICE_ENV = ("RESEARCH_AGENTS_LLM_PRICE_IN", "RESEARCH_AGENTS_LLM_PRICE_OUT")
+SEND_KEY_ENV = "RESEARCH_AGENTS_SEND_KEY"  # "1": send OPENAI_API_KEY to a host other than OpenAI's
+LOOPBACK_TIMEOUT_S = 300.0  # a CPU llama.cpp server takes minutes for one answer
+REMOTE_TIMEOUT_S = 60.0
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def is_loopback(url: str) -> bool:
+    """The endpoint is on this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = _host(url)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_official(url: str) -> bool:
+    """The endpoint is OpenAI's own, over https."""
+    return urlsplit(url).scheme == "https" and _host(url) == OPENAI_HOST
 
 
 class LLMUnavailable(RuntimeError):
@@ -34,7 +63,8 @@ class LLMConfig(BaseModel):
     base_url: str | None = None
     model: str = DEFAULT_MODEL
     api_key: str | None = Field(default=None, repr=False, exclude=True)  # never written anywhere
-    timeout_s: float = 60.0
+    send_key: bool = False  # the user opted in to sending the key to a host other than OpenAI's
+    timeout_s: float | None = None  # None: LOOPBACK_TIMEOUT_S for a server on this machine, else REMOTE_TIMEOUT_S
     tries: int = 3
     backoff_s: float = 1.0  # waits backoff, 2x, 4x ... between tries
     repairs: int = 3  # corrected batches asked for per round (LLAMBO: up to 3)
@@ -46,15 +76,44 @@ class LLMConfig(BaseModel):
     share: float | None = None  # hybrid: overrides study.planner.llm_share
     configured: bool = False
     source: str = ""  # what configured it (for the console line)
-    report_chars: int = 1500  # how much of the latest round report the prompt carries
+    bad_rounds: int = 2  # this many rounds in a row without one valid LLM action count as an LLM failure
 
     @property
     def endpoint(self) -> str:
         return self.base_url or OPENAI_URL
 
+    @property
+    def timeout(self) -> float:
+        """Seconds per request: the user's, else generous for a server on this machine."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return LOOPBACK_TIMEOUT_S if is_loopback(self.endpoint) else REMOTE_TIMEOUT_S
+
+    @property
+    def key_sent(self) -> bool:
+        """Does the key go to the endpoint? Only to OpenAI's own, or where the user opted in."""
+        return bool(self.api_key) and (is_official(self.endpoint) or self.send_key)
+
+    def key_problem(self) -> str | None:
+        """Why the key must not be sent as asked (None: fine): never over plain http off this machine."""
+        if self.key_sent and urlsplit(self.endpoint).scheme != "https" and not is_loopback(self.endpoint):
+            return (f"refusing to send OPENAI_API_KEY over plain http to {_host(self.endpoint) or self.endpoint}: "
+                    "use an https endpoint, a server on this machine, or drop --llm-send-key / "
+                    f"{SEND_KEY_ENV}")
+        return None
+
+    def key_note(self) -> str:
+        """One phrase for the console: where the key goes."""
+        if not self.api_key:
+            return "no API key"
+        if self.key_sent:
+            return "OPENAI_API_KEY sent" + ("" if is_official(self.endpoint) else " (opted in)")
+        return (f"OPENAI_API_KEY not sent (not {OPENAI_HOST}; --llm-send-key or {SEND_KEY_ENV}=1 sends it)")
+
     def public(self) -> dict:
         """What may be written down (run.json, reports): never the key."""
-        return {"endpoint": self.endpoint, "model": self.model, "on_error": self.on_error}
+        return {"endpoint": self.endpoint, "model": self.model, "on_error": self.on_error,
+                "key_sent": self.key_sent}
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         if self.price_in is None and self.price_out is None:
@@ -73,6 +132,7 @@ class CallResult(BaseModel):
     latency_s: float
     failures: list[dict]  # failed tries before this answer
     finish_reason: str | None = None
+    problem: str | None = None  # the server answered, but not with a chat completion (text is then "")
 
 
 class LLMClient:
@@ -81,11 +141,14 @@ class LLMClient:
     def __init__(self, cfg: LLMConfig, sleep: Callable[[float], None] = time.sleep):
         from openai import OpenAI
 
+        problem = cfg.key_problem()
+        if problem:
+            raise LLMUnavailable(problem)
         self.cfg = cfg
         self.sleep = sleep
-        self._secret = cfg.api_key
-        self._client = OpenAI(base_url=cfg.endpoint, api_key=cfg.api_key or NO_KEY,
-                              timeout=cfg.timeout_s, max_retries=0)
+        self._secret = cfg.api_key  # scrubbed from every transcript, whether sent or not
+        self._client = OpenAI(base_url=cfg.endpoint, api_key=cfg.api_key if cfg.key_sent else NO_KEY,
+                              timeout=cfg.timeout, max_retries=0)
         self.mode_index = 0
         self.mode_works = False  # a call succeeded in the current mode
         self.failures: list[dict] = []  # failed tries of the last `complete` (also when it raised)
@@ -103,7 +166,7 @@ class LLMClient:
         import openai
 
         if isinstance(err, openai.APITimeoutError):
-            return f"timed out after {self.cfg.timeout_s:g} s"
+            return f"timed out after {self.cfg.timeout:g} s"
         if isinstance(err, openai.APIConnectionError):
             cause = err.__cause__ or err.__context__
             return f"connection failed ({cause or err})" if cause else f"connection failed ({err})"
@@ -137,6 +200,8 @@ class LLMClient:
             start = time.monotonic()
             try:
                 resp = self._client.chat.completions.create(**kwargs)
+            except ValueError as err:  # a success status whose body is not JSON
+                return self._not_chat(mode, start, f"the body is not JSON ({type(err).__name__})")
             except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
                 why = self.scrub(self._reason(err))
                 self.failures.append({"mode": mode, "error": why, "latency_s": time.monotonic() - start})
@@ -168,11 +233,23 @@ class LLMClient:
                 self.sleep(self.cfg.backoff_s * 2 ** (transport - 1))
                 continue
             latency = time.monotonic() - start
+            choices = getattr(resp, "choices", None)
+            choice = choices[0] if isinstance(choices, list) and choices else None
+            message = getattr(choice, "message", None)
+            text = getattr(message, "content", None)
+            if choice is None or not isinstance(text, (str, type(None))):
+                return self._not_chat(mode, start, f"no choices[0].message in {str(resp)[:120]!r}")
             self.mode_works = True
-            choice = resp.choices[0] if resp.choices else None
-            text = self.scrub((choice.message.content if choice and choice.message else None) or "")  # echoed key
-            usage = resp.usage
-            return CallResult(text=text, mode=mode, latency_s=latency, failures=list(self.failures),
+            usage = getattr(resp, "usage", None)
+            return CallResult(text=self.scrub(text or ""), mode=mode, latency_s=latency,  # an echoed key too
+                              failures=list(self.failures),
                               finish_reason=getattr(choice, "finish_reason", None),
                               prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                               completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+
+    def _not_chat(self, mode: str, start: float, why: str) -> CallResult:
+        """A server that answered with success but not a chat completion: an unusable reply (the
+        planner counts it like any other reply without a valid action), not a transport error."""
+        return CallResult(text="", mode=mode, latency_s=time.monotonic() - start, failures=list(self.failures),
+                          prompt_tokens=0, completion_tokens=0,
+                          problem=self.scrub(f"the server's response is not a chat completion: {why}"))

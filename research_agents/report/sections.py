@@ -159,11 +159,13 @@ def lr_section(fnd: Findings) -> list[str]:
 def origin_section(fnd: Findings) -> list[str]:
     if not fnd.by_origin:
         return ["No trial finished."]
-    rows = [[o.origin, o.n_trials, o.n_configs, o.n_ok, o.n_diverged, o.n_failed, f4(o.best_val_loss),
+    rows = [[o.arm, o.origin, o.n_trials, o.n_configs, o.n_ok, o.n_diverged, o.n_failed, f4(o.best_val_loss),
              f4(o.mean_val_loss)] for o in fnd.by_origin]
-    return ["Who proposed each trial and how it turned out (\"confirm\" = leader re-runs on fresh seeds; "
-            "\"default\" = the study's starting point, given to every planner).", "",
-            table(["origin", "trials", "configs", "ok", "diverged", "failed", "best val loss", "mean val loss"], rows)]
+    return ["Who proposed each trial and how it turned out, per arm so that origins are compared like with like "
+            "(\"confirm\" = leader re-runs on fresh seeds; \"default\" = the study's starting point, given to every "
+            "planner; a replicate counts under the origin that asked for it).", "",
+            table(["arm", "origin", "trials", "configs", "ok", "diverged", "failed", "best val loss",
+                   "mean val loss"], rows)]
 
 
 def budget_section(fnd: Findings) -> list[str]:
@@ -230,21 +232,32 @@ def diagnostics_section(rows: list[DiagnosticsRow]) -> str:
 
 def llm_usage_section(u: LLMUsage) -> str:
     lines = [f"Endpoint {u.endpoint}, model {u.model}; structured output: "
-             + (", ".join(u.modes) or "none succeeded") + ".", "",
-             f"- calls: {u.answered} answered, {u.failed_tries} failed tries (errors, timeouts, "
-             "output modes the server refused)",
-             f"- tokens: {u.prompt_tokens} in, {u.completion_tokens} out",
-             f"- latency: {u.latency_s:.1f} s in total"
-             + (f", {u.latency_s / (u.answered + u.failed_tries):.2f} s per call" if u.answered + u.failed_tries else ""),
-             "- cost: " + (f"${u.cost:.4f}" if u.cost is not None else "no prices configured "
-                           "(--llm-price-in/--llm-price-out, USD per 1M tokens)"),
-             f"- proposals: {u.accepted} accepted, {u.rejected} rejected, {u.invalid_replies} replies not a usable "
-             "JSON batch",
-             "- transcripts: llm/round-NN-K.json (messages, raw response, validation errors)"]
+             + (", ".join(u.modes) or "none succeeded") + ".", ""]
+    if u.plan:
+        lines.append(f"- {u.plan}")
+    if not u.answered and not u.failed_tries:
+        lines.append("- the LLM was never asked: every point came from the other planner")
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(u.kinds.items()))
+    lines += [f"- calls: {u.answered} answered, {u.failed_tries} failed tries (errors, timeouts, "
+              "output modes the server refused)",
+              f"- tokens: {u.prompt_tokens} in, {u.completion_tokens} out",
+              f"- latency: {u.latency_s:.1f} s in total"
+              + (f", {u.latency_s / (u.answered + u.failed_tries):.2f} s per call" if u.answered + u.failed_tries else ""),
+              "- cost: " + (f"${u.cost:.4f}" if u.cost is not None else "no prices configured "
+                            "(--llm-price-in/--llm-price-out, USD per 1M tokens)"),
+              f"- actions: {u.accepted} accepted" + (f" ({kinds})" if kinds else "") + f", {u.rejected} rejected, "
+              f"{u.invalid_replies} replies not a usable JSON batch",
+              f"- rounds the LLM was asked in: {u.rounds_asked}; without one valid action: "
+              + (", ".join(map(str, u.rounds_without_action)) or "none"),
+              "- transcripts: llm/round-NN-K.json (messages, raw response, validation errors)"]
     if u.slots_filled_by_tpe:
         lines.append(f"- slots the LLM never filled validly (given to tpe): {u.slots_filled_by_tpe}")
+    for i, st in enumerate(u.stops, 1):
+        later = u.resumed_after_stop or i < len(u.stops)
+        lines.append(f"- STOPPED at round {st['round']}: {st['reason']}; finished trials were kept"
+                     + ("; the run was resumed afterwards" if later else "; the same command resumes"))
     for fb in u.fallbacks:
-        lines.append(f"- FALLBACK at round {fb['round']}: the LLM service failed ({fb['reason']}); "
+        lines.append(f"- FALLBACK at round {fb['round']}: the LLM failed ({fb['reason']}); "
                      f"the classical {fb.get('planner', 'tpe')} planner planned the rest of that run")
     if u.by_round:
         lines += ["", "| round | calls | failed tries | mode | tokens in | tokens out | latency (s) | cost |",
@@ -254,6 +267,11 @@ def llm_usage_section(u: LLMUsage) -> str:
                          f"{r.prompt_tokens} | {r.completion_tokens} | {r.latency_s:.2f} | "
                          + (f"${r.cost:.4f}" if r.cost is not None else "-") + " |")
     return "\n".join(lines)
+
+
+def stopped_arms_section(stops: list[dict]) -> str:
+    return "\n".join(f"- round {s.get('round')}: {s.get('origin')} stopped the search of arm {s.get('arm')}: "
+                     f"{s.get('reason') or 'no reason given'}; its remaining search budget went unspent" for s in stops)
 
 
 def rejections_section(rejections: list[dict]) -> str:
@@ -266,10 +284,12 @@ def rejections_section(rejections: list[dict]) -> str:
 
 
 def planning_sections(p: PlanningSummary) -> list[tuple[str, str]]:
-    """"LLM usage" when any call happened, "Rejected proposals" when any."""
+    """"LLM usage" for an LLM planner, "Stopped searches" and "Rejected proposals" when any."""
     out = []
     if p.llm is not None:
         out.append(("LLM usage", llm_usage_section(p.llm)))
+    if p.stopped_arms:
+        out.append(("Stopped searches", stopped_arms_section(p.stopped_arms)))
     if p.rejections:
         out.append(("Rejected proposals", rejections_section(p.rejections)))
     return out
