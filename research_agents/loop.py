@@ -154,11 +154,13 @@ class ResearchLoop:
         if not self.plan.adaptive or most <= MIN_CONFIRM:
             return most
         ev = [e for e in tuning_evidence(self.study, self.records()).values() if e.leader_mean is not None]
-        if len(ev) < 2 or any(e.threshold is None for e in ev):
+        known = [e.threshold / 2 for e in ev if e.threshold is not None]
+        if len(ev) < 2 or not known:
             return most  # the noise is not measured yet: keep the full reserve
         means = sorted(e.leader_mean for e in ev)
         gap = min(b - a for a, b in zip(means, means[1:]))
-        sd = max(e.threshold for e in ev) / 2
+        # an arm not measured yet is assumed 3x noisier than the noisiest measured one
+        sd = max(known) * (3 if len(known) < len(ev) else 1)
         if gap <= 0:
             return most
         # paired t at alpha 0.05 with 80% power: n ~ ((1.96 + 0.84) * sd_diff / gap)^2, sd_diff ~ sqrt(2) sd

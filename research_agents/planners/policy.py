@@ -4,8 +4,8 @@ Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
 1. the LR first, coarse to fine: a factor of 4 from the start point, then on towards whichever
    side has nothing measured yet, until the optimum is inside, then the factor-2 neighbours that
    bracket it;
-2. measure the noise: once the arm has two configs and no repeat, replicate its leader on one more
-   seed (the adaptive plan sizes the confirmation from that noise);
+2. measure the noise: once an arm has two configs and no arm has a repeat, replicate its leader
+   on one more seed (the adaptive plan sizes the confirmation from that noise);
 3. replicate the leader while the runner-up is within the noise of it and the leader rests on
    fewer than 3 runs (single-seed noise could flip the ranking);
 4. the leader's other knobs: a first coarse look halfway to the farther bound, then the same
@@ -25,7 +25,7 @@ from research_agents.config.space import Param, active_params
 from research_agents.evidence import ArmEvidence
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.records import Proposal, Replicate
+from research_agents.records import Proposal, Replicate, by_config
 
 REPLICATE_UNTIL = 3  # a leader within the noise of its runner-up is replicated up to this many runs
 EXPLORE_RESERVE = 1  # search runs kept back when exploring another knob: a first LR neighbour of a new leader
@@ -46,6 +46,10 @@ class PolicyPlanner(BasePlanner):
 
     def propose(self, ctx: PlanningContext) -> list:
         out: list = []
+        # one arm's repeat is enough to size the confirmation (the loop assumes more noise for an
+        # arm not yet measured): the first arm buys it, the others keep their runs for the search
+        self._noise_known = any(len(rs) > 1 for rs in by_config(
+            r for r in ctx.history if r.phase == "search" and r.ok).values())
         for arm, n in ctx.wanted.items():
             if n > 0:
                 out += self._arm(ctx, arm, n)
@@ -61,8 +65,9 @@ class PolicyPlanner(BasePlanner):
         lr = ev.knob("lr")
         search = [r for r in ctx.history if r.arm == arm and r.phase == "search" and r.ok]
         repeated = len(search) > len({r.config for r in search})
-        if not repeated and len({r.config for r in search}) >= 2:
+        if not repeated and not self._noise_known and len({r.config for r in search}) >= 2:
             # first of all (one run): the adaptive plan sizes the confirmation from this noise
+            self._noise_known = True
             actions.append(Replicate(arm=arm, params=ev.leader_params, seeds=1, origin="policy",
                                      rationale="measure the seed noise: the leader on one more seed"))
         if lr is not None and lr.status.startswith("open"):
