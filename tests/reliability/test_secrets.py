@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from research_agents.cli import main
-from research_agents.planners.llm_client import DEFAULT_MODEL
+from research_agents.planners.llm_client import DEFAULT_MODEL, SEND_KEY_ENV
 from tests.openai_stub import StubLLM, batch
 from tests.reliability.helpers import write_study
 
@@ -32,6 +32,7 @@ def echoing_endpoint():
 
 def test_the_api_key_is_never_written(tmp_path, table, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv(SEND_KEY_ENV, "1")  # opted in: the key goes to this (loopback) endpoint
     study = write_study(tmp_path / "rel.toml")
     out, db = tmp_path / "out", tmp_path / "elsewhere" / "trials.db"
     db.parent.mkdir()
@@ -51,4 +52,5 @@ def test_the_api_key_is_never_written(tmp_path, table, monkeypatch, capsys):
     assert leaks == [], f"the API key was written to {leaks}"  # ...and written nowhere
     assert KEY not in console.out and KEY not in console.err
     saved = json.loads((out / "run.json").read_text())
-    assert saved["llm"] == {"endpoint": endpoint, "model": DEFAULT_MODEL, "on_error": "stop"}  # no key field
+    assert saved["llm"] == {"endpoint": endpoint, "model": DEFAULT_MODEL, "on_error": "stop",
+                            "key_sent": True}  # whether it was sent, never the key itself
