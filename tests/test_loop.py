@@ -388,7 +388,7 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_resumes(tmp_pa
     _wait_for_running_trial(proc, out, study, finished=1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1, stderr
+    assert proc.returncode == 1, f"stdout:\n{stdout}\nstderr:\n{stderr}"
     assert "interrupted" in stdout and (out / "report.md").is_file()
     records = OptunaStore.for_study(out, study).records()
     assert [r.status for r in records][-1] == "interrupted"
