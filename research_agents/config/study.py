@@ -63,7 +63,7 @@ class Budget(Strict):
 
 
 class PlannerSettings(Strict):
-    kind: Literal["auto", "grid", "random", "tpe", "llm", "hybrid"] = "auto"
+    kind: Literal["auto", "policy", "grid", "random", "tpe", "llm", "hybrid"] = "auto"
     trials_per_round: int = Field(4, ge=1)
     seed: int = 0
     tpe_startup_trials: int = Field(3, ge=1)
