@@ -147,13 +147,14 @@ class ResearchLoop:
         self.confirm()
 
     # -- the budget: equal search allowance per arm, confirmation sized by the measured noise
-    def confirm_count(self) -> int:
+    def confirm_count(self, records: list[TrialRecord] | None = None) -> int:
         """Confirmation seeds per leader: the plan's, or (adaptive plans) as many as the measured noise
         needs to tell the arm leaders apart, between MIN_CONFIRM and the plan's maximum."""
         most = len(self.plan.confirm_seeds)
         if not self.plan.adaptive or most <= MIN_CONFIRM:
             return most
-        ev = [e for e in tuning_evidence(self.study, self.records()).values() if e.leader_mean is not None]
+        records = self.records() if records is None else records
+        ev = [e for e in tuning_evidence(self.study, records).values() if e.leader_mean is not None]
         known = [e.threshold / 2 for e in ev if e.threshold is not None]
         if len(ev) < 2 or not known:
             return most  # the noise is not measured yet: keep the full reserve
@@ -167,22 +168,26 @@ class ResearchLoop:
         need = math.ceil((2.8 * math.sqrt(2) * sd / gap) ** 2)
         return max(MIN_CONFIRM, min(most, need))
 
-    def confirm_seeds(self) -> list[int]:
-        return self.plan.confirm_seeds[: self.confirm_count()]
+    def confirm_seeds(self, records: list[TrialRecord] | None = None) -> list[int]:
+        return self.plan.confirm_seeds[: self.confirm_count(records)]
 
     def search_allowance(self, arm: str) -> int:
         """Search runs the arm may spend (fairness: each arm its share of the search budget)."""
         if not self.plan.adaptive:
             return self.plan.search_share[arm]
         arms = self.study.arms
-        seeds = self.confirm_seeds()
-        done = {(r.config, r.seed) for r in self.records() if r.phase == "confirm" and r.status in COUNTED}
-        # what confirming the current leaders still costs (a resumed study may have confirmed others)
-        reserve = sum(1 for a in arms for params in self.leaders(a) for seed in seeds
-                      if (config_id(a, params), seed) not in done)
-        reserve += len(arms) * self.study.budget.leaders_per_arm * len(seeds) - sum(
-            len(self.leaders(a)) * len(seeds) for a in arms)  # arms without a leader yet
-        search = max(0, self.plan.budget - self.spent("confirm") - reserve)
+        records = self.records()
+        seeds = self.confirm_seeds(records)
+        confirmed = [r for r in records if r.phase == "confirm" and r.status in COUNTED]
+        done = {(r.config, r.seed) for r in confirmed}
+        # what confirming the current leaders still costs (a resumed study may have confirmed
+        # others), plus a full confirmation for each leader an arm does not have yet
+        reserve = 0
+        for a in arms:
+            leaders = self.leaders(a, records)
+            reserve += (self.study.budget.leaders_per_arm - len(leaders)) * len(seeds)
+            reserve += sum(1 for params in leaders for seed in seeds if (config_id(a, params), seed) not in done)
+        search = max(0, self.plan.budget - len(confirmed) - reserve)
         total = sum(a.share for a in arms.values())
         share = {a: int(search * arms[a].share / total) for a in arms}
         for a in list(arms)[: search - sum(share.values())]:
@@ -344,9 +349,10 @@ class ResearchLoop:
         for p, why in rejections:
             self.hooks.on_message(f"rejected {p.origin} proposal for {p.arm} {json.dumps(p.params)}: {why}")
 
-    def leaders(self, arm: str) -> list[dict]:
+    def leaders(self, arm: str, records: list[TrialRecord] | None = None) -> list[dict]:
         """The arm's best search configs by mean val loss (completed runs only)."""
-        ranked = ranked_configs(r for r in self.records() if r.arm == arm and r.phase == "search")
+        records = self.records() if records is None else records
+        ranked = ranked_configs(r for r in records if r.arm == arm and r.phase == "search")
         return [rs[0].params for rs in ranked[: self.study.budget.leaders_per_arm]]
 
     def confirm(self) -> None:
