@@ -67,9 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                      help="trial spec overrides for every run, e.g. steps=50 data.max_docs=40")
     run.add_argument("--save-model", action="store_true", help="save each trial's model (model.safetensors)")
-    run.add_argument("--executor", default="local", help="how trials run: local (default: one process per trial "
-                     "on this machine) or replay:TABLE (answers from a table of real results, e.g. "
+    run.add_argument("--executor", default="local", help="how trials run: local (default: each trial its own "
+                     "process, forked from a server that has imported torch once), local-cold (a new "
+                     "interpreter per trial), ray (Ray tasks: this machine or a cluster, see --ray-address) "
+                     "or replay:TABLE (answers from a table of real results, e.g. "
                      "benchmarks/data/replay_tiny.csv: a study in seconds)")
+    run.add_argument("--workers", type=whole(1), help="trials that train at once (default: one per GPU on CUDA; "
+                     "on CPU the cores divided by $OMP_NUM_THREADS, which defaults to 1 per trial; with Ray "
+                     "the cluster's GPUs or CPUs). Rounds grow to fill the workers")
+    run.add_argument("--ray-address", help="--executor ray: the cluster to join (auto, or HOST:PORT); default "
+                     "a new local Ray on this machine")
     add_llm_arguments(run)  # --llm-base-url, --llm-model, --llm-share, --on-llm-error, ...
     form = run.add_mutually_exclusive_group()
     form.add_argument("--quick", action="store_true", help="run the study's quick experiments")
@@ -291,7 +298,6 @@ def cmd_run(args, console: Console) -> int:
             planner, planner_line = point_planner(study, points)
             plan = runforms.point_plan(study, points, args.budget or runforms.point_budget(study, points))
         overrides = runforms.parse_set(args.set)
-        executor = make_executor(args.executor)
     except (ValueError, BadInput) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out else experiments_dir() / "runs" / study.name
@@ -300,6 +306,9 @@ def cmd_run(args, console: Console) -> int:
     preset = args.preset or study.preset
     try:  # every point of the run must make a valid trial spec, on a device this machine has
         specs = runforms.check_specs(study, points, preset, overrides)
+        device = "cuda" if any(s.device == "cuda" for s in specs) else \
+            "cpu" if all(s.device == "cpu" for s in specs) else "auto"
+        executor = make_executor(args.executor, device=device, ray_address=args.ray_address)
         if executor.trains_locally:
             runforms.check_devices(specs)
     except ValueError as e:
@@ -307,7 +316,8 @@ def cmd_run(args, console: Console) -> int:
 
     saved = {"study": study.model_dump(mode="json"), "budget": plan.budget, "confirm_seeds": args.seeds,
              "preset": preset, "overrides": overrides, "planner": planner.name, "storage": args.storage,
-             "scale": scale, "experiments": None if points is None else [p.name for p in points]}
+             "scale": scale, "experiments": None if points is None else [p.name for p in points],
+             "executor": args.executor, "workers": args.workers}
     if planner.public() is not None:  # LLM planners: endpoint and model, never the key
         saved["llm"] = planner.public()
     _check_run_dir(out, study, saved, args.storage)
@@ -371,6 +381,12 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
         console.print(f"budget {plan.budget} runs: search {plan.search_budget} "
                       f"({', '.join(f'{a} {n}' for a, n in plan.search_share.items())}), confirmation "
                       f"{plan.budget - plan.search_budget} on seeds {plan.confirm_seeds}; out: {out}", markup=False)
+    try:
+        workers = saved.get("workers") or executor.default_workers()
+    except RuntimeError as e:  # Ray cannot start or be reached
+        console.print(f"error: {e}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    console.print(f"trials: {executor.describe()}, {workers} at a time", markup=False)
     records = store.records()
     display = RunDisplay(console, plan.budget, records)
 
@@ -384,7 +400,7 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
 
     hooks = LoopHooks(on_trial_start=display.trial_start, on_progress=display.progress,
                       on_trial_end=trial_end, on_round_end=round_end, on_message=display.message)
-    loop = ResearchLoop(study, store, executor, planner, out, plan, overrides, preset, hooks)
+    loop = ResearchLoop(study, store, executor, planner, out, plan, overrides, preset, hooks, workers=workers)
     planner.attach(store, out, display.message)  # LLM planners record calls, transcripts and fallbacks
 
     interrupted = False

@@ -42,7 +42,7 @@ class RunDisplay:
                                                 completed=sum(r.status in COUNTED for r in records))
         self.trial = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                               TextColumn("{task.fields[loss]}"), console=console)
-        self.trial_task = None
+        self.trial_tasks: dict[int, int] = {}  # record id -> its progress bar (several when trials run in parallel)
         self.live = Live(self._render(), console=console, refresh_per_second=4) if self.live_mode else None
 
     def __enter__(self):
@@ -66,22 +66,24 @@ class RunDisplay:
 
     def trial_start(self, r: TrialRecord) -> None:
         self.records.append(r)
-        if self.trial_task is not None:
-            self.trial.remove_task(self.trial_task)
-        self.trial_task = self.trial.add_task(f"trial {r.order} {r.arm} s{r.seed}", total=None, loss="")
+        self.trial_tasks[r.id] = self.trial.add_task(f"trial {r.order} {r.arm} s{r.seed}", total=None, loss="")
         if not self.live_mode:
             self.message(f"trial {r.order}: {r.phase} {r.arm} seed {r.seed} ({r.origin}) {r.params}")
         self._refresh()
 
-    def progress(self, event: dict) -> None:
-        if event.get("event") == "step" and self.trial_task is not None:
+    def progress(self, r: TrialRecord, event: dict) -> None:
+        task = self.trial_tasks.get(r.id)
+        if event.get("event") == "step" and task is not None:
             loss = f"loss {event['train_loss']:.3f}"
             if event.get("val_loss") is not None:
                 loss += f"  val {event['val_loss']:.3f}"
-            self.trial.update(self.trial_task, total=event["steps"], completed=event["step"], loss=loss)
+            self.trial.update(task, total=event["steps"], completed=event["step"], loss=loss)
 
     def trial_end(self, r: TrialRecord) -> None:
         self.records = [x for x in self.records if x.id != r.id] + [r]
+        task = self.trial_tasks.pop(r.id, None)
+        if task is not None:
+            self.trial.remove_task(task)
         if r.status in COUNTED:
             self.budget.advance(self.budget_task)
         if not self.live_mode:

@@ -11,9 +11,11 @@ trains into a directory that already exists.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -50,11 +52,24 @@ class Work:
 
 
 @dataclass
+class Run:
+    """One trial to make."""
+
+    arm: str
+    params: dict
+    seed: int
+    origin: str
+    phase: str
+    round: int
+    rationale: str = ""
+
+
+@dataclass
 class LoopHooks:
     """What the loop tells the outside world (console display, reports)."""
 
     on_trial_start: Callable[[TrialRecord], None] = lambda r: None
-    on_progress: Callable[[dict], None] = lambda e: None
+    on_progress: Callable[[TrialRecord, dict], None] = lambda r, e: None  # a running trial's step
     on_trial_end: Callable[[TrialRecord], None] = lambda r: None
     on_round_end: Callable[[int, list[TrialRecord]], str] = lambda n, rs: ""  # returns round report
     on_message: Callable[[str], None] = lambda m: None
@@ -71,6 +86,7 @@ class ResearchLoop:
     overrides: dict[str, Any] = field(default_factory=dict)  # spec overrides (device, ...)
     preset: str | None = None
     hooks: LoopHooks = field(default_factory=LoopHooks)
+    workers: int = 1  # trials that train at once
     _curves: dict[int, CurveSummary | None] = field(default_factory=dict, init=False, repr=False)
 
     # -- bookkeeping
@@ -94,21 +110,62 @@ class ResearchLoop:
             name = f"{base}-{n}"
         return name
 
-    def run_trial(self, arm: str, params: dict, seed: int, origin: str, phase: str, round: int,
-                  rationale: str = "") -> TrialRecord:
-        spec = self.study.trial_spec(arm, params, seed, preset=self.preset, overrides=self.overrides)
-        run_dir = self.run_dir(arm, params, seed)
-        record = self.store.start(arm, params, seed, origin, phase, round, rationale, run_dir)
-        self.hooks.on_trial_start(record)
+    def run_trials(self, runs: list[Run]) -> list[TrialRecord]:
+        """Train `runs`, up to `workers` at once, started in the given order (so trial numbers and
+        directories do not depend on timing); returns their records in that order. This thread is
+        the only writer of the store. Ctrl-C: every running trial is stopped and recorded as
+        interrupted (a resume re-runs it), and TrialInterrupted is raised."""
+        done: dict[int, TrialRecord] = {}
+        todo = list(enumerate(runs))
+        running: dict[Future, tuple[int, TrialRecord]] = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="trial")
         try:
-            outcome = self.executor.run(spec, self.out / run_dir, self.study.trial_timeout_s,
-                                        self.hooks.on_progress)
-        except (TrialInterrupted, KeyboardInterrupt):  # Ctrl-C in the executor or around it
+            while todo or running:
+                while todo and len(running) < self.workers:
+                    i, run = todo.pop(0)
+                    record, future = self._start_trial(run, pool)
+                    running[future] = (i, record)
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(finished, key=lambda f: running[f][0]):
+                    i, record = running.pop(future)
+                    done[i] = self._finish_trial(record, future)
+        except (TrialInterrupted, KeyboardInterrupt):  # Ctrl-C here, or an executor that saw it
+            self.executor.cancel()
+            for future, (i, record) in running.items():
+                wait([future])
+                self.store.finish(record, "interrupted", None, "interrupted by the user (Ctrl-C)")
+            raise TrialInterrupted() from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return [done[i] for i in sorted(done)]
+
+    def _start_trial(self, run: Run, pool: ThreadPoolExecutor) -> tuple[TrialRecord, Future]:
+        spec = self.study.trial_spec(run.arm, run.params, run.seed, preset=self.preset, overrides=self.overrides)
+        run_dir = self.run_dir(run.arm, run.params, run.seed)
+        record = self.store.start(run.arm, run.params, run.seed, run.origin, run.phase, run.round, run.rationale,
+                                  run_dir)
+        self.hooks.on_trial_start(record)
+        future = pool.submit(self.executor.run, spec, self.out / run_dir, self.study.trial_timeout_s,
+                             functools.partial(self.hooks.on_progress, record))
+        return record, future
+
+    def _finish_trial(self, record: TrialRecord, future: Future) -> TrialRecord:
+        try:
+            outcome = future.result()
+        except (TrialInterrupted, KeyboardInterrupt):
             self.store.finish(record, "interrupted", None, "interrupted by the user (Ctrl-C)")
             raise TrialInterrupted() from None
-        record = self.store.finish(record, outcome.status, outcome.metrics, outcome.reason)
+        except Exception as err:  # an executor's own failure is this trial's recorded failure
+            record = self.store.finish(record, "failed", None, f"executor error: {type(err).__name__}: {err}")
+        else:
+            record = self.store.finish(record, outcome.status, outcome.metrics, outcome.reason)
         self.hooks.on_trial_end(record)
         return record
+
+    def run_trial(self, arm: str, params: dict, seed: int, origin: str, phase: str, round: int,
+                  rationale: str = "") -> TrialRecord:
+        """One trial (see run_trials)."""
+        return self.run_trials([Run(arm, params, seed, origin, phase, round, rationale)])[0]
 
     # -- phases
     def unfinished(self) -> list[TrialRecord]:
@@ -126,12 +183,11 @@ class ResearchLoop:
 
     def resume_interrupted(self) -> None:
         self.store.recover()  # trials a killed process left "running" become interrupted
-        for r in self.unfinished():
-            if self.spent() >= self.plan.budget:
-                break
+        again = self.unfinished()[: max(0, self.plan.budget - self.spent())]
+        for r in again:
             self.hooks.on_message(f"re-running trial {r.order} ({r.arm}, seed {r.seed}) left unfinished: "
                                   f"{r.reason or 'interrupted'}")
-            self.run_trial(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale)
+        self.run_trials([Run(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale) for r in again])
 
     def write_missing_round_reports(self) -> None:
         """The report of every round in the store that has none (a kill cut its round short)."""
@@ -195,7 +251,7 @@ class ResearchLoop:
         return share[arm]
 
     def _wanted(self) -> dict[str, int]:
-        per_round = self.study.planner.trials_per_round
+        per_round = max(self.study.planner.trials_per_round, self.workers)  # a round fills the workers
         n_seeds = len(self.study.seeds.search)
         left = {a: max(0, (self.search_allowance(a) - self.spent("search", a)) // n_seeds)
                 for a in self.study.arms}
@@ -231,12 +287,15 @@ class ResearchLoop:
                     exhausted.add(arm)
                     self.hooks.on_message(f"planner {self.planner.name} has nothing new for arm {arm}: "
                                           "its search ends here")
-            ran = []
+            # the round is one batch: its runs are fixed before any of them trains (parallel workers
+            # then give the same study as one worker)
+            left = {a: self.search_allowance(a) - self.spent("search", a) for a in wanted}
+            runs = []
             for w in work:
-                for seed in w.seeds:
-                    if self.spent("search", w.arm) >= self.search_allowance(w.arm):
-                        break
-                    ran.append(self.run_trial(w.arm, w.params, seed, w.origin, "search", round_no, w.rationale))
+                for seed in w.seeds[: max(0, left[w.arm])]:
+                    runs.append(Run(w.arm, w.params, seed, w.origin, "search", round_no, w.rationale))
+                    left[w.arm] -= 1
+            ran = self.run_trials(runs)
             if ran:
                 self.hooks.on_round_end(round_no, ran)
 
@@ -357,18 +416,16 @@ class ResearchLoop:
 
     def confirm(self) -> None:
         """Re-run each arm's leaders on the fresh confirmation seeds, interleaved so pairs line up."""
-        round_no = None
-        ran = []
         leaders = {arm: self.leaders(arm) for arm in self.study.arms}
         done = {(r.config, r.seed) for r in self.records() if r.phase == "confirm" and r.status in COUNTED}
-        for seed in self.confirm_seeds():
-            for arm, configs in leaders.items():
-                for params in configs:
-                    if (config_id(arm, params), seed) in done or self.spent() >= self.plan.budget:
-                        continue
-                    round_no = round_no or self.next_round()
-                    ran.append(self.run_trial(arm, params, seed, "confirm", "confirm", round_no,
-                                              "leader re-run on a fresh seed"))
+        todo = [(arm, params, seed) for seed in self.confirm_seeds() for arm, configs in leaders.items()
+                for params in configs if (config_id(arm, params), seed) not in done]
+        todo = todo[: max(0, self.plan.budget - self.spent())]
+        if not todo:
+            return
+        round_no = self.next_round()
+        ran = self.run_trials([Run(arm, params, seed, "confirm", "confirm", round_no, "leader re-run on a fresh seed")
+                               for arm, params, seed in todo])
         if ran:
             self.hooks.on_round_end(round_no, ran)
 

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from research_agents.execution.base import BaseExecutor, Outcome, ProgressFn, TrialInterrupted
-from research_agents.execution.local import LocalExecutor
+from research_agents.execution.local import LocalExecutor, visible_gpus
 
-EXECUTORS = ("local", "replay:TABLE")
+EXECUTORS = ("local", "local-cold", "ray", "replay:TABLE")
 
 
-def make_executor(name: str = "local", seed: int = 0) -> BaseExecutor:
-    """The executor `name` names: "local", or "replay:TABLE" (ValueError with one line otherwise)."""
-    if name == "local":
-        return LocalExecutor()
+def make_executor(name: str = "local", seed: int = 0, device: str = "auto",
+                  ray_address: str | None = None) -> BaseExecutor:
+    """The executor `name` names (ValueError with one line otherwise): "local" (warm fork server),
+    "local-cold" (a new interpreter per trial), "ray" or "replay:TABLE". `device` is where the
+    trials train (auto, cpu, cuda): on CUDA each trial gets a GPU of its own."""
+    if ray_address is not None and name != "ray":
+        raise ValueError("--ray-address applies to --executor ray only")
+    gpus = visible_gpus() if device != "cpu" else []
+    if name == "ray":  # a cluster's GPUs may be on other nodes than this one
+        from research_agents.execution.ray import RayExecutor
+
+        return RayExecutor(address=ray_address, gpus_per_trial=1.0 if gpus or device == "cuda" else 0.0)
+    if name in ("local", "local-cold"):
+        return LocalExecutor(gpus=gpus or None, warm=name == "local")
     kind, _, arg = name.partition(":")
     if kind == "replay":
         from research_agents.execution.replay import ReplayExecutor
@@ -23,4 +33,4 @@ def make_executor(name: str = "local", seed: int = 0) -> BaseExecutor:
 
 
 __all__ = ["BaseExecutor", "EXECUTORS", "LocalExecutor", "Outcome", "ProgressFn", "TrialInterrupted",
-           "make_executor"]
+           "make_executor", "visible_gpus"]

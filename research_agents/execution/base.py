@@ -45,6 +45,14 @@ class BaseExecutor(abc.ABC):
             on_progress: ProgressFn | None = None) -> Outcome:
         """Train `spec`, writing its files under `run_dir`; never raises for a failed trial."""
 
+    def default_workers(self) -> int:
+        """Trials to run at once when the user does not say (`--workers`)."""
+        return 1
+
+    def cancel(self) -> None:
+        """Stop every trial this executor is running (Ctrl-C in the driver, which then records them
+        as interrupted); `run` calls in other threads then return soon. Default: nothing to stop."""
+
     def describe(self) -> str:
         """One line for the console and the report's set-up."""
         return self.name

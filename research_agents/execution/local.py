@@ -1,34 +1,68 @@
 """Trials on this machine, each in its own process.
 
-LocalExecutor starts `python -m trainer run` in its own process (a crash or a leak in one trial
-cannot touch the next), keeps its log, enforces a timeout, and reads the trainer's per-step
-JSON lines for the live display.
+LocalExecutor runs each trial in its own process (a crash, a leak or an OOM kill in one trial
+cannot touch another), keeps its log, enforces a timeout, and reads the trainer's per-step JSON
+lines for the live display. Warm (the default), a fork server that has imported torch and the
+trainer once forks one child per trial (trainer/worker.py); cold, each trial is a fresh
+`python -m trainer run`. Several trials may run at once (one per calling thread); on CUDA each
+takes a GPU of its own from `gpus` (CUDA_VISIBLE_DEVICES).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from research_agents.execution.base import BaseExecutor, Outcome, ProgressFn, TrialInterrupted
 from research_agents.records import read_metrics
 from trainer.spec import TrialSpec
+from trainer.worker import PRELOAD, run_trial
 
 
 class LocalExecutor(BaseExecutor):
-    """One trial at a time on this machine; `gpu` pins it to one device when CUDA is present."""
+    """Trials on this machine. `gpus`: the CUDA devices trials are pinned to, one trial per device
+    at a time (None: no pinning). `warm`: fork each trial from a fork server (see the module)."""
 
     name = "local"
 
-    def __init__(self, python: str = sys.executable, gpu: int | None = None):
+    def __init__(self, python: str = sys.executable, gpus: list[str] | None = None, warm: bool = True):
         self.python = python
-        self.gpu = gpu
+        self.warm = warm
+        self.gpus = list(gpus) if gpus else None
+        self._free_gpus: queue.Queue[str] = queue.Queue()
+        for gpu in self.gpus or []:
+            self._free_gpus.put(gpu)
+        self._live: set = set()  # running trial processes (Popen or multiprocessing.Process)
+        self._lock = threading.Lock()
+        self._cancelled = False
+
+    def default_workers(self) -> int:
+        """One trial per GPU on CUDA; on CPU, the cores divided by the threads each trial uses."""
+        if self.gpus:
+            return len(self.gpus)
+        threads = int(_trial_env()["OMP_NUM_THREADS"]) if _trial_env()["OMP_NUM_THREADS"].isdigit() else 1
+        return max(1, (os.cpu_count() or 1) // max(1, threads))
+
+    def describe(self) -> str:
+        how = "warm fork server" if self.warm else "one new interpreter per trial"
+        return f"local ({how}{f', GPUs {self.gpus}' if self.gpus else ''})"
+
+    def cancel(self) -> None:
+        """Stop every running trial now (Ctrl-C in the driver)."""
+        with self._lock:
+            self._cancelled = True
+            live = list(self._live)
+        for proc in live:
+            _kill(proc)
 
     def run(self, spec: TrialSpec, run_dir: Path, timeout_s: float,
             on_progress: ProgressFn | None = None) -> Outcome:
@@ -37,43 +71,148 @@ class LocalExecutor(BaseExecutor):
         spec_path = run_dir / "spec.json"
         spec_path.write_text(spec.model_dump_json(indent=1))
         log_path = run_dir / "trainer.log"
-        env = dict(os.environ)
-        if self.gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
-        # Small CPU models train fastest on one thread, and a second thread that has to wait for
-        # a busy core slows a step down many times over (measured: 6 s vs 123 s for the tiny
-        # preset on 2 loaded cores). Users who want more set OMP_NUM_THREADS themselves.
-        env.setdefault("OMP_NUM_THREADS", "1")
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [self.python, "-m", "trainer", "run", "--spec", str(spec_path), "--out", str(run_dir)]
+        log_path.write_text("")
+        argv = ["run", "--spec", str(spec_path), "--out", str(run_dir)]
         started = time.perf_counter()
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    env=env, start_new_session=True, preexec_fn=_die_with_parent)
-            reader = threading.Thread(target=_pump, args=(proc, log, on_progress), daemon=True)
-            reader.start()
+        with self._gpu() as gpu:
+            env = {"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}
+            start = self._fork if self.warm else self._spawn
+            proc = start(argv, log_path, env)
+            with self._lock:
+                self._live.add(proc)
+                if self._cancelled:  # a Ctrl-C came while this one was starting
+                    _kill(proc)
             try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill(proc)
-                reader.join(5)
-                return Outcome(status="timeout", metrics=read_metrics(run_dir),
-                               reason=f"no result after {timeout_s:.0f} s", log_path=log_path,
-                               wall_time_s=time.perf_counter() - started)
+                returncode = _wait(proc, log_path, timeout_s, on_progress)
             except KeyboardInterrupt:
                 _kill(proc)
-                reader.join(5)
                 raise TrialInterrupted() from None
-            reader.join(5)
+            finally:
+                with self._lock:
+                    self._live.discard(proc)
         wall = time.perf_counter() - started
         metrics = read_metrics(run_dir)
-        if proc.returncode == 0 and metrics is not None and metrics.status in ("completed", "diverged"):
+        if returncode is None:
+            return Outcome(status="timeout", metrics=metrics, reason=f"no result after {timeout_s:.0f} s",
+                           log_path=log_path, wall_time_s=wall)
+        if returncode == 0 and metrics is not None and metrics.status in ("completed", "diverged"):
             return Outcome(status=metrics.status, metrics=metrics, reason=metrics.reason, log_path=log_path,
                            wall_time_s=wall)
-        reason = _killed_by(proc.returncode) or (metrics.reason if metrics is not None else None) \
-            or _last_error(log_path) or f"exit code {proc.returncode}"
+        reason = _killed_by(returncode) or (metrics.reason if metrics is not None else None) \
+            or _last_error(log_path) or f"exit code {returncode}"
         return Outcome(status="failed", metrics=metrics, reason=reason, log_path=log_path, wall_time_s=wall)
+
+    @contextmanager
+    def _gpu(self):
+        if self.gpus is None:
+            yield None
+            return
+        gpu = self._free_gpus.get()
+        try:
+            yield gpu
+        finally:
+            self._free_gpus.put(gpu)
+
+    def _spawn(self, argv: list[str], log_path: Path, env: dict) -> subprocess.Popen:
+        """Cold: a fresh `python -m trainer run`."""
+        full = {**os.environ, **_trial_env(), **env}
+        root = str(Path(__file__).resolve().parents[2])
+        full["PYTHONPATH"] = root + os.pathsep + full.get("PYTHONPATH", "")
+        with open(log_path, "a") as log:
+            return subprocess.Popen([self.python, "-m", "trainer", *argv], stdout=log, stderr=subprocess.STDOUT,
+                                    env=full, start_new_session=True, preexec_fn=_die_with_parent)
+
+    def _fork(self, argv: list[str], log_path: Path, env: dict):
+        """Warm: a child of the fork server (trainer/worker.py)."""
+        proc = _fork_context().Process(target=run_trial, args=(argv, str(log_path), {**_trial_env(), **env}),
+                                       daemon=False)
+        proc.start()
+        return proc
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices trials may be pinned to, without importing torch where there is no NVIDIA
+    driver: $CUDA_VISIBLE_DEVICES's entries when set, else every device torch sees."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [x.strip() for x in env.split(",") if x.strip()]
+    if not Path("/proc/driver/nvidia/gpus").is_dir() and sys.platform.startswith("linux"):
+        return []
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    except Exception:
+        return []
+
+
+def _trial_env() -> dict[str, str]:
+    """Small CPU models train fastest on one thread, and a second thread that has to wait for a busy
+    core slows a step down many times over (measured: 6 s vs 123 s for the tiny preset on 2 loaded
+    cores). Users who want more set OMP_NUM_THREADS themselves."""
+    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+_FORK_LOCK = threading.Lock()
+_FORK_CONTEXT = None
+
+
+def _fork_context():
+    """The fork server, started once per driver with torch and the trainer imported. It inherits
+    the environment now, so torch's thread count is set before torch is imported."""
+    global _FORK_CONTEXT
+    with _FORK_LOCK:
+        if _FORK_CONTEXT is None:
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD)
+            _FORK_CONTEXT = ctx
+        return _FORK_CONTEXT
+
+
+def _wait(proc, log_path: Path, timeout_s: float, on_progress: ProgressFn | None) -> int | None:
+    """Wait for a trial process, feeding its log's JSON lines to `on_progress`; its exit code (a
+    negative signal number when a signal ended it), or None after killing it at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    offset = 0
+    while True:
+        code = _poll(proc, 0.2)
+        offset = _follow(log_path, offset, on_progress)
+        if code is not None:
+            return code
+        if time.monotonic() > deadline:
+            _kill(proc)
+            _follow(log_path, offset, on_progress)
+            return None
+
+
+def _poll(proc, seconds: float) -> int | None:
+    if isinstance(proc, subprocess.Popen):
+        try:
+            return proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return None
+    proc.join(seconds)
+    return proc.exitcode
+
+
+def _follow(log_path: Path, offset: int, on_progress: ProgressFn | None) -> int:
+    """Hand the complete lines the log gained since `offset` to `on_progress`; the new offset."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read()
+    except OSError:
+        return offset
+    end = chunk.rfind(b"\n") + 1
+    if on_progress is not None:
+        for line in chunk[:end].decode(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    on_progress(json.loads(line))
+                except Exception:  # the display must never break a trial
+                    pass
+    return offset + end
 
 
 def _die_with_parent() -> None:
@@ -85,23 +224,17 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _pump(proc: subprocess.Popen, log, on_progress: ProgressFn | None) -> None:
-    for line in proc.stdout:
-        log.write(line)
-        log.flush()
-        if on_progress and line.startswith("{"):
-            try:
-                on_progress(json.loads(line))
-            except (json.JSONDecodeError, Exception):  # the display must never break a trial
-                pass
-
-
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc) -> None:
+    """SIGKILL a trial process (its whole session for a cold one) and reap it."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+        if isinstance(proc, subprocess.Popen):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        else:
+            proc.kill()
+            proc.join()
+    except (ProcessLookupError, ValueError, AssertionError):  # already gone / not started
         pass
-    proc.wait()
 
 
 def _killed_by(returncode: int) -> str | None:

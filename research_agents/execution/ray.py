@@ -1,0 +1,126 @@
+"""Trials as Ray tasks: one machine's cores or GPUs, or a whole cluster's.
+
+`--executor ray [--ray-address auto|ADDRESS]`. Each trial is a Ray task that asks for one GPU on
+CUDA (Ray sets CUDA_VISIBLE_DEVICES for it) or `cpus_per_trial` CPUs otherwise. On whichever node
+it lands, the task trains the trial exactly as the local executor does (a fresh `python -m trainer
+run` in its own process, in a scratch directory there) and sends back the trial's files, which the
+driver writes into the run directory: nodes need no shared filesystem, and the driver stays the
+only writer of the store. The same spec and seed give the same numbers as the local executor.
+Needs the optional extra: `pip install research-agents[ray]`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from research_agents.execution.base import BaseExecutor, Outcome, ProgressFn, TrialInterrupted
+from research_agents.records import read_metrics
+from trainer.spec import TrialSpec
+
+MAX_FILE_BYTES = 2 << 30  # a trial's files come back whole; a checkpoint may be large, not unbounded
+
+
+class RayExecutor(BaseExecutor):
+    name = "ray"
+
+    def __init__(self, address: str | None = None, gpus_per_trial: float = 0.0, cpus_per_trial: float = 1.0,
+                 init_kwargs: dict | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--executor ray needs Ray: pip install 'research-agents[ray]' (or pip install ray)") \
+                from None
+        self.ray = ray
+        self.address = address
+        self.gpus_per_trial = gpus_per_trial
+        self.cpus_per_trial = cpus_per_trial
+        self.init_kwargs = dict(init_kwargs or {})
+        self._refs: set = set()
+        self._task = None
+
+    def _connect(self):
+        if self._task is None:
+            if not self.ray.is_initialized():
+                kwargs = {"address": self.address, "include_dashboard": False, "log_to_driver": False,
+                          "configure_logging": False, **self.init_kwargs}
+                try:
+                    self.ray.init(**{k: v for k, v in kwargs.items() if v is not None})
+                except Exception as err:  # ConnectionError, a bad address, ...
+                    raise RuntimeError(f"cannot start or reach Ray at {self.address or 'a new local cluster'}: "
+                                       f"{' '.join(str(err).split())}") from None
+            self._task = self.ray.remote(_train_remote).options(
+                num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial, max_retries=0)
+        return self._task
+
+    def default_workers(self) -> int:
+        """As many trials at once as the cluster has GPUs (GPU trials) or CPUs per trial."""
+        self._connect()
+        res = self.ray.cluster_resources()
+        if self.gpus_per_trial:
+            return max(1, int(res.get("GPU", 0) // self.gpus_per_trial))
+        return max(1, int(res.get("CPU", 1) // self.cpus_per_trial))
+
+    def describe(self) -> str:
+        where = self.address or "a local Ray cluster"
+        each = f"{self.gpus_per_trial:g} GPU" if self.gpus_per_trial else f"{self.cpus_per_trial:g} CPU"
+        return f"ray ({where}; {each} per trial)"
+
+    def cancel(self) -> None:
+        for ref in list(self._refs):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:
+                pass
+
+    def run(self, spec: TrialSpec, run_dir: Path, timeout_s: float,
+            on_progress: ProgressFn | None = None) -> Outcome:
+        started = time.perf_counter()
+        try:
+            task = self._connect()
+        except RuntimeError as err:
+            return Outcome(status="failed", metrics=None, reason=str(err), log_path=None,
+                           wall_time_s=time.perf_counter() - started)
+        ref = task.remote(spec.model_dump(mode="json"), timeout_s)
+        self._refs.add(ref)
+        try:
+            status, reason, files = self.ray.get(ref, timeout=timeout_s + 120)
+        except KeyboardInterrupt:
+            self.ray.cancel(ref, force=True)
+            raise TrialInterrupted() from None
+        except self.ray.exceptions.GetTimeoutError:
+            self.ray.cancel(ref, force=True)
+            return Outcome(status="timeout", metrics=None, reason=f"no result from Ray after {timeout_s:.0f} s",
+                           log_path=None, wall_time_s=time.perf_counter() - started)
+        except self.ray.exceptions.TaskCancelledError:
+            return Outcome(status="failed", metrics=None, reason="cancelled", log_path=None,
+                           wall_time_s=time.perf_counter() - started)
+        except self.ray.exceptions.RayError as err:  # the worker died (OOM, a crash), a node was lost, ...
+            return Outcome(status="failed", metrics=None, reason=f"ray: {' '.join(str(err).split())[:300]}",
+                           log_path=None, wall_time_s=time.perf_counter() - started)
+        finally:
+            self._refs.discard(ref)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (run_dir / name).write_bytes(data)
+        metrics = read_metrics(run_dir)
+        log_path = run_dir / "trainer.log"
+        return Outcome(status=status, metrics=metrics, reason=reason, log_path=log_path if log_path.exists() else None,
+                       wall_time_s=time.perf_counter() - started)
+
+
+def _train_remote(spec_json: dict, timeout_s: float) -> tuple[str, str | None, dict[str, bytes]]:
+    """The Ray task: train in a scratch directory of this node with the local executor (cold: a Ray
+    worker is already a warm, reused process), and return the outcome and the trial's files."""
+    import tempfile
+
+    from research_agents.execution.local import LocalExecutor
+
+    spec = TrialSpec.model_validate(spec_json)
+    with tempfile.TemporaryDirectory(prefix="research-agents-trial-") as tmp:
+        run_dir = Path(tmp) / "trial"
+        outcome = LocalExecutor(warm=False).run(spec, run_dir, timeout_s)
+        files = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())
+                 if p.is_file() and os.path.getsize(p) <= MAX_FILE_BYTES}
+    return outcome.status, outcome.reason, files
