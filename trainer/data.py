@@ -392,7 +392,8 @@ def encode_documents(tokenizer: Tokenizer, docs: Sequence[str]) -> np.ndarray:
 
 @dataclass
 class TokenData:
-    """Train and val token streams (1-D int64 tensors) plus what made them."""
+    """Train and val token streams (1-D int32 tensors; batches are int64) plus what made them. A
+    cache hit memory-maps the streams, so trials on one machine share one copy in the page cache."""
 
     train: torch.Tensor
     val: torch.Tensor
@@ -476,8 +477,9 @@ def _read_entry(entry: Path) -> TokenData | None:
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        train = np.load(entry / "train.npy", allow_pickle=False)
-        val = np.load(entry / "val.npy", allow_pickle=False)
+        # copy-on-write mapping: shared with every other reader, never written back to the cache
+        train = np.load(entry / "train.npy", mmap_mode="c", allow_pickle=False)
+        val = np.load(entry / "val.npy", mmap_mode="c", allow_pickle=False)
         shapes = (train.shape, val.shape)
         if shapes != ((meta["n_train_tokens"],), (meta["n_val_tokens"],)):
             raise ValueError("token arrays do not match meta.json")
@@ -485,8 +487,8 @@ def _read_entry(entry: Path) -> TokenData | None:
         log.warning("ignoring damaged token cache entry %s: %s", entry, e)
         return None
     return TokenData(
-        train=torch.from_numpy(train.astype(np.int64)),
-        val=torch.from_numpy(val.astype(np.int64)),
+        train=torch.from_numpy(train),
+        val=torch.from_numpy(val),
         vocab_size=int(meta["vocab_size"]),
         fingerprint=meta["fingerprint"],
         eos_id=meta["eos_id"],
@@ -571,8 +573,8 @@ def load_token_data(cfg: DataConfig, cache_dir: str | Path | None = None) -> Tok
         log.info("tokenised %s: %d train / %d val tokens in %.1fs", cfg.source, len(train), len(val),
                  meta["build_seconds"])
     return TokenData(
-        train=torch.from_numpy(train.astype(np.int64)),
-        val=torch.from_numpy(val.astype(np.int64)),
+        train=torch.from_numpy(np.ascontiguousarray(train, dtype=np.int32)),
+        val=torch.from_numpy(np.ascontiguousarray(val, dtype=np.int32)),
         vocab_size=tokenizer.vocab_size,
         fingerprint=fingerprint,
         eos_id=tokenizer.eos_id,
