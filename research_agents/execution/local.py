@@ -44,6 +44,8 @@ class LocalExecutor(BaseExecutor):
         self._live: set = set()  # running trial processes (Popen or multiprocessing.Process)
         self._lock = threading.Lock()
         self._cancelled = False
+        if warm:  # started now, from the thread that makes the executor (the driver's main thread), since
+            _fork_context()  # the server dies with the thread that started it (trainer/forkserver.py)
 
     def default_workers(self) -> int:
         """One trial per GPU on CUDA; on CPU, the cores divided by the threads each trial uses."""
@@ -166,6 +168,9 @@ def _fork_context():
             os.environ.setdefault("OMP_NUM_THREADS", "1")
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(PRELOAD)
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
             _FORK_CONTEXT = ctx
         return _FORK_CONTEXT
 

@@ -40,12 +40,16 @@ class RayExecutor(BaseExecutor):
         self._refs: set = set()
         self._task = None
 
+    def connect(self) -> None:
+        self._connect()
+
     def _connect(self):
         if self._task is None:
             if not self.ray.is_initialized():
                 kwargs = {"address": self.address, "include_dashboard": False, "log_to_driver": False,
                           "configure_logging": False, **self.init_kwargs}
                 try:
+                    _reachable(self.address)
                     self.ray.init(**{k: v for k, v in kwargs.items() if v is not None})
                 except Exception as err:  # ConnectionError, a bad address, ...
                     raise RuntimeError(f"cannot start or reach Ray at {self.address or 'a new local cluster'}: "
@@ -108,6 +112,19 @@ class RayExecutor(BaseExecutor):
         log_path = run_dir / "trainer.log"
         return Outcome(status=status, metrics=metrics, reason=reason, log_path=log_path if log_path.exists() else None,
                        wall_time_s=time.perf_counter() - started)
+
+
+def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT address must accept a connection within seconds (Ray itself retries for minutes)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected auto or HOST:PORT, got {address!r}")
+    import socket
+
+    with socket.create_connection((host, int(port)), timeout=timeout_s):
+        pass
 
 
 def _train_remote(spec_json: dict, timeout_s: float) -> tuple[str, str | None, dict[str, bytes]]:

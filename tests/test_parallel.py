@@ -1,0 +1,184 @@
+"""Parallel trials: --workers N gives the serial run's numbers; the warm fork server trains
+exactly as a fresh interpreter does; a killed trial loses only itself; Ray trials match local ones.
+
+(Ctrl-C and SIGKILL during a parallel batch: tests/test_loop.py, whose runs use 2 workers.)
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from research_agents.cli import main
+from research_agents.config import load_study
+from research_agents.execution import LocalExecutor
+from research_agents.loop import ResearchLoop
+from research_agents.store import OptunaStore
+
+ROOT = Path(__file__).resolve().parents[1]
+REPLAY = ROOT / "benchmarks" / "data" / "replay_tiny.csv"
+
+
+def _numbers(out: Path) -> list[dict]:
+    """results.csv without its wall-clock column: what must not depend on how trials were run."""
+    with (out / "results.csv").open() as fh:
+        return [{k: v for k, v in row.items() if k != "wall_time_s"} for row in csv.DictReader(fh)]
+
+
+def _spec(fast_study: Path, seed: int = 0, steps: int = 20, lr: float = 0.02):
+    study = load_study(fast_study)
+    return study.trial_spec("muon", {"lr": lr, "ns_steps": 5}, seed, overrides={"steps": steps})
+
+
+def test_replay_study_with_three_workers_equals_one_worker(tmp_path):
+    runs = {}
+    for workers in (1, 3):
+        out = tmp_path / f"w{workers}"
+        assert main(["run", "--budget", "20", "--executor", f"replay:{REPLAY}", "--workers", str(workers),
+                     "--out", str(out)]) == 0
+        runs[workers] = _numbers(out)
+    assert len(runs[1]) == 20 and runs[3] == runs[1]
+
+
+def test_rounds_grow_to_fill_the_workers(tmp_path):
+    """More workers than the study's trials per round: each round hands every worker a trial."""
+    out = tmp_path / "run"
+    assert main(["run", "--budget", "30", "--executor", f"replay:{REPLAY}", "--workers", "8", "--out", str(out)]) == 0
+    study = load_study("muon_vs_adamw", ROOT / "experiments")
+    records = OptunaStore.for_study(out, study).records()
+    per_round = {}
+    for r in records:
+        if r.phase == "search" and r.origin != "default":
+            per_round[r.round] = per_round.get(r.round, 0) + 1
+    assert study.planner.trials_per_round < 8 and max(per_round.values()) > study.planner.trials_per_round
+
+
+def test_parallel_real_training_gives_the_serial_numbers(tmp_path, fast_study):
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        assert main(["run", "--study", str(fast_study), "--budget", "8", "--planner", "random",
+                     "--workers", str(workers), "--out", str(out)]) == 0
+        runs[workers] = _numbers(out)
+    assert len(runs[1]) == 8 and runs[2] == runs[1]
+    assert len({row["val_loss"] for row in runs[1]}) > 1  # real, distinct results
+
+
+def test_warm_fork_server_trains_exactly_as_a_fresh_interpreter(tmp_path, fast_study):
+    spec = _spec(fast_study)
+    warm = LocalExecutor(warm=True).run(spec, tmp_path / "warm", 300)
+    cold = LocalExecutor(warm=False).run(spec, tmp_path / "cold", 300)
+    assert warm.status == cold.status == "completed", (warm.reason, cold.reason)
+    assert warm.metrics.final == cold.metrics.final
+    assert [h["train_loss"] for h in warm.metrics.history] == [h["train_loss"] for h in cold.metrics.history]
+    assert (tmp_path / "warm" / "trainer.log").read_text().count('"event": "step"') > 0  # progress is logged
+
+
+def test_a_killed_trial_loses_only_itself(tmp_path, fast_study):
+    """Two trials at once from the fork server; SIGKILL one: it fails with the signal named, the
+    other completes, and the server goes on serving trials."""
+    executor = LocalExecutor(warm=True)
+    outcomes = {}
+
+    def run(name, spec):
+        outcomes[name] = executor.run(spec, tmp_path / name, 300)
+
+    threads = {name: threading.Thread(target=run, args=(name, _spec(fast_study, seed=i, steps=400)))
+               for i, name in enumerate(("a", "b"))}
+    for t in threads.values():
+        t.start()
+    deadline = time.time() + 120
+    while len(executor._live) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # both training
+    os.kill(next(iter(executor._live)).pid, signal.SIGKILL)
+    for t in threads.values():
+        t.join(300)
+    statuses = sorted((o.status, o.reason or "") for o in outcomes.values())
+    assert [s for s, _ in statuses] == ["completed", "failed"], statuses
+    assert "SIGKILL" in statuses[1][1]
+    again = executor.run(_spec(fast_study, steps=10), tmp_path / "after", 300)
+    assert again.status == "completed", again.reason
+
+
+def test_cancel_stops_every_running_trial(tmp_path, fast_study):
+    executor = LocalExecutor(warm=True)
+    outcomes = []
+    threads = [threading.Thread(target=lambda i=i: outcomes.append(
+        executor.run(_spec(fast_study, seed=i, steps=5000), tmp_path / f"t{i}", 300))) for i in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + 120
+    while len(executor._live) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    started = time.time()
+    executor.cancel()
+    for t in threads:
+        t.join(60)
+    assert len(outcomes) == 2 and all(o.status == "failed" for o in outcomes)
+    assert time.time() - started < 30  # stopped, not trained to the end (5000 steps)
+
+
+def test_a_trial_timeout_kills_only_that_trial(tmp_path, fast_study):
+    out = LocalExecutor(warm=True).run(_spec(fast_study, steps=5000), tmp_path / "slow", timeout_s=3)
+    assert out.status == "timeout" and "3 s" in out.reason
+
+
+# ----------------------------------------------------------------- Ray: a real local cluster, no mock
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'research-agents[ray]'")
+
+
+def test_unreachable_ray_address_is_one_line(tmp_path, fast_study, capsys):
+    if ray.is_initialized():
+        pytest.skip("a Ray session is open in this process")
+    code = main(["run", "--study", str(fast_study), "--budget", "8", "--executor", "ray", "--ray-address",
+                 "127.0.0.1:1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr()
+    assert code == 2 and "cannot start or reach Ray" in err.out + err.err
+    assert "Traceback" not in err.out + err.err
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_trial_equals_the_local_trial(tmp_path, fast_study, local_ray):
+    from research_agents.execution.ray import RayExecutor
+
+    spec = _spec(fast_study, seed=3)
+    executor = RayExecutor()
+    assert executor.default_workers() == 2
+    remote = executor.run(spec, tmp_path / "ray", 300)
+    local = LocalExecutor(warm=False).run(spec, tmp_path / "local", 300)
+    assert remote.status == local.status == "completed", (remote.reason, local.reason)
+    assert remote.metrics.final == local.metrics.final
+    for name in ("metrics.json", "spec.json", "trainer.log"):  # the trial's files came back to the driver
+        assert (tmp_path / "ray" / name).is_file()
+
+
+def test_ray_executor_runs_a_study_with_the_local_numbers(tmp_path, fast_study, local_ray):
+    args = ["run", "--study", str(fast_study), "--budget", "8", "--planner", "random"]
+    assert main([*args, "--executor", "ray", "--out", str(tmp_path / "ray")]) == 0
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    assert _numbers(tmp_path / "ray") == _numbers(tmp_path / "local")
+    assert "ray" in (tmp_path / "ray" / "report.md").read_text()
+
+
+def test_a_failing_ray_trial_is_a_recorded_failure(tmp_path, fast_study, local_ray):
+    from research_agents.execution.ray import RayExecutor
+
+    spec = _spec(fast_study).model_copy(update={"steps": 10})
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"source": "/nonexistent/corpus.txt"})})
+    out = RayExecutor().run(spec, tmp_path / "bad", 300)
+    assert out.status == "failed" and out.reason
