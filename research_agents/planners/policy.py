@@ -195,7 +195,8 @@ class PolicyPlanner(BasePlanner):
             new = fine if side is not None or explored else self._coarse(p, value, direction)
             why = f"bracket {knob}" if new == fine else f"sweep {knob} {'up' if direction > 0 else 'down'}"
             if vertex is not None and vertex * direction > 0:
-                why += f" (a parabola through the nearest points puts the minimum {'above' if direction > 0 else 'below'})"
+                side_word = "above" if direction > 0 else "below"
+                why += f" (a parabola through the nearest points has its minimum {side_word})"
             out.append(Proposal(arm=arm, params={**ev.leader_params, knob: new}, origin="policy",
                                 rationale=f"{why}: {k.status} around {value:.4g}"))
             if side is not None:
@@ -219,9 +220,10 @@ class PolicyPlanner(BasePlanner):
         for side in sorted((x for x in (k.below, k.above) if x is not None), key=lambda x: x.gap):
             if (not only_close or side.within_noise is not False) and p.steps_between(lr, side.value) > 0.6:
                 mid = float(f"{(lr * side.value) ** 0.5 if p.log else (lr + side.value) / 2:.4g}")
+                noise = {True: ", within the noise", False: ", beyond the noise", None: ", noise not measured"}
                 out.append(Proposal(arm=arm, params={**ev.leader_params, "lr": mid}, origin="policy",
                                     rationale=f"refine lr between {lr:.4g} and {side.value:.4g} "
-                                              f"({side.gap:+.4f}, within the noise)"))
+                                              f"({side.gap:+.4f}{noise[side.within_noise]})"))
         return out
 
     def _choice_point(self, ctx: PlanningContext, arm: str, ev: ArmEvidence, knob: str, choice: Any) -> Proposal:
