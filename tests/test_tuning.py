@@ -198,3 +198,27 @@ def test_a_neighbour_better_beyond_the_noise_moves_the_leader_and_reopens_the_br
                _rec(3, "adamw", 0.006, 4.7, seed=1), _rec(4, "adamw", 0.006, 4.72, seed=2)]
     ev = tuning_evidence(s, records)["adamw"]
     assert ev.leader_params == {"lr": 0.006} and ev.knob("lr").status == "open above"
+
+
+def _lr_proposals(records: list[TrialRecord]) -> list[float]:
+    from research_agents.planners.base import PlanningContext
+    from research_agents.records import Proposal
+
+    s = study()
+    ctx = PlanningContext(study=s, wanted={"adamw": 2}, history=records, round=3,
+                          evidence=tuning_evidence(s, records), search_left={"adamw": 10, "muon": 10})
+    return [a.params["lr"] for a in PolicyPlanner(seed=0).propose(ctx) if isinstance(a, Proposal)]
+
+
+def test_a_leader_barely_ahead_of_its_coarse_neighbour_is_bracketed_between_them_first():
+    # 0.008 (one run) is a hair better than 0.002 (two runs), a factor 4 below it: a parabola through
+    # the three points puts the optimum between them, so the point between comes first and alone,
+    # not the coarse move away from both (0.032), which waits for its result
+    records = [_rec(0, "adamw", 0.0005, 6.0), _rec(1, "adamw", 0.002, 5.10), _rec(2, "adamw", 0.002, 5.11, seed=1),
+               _rec(3, "adamw", 0.008, 5.09)]
+    assert tuning_evidence(study(), records)["adamw"].knob("lr").status == "open both"
+    assert _lr_proposals(records) == [0.004]
+    # still falling steeply towards the leader: the optimum lies beyond it, the sweep goes on up first
+    records = [_rec(0, "adamw", 0.0005, 6.0), _rec(1, "adamw", 0.002, 5.50), _rec(2, "adamw", 0.002, 5.51, seed=1),
+               _rec(3, "adamw", 0.008, 5.09)]
+    assert _lr_proposals(records)[0] == 0.032

@@ -3,7 +3,9 @@
 Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
 1. the LR first, coarse to fine: a factor of 4 from the start point, then on towards whichever
    side has nothing measured yet, until the optimum is inside, then the factor-2 neighbours that
-   bracket it;
+   bracket it; where a parabola through the leader and its two nearest points along the knob puts
+   the minimum between the leader and a measured point (a leader barely ahead of its coarse
+   neighbour), the point between them comes first and the move away from both waits;
 2. measure the noise: once an arm has two configs and no arm has a repeat, replicate its leader
    on one more seed (the adaptive plan sizes the confirmation from that noise);
 3. replicate the leader while the runner-up is within the noise of it and the leader rests on
@@ -19,6 +21,7 @@ The loop validates every action against the space, the budget and the history.
 from __future__ import annotations
 
 from dataclasses import replace
+from statistics import fmean
 from typing import Any
 
 from research_agents.config.space import Param, active_params
@@ -71,7 +74,7 @@ class PolicyPlanner(BasePlanner):
             actions.append(Replicate(arm=arm, params=ev.leader_params, seeds=1, origin="policy",
                                      rationale="measure the seed noise: the leader on one more seed"))
         if lr is not None and lr.status.startswith("open"):
-            actions += self._sweep(ev, space["lr"], arm, "lr", self._tried(search, "lr"))
+            actions += self._sweep(ev, space["lr"], arm, "lr", search)
         if repeated and ev.close_call and ev.runner_up_gap is not None:
             why = (f"the runner-up is {ev.runner_up_gap:.4f} behind, within the noise: one more seed before "
                    "trusting the ranking")
@@ -96,7 +99,7 @@ class PolicyPlanner(BasePlanner):
                 actions.append(Proposal(arm=arm, params={**ev.leader_params, k.knob: jump}, origin="policy",
                                         rationale=f"first look at {k.knob}: halfway to its farther bound"))
             else:
-                actions += self._sweep(ev, p, arm, k.knob, self._tried(search, k.knob))[:1]
+                actions += self._sweep(ev, p, arm, k.knob, search)[:1]
         if lr is not None and lr.status == "bracketed":
             actions += self._refine(ev, space["lr"], arm, only_close=True)
         actions = actions[:n]  # every action here costs one run
@@ -140,14 +143,49 @@ class PolicyPlanner(BasePlanner):
         one = p.neighbour(value, direction)
         return None if one is None else (p.neighbour(one, direction) or one)
 
-    def _sweep(self, ev: ArmEvidence, p: Param, arm: str, knob: str, tried: set) -> list:
+    @staticmethod
+    def _line(search: list, leader: dict, knob: str) -> dict:
+        """The measured means along one knob through the leader: {value: mean} of the configs that
+        differ from the leader in that knob only (the leader's own included)."""
+        line: dict = {}
+        for rs in by_config(search).values():
+            params = rs[0].params
+            if set(params) == set(leader) and all(params[q] == leader[q] for q in leader if q != knob):
+                line[params[knob]] = fmean(r.val_loss for r in rs)
+        return line
+
+    @staticmethod
+    def _vertex(p: Param, value: float, line: dict) -> float | None:
+        """Where a parabola through the leader and its two nearest measured points along the knob
+        has its minimum, in signed grid steps from the leader (successive parabolic interpolation,
+        as in Brent's line search); None without three points or when the fit is not convex."""
+        pts = sorted(((p.steps_between(value, v) * (1 if v > value else -1), m) for v, m in line.items()),
+                     key=lambda t: abs(t[0]))[:3]
+        if len(pts) < 3:
+            return None
+        (x0, y0), (x1, y1), (x2, y2) = pts
+        denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
+        if abs(denom) < 1e-12:
+            return None
+        a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
+        b = (x2 ** 2 * (y0 - y1) + x1 ** 2 * (y2 - y0) + x0 ** 2 * (y1 - y2)) / denom
+        return -b / (2 * a) if a > 0 else None
+
+    def _sweep(self, ev: ArmEvidence, p: Param, arm: str, knob: str, search: list) -> list:
         """Coarse to fine on one numeric knob: a side where the arm never measured anything beyond
         the leader's value (at any settings of its other knobs) gets a two-step move (a factor of 4
-        for an LR); otherwise the one-step neighbour. The side without one-knob neighbours goes
-        first (a measured one is worse: the leader has the lowest mean), then the closer call."""
+        for an LR); otherwise the one-step neighbour. Which side first: where a parabola through
+        the leader and its two nearest points along the knob puts the minimum (a leader barely
+        ahead of a coarse neighbour most likely has the optimum between them: the point between
+        comes before a move away from both); without a convex fit, the side without one-knob
+        neighbours (a measured one is worse: the leader has the lowest mean), then the closer call.
+        A side with a measured neighbour is tried alone: its result decides what comes next."""
         value = ev.leader_params[knob]
         k = ev.knob(knob)
-        sides = sorted(((1, k.above), (-1, k.below)), key=lambda t: (t[1] is not None, t[1].gap if t[1] else 0))
+        tried = self._tried(search, knob)
+        vertex = self._vertex(p, value, self._line(search, ev.leader_params, knob))
+        sides = sorted(((1, k.above), (-1, k.below)),
+                       key=lambda t: (vertex is None or vertex * t[0] <= 0, t[1] is not None, t[1].gap if t[1] else 0))
         out = []
         for direction, side in sides:
             fine = p.neighbour(value, direction)
@@ -156,6 +194,9 @@ class PolicyPlanner(BasePlanner):
             explored = any((v - value) * direction > 0 for v in tried)
             new = fine if side is not None or explored else self._coarse(p, value, direction)
             why = f"bracket {knob}" if new == fine else f"sweep {knob} {'up' if direction > 0 else 'down'}"
+            if vertex is not None and vertex * direction > 0:
+                side_word = "above" if direction > 0 else "below"
+                why += f" (a parabola through the nearest points has its minimum {side_word})"
             out.append(Proposal(arm=arm, params={**ev.leader_params, knob: new}, origin="policy",
                                 rationale=f"{why}: {k.status} around {value:.4g}"))
             if side is not None:
@@ -179,9 +220,10 @@ class PolicyPlanner(BasePlanner):
         for side in sorted((x for x in (k.below, k.above) if x is not None), key=lambda x: x.gap):
             if (not only_close or side.within_noise is not False) and p.steps_between(lr, side.value) > 0.6:
                 mid = float(f"{(lr * side.value) ** 0.5 if p.log else (lr + side.value) / 2:.4g}")
+                noise = {True: ", within the noise", False: ", beyond the noise", None: ", noise not measured"}
                 out.append(Proposal(arm=arm, params={**ev.leader_params, "lr": mid}, origin="policy",
                                     rationale=f"refine lr between {lr:.4g} and {side.value:.4g} "
-                                              f"({side.gap:+.4f}, within the noise)"))
+                                              f"({side.gap:+.4f}{noise[side.within_noise]})"))
         return out
 
     def _choice_point(self, ctx: PlanningContext, arm: str, ev: ArmEvidence, knob: str, choice: Any) -> Proposal:
