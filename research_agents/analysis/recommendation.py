@@ -216,12 +216,15 @@ def _tuning_cap(study: Study, rec: Recommendation, comps: list[ComparisonResult]
                    "on the same --out)")
     settle += "."
     names = " and ".join(ev.arm for ev in untuned)
+    is_ = "is" if len(untuned) == 1 else "are"
     if rec.confidence in ("moderate", "high"):
-        head = (f"Confidence capped at low: {names} is not tuned, {why}. The paired test alone would have said "
-                f"{rec.confidence}, but it compares a tuned optimizer with one whose LR optimum was not found. ")
+        what = ("a tuned optimizer with one whose LR optimum was not found" if len(untuned) == 1 else
+                "optimizers whose LR optima were not found")
+        head = (f"Confidence capped at low: {names} {is_} not tuned, {why}. The paired test alone would have said "
+                f"{rec.confidence}, but it compares {what}. ")
         return rec.model_copy(update={"confidence": "low", "winner_arm": None, "winner_config": None,
                                       "winner_params": None, "text": f"{head}{settle} {rec.text}"})
-    return rec.model_copy(update={"text": f"{rec.text} Tuning: {names} is not tuned ({why}). {settle}"})
+    return rec.model_copy(update={"text": f"{rec.text} Tuning: {names} {is_} not tuned ({why}). {settle}"})
 
 
 def _point_run_note(rec: Recommendation, rows: list[ConfigRow]) -> Recommendation:
