@@ -57,3 +57,12 @@ def fast_study(tmp_path, token_cache) -> Path:
     path = tmp_path / "fast.toml"
     path.write_text(fast_study_toml())
     return path
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """A real local Ray with 2 CPUs for the whole session (skips where the [ray] extra is missing)."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'research-agents[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

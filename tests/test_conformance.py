@@ -114,11 +114,20 @@ def _broken_for_local(spec, tmp_path):  # a data source that does not exist
     return spec.model_copy(update={"data": spec.data.model_copy(update={"source": str(tmp_path / "no-such-corpus.txt")})})
 
 
-EXECUTORS = {"local": lambda tmp_path: LocalExecutor(), "replay": _replay}
+def _ray(tmp_path: Path) -> BaseExecutor:
+    from research_agents.execution.ray import RayExecutor
+
+    return RayExecutor()
+
+
+EXECUTORS = {"local": lambda tmp_path: LocalExecutor(), "local-cold": lambda tmp_path: LocalExecutor(warm=False),
+             "ray": _ray, "replay": _replay}
 
 
 @pytest.fixture(params=list(EXECUTORS))
 def executor(request, tmp_path) -> BaseExecutor:
+    if request.param == "ray":
+        request.getfixturevalue("local_ray")  # a real local Ray (skips where Ray is not installed)
     return EXECUTORS[request.param](tmp_path)
 
 
@@ -142,7 +151,7 @@ def test_executor_same_spec_same_numbers(executor, fast_study, tmp_path):
 
 def test_executor_records_a_trial_it_cannot_run_as_failed_with_a_reason(executor, fast_study, tmp_path):
     spec = _spec(fast_study, lr=0.02)
-    if executor.name == "local":
+    if executor.name in ("local", "ray"):
         spec, word = _broken_for_local(spec, tmp_path), "no-such-corpus"
     else:  # the replay table holds no run of this optimizer
         executor.table = {k: v for k, v in executor.table.items() if k[0] != "muon"}
