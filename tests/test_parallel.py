@@ -176,3 +176,36 @@ def test_a_failing_ray_trial_is_a_recorded_failure(tmp_path, fast_study, local_r
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"source": "/nonexistent/corpus.txt"})})
     out = RayExecutor().run(spec, tmp_path / "bad", 300)
     assert out.status == "failed" and out.reason
+
+
+def test_each_concurrent_trial_gets_a_gpu_of_its_own(tmp_path, fast_study, monkeypatch):
+    """On CUDA each running trial is pinned to one free device (CUDA_VISIBLE_DEVICES), one trial per
+    device; the default worker count is the device count. (The child's env is captured: no GPU here.)"""
+    executor = LocalExecutor(gpus=["3", "5"], warm=False)
+    assert executor.default_workers() == 2
+    seen, both_running = [], threading.Barrier(2, timeout=60)
+
+    def fake_start(argv, log_path, env):
+        seen.append(env["CUDA_VISIBLE_DEVICES"])
+        if len(seen) <= 2:
+            both_running.wait()  # the two trials hold their devices at the same time
+        return subprocess.Popen([sys.executable, "-c", "pass"])
+
+    monkeypatch.setattr(executor, "_spawn", fake_start)
+    threads = [threading.Thread(target=executor.run, args=(_spec(fast_study, seed=i), tmp_path / f"t{i}", 60))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(seen) == ["3", "5"]
+    executor.run(_spec(fast_study), tmp_path / "again", 60)  # both devices were given back
+    assert seen[-1] in ("3", "5") and len(seen) == 3
+
+
+def test_cpu_workers_default_to_cores_over_threads_per_trial(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert LocalExecutor(warm=False).default_workers() == 4
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert LocalExecutor(warm=False).default_workers() == 16
