@@ -35,12 +35,19 @@ def _optuna_url(tmp_path, study):
     return OptunaStore.for_study(tmp_path / "run", study, url=f"sqlite:///{tmp_path / 'elsewhere.db'}")
 
 
-STORES = {"optuna-sqlite-in-run-dir": _optuna_file, "optuna-sqlalchemy-url": _optuna_url}
+def _optuna_postgresql(tmp_path, study, url):  # a real server the tests start (tests/postgres.py)
+    return OptunaStore.for_study(tmp_path / "run", study, url=url)
+
+
+STORES = {"optuna-sqlite-in-run-dir": _optuna_file, "optuna-sqlalchemy-url": _optuna_url,
+          "optuna-postgresql": _optuna_postgresql}
+NEEDS = {"optuna-postgresql": "postgres_url"}  # the fixture a store's URL comes from
 
 
 @pytest.fixture(params=list(STORES))
 def store(request, tmp_path, fast_study) -> BaseStore:
-    return STORES[request.param](tmp_path, load_study(fast_study))
+    extra = [request.getfixturevalue(NEEDS[request.param])] if request.param in NEEDS else []
+    return STORES[request.param](tmp_path, load_study(fast_study), *extra)
 
 
 def _metrics(loss: float | None, status: str = "completed") -> TrialMetrics:
