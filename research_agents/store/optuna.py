@@ -49,18 +49,25 @@ DB_FILE = "study.db"  # the default store: OUT/study.db
 CONNECT_TIMEOUT_S = 10  # for database servers: an unreachable host fails in seconds, not minutes
 TRANSACTION_TRIES = 5  # a write transaction that finds the database busy is tried again (as Optuna does)
 _BUSY = re.compile(r"locked|deadlock|could not serialize|lock wait timeout", re.IGNORECASE)
+_CREATE_RACE = re.compile(r"already exists|duplicate key|UniqueViolation|IntegrityError", re.IGNORECASE)
 _RECORD_KEYS = tuple(set(TrialRecord.model_fields) - {"id", "arm", "params"})
 
 
-def _batches(storage_cls) -> bool:
-    """Whether this Optuna's RDBStorage has the internals that let start() and finish() each be one
-    transaction (Optuna 4 and 5 do); without them each attribute is its own commit, state last."""
-    return all(hasattr(storage_cls, name) for name in
-               ("_get_prepared_new_trial", "_set_trial_attr_without_commit", "_set_trial_value_without_commit",
-                "check_trial_is_updatable"))
+def _batches() -> bool:
+    """Whether start() and finish() can each be one transaction: they write Optuna's tables through
+    its own SQLAlchemy models (the schema optuna-dashboard reads), which Optuna 4 and 5 have.
+    Without them each attribute is its own commit through the public API, the state last."""
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session  # noqa: F401
+    except ImportError:
+        return False
+    return all(hasattr(models, name) for name in ("StudyModel", "TrialModel", "TrialParamModel",
+                                                  "TrialUserAttributeModel", "TrialValueModel")) \
+        and hasattr(models.TrialValueModel, "value_to_stored_repr") and hasattr(models.TrialModel, "count_past_trials")
 
 
-_BATCHED = _batches(optuna.storages.RDBStorage)
+_BATCHED = _batches()
 
 
 def default_url(out: Path) -> str:
@@ -238,8 +245,20 @@ class OptunaStore(BaseStore):
             raise StoreError(f"{where} cannot be read as an Optuna database: {_one_line(err)}") from None
 
     def _open(self, url: str, study_name: str) -> None:
-        self.storage = optuna.storages.RDBStorage(url, heartbeat_interval=None, skip_table_creation=self.readonly)
-        self.studies = {arm: self._study(f"{study_name}:{arm}") for arm in self.spaces}
+        for attempt in range(1, TRANSACTION_TRIES + 1):
+            storage = None
+            try:
+                storage = optuna.storages.RDBStorage(url, heartbeat_interval=None, skip_table_creation=self.readonly)
+                self.storage = storage
+                self.studies = {arm: self._study(f"{study_name}:{arm}") for arm in self.spaces}
+                break
+            except Exception as err:
+                # drivers opening a new database at once race to create its tables: the losers retry
+                if self.readonly or attempt == TRANSACTION_TRIES or not _CREATE_RACE.search(_one_line(err)):
+                    raise
+                if storage is not None:
+                    storage.engine.dispose()
+                time.sleep(random.uniform(0.1, 0.5) * attempt)
         self._meta = self.studies[next(iter(self.spaces))]
         self._study_ids = [s._study_id for s in self.studies.values()]
         self._by_id: dict[int, TrialRecord] = {}
@@ -388,18 +407,29 @@ class OptunaStore(BaseStore):
         if not self.batched:
             order = 1 + sum(len(s.get_trials(deepcopy=False)) for s in self.studies.values())
             return self.storage.create_new_trial(study_id, template_trial=template(order)), order
+        from optuna.distributions import distribution_to_json
         from optuna.storages._rdb import models
-        from sqlalchemy import func, select, update
+        from sqlalchemy import func, insert, select, update
 
-        def insert(session) -> tuple[int, int]:
-            s = models.StudyModel
+        def create(session) -> tuple[int, int]:
+            s, t = models.StudyModel, models.TrialModel
             session.execute(update(s).where(s.study_id == self._meta._study_id).values(study_name=s.study_name))
-            n = session.execute(select(func.count(models.TrialModel.trial_id))
-                                .where(models.TrialModel.study_id.in_(self._study_ids))).scalar_one()
-            trial = self.storage._get_prepared_new_trial(study_id, template(n + 1), session)
-            return trial.trial_id, n + 1
+            order = 1 + session.execute(select(func.count(t.trial_id)).where(t.study_id.in_(self._study_ids))
+                                        ).scalar_one()
+            frozen = template(order)
+            trial = t(study_id=study_id, number=None, state=TrialState.RUNNING, datetime_start=frozen.datetime_start)
+            session.add(trial)
+            session.flush()  # (its id)
+            if frozen.params:
+                session.execute(insert(models.TrialParamModel), [
+                    dict(trial_id=trial.trial_id, param_name=k, param_value=d.to_internal_repr(frozen.params[k]),
+                         distribution_json=distribution_to_json(d)) for k, d in frozen.distributions.items()])
+            session.execute(insert(models.TrialUserAttributeModel), [
+                dict(trial_id=trial.trial_id, key=k, value_json=json.dumps(v)) for k, v in frozen.user_attrs.items()])
+            trial.number = trial.count_past_trials(session)
+            return trial.trial_id, order
 
-        return self._transaction(insert)
+        return self._transaction(create)
 
     def _close(self, trial_id: int, attrs: dict[str, Any], state: TrialState, value: float | None) -> None:
         """Write a finished trial's attributes, value and state in one transaction."""
@@ -409,14 +439,18 @@ class OptunaStore(BaseStore):
             self.storage.set_trial_state_values(trial_id, state, None if value is None else [value])
             return
         from optuna.storages._rdb import models
+        from sqlalchemy import delete, insert
 
         def close(session) -> None:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
             self.storage.check_trial_is_updatable(trial_id, trial.state)
-            for k, v in attrs.items():
-                self.storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, k, v)
+            a = models.TrialUserAttributeModel
+            session.execute(delete(a).where(a.trial_id == trial_id, a.key.in_(list(attrs))))
+            session.execute(insert(a), [dict(trial_id=trial_id, key=k, value_json=json.dumps(v))
+                                        for k, v in attrs.items()])
             if value is not None:
-                self.storage._set_trial_value_without_commit(session, trial, 0, value)
+                stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+                session.add(models.TrialValueModel(trial_id=trial_id, objective=0, value=stored, value_type=kind))
             trial.state = state
             trial.datetime_complete = datetime.now()
 

@@ -93,12 +93,23 @@ def test_two_drivers_share_one_study_on_postgres(tmp_path, table, postgres_url):
         assert status.returncode == 0 and f"{len(records)} trials" in status.stdout, status.stdout
 
 
+def _go(procs: list[subprocess.Popen]) -> list[subprocess.Popen]:
+    """Wait until each process has said "ready" (imports done), then tell them all to go at once."""
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready", p.communicate(timeout=60)[1]
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    return procs
+
+
 NUMBERING = textwrap.dedent("""\
     import sys
     from research_agents.config import load_study
     from research_agents.store import OptunaStore
     url, study, n = sys.argv[1], load_study(sys.argv[2]), int(sys.argv[3])
     store = OptunaStore(url, study.name, {a: arm.space for a, arm in study.arms.items()})
+    print("ready", flush=True)
     sys.stdin.readline()  # both processes are ready: go
     for i in range(n):
         r = store.start("adamw" if i % 2 else "muon", {"lr": 0.001 * (i + 1)}, i, "tpe", "search", 1, "", f"t{i}")
@@ -114,11 +125,9 @@ def test_concurrent_drivers_never_share_a_trial_number(tmp_path, backend, reques
     made = load_study(study)
     OptunaStore(url, made.name, {a: arm.space for a, arm in made.arms.items()})  # (the tables, made once)
     procs = [subprocess.Popen([sys.executable, "-c", NUMBERING, url, str(study), "15"], cwd=ROOT, env=cli_env(),
-                              stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    errors = [p.communicate(timeout=120)[1] for p in procs]
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errors = [p.communicate(timeout=120)[1] for p in _go(procs)]
     assert [p.returncode for p in procs] == [0, 0], errors
     assert sorted(r.order for r in _records(study, url)) == list(range(1, 31))
 
@@ -136,3 +145,27 @@ def test_a_postgres_url_that_cannot_be_used_is_one_line(tmp_path, table, postgre
     assert line.startswith("error: --storage") and needle in line and "cannot connect" in line, line
     assert postgres_server.password not in line and "wrong" not in line  # the password is never shown
     assert not out.exists()
+
+
+OPENING = textwrap.dedent("""\
+    import sys
+    from research_agents.config import load_study
+    from research_agents.store import OptunaStore
+    url, study = sys.argv[1], load_study(sys.argv[2])
+    print("ready", flush=True)
+    sys.stdin.readline()  # all processes are ready: go
+    OptunaStore(url, study.name, {a: arm.space for a, arm in study.arms.items()})
+    """)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_drivers_opening_a_new_database_at_once_all_open_it(tmp_path, backend, request):
+    """Three drivers open an empty database at the same moment: each makes or finds its tables and
+    studies (the ones that lose the race to create them try again)."""
+    url = f"sqlite:///{tmp_path / 'new.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    study = write_study(tmp_path / "rel.toml")
+    procs = [subprocess.Popen([sys.executable, "-c", OPENING, url, str(study)], cwd=ROOT, env=cli_env(),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in _go(procs)]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
