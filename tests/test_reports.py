@@ -245,3 +245,44 @@ def test_confirmed_leader_is_ranked_on_its_confirmation_runs_only(tmp_path):
     assert fnd.config(muon_config).params == steady
     assert fnd.recommendation.best_params == steady
     assert fnd.leaders()["muon"].params == steady
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_trial_plots_are_drawn_by_a_helper_and_all_there_after_close(tmp_path):
+    from research_agents.report.plots import TrialPlots
+
+    b = Builder(tmp_path)
+    runs = [tmp_path / b.add("muon", {"lr": 0.02}, s, "tpe", "search", 1, loss=4.5 + s / 100).run_dir
+            for s in range(3)]
+    plots = TrialPlots()
+    for run in runs:
+        plots.submit(run)
+    helper = plots._helper or plots._feeder  # (the helper starts with the first plot)
+    assert helper is not None
+    plots.close()
+    assert all((run / "metrics_plot.png").read_bytes()[:8] == PNG for run in runs)
+    assert not list(tmp_path.rglob(".*.tmp"))  # drawn through a temporary file, replaced whole
+
+
+def test_trial_plots_without_a_helper_are_drawn_here(tmp_path):
+    from research_agents.report.plots import TrialPlots
+
+    b = Builder(tmp_path)
+    first, second = (tmp_path / b.add("adamw", {"lr": 0.003}, s, "tpe", "search", 1, loss=5.0).run_dir
+                     for s in range(2))
+    plots = TrialPlots()
+    plots.submit(first)
+    plots._feeder.join(0.5)
+    while plots._helper is None:  # the feeder starts the helper: then it dies
+        plots._feeder.join(0.1)
+    plots._helper.kill()
+    plots._helper.wait()
+    plots.submit(second)
+    plots.close()  # what the dead helper did not draw is drawn here
+    assert (second / "metrics_plot.png").read_bytes()[:8] == PNG
+    inline = TrialPlots(background=False)
+    (first / "metrics_plot.png").unlink(missing_ok=True)
+    inline.submit(first)
+    assert (first / "metrics_plot.png").read_bytes()[:8] == PNG

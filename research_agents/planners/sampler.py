@@ -26,6 +26,8 @@ class SamplerPlanner(BasePlanner):
         self.name = kind
         self.seed = seed
         self.startup_trials = startup_trials
+        self._made: dict[tuple, optuna.trial.FrozenTrial] = {}  # finished records as Optuna trials
+        self._made_for = None  # ... of this study
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self.name == "random":
@@ -42,16 +44,24 @@ class SamplerPlanner(BasePlanner):
         study = optuna.create_study(direction="minimize",
                                     sampler=self._sampler(self.seed + 1000 * ctx.round + arm_index + seed_offset))
         for r in ctx.search_trials(arm):
-            params = {k: v for k, v in r.params.items() if k in space}
             if r.status == "running":
                 continue
-            done = r.ok
-            study.add_trial(create_trial(
-                params=params, distributions=distributions(space, params),
-                state=TrialState.COMPLETE if done else TrialState.FAIL,
-                value=r.val_loss if done else None,
-            ))
+            study.add_trial(self._frozen(ctx, r, space))
         return study
+
+    def _frozen(self, ctx: PlanningContext, r, space) -> optuna.trial.FrozenTrial:
+        """A finished record as an Optuna trial, made once per record and study (add_trial copies it)."""
+        if self._made_for is not ctx.study:
+            self._made, self._made_for = {}, ctx.study
+        key = (r.id, r.arm, r.status, r.val_loss)
+        cache = self._made
+        if key not in cache:
+            params = {k: v for k, v in r.params.items() if k in space}
+            done = r.ok
+            cache[key] = create_trial(params=params, distributions=distributions(space, params),
+                                      state=TrialState.COMPLETE if done else TrialState.FAIL,
+                                      value=r.val_loss if done else None)
+        return cache[key]
 
     def propose(self, ctx: PlanningContext) -> list[Proposal]:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -64,6 +74,7 @@ class SamplerPlanner(BasePlanner):
             for _ in range(n):
                 trial = study.ask()
                 params = suggest(trial, space)  # left RUNNING: constant_liar steers the next ask away
+                # (trial.number: the trials before it; study.trials would deep-copy them all)
                 out.append(Proposal(arm=arm, params=params, origin=self.name,
-                                    rationale=f"{self.name} sample ({len(study.trials) - 1} trials of history)"))
+                                    rationale=f"{self.name} sample ({trial.number} trials of history)"))
         return out

@@ -8,6 +8,11 @@ momentum_schedules.png) and to each trial's directory (metrics_plot.png).
 from __future__ import annotations
 
 import math
+import os
+import queue
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from research_agents.analysis.claims import Run
@@ -28,9 +33,13 @@ def _plt():
 
 
 def _save(fig, path: Path, dpi: int) -> Path:
+    """Write the figure through a temporary file and os.replace: a process killed while it draws
+    leaves no half PNG (which would then count as drawn)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    os.replace(tmp, path)
     _plt().close(fig)
     return path
 
@@ -94,6 +103,85 @@ def trial_plot(run_dir: Path) -> Path | None:
         return _save(fig, Path(run_dir) / "metrics_plot.png", dpi=100)
     except Exception:  # a plot must never break a run
         return None
+
+class TrialPlots:
+    """Each trial's metrics_plot.png, drawn by a helper process as trials end, so that the loop
+    never waits for matplotlib (about 0.3 s a plot on a CPU core). `submit` queues a trial;
+    `close` waits until every queued plot is drawn.
+
+    The helper reads run directories, one a line, on its stdin and ends at EOF, so it ends with
+    its driver however the driver ends; a plot a killed driver never had drawn is drawn by the
+    next final report, which draws every missing one. It ignores Ctrl-C (the driver's to handle).
+    When the helper cannot be started or dies, plots are drawn in this process, in `close` at
+    the latest. Never raises for a plot."""
+
+    def __init__(self, background: bool = True):
+        self.background = background
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._feeder: threading.Thread | None = None
+        self._helper: subprocess.Popen | None = None
+        self._left: list[Path] = []  # plots the helper could not take: drawn here in close()
+
+    def submit(self, run_dir: Path) -> None:
+        if not self.background:
+            trial_plot(run_dir)
+            return
+        if self._feeder is None:
+            self._feeder = threading.Thread(target=self._feed, name="trial-plots", daemon=True)
+            self._feeder.start()
+        self._queue.put(Path(run_dir).resolve())
+
+    def close(self) -> None:
+        """Wait for every submitted plot (drawn by the helper, or here when it could not)."""
+        if self._feeder is not None:
+            self._queue.put(None)
+            self._feeder.join()
+            self._feeder = None
+        if self._helper is not None:
+            try:
+                self._helper.stdin.close()
+            except OSError:
+                pass
+            self._helper.wait()
+            self._helper = None
+        left, self._left = self._left, []
+        for run_dir in left:
+            trial_plot(run_dir)
+
+    def _feed(self) -> None:
+        """The feeder thread: starts the helper, then hands it each queued run directory (a slow
+        helper blocks this thread, never the loop)."""
+        import research_agents
+
+        root = str(Path(research_agents.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        try:
+            # (its output to nowhere: a helper still drawing after its driver was killed holds no
+            # pipe of whoever reads the driver's output)
+            self._helper = subprocess.Popen([sys.executable, "-c", HELPER], stdin=subprocess.PIPE, text=True, env=env,
+                                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:
+            self._helper = None
+        while (run_dir := self._queue.get()) is not None:
+            try:
+                if self._helper is None or self._helper.poll() is not None:
+                    raise BrokenPipeError
+                self._helper.stdin.write(f"{run_dir}\n")
+                self._helper.stdin.flush()
+            except (OSError, ValueError):  # no helper, or it died: drawn in this process at close()
+                self._left.append(run_dir)
+
+
+HELPER = """\
+import signal, sys
+from pathlib import Path
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+from research_agents.report.plots import trial_plot
+for line in sys.stdin:
+    if line.strip():
+        trial_plot(Path(line.strip()))
+"""
+
 
 # ------------------------------------------------------------------------------ the report's figures
 
@@ -349,5 +437,5 @@ def momentum_schedules_plot(out: Path, analysis: MomentumAnalysis) -> Path:
     return _save(fig, Path(out) / "momentum_schedules.png", dpi=100)
 
 
-__all__ = ["trial_plot", "loss_curves", "lr_sensitivity_plot", "heatmap", "best_so_far", "make_all",
+__all__ = ["trial_plot", "TrialPlots", "loss_curves", "lr_sensitivity_plot", "heatmap", "best_so_far", "make_all",
            "comparison_plot", "momentum_schedules_plot"]

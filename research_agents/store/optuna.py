@@ -11,13 +11,26 @@ report, the checks before a run) opens an existing database without creating or 
 anything (SQLite: a `mode=ro` URI; after a kill mid-write, a copy with its journal, since only a
 writer may roll a hot journal back), and any database that cannot be read raises `StoreError`
 with one line.
+
+Cost per trial stays flat as a study grows: start() and finish() are one transaction each (one
+commit, durable when they return), and the store keeps every TrialRecord in memory, updated by
+its own writes. Several drivers may share one database (`--storage postgresql://...`): before
+answering `records()` the store asks the database one cheap question (how many trials, the
+largest id, how many finished) and re-reads only the trials that are new or were running when
+the answer differs from what its own writes predict. start() numbers trials (`order`) under a
+lock every driver of the study takes first, so two drivers never give out the same number.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import re
 import shutil
+import socket
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,6 +47,27 @@ from research_agents.store.base import BaseStore, StoreError
 STUDY_META = "research_agents"
 DB_FILE = "study.db"  # the default store: OUT/study.db
 CONNECT_TIMEOUT_S = 10  # for database servers: an unreachable host fails in seconds, not minutes
+TRANSACTION_TRIES = 5  # a write transaction that finds the database busy is tried again (as Optuna does)
+_BUSY = re.compile(r"locked|deadlock|could not serialize|lock wait timeout", re.IGNORECASE)
+_CREATE_RACE = re.compile(r"already exists|duplicate key|UniqueViolation|IntegrityError", re.IGNORECASE)
+_RECORD_KEYS = tuple(set(TrialRecord.model_fields) - {"id", "arm", "params"})
+
+
+def _batches() -> bool:
+    """Whether start() and finish() can each be one transaction: they write Optuna's tables through
+    its own SQLAlchemy models (the schema optuna-dashboard reads), which Optuna 4 and 5 have.
+    Without them each attribute is its own commit through the public API, the state last."""
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session  # noqa: F401
+    except ImportError:
+        return False
+    return all(hasattr(models, name) for name in ("StudyModel", "TrialModel", "TrialParamModel",
+                                                  "TrialUserAttributeModel", "TrialValueModel")) \
+        and hasattr(models.TrialValueModel, "value_to_stored_repr") and hasattr(models.TrialModel, "count_past_trials")
+
+
+_BATCHED = _batches()
 
 
 def default_url(out: Path) -> str:
@@ -96,6 +130,38 @@ def _snapshot(path: Path) -> tempfile.TemporaryDirectory:
     return tmp
 
 
+def _process_start(pid: int) -> str:
+    """When process `pid` started (Linux: clock ticks since boot, from /proc; elsewhere "")."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def this_driver() -> str:
+    """This process as a trial's "driver" attribute: HOST:PID:START."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def abandoned(driver: str | None) -> bool:
+    """Whether a running trial's driver is gone: this process (asking, so not running it), a
+    process of this machine that has ended, or unknown (a store written before drivers were
+    recorded). A driver on another machine is taken to be alive."""
+    if driver is None or driver == this_driver():
+        return True
+    host, _, rest = driver.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return host == socket.gethostname()
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        pass
+    return bool(start) and _process_start(int(pid)) != start
+
+
 def check_url(url: str) -> None:
     """StoreError (one line) unless `url` names a database that can be reached; writes nothing
     (a SQLite file is not created here, only its directory checked)."""
@@ -155,6 +221,7 @@ class OptunaStore(BaseStore):
         self.url = url
         self.readonly = readonly
         self.spaces = arms
+        self.batched = _BATCHED  # start() and finish() one transaction each (tests turn it off)
         where = describe(url)
         path = sqlite_path(url)
         if readonly and path is not None and not path.is_file():
@@ -178,9 +245,26 @@ class OptunaStore(BaseStore):
             raise StoreError(f"{where} cannot be read as an Optuna database: {_one_line(err)}") from None
 
     def _open(self, url: str, study_name: str) -> None:
-        self.storage = optuna.storages.RDBStorage(url, heartbeat_interval=None, skip_table_creation=self.readonly)
-        self.studies = {arm: self._study(f"{study_name}:{arm}") for arm in self.spaces}
+        for attempt in range(1, TRANSACTION_TRIES + 1):
+            storage = None
+            try:
+                storage = optuna.storages.RDBStorage(url, heartbeat_interval=None, skip_table_creation=self.readonly)
+                self.storage = storage
+                self.studies = {arm: self._study(f"{study_name}:{arm}") for arm in self.spaces}
+                break
+            except Exception as err:
+                # drivers opening a new database at once race to create its tables: the losers retry
+                if self.readonly or attempt == TRANSACTION_TRIES or not _CREATE_RACE.search(_one_line(err)):
+                    raise
+                if storage is not None:
+                    storage.engine.dispose()
+                time.sleep(random.uniform(0.1, 0.5) * attempt)
         self._meta = self.studies[next(iter(self.spaces))]
+        self._study_ids = [s._study_id for s in self.studies.values()]
+        self._by_id: dict[int, TrialRecord] = {}
+        self._ordered: list[TrialRecord] = []
+        self._known: tuple | None = None  # the signature the in-memory records answer to
+        self._drivers: dict[int, str | None] = {}  # trial id -> the process that started it
         self.records()  # read every trial once: a damaged database fails here, not mid-run
 
     def _study(self, name: str) -> optuna.Study:
@@ -209,47 +293,182 @@ class OptunaStore(BaseStore):
     # -- trials
     def start(self, arm, params, seed, origin, phase, round, rationale, run_dir) -> TrialRecord:
         """One transaction: a process killed at any point leaves either no trial or a whole one."""
-        study = self.studies[arm]
         fixed = searchable(self.spaces[arm], params)
-        order = 1 + sum(len(s.get_trials(deepcopy=False)) for s in self.studies.values())  # (cached reads)
-        attrs = dict(seed=seed, origin=origin, phase=phase, round=round, rationale=rationale,
-                     run_dir=run_dir, order=order, status="running",
-                     started=datetime.now(timezone.utc).isoformat())
-        template = FrozenTrial(number=0, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
+        started = datetime.now(timezone.utc).isoformat()
+        driver = this_driver()
+
+        def template(order: int) -> FrozenTrial:
+            attrs = dict(seed=seed, origin=origin, phase=phase, round=round, rationale=rationale,
+                         run_dir=run_dir, order=order, status="running", started=started, driver=driver)
+            return FrozenTrial(number=0, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
                                datetime_complete=None, params=fixed,
                                distributions=distributions(self.spaces[arm], fixed),
                                user_attrs={"params": params, **attrs}, system_attrs={}, intermediate_values={},
                                trial_id=0)
-        trial_id = self.storage.create_new_trial(study._study_id, template_trial=template)
-        return TrialRecord(id=trial_id, arm=arm, params=params, **attrs)
+
+        trial_id, order = self._create(self.studies[arm]._study_id, template)
+        # as records() reads it back: the JSON the database holds (a tuple comes back a list)
+        record = TrialRecord(id=trial_id, arm=arm, params=json.loads(json.dumps(params)), seed=seed, origin=origin,
+                             phase=phase, round=round, rationale=rationale, run_dir=run_dir, order=order,
+                             status="running")
+        self._drivers[trial_id] = driver
+        self._remember(record, created=True)
+        return record
 
     def finish(self, record, status, metrics, reason) -> TrialRecord:
-        """The result fields first, the Optuna state last: until the state is written the trial
-        reads as running, so a process killed half-way through leaves a trial to re-run."""
+        """One transaction: the result fields and the Optuna state together (a process killed
+        before it commits leaves the trial running, to be recovered and re-run)."""
         fields = result_fields(status, metrics, reason)
-        for k, v in fields.items():
-            self.storage.set_trial_user_attr(record.id, k, v)
-        self.storage.set_trial_user_attr(record.id, "finished", datetime.now(timezone.utc).isoformat())
+        attrs = {**fields, "finished": datetime.now(timezone.utc).isoformat()}
         done = status == "completed" and fields["val_loss"] is not None
-        self.storage.set_trial_state_values(
-            record.id, TrialState.COMPLETE if done else TrialState.FAIL,
-            [fields["val_loss"]] if done else None,
-        )
-        return record.model_copy(update=fields)
+        self._close(record.id, attrs, TrialState.COMPLETE if done else TrialState.FAIL,
+                    fields["val_loss"] if done else None)
+        record = record.model_copy(update=fields)
+        self._remember(record, created=False)
+        return record
 
     def records(self) -> list[TrialRecord]:
-        out = []
+        """Every trial, in order: the in-memory records, re-read where another writer changed them."""
+        signature = self._signature()
+        if signature != self._known:
+            self._refresh(signature)
+        return list(self._ordered)
+
+    def recover(self) -> list[TrialRecord]:
+        """Trials left running by a process that died (or by this one): mark them interrupted and
+        return them. A trial that another driver may still be running is left alone: one whose
+        process on this machine is alive, or one started on another machine (this one cannot
+        tell; its own driver recovers it when it resumes)."""
+        stale = [r for r in self.records() if r.status == "running" and abandoned(self._drivers.get(r.id))]
+        for r in stale:
+            self.finish(r, "interrupted", None, "process ended while the trial was running")
+        return stale
+
+    # -- the in-memory records
+    def _record(self, arm: str, t: FrozenTrial) -> TrialRecord | None:
+        a = t.user_attrs
+        if "order" not in a:
+            return None
+        fields = {k: a[k] for k in _RECORD_KEYS if k in a}
+        if not t.state.is_finished():  # a finish cut short by a kill: not finished
+            fields["status"] = "running"
+        return TrialRecord(id=t._trial_id, arm=arm, params=a.get("params", dict(t.params)), **fields)
+
+    def _refresh(self, signature: tuple) -> None:
+        """Re-read what another writer may have changed: new trials and those running when last
+        read (Optuna's cached storage fetches only these; a finished trial never changes)."""
         for arm, study in self.studies.items():
             for t in study.get_trials(deepcopy=False):
-                a = t.user_attrs
-                if "order" not in a:
+                known = self._by_id.get(t._trial_id)
+                if known is not None and known.status != "running":
                     continue
-                keys = set(TrialRecord.model_fields) - {"id", "arm", "params"}
-                fields = {k: a[k] for k in keys if k in a}
-                if not t.state.is_finished():  # a finish cut short by a kill: not finished
-                    fields["status"] = "running"
-                out.append(TrialRecord(id=t._trial_id, arm=arm, params=a.get("params", dict(t.params)), **fields))
-        return sorted(out, key=lambda r: r.order)
+                record = self._record(arm, t)
+                if record is not None:
+                    self._by_id[record.id] = record
+                    self._drivers[record.id] = t.user_attrs.get("driver")
+        self._ordered = sorted(self._by_id.values(), key=lambda r: (r.order, r.id))
+        self._known = signature
+
+    def _remember(self, record: TrialRecord, created: bool) -> None:
+        """A record this store just wrote; the database's answer it now expects (unless another
+        writer has changed something since, which the next records() then sees)."""
+        self._by_id[record.id] = record
+        for i in range(len(self._ordered) - 1, -1, -1):  # (a finished trial is one of the last)
+            if self._ordered[i].id == record.id:
+                self._ordered[i] = record
+                break
+        else:
+            self._ordered.append(record)
+            if len(self._ordered) > 1 and (self._ordered[-2].order, self._ordered[-2].id) > (record.order, record.id):
+                self._ordered.sort(key=lambda r: (r.order, r.id))
+        if self._known is not None:
+            count, top, finished = self._known
+            self._known = (count + 1, max(top or 0, record.id), finished) if created else (count, top, finished + 1)
+
+    # -- the database
+    def _signature(self) -> tuple:
+        """(trials, largest trial id, finished trials) of this study: one aggregate query."""
+        from optuna.storages._rdb import models
+        from sqlalchemy import case, func, select
+
+        t = models.TrialModel
+        query = select(func.count(t.trial_id), func.max(t.trial_id),
+                       func.coalesce(func.sum(case((t.state != TrialState.RUNNING, 1), else_=0)), 0)
+                       ).where(t.study_id.in_(self._study_ids))
+        with self.storage.engine.connect() as conn:
+            count, top, finished = conn.execute(query).one()
+        return int(count), top, int(finished)
+
+    def _create(self, study_id: int, template) -> tuple[int, int]:
+        """Insert a trial numbered `order` = trials of this study so far + 1, in one transaction
+        that first takes the study's write lock (a no-op UPDATE of its first arm's row: a row
+        lock on a database server, the write lock on SQLite), so concurrent drivers number
+        their trials one after another. Returns (trial id, order)."""
+        if not self.batched:
+            order = 1 + sum(len(s.get_trials(deepcopy=False)) for s in self.studies.values())
+            return self.storage.create_new_trial(study_id, template_trial=template(order)), order
+        from optuna.distributions import distribution_to_json
+        from optuna.storages._rdb import models
+        from sqlalchemy import func, insert, select, update
+
+        def create(session) -> tuple[int, int]:
+            s, t = models.StudyModel, models.TrialModel
+            session.execute(update(s).where(s.study_id == self._meta._study_id).values(study_name=s.study_name))
+            order = 1 + session.execute(select(func.count(t.trial_id)).where(t.study_id.in_(self._study_ids))
+                                        ).scalar_one()
+            frozen = template(order)
+            trial = t(study_id=study_id, number=None, state=TrialState.RUNNING, datetime_start=frozen.datetime_start)
+            session.add(trial)
+            session.flush()  # (its id)
+            if frozen.params:
+                session.execute(insert(models.TrialParamModel), [
+                    dict(trial_id=trial.trial_id, param_name=k, param_value=d.to_internal_repr(frozen.params[k]),
+                         distribution_json=distribution_to_json(d)) for k, d in frozen.distributions.items()])
+            session.execute(insert(models.TrialUserAttributeModel), [
+                dict(trial_id=trial.trial_id, key=k, value_json=json.dumps(v)) for k, v in frozen.user_attrs.items()])
+            trial.number = trial.count_past_trials(session)
+            return trial.trial_id, order
+
+        return self._transaction(create)
+
+    def _close(self, trial_id: int, attrs: dict[str, Any], state: TrialState, value: float | None) -> None:
+        """Write a finished trial's attributes, value and state in one transaction."""
+        if not self.batched:  # one write each, the state last: until then the trial reads as running
+            for k, v in attrs.items():
+                self.storage.set_trial_user_attr(trial_id, k, v)
+            self.storage.set_trial_state_values(trial_id, state, None if value is None else [value])
+            return
+        from optuna.storages._rdb import models
+        from sqlalchemy import delete, insert
+
+        def close(session) -> None:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            self.storage.check_trial_is_updatable(trial_id, trial.state)
+            a = models.TrialUserAttributeModel
+            session.execute(delete(a).where(a.trial_id == trial_id, a.key.in_(list(attrs))))
+            session.execute(insert(a), [dict(trial_id=trial_id, key=k, value_json=json.dumps(v))
+                                        for k, v in attrs.items()])
+            if value is not None:
+                stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+                session.add(models.TrialValueModel(trial_id=trial_id, objective=0, value=stored, value_type=kind))
+            trial.state = state
+            trial.datetime_complete = datetime.now()
+
+        self._transaction(close)
+
+    def _transaction(self, work):
+        """work(session) in one transaction, committed before this returns; retried a few times
+        when the database is busy (another driver holds its lock), as Optuna does."""
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        for attempt in range(1, TRANSACTION_TRIES + 1):
+            try:
+                with _create_scoped_session(self.storage.scoped_session) as session:
+                    return work(session)
+            except optuna.exceptions.StorageInternalError as err:
+                if attempt == TRANSACTION_TRIES or not _BUSY.search(_one_line(err)):
+                    raise
+                time.sleep(random.uniform(0.05, 0.5) * attempt)
 
     # -- study-level metadata (JSON values)
     def get_meta(self, key: str, default: Any = None) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy import event
 
 from research_agents.cli import main
 from research_agents.config import Study, load_study, make_plan
@@ -155,7 +156,34 @@ STORAGE_WRITES = ("create_new_trial", "set_trial_param", "set_trial_user_attr", 
                   "set_trial_state_values", "set_trial_intermediate_value")
 
 
-def test_a_kill_between_any_two_writes_of_a_trial_leaves_it_whole_or_to_rerun(tmp_path):
+def _kill_at_write(store: OptunaStore, k: int) -> None:
+    """Make the k-th database write of `store` raise Killed before it is committed: per commit for
+    the batched store (start and finish one transaction each), per Optuna write call otherwise."""
+    writes = itertools.count(1)
+    if store.batched:
+        def before_commit(session):
+            if session.new or session.dirty or session.deleted or session.info.get("executed"):
+                if next(writes) == k:
+                    raise Killed
+
+        def executed(orm_state):
+            if not orm_state.is_select:
+                orm_state.session.info["executed"] = True
+
+        factory = store.storage.scoped_session.session_factory
+        event.listen(factory, "before_commit", before_commit)
+        event.listen(factory, "do_orm_execute", executed)
+        return
+    for name in STORAGE_WRITES:
+        def write(*a, _real=getattr(store.storage, name), **kw):
+            if next(writes) == k:
+                raise Killed
+            return _real(*a, **kw)
+        setattr(store.storage, name, write)
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["one-transaction-each", "one-write-each"])
+def test_a_kill_between_any_two_writes_of_a_trial_leaves_it_whole_or_to_rerun(tmp_path, batched):
     """Each database write of start() and finish() in turn is the last one before a kill: the
     reopened store holds no half trial (no waiting trial, none without its record), and a trial
     whose finish was cut short reads as running, so it is recovered and re-run."""
@@ -165,18 +193,13 @@ def test_a_kill_between_any_two_writes_of_a_trial_leaves_it_whole_or_to_rerun(tm
     for k in itertools.count(1):
         out = tmp_path / f"kill-at-write-{k}"
         store = OptunaStore.for_study(out, study)
-        writes = itertools.count(1)
-        for name in STORAGE_WRITES:
-            def write(*a, _real=getattr(store.storage, name), **kw):
-                if next(writes) == k:
-                    raise Killed
-                return _real(*a, **kw)
-            setattr(store.storage, name, write)
+        store.batched = batched
+        _kill_at_write(store, k)
         try:
             store.finish(store.start("muon", {"lr": 0.02}, 0, "tpe", "search", 1, "", "trials/0001"),
                          "completed", metrics, None)
         except Killed:
-            pass
+            store.storage.scoped_session.remove()  # (the killed process's session is gone with it)
         else:
             break  # k is past the last write: every point was a kill point
         reopened = OptunaStore.for_study(out, study)
@@ -189,4 +212,4 @@ def test_a_kill_between_any_two_writes_of_a_trial_leaves_it_whole_or_to_rerun(tm
         elif records:
             [stale] = reopened.recover()
             assert reopened.records()[0].status == "interrupted" and stale.id == records[0].id
-    assert k > 3  # (start and finish made several writes, each tried)
+    assert k == 3 if batched else k > 3  # (start and finish: one write each, or several, each tried)
