@@ -67,6 +67,8 @@ def local_ray():
     yield ray
     ray.shutdown()
 
+
+@pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL server of this test session (tests/postgres.py); skips, saying why, only
     when none can be started here."""

@@ -232,7 +232,8 @@ def test_end_to_end_tiny_study(tmp_path, fast_study, monkeypatch):
 
 
 def _children(pid: int) -> list[int]:
-    """Every descendant of `pid` (the fork server and the trials it forked, or cold trials)."""
+    """Every trial process under `pid`: the fork server and the trials it forked, or cold trials
+    (not the trial-plot helper, which draws what it was handed and ends at EOF on its own)."""
     parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -244,7 +245,14 @@ def _children(pid: int) -> list[int]:
         kids = [c for c, p in parents.items() if p in frontier]
         out += kids
         frontier = kids
-    return out
+
+    def is_plot_helper(child: int) -> bool:
+        try:
+            return b"trial_plot" in Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    return [c for c in out if not is_plot_helper(c)]
 
 
 def _alive(pid: int) -> bool:
