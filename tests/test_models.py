@@ -9,11 +9,14 @@ import torch
 from trainer.models import (
     MoE,
     LanguageModel,
+    RopeCache,
+    apply_rope,
     build_model,
     count_parameters,
     hidden_matrices,
     moe_reference_forward,
     rope_tables,
+    rotate_pairs,
 )
 from trainer.presets import MODEL_PRESETS
 from trainer.spec import ModelConfig
@@ -195,6 +198,37 @@ def test_rope_tables_use_the_base():
         angles = torch.tensor([[t * base ** (-i / 8) for i in (0, 2, 4, 6)] for t in range(5)])
         torch.testing.assert_close(cos, angles.cos())
         torch.testing.assert_close(sin, angles.sin())
+
+
+def test_rotate_pairs_is_apply_rope_bit_for_bit():
+    """The model rotates q and k together on the fused qkv output (RopeCache + rotate_pairs);
+    values and gradients must equal the reference apply_rope on [B, H, T, D] exactly."""
+    torch.manual_seed(0)
+    B, T, H, D = 3, 11, 2, 8
+    qkv = (torch.randn(B, T, 3, H, D) * 3).requires_grad_()
+    cos, sin = rope_tables(T, D, 500.0)
+    C, S = RopeCache(D, 500.0)(T, "cpu")
+    q_new, k_new = rotate_pairs(qkv[:, :, :2], C, S).permute(2, 0, 3, 1, 4)
+    q, k, _ = qkv.permute(2, 0, 3, 1, 4)
+    q_ref, k_ref = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    assert torch.equal(q_new, q_ref) and torch.equal(k_new, k_ref)
+    g = torch.randn(2, B, H, T, D)
+    (grad_new,) = torch.autograd.grad((q_new, k_new), qkv, (g[0], g[1]))
+    (grad_ref,) = torch.autograd.grad((q_ref, k_ref), qkv, (g[0], g[1]))
+    assert torch.equal(grad_new, grad_ref)
+    assert grad_new[:, :, 2].abs().max() == 0  # v is not rotated
+
+
+def test_rope_cache_is_per_length_and_usable_after_inference_mode():
+    cache = RopeCache(8, 10000.0)
+    with torch.inference_mode():
+        C, S = cache(5, "cpu")
+    assert not C.is_inference() and C.shape == (5, 1, 1, 8) and cache(5, "cpu")[0] is C
+    assert cache(7, "cpu")[0].shape == (7, 1, 1, 8)
+    model = make(tiny())
+    with torch.inference_mode():
+        model(torch.randint(0, V, (1, 6)))
+    model(torch.randint(0, V, (1, 6)))[0].sum().backward()  # cached tables feed autograd
 
 
 def test_rope_base_changes_the_logits():
