@@ -27,8 +27,10 @@ preset's micro-batch (24 x 512, logits alone 2.4 GB) takes about a minute per st
 core, so on CPU it defaults to batch 2 (1,024 tokens per step); on CUDA the preset's 24. A step is
 one micro-batch (grad_accum 1); --batch-size overrides the batch for every size.
 
-Repetitions are interleaved (A, B, C, A, B, C, ...) after warm-up steps, so load drift on a shared
-machine hits every model alike; reported: median tokens/s per model and the median of the
+The process runs with the trainer's process settings (trainer.device.tune_cpu_allocator, which
+trainer.train applies), so they hold for every model alike. Repetitions are interleaved (A, B,
+C, A, B, C, ...) after warm-up steps, so load drift on a shared machine hits every model alike;
+reported: median tokens/s per model and the median of the
 per-repetition ratios ours/mixtral (tokens/s). Parameter counts and FLOPs per token (matmul
 FLOPs of a training step = 3 x forward; attention scores counted for the full T x T square) are
 printed for both models to show the match.
@@ -53,7 +55,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trainer.device import describe_device, resolve_device, resolve_precision
+from trainer.device import describe_device, resolve_device, resolve_precision, tune_cpu_allocator
 from trainer.models import build_model
 from trainer.optim import build_optimizers
 from trainer.params import decays
@@ -432,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     info = machine_info(device)
+    info["cpu_allocator_tuned"] = tune_cpu_allocator()  # as trainer.train does; for every model
     print(f"{info['device']} | {info['cpu']} | {info['cores']} cores, torch threads "
           f"{info['torch_threads']} (OMP_NUM_THREADS={info['OMP_NUM_THREADS']}) | torch "
           f"{info['torch']}, transformers {info['transformers']}")
