@@ -209,8 +209,8 @@ class MoE(nn.Module):
         gates, idx, counts, aux = self.route(x2, noise)
         order = idx.flatten().argsort(stable=True)  # assignment a is token a // k, slot a % k
         token = order // self.top_k                 # sorted by expert: one contiguous run each
-        ys = self._experts(x2[token], counts)
-        ys = ys * gates.flatten()[order].unsqueeze(-1).to(ys.dtype)
+        ys = self._experts(x2.index_select(0, token), counts)  # backward: one index_add_
+        ys = ys * gates.flatten().index_select(0, order).unsqueeze(-1).to(ys.dtype)
         out = torch.zeros(x2.shape, dtype=ys.dtype, device=x.device).index_add_(0, token, ys)
         return out.to(x.dtype).reshape(shape), aux
 
