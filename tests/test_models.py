@@ -126,6 +126,21 @@ def test_grouped_dispatch_matches_naive(dispatch, top_k, empty_expert):
         assert grads_g["w_up"][2].abs().max() == 0 and grads_g["w_down"][2].abs().max() == 0
 
 
+@pytest.mark.parametrize("d_model, d_ff", [(16, 22), (18, 24)])
+def test_auto_dispatch_handles_dims_grouped_mm_cannot_take(d_model, d_ff):
+    """torch._grouped_mm needs 16-byte row strides; other dims fall back to the slice loop."""
+    torch.manual_seed(0)
+    moe = MoE(d_model=d_model, d_ff=d_ff, n_experts=4, top_k=2).train()
+    x = torch.randn(2, 5, d_model)
+    noise = torch.randn(10, 4) * 0.1
+    out, aux, grads, xg = _moe_grads(moe, x, noise, lambda m, x, n: m(x, noise=n))
+    out_n, aux_n, grads_n, xg_n = _moe_grads(moe, x, noise, moe_reference_forward)
+    torch.testing.assert_close(out, out_n, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(xg, xg_n, atol=1e-6, rtol=1e-6)
+    for name in grads_n:
+        torch.testing.assert_close(grads[name], grads_n[name], atol=1e-6, rtol=1e-6, msg=name)
+
+
 def test_sampled_noise_is_reproducible_by_reseeding():
     moe = MoE(16, 24, 4, 2, router_noise=1.0).train()
     x = torch.randn(10, 16)

@@ -182,13 +182,15 @@ class MoE(nn.Module):
 
         Measured on the 2-core CPU, `tiny` preset MoE layer (1,024 tokens, 4 experts, top-2),
         fwd+bwd, best of 40: grouped_mm 4.7 ms, loop over slices 5.4 ms, naive masks 5.6 ms;
-        padded torch.bmm was slower than both at tiny dims. torch._grouped_mm has no float64 and
-        is not autocast-aware (it runs in the buffer's dtype), hence the CPU-only default.
-        """
+        padded torch.bmm was slower than both at tiny dims. torch._grouped_mm has no float64, is
+        not autocast-aware (it runs in the buffer's dtype) and needs row strides that are
+        multiples of 16 bytes (d_model, d_ff multiples of 4 in fp32), hence the CPU-only default
+        where those hold."""
         w_up, w_down = self.w_up.to(xs.dtype), self.w_down.to(xs.dtype)
         use_grouped = self.dispatch == "grouped_mm" or (
             self.dispatch == "auto" and hasattr(torch, "_grouped_mm") and xs.device.type == "cpu"
             and xs.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and all(n * xs.element_size() % 16 == 0 for n in w_up.shape[1:])  # 16-byte strides
         )
         if use_grouped:
             offs = counts.cumsum(0).to(torch.int32)
