@@ -33,7 +33,8 @@ C, A, B, C, ...) after warm-up steps, so load drift on a shared machine hits eve
 reported: median tokens/s per model and the median of the
 per-repetition ratios ours/mixtral (tokens/s). Parameter counts and FLOPs per token (matmul
 FLOPs of a training step = 3 x forward; attention scores counted for the full T x T square) are
-printed for both models to show the match.
+printed for both models to show the match, and GFLOP/s = tokens/s x FLOPs/token next to the
+machine's matmul peak (machine_info), which bounds what any implementation can reach.
 """
 
 from __future__ import annotations
@@ -303,6 +304,25 @@ def machine_info(device: torch.device) -> dict:
     }
 
 
+def matmul_peak_gflops(device: torch.device) -> float:
+    """Best of 30 (2048 x 1024) @ (1024 x 1024) matmuls in the trainer's compute dtype, GFLOP/s:
+    what this device sustains on a matmul-friendly shape, to read the table's GFLOP/s against
+    (main() takes the larger of a measurement before and one after the models ran)."""
+    dtype = resolve_precision("auto", device).autocast_dtype or torch.float32
+    a = torch.randn(2048, 1024, device=device, dtype=dtype)
+    b = torch.randn(1024, 1024, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best = math.inf
+    for i in range(33):
+        sync()
+        t = time.perf_counter()
+        a @ b
+        sync()
+        if i >= 3:
+            best = min(best, time.perf_counter() - t)
+    return 2 * 2048 * 1024 * 1024 / best / 1e9
+
+
 def run_size(size: str, device: torch.device, reps: int, warmup: int, batch_size: int | None,
              arms_wanted: list[str], mixtral_experts: str = "auto", profile_steps: int = 0,
              log=print) -> dict:
@@ -344,6 +364,7 @@ def run_size(size: str, device: torch.device, reps: int, warmup: int, batch_size
         tps = [tokens / s for s in arm.samples]
         entry = {"params": arm.params, "flops_per_token": arm.flops,
                  "tokens_per_s_median": statistics.median(tps),
+                 "gflops_median": statistics.median(tps) * arm.flops / 1e9,
                  "step_s_median": statistics.median(arm.samples),
                  "step_s": arm.samples,
                  "optimizers": [type(o).__name__ for o in arm.optimizers]}
@@ -395,9 +416,9 @@ def profile_arms(arms: dict[str, Arm], batches, steps: int, top: int = 15, log=p
     return out
 
 
-def print_table(results: list[dict], log=print) -> None:
+def print_table(results: list[dict], peak_gflops: float | None = None, log=print) -> None:
     header = (f"{'size':<9} {'model':<14} {'params':>12} {'GFLOP/token':>12} {'tokens/s':>10} "
-              f"{'ms/step':>9} {'vs mixtral':>11}")
+              f"{'ms/step':>9} {'GFLOP/s':>8} {'vs mixtral':>11}")
     log(header)
     log("-" * len(header))
     for res in results:
@@ -406,11 +427,16 @@ def print_table(results: list[dict], log=print) -> None:
             log(f"{res['size']:<9} {name:<14} {a['params']:>12,} "
                 f"{a['flops_per_token'] / 1e9:>12.4f} "
                 f"{a['tokens_per_s_median']:>10.0f} {a['step_s_median'] * 1e3:>9.1f} "
+                f"{a['gflops_median']:>8.1f} "
                 f"{(f'{ratio:.2f}x' if ratio is not None else '-'):>11}")
         if "param_mismatch" in res:
             log(f"{'':<9} params mixtral/ours - 1 = {res['param_mismatch'] * 100:+.2f}%; "
                 f"{res['tokens_per_step']} tokens/step; ratio = median over reps of "
                 f"(ours tokens/s) / (mixtral tokens/s) in the same repetition")
+            mix = res["arms"]["mixtral/adamw"]
+            need = 2 * mix["gflops_median"]
+            log(f"{'':<9} 2.0x mixtral means {need:.1f} GFLOP/s of training matmuls"
+                + (f" (matmul peak here: {peak_gflops:.1f} GFLOP/s)" if peak_gflops else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,16 +461,19 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     info = machine_info(device)
     info["cpu_allocator_tuned"] = tune_cpu_allocator()  # as trainer.train does; for every model
+    info["matmul_peak_gflops"] = matmul_peak_gflops(device)
     print(f"{info['device']} | {info['cpu']} | {info['cores']} cores, torch threads "
           f"{info['torch_threads']} (OMP_NUM_THREADS={info['OMP_NUM_THREADS']}) | torch "
-          f"{info['torch']}, transformers {info['transformers']}")
+          f"{info['torch']}, transformers {info['transformers']} | matmul peak "
+          f"{info['matmul_peak_gflops']:.1f} GFLOP/s")
     results = []
     for size in args.sizes:
         results.append(run_size(size, device, args.reps, args.warmup, args.batch_size, args.models,
                                 args.mixtral_experts, args.profile))
+    info["matmul_peak_gflops"] = max(info["matmul_peak_gflops"], matmul_peak_gflops(device))
     if not args.profile:
         print()
-        print_table(results)
+        print_table(results, info["matmul_peak_gflops"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=1) + "\n")
