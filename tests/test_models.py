@@ -9,11 +9,14 @@ import torch
 from trainer.models import (
     MoE,
     LanguageModel,
+    RopeCache,
+    apply_rope,
     build_model,
     count_parameters,
     hidden_matrices,
     moe_reference_forward,
     rope_tables,
+    rotate_pairs,
 )
 from trainer.presets import MODEL_PRESETS
 from trainer.spec import ModelConfig
@@ -123,6 +126,21 @@ def test_grouped_dispatch_matches_naive(dispatch, top_k, empty_expert):
         assert grads_g["w_up"][2].abs().max() == 0 and grads_g["w_down"][2].abs().max() == 0
 
 
+@pytest.mark.parametrize("d_model, d_ff", [(16, 22), (18, 24)])
+def test_auto_dispatch_handles_dims_grouped_mm_cannot_take(d_model, d_ff):
+    """torch._grouped_mm needs 16-byte row strides; other dims fall back to the slice loop."""
+    torch.manual_seed(0)
+    moe = MoE(d_model=d_model, d_ff=d_ff, n_experts=4, top_k=2).train()
+    x = torch.randn(2, 5, d_model)
+    noise = torch.randn(10, 4) * 0.1
+    out, aux, grads, xg = _moe_grads(moe, x, noise, lambda m, x, n: m(x, noise=n))
+    out_n, aux_n, grads_n, xg_n = _moe_grads(moe, x, noise, moe_reference_forward)
+    torch.testing.assert_close(out, out_n, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(xg, xg_n, atol=1e-6, rtol=1e-6)
+    for name in grads_n:
+        torch.testing.assert_close(grads[name], grads_n[name], atol=1e-6, rtol=1e-6, msg=name)
+
+
 def test_sampled_noise_is_reproducible_by_reseeding():
     moe = MoE(16, 24, 4, 2, router_noise=1.0).train()
     x = torch.randn(10, 16)
@@ -195,6 +213,37 @@ def test_rope_tables_use_the_base():
         angles = torch.tensor([[t * base ** (-i / 8) for i in (0, 2, 4, 6)] for t in range(5)])
         torch.testing.assert_close(cos, angles.cos())
         torch.testing.assert_close(sin, angles.sin())
+
+
+def test_rotate_pairs_is_apply_rope_bit_for_bit():
+    """The model rotates q and k together on the fused qkv output (RopeCache + rotate_pairs);
+    values and gradients must equal the reference apply_rope on [B, H, T, D] exactly."""
+    torch.manual_seed(0)
+    B, T, H, D = 3, 11, 2, 8
+    qkv = (torch.randn(B, T, 3, H, D) * 3).requires_grad_()
+    cos, sin = rope_tables(T, D, 500.0)
+    C, S = RopeCache(D, 500.0)(T, "cpu")
+    q_new, k_new = rotate_pairs(qkv[:, :, :2], C, S).permute(2, 0, 3, 1, 4)
+    q, k, _ = qkv.permute(2, 0, 3, 1, 4)
+    q_ref, k_ref = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    assert torch.equal(q_new, q_ref) and torch.equal(k_new, k_ref)
+    g = torch.randn(2, B, H, T, D)
+    (grad_new,) = torch.autograd.grad((q_new, k_new), qkv, (g[0], g[1]))
+    (grad_ref,) = torch.autograd.grad((q_ref, k_ref), qkv, (g[0], g[1]))
+    assert torch.equal(grad_new, grad_ref)
+    assert grad_new[:, :, 2].abs().max() == 0  # v is not rotated
+
+
+def test_rope_cache_is_per_length_and_usable_after_inference_mode():
+    cache = RopeCache(8, 10000.0)
+    with torch.inference_mode():
+        C, S = cache(5, "cpu")
+    assert not C.is_inference() and C.shape == (5, 1, 1, 8) and cache(5, "cpu")[0] is C
+    assert cache(7, "cpu")[0].shape == (7, 1, 1, 8)
+    model = make(tiny())
+    with torch.inference_mode():
+        model(torch.randint(0, V, (1, 6)))
+    model(torch.randint(0, V, (1, 6)))[0].sum().backward()  # cached tables feed autograd
 
 
 def test_rope_base_changes_the_logits():

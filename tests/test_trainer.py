@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import random
 import statistics
 import subprocess
@@ -31,7 +32,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import trainer.train as train_mod
 from trainer.data import get_batch, load_token_data
-from trainer.device import resolve_precision
+from trainer.device import resolve_precision, tune_cpu_allocator
 from trainer.metrics import TrialMetrics, read_metrics
 from trainer.models import build_model
 from trainer.muon import Muon
@@ -727,3 +728,10 @@ def test_resolve_precision_on_cpu():
     assert (p.name, p.autocast_dtype, p.use_scaler) == ("fp32", None, False)
     with pytest.raises(RuntimeError, match="bf16"):
         resolve_precision("bf16", torch.device("cpu"))
+
+
+def test_tune_cpu_allocator_is_idempotent_and_applies_on_glibc():
+    first = tune_cpu_allocator()
+    assert tune_cpu_allocator() is first
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert first is True

@@ -50,11 +50,45 @@ def rope_tables(seq_len: int, head_dim: int, base: float, device=None):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs (x[2i], x[2i+1]) of x [B, H, T, D] (torchtune's layout, as seeds)."""
+    """Rotate adjacent pairs (x[2i], x[2i+1]) of x [B, H, T, D] (torchtune's layout, as seeds).
+
+    The reference formula; the model runs the same arithmetic through `rotate_pairs`."""
     xf = x.float().unflatten(-1, (-1, 2))
     x0, x1 = xf[..., 0], xf[..., 1]
     out = torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1)
     return out.flatten(-2).to(x.dtype)
+
+
+def rope_pair_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, D/2] cos, sin -> C = (cos, cos) and S = (-sin, sin) interleaved, each [T, D]."""
+    return torch.stack((cos, cos), -1).flatten(-2), torch.stack((-sin, sin), -1).flatten(-2)
+
+
+def rotate_pairs(x: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """apply_rope's rotation as x * C + swap(x) * S, swap(x) = (x[2i+1], x[2i]); C, S broadcast.
+
+    Bit-identical to apply_rope: per output element it is the same two products and one sum
+    (x0*cos + x1*(-sin) == x0*cos - x1*sin exactly), in 4 kernels instead of 7."""
+    xf = x.float()
+    swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return (xf * C + swapped * S).to(x.dtype)
+
+
+class RopeCache:
+    """C, S of rope_pair_tables per (seq_len, device), computed once, shaped [T, 1, 1, D] to
+    broadcast over the fused qkv output [B, T, 2 (q, k), H, D]."""
+
+    def __init__(self, head_dim: int, base: float):
+        self.head_dim, self.base = head_dim, base
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (seq_len, torch.device(device))
+        if key not in self._tables:
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, whatever the mode
+                C, S = rope_pair_tables(*rope_tables(seq_len, self.head_dim, self.base, device))
+            self._tables[key] = (C[:, None, None, :], S[:, None, None, :])
+        return self._tables[key]
 
 
 # ---------------------------------------------------------------- blocks
@@ -70,10 +104,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x [B, T, C]; rope = RopeCache's (C, S) for T, each [T, 1, 1, head_dim]."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads)
+        q, k = rotate_pairs(qkv[:, :, :2], *rope).permute(2, 0, 3, 1, 4)  # q and k in one go
+        v = qkv[:, :, 2].transpose(1, 2)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )
@@ -146,13 +182,15 @@ class MoE(nn.Module):
 
         Measured on the 2-core CPU, `tiny` preset MoE layer (1,024 tokens, 4 experts, top-2),
         fwd+bwd, best of 40: grouped_mm 4.7 ms, loop over slices 5.4 ms, naive masks 5.6 ms;
-        padded torch.bmm was slower than both at tiny dims. torch._grouped_mm has no float64 and
-        is not autocast-aware (it runs in the buffer's dtype), hence the CPU-only default.
-        """
+        padded torch.bmm was slower than both at tiny dims. torch._grouped_mm has no float64, is
+        not autocast-aware (it runs in the buffer's dtype) and needs row strides that are
+        multiples of 16 bytes (d_model, d_ff multiples of 4 in fp32), hence the CPU-only default
+        where those hold."""
         w_up, w_down = self.w_up.to(xs.dtype), self.w_down.to(xs.dtype)
         use_grouped = self.dispatch == "grouped_mm" or (
             self.dispatch == "auto" and hasattr(torch, "_grouped_mm") and xs.device.type == "cpu"
             and xs.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and all(n * xs.element_size() % 16 == 0 for n in w_up.shape[1:])  # 16-byte strides
         )
         if use_grouped:
             offs = counts.cumsum(0).to(torch.int32)
@@ -173,8 +211,8 @@ class MoE(nn.Module):
         gates, idx, counts, aux = self.route(x2, noise)
         order = idx.flatten().argsort(stable=True)  # assignment a is token a // k, slot a % k
         token = order // self.top_k                 # sorted by expert: one contiguous run each
-        ys = self._experts(x2[token], counts)
-        ys = ys * gates.flatten()[order].unsqueeze(-1).to(ys.dtype)
+        ys = self._experts(x2.index_select(0, token), counts)  # backward: one index_add_
+        ys = ys * gates.flatten().index_select(0, order).unsqueeze(-1).to(ys.dtype)
         out = torch.zeros(x2.shape, dtype=ys.dtype, device=x.device).index_add_(0, token, ys)
         return out.to(x.dtype).reshape(shape), aux
 
@@ -217,8 +255,8 @@ class Block(nn.Module):
             self.mlp = MLP(cfg)
         self.dropout = cfg.dropout
 
-    def forward(self, x, cos, sin):
-        x = x + F.dropout(self.attn(self.attn_norm(x), cos, sin), self.dropout, self.training)
+    def forward(self, x, rope):
+        x = x + F.dropout(self.attn(self.attn_norm(x), rope), self.dropout, self.training)
         if isinstance(self.mlp, MoE):
             y, aux = self.mlp(self.mlp_norm(x))
         else:
@@ -242,6 +280,7 @@ class LanguageModel(nn.Module):
         self.tok_embeddings = nn.Embedding(vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model)
+        self.rope = RopeCache(cfg.d_model // cfg.n_heads, cfg.rope_base)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -259,12 +298,12 @@ class LanguageModel(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         T = input_ids.shape[1]
-        cos, sin = rope_tables(T, cfg.d_model // cfg.n_heads, cfg.rope_base, input_ids.device)
+        rope = self.rope(T, input_ids.device)
         x = self.tok_embeddings(input_ids) * math.sqrt(cfg.d_model)
         x = F.dropout(x, cfg.dropout, self.training)
         aux_losses = []
         for layer in self.layers:
-            x, aux = layer(x, cos, sin)
+            x, aux = layer(x, rope)
             if aux is not None:
                 aux_losses.append(aux)
         h = F.dropout(self.norm(x), cfg.dropout, self.training)

@@ -66,7 +66,7 @@ def build_optimizers(model: nn.Module, spec: TrialSpec) -> Optimizers:
     adamw = None
     if adam_groups:
         adamw = torch.optim.AdamW(adam_groups, betas=spec.adamw_betas, eps=spec.adamw_eps,
-                                  fused=False, foreach=False)
+                                  fused=False, foreach=True)
     muon = None
     if muon_params:
         muon = Muon(

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.data import get_batch, iter_eval_batches, load_token_data
-from trainer.device import describe_device, resolve_device, resolve_precision
+from trainer.device import describe_device, resolve_device, resolve_precision, tune_cpu_allocator
 from trainer.diagnostics import UpdateRMS, entropy_matrices, svd_entropy
 from trainer.metrics import FinalMetrics, TrialMetrics, write_metrics
 from trainer.models import build_model
@@ -77,6 +77,7 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
           on_log: Callable[[dict], None] | None = None) -> TrialMetrics:
     """Run one trial and return (and, with out_dir, write to metrics.json) its metrics."""
     started = time.perf_counter()
+    tune_cpu_allocator()  # fewer page faults per step; changes no number
     torch.manual_seed(spec.seed)
     device = resolve_device(spec.device)
     precision = resolve_precision(spec.precision, device)
