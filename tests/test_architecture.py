@@ -136,3 +136,10 @@ def test_loading_a_study_imports_no_statistics_plotting_or_torch():
 def test_list_command_stays_light():
     loaded = _loaded_after("from research_agents.cli import main\nassert main(['list']) == 0")
     assert not {"scipy", "matplotlib"} & loaded, f"`list` imported {loaded}"
+
+
+def test_readme_performance_section_is_what_the_benchmark_json_says():
+    """The README's Performance figures are generated (scripts/performance.py), never hand-edited."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "performance.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
