@@ -57,30 +57,46 @@ def _loss_or_nan(r: TrialRecord) -> float | None:
 # ------------------------------------------------------------------------------ analyze
 
 
+def _config_row(cid: str, runs: list[TrialRecord], decide: str) -> ConfigRow:
+    ok = [r for r in runs if r.ok]
+    conf_ok = [r for r in ok if r.phase == decide]
+    n_div = sum(r.status == "diverged" for r in runs)
+    n_fail = sum(r.status in FAILED for r in runs)
+    if ok:
+        status = "ok"
+    else:
+        status = "/".join(s for s in ("diverged", "failed", "timeout") if any(r.status == s for r in runs))
+    return ConfigRow(
+        config=cid, rank=0, arm=runs[0].arm, params=runs[0].params,
+        label=_label(runs[0].arm, runs[0].params, runs), status=status,
+        n=len(ok), n_runs=len(runs), seeds=[r.seed for r in ok],
+        summary=analyzer.summarize([r.val_loss for r in ok]),
+        confirm_summary=analyzer.summarize([r.val_loss for r in conf_ok]) if conf_ok else None,
+        val_accuracy=_mean([r.val_accuracy for r in ok]),
+        val_perplexity=_mean([r.val_perplexity for r in ok]),
+        wall_time_s=_mean([r.wall_time_s for r in ok]),
+        n_diverged=n_div, n_failed=n_fail,
+        origins=sorted({r.origin for r in runs}), phases=sorted({r.phase for r in runs}),
+        confirmed=any(r.phase == "confirm" for r in runs),
+    )
+
+
+# The rows of the last analysis, by the very record objects they were computed from: a config
+# whose runs are the same objects as then (the store hands out the same records until one
+# changes) is not summarised again. (decide, config, ids of its runs) -> (its runs, its row)
+_LAST_ROWS: dict[tuple, tuple[list[TrialRecord], ConfigRow]] = {}
+
+
 def _config_rows(records: list[TrialRecord], decide: str = "confirm") -> list[ConfigRow]:
-    rows = []
+    global _LAST_ROWS
+    rows, made = [], {}
     for cid, runs in by_config(counted(records)).items():
-        ok = [r for r in runs if r.ok]
-        conf_ok = [r for r in ok if r.phase == decide]
-        n_div = sum(r.status == "diverged" for r in runs)
-        n_fail = sum(r.status in FAILED for r in runs)
-        if ok:
-            status = "ok"
-        else:
-            status = "/".join(s for s in ("diverged", "failed", "timeout") if any(r.status == s for r in runs))
-        rows.append(ConfigRow(
-            config=cid, rank=0, arm=runs[0].arm, params=runs[0].params,
-            label=_label(runs[0].arm, runs[0].params, runs), status=status,
-            n=len(ok), n_runs=len(runs), seeds=[r.seed for r in ok],
-            summary=analyzer.summarize([r.val_loss for r in ok]),
-            confirm_summary=analyzer.summarize([r.val_loss for r in conf_ok]) if conf_ok else None,
-            val_accuracy=_mean([r.val_accuracy for r in ok]),
-            val_perplexity=_mean([r.val_perplexity for r in ok]),
-            wall_time_s=_mean([r.wall_time_s for r in ok]),
-            n_diverged=n_div, n_failed=n_fail,
-            origins=sorted({r.origin for r in runs}), phases=sorted({r.phase for r in runs}),
-            confirmed=any(r.phase == "confirm" for r in runs),
-        ))
+        key = (decide, cid, tuple(map(id, runs)))
+        known = _LAST_ROWS.get(key)
+        row = known[1] if known is not None else _config_row(cid, runs, decide)
+        made[key] = (runs, row)  # (holding the runs keeps their ids theirs)
+        rows.append(row.model_copy())  # (rank and label are set below, on the copy)
+    _LAST_ROWS = made
     rows.sort(key=lambda c: (c.summary.mean is None, c.summary.mean if c.summary.mean is not None else 0.0,
                              -c.n, c.label))
     seen: dict[str, int] = {}
@@ -226,8 +242,11 @@ def analyze(study: Study, records: list[TrialRecord], plan: Plan | None = None,
     # a point run (named experiments, no confirmation phase) decides on the experiments' own seeds
     decide = "search" if plan is not None and not plan.confirm_seeds else "confirm"
     rows = _config_rows(records, decide)
-    noise = analyzer.noise_floor({c.config: [r.val_loss for r in records if r.config == c.config and r.ok]
-                                  for c in rows if c.n >= 2})
+    ok_losses: dict[str, list[float]] = {}
+    for r in records:
+        if r.ok:
+            ok_losses.setdefault(r.config, []).append(r.val_loss)
+    noise = analyzer.noise_floor({c.config: ok_losses[c.config] for c in rows if c.n >= 2})
     comps = _comparisons(study, records, rows, noise, correction, decide)
     tuning = tuning_evidence(study, records)
     rec = recommend(study, rows, comps, decide, tuning=tuning if decide == "confirm" else None, plan=plan)

@@ -43,9 +43,13 @@ def open_questions(study: Study, records: list[TrialRecord], fnd: Findings) -> l
             n_lr = len({r.params.get("lr") for r in search_ok if "lr" in r.params})
             qs.append(f"{arm}: lr sensitivity not measurable yet ({n_lr} distinct lr value(s) completed, 3 needed).")
         little = []
+        tried: dict[str, set[str]] = {key: set() for key in spec.space}  # each knob's values, where active
+        for r in search_ok:
+            for key in active_params(spec.space, r.params):
+                if key in r.params and key in tried:
+                    tried[key].add(json.dumps(r.params[key], sort_keys=True, default=str))
         for key in spec.space:
-            vals = {json.dumps(r.params[key], sort_keys=True, default=str) for r in search_ok
-                    if key in r.params and key in active_params(spec.space, r.params)}
+            vals = tried[key]
             p = spec.space[key]
             enough = min(3, len(p.choices)) if p.type == "choice" else 3
             if len(vals) < enough:
