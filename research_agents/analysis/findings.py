@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from statistics import fmean
 from typing import Any
 
@@ -81,31 +82,36 @@ def _config_row(cid: str, runs: list[TrialRecord], decide: str) -> ConfigRow:
     )
 
 
-# The rows of the last analysis, by the very record objects they were computed from: a config
-# whose runs are the same objects as then (the store hands out the same records until one
-# changes) is not summarised again. (decide, config, ids of its runs) -> (its runs, its row)
-_LAST_ROWS: dict[tuple, tuple[list[TrialRecord], ConfigRow]] = {}
+# Each config's row as last computed, with the very record objects it came from: a config whose
+# runs are the same objects as then (the store hands out the same records until one changes) is
+# not summarised again, and its row object is reused while its rank and label stay the same (few
+# new objects per analysis: fewer and cheaper garbage collections in a long study).
+# (decide, config) -> [ids of its runs, its runs, row as computed (rank 0), row as last ranked]
+_ROWS: dict[tuple[str, str], list] = {}
 
 
 def _config_rows(records: list[TrialRecord], decide: str = "confirm") -> list[ConfigRow]:
-    global _LAST_ROWS
-    rows, made = [], {}
+    entries = []
     for cid, runs in by_config(counted(records)).items():
-        key = (decide, cid, tuple(map(id, runs)))
-        known = _LAST_ROWS.get(key)
-        row = known[1] if known is not None else _config_row(cid, runs, decide)
-        made[key] = (runs, row)  # (holding the runs keeps their ids theirs)
-        rows.append(row.model_copy())  # (rank and label are set below, on the copy)
-    _LAST_ROWS = made
-    rows.sort(key=lambda c: (c.summary.mean is None, c.summary.mean if c.summary.mean is not None else 0.0,
-                             -c.n, c.label))
-    seen: dict[str, int] = {}
-    for i, row in enumerate(rows, 1):
-        row.rank = i
-        seen[row.label] = seen.get(row.label, 0) + 1
-    for row in rows:  # labels must identify a config
-        if seen[row.label] > 1:
-            row.label = f"{row.label} [{row.config}]"
+        ids = tuple(map(id, runs))
+        entry = _ROWS.get((decide, cid))
+        if entry is None or entry[0] != ids:
+            entry = _ROWS[(decide, cid)] = [ids, runs, _config_row(cid, runs, decide), None]
+        entries.append(entry)
+    entries.sort(key=lambda e: (e[2].summary.mean is None, e[2].summary.mean if e[2].summary.mean is not None
+                                else 0.0, -e[2].n, e[2].label))
+    seen = Counter(e[2].label for e in entries)
+    rows = []
+    for rank, entry in enumerate(entries, 1):
+        base, last = entry[2], entry[3]
+        label = base.label if seen[base.label] == 1 else f"{base.label} [{base.config}]"  # labels identify a config
+        if last is None or last.rank != rank or last.label != label:
+            last = entry[3] = base.model_copy(update={"rank": rank, "label": label})
+        rows.append(last)
+    if len(_ROWS) > 2 * len(entries) + 100:  # forget configs of other studies
+        keep = {(decide, e[2].config) for e in entries}
+        for key in [k for k in _ROWS if k not in keep]:
+            del _ROWS[key]
     return rows
 
 
