@@ -286,3 +286,13 @@ def test_trial_plots_without_a_helper_are_drawn_here(tmp_path):
     (first / "metrics_plot.png").unlink(missing_ok=True)
     inline.submit(first)
     assert (first / "metrics_plot.png").read_bytes()[:8] == PNG
+
+
+def test_the_latest_round_report_is_the_highest_round_past_99(tmp_path):
+    from research_agents.report.round import latest_round_report, round_path
+
+    for n in (9, 10, 99, 100, 101):
+        path = round_path(tmp_path, n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"round {n}\n")
+    assert latest_round_report(tmp_path) == "round 101\n"

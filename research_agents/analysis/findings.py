@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from statistics import fmean
 from typing import Any
 
@@ -57,39 +58,60 @@ def _loss_or_nan(r: TrialRecord) -> float | None:
 # ------------------------------------------------------------------------------ analyze
 
 
+def _config_row(cid: str, runs: list[TrialRecord], decide: str) -> ConfigRow:
+    ok = [r for r in runs if r.ok]
+    conf_ok = [r for r in ok if r.phase == decide]
+    n_div = sum(r.status == "diverged" for r in runs)
+    n_fail = sum(r.status in FAILED for r in runs)
+    if ok:
+        status = "ok"
+    else:
+        status = "/".join(s for s in ("diverged", "failed", "timeout") if any(r.status == s for r in runs))
+    return ConfigRow(
+        config=cid, rank=0, arm=runs[0].arm, params=runs[0].params,
+        label=_label(runs[0].arm, runs[0].params, runs), status=status,
+        n=len(ok), n_runs=len(runs), seeds=[r.seed for r in ok],
+        summary=analyzer.summarize([r.val_loss for r in ok]),
+        confirm_summary=analyzer.summarize([r.val_loss for r in conf_ok]) if conf_ok else None,
+        val_accuracy=_mean([r.val_accuracy for r in ok]),
+        val_perplexity=_mean([r.val_perplexity for r in ok]),
+        wall_time_s=_mean([r.wall_time_s for r in ok]),
+        n_diverged=n_div, n_failed=n_fail,
+        origins=sorted({r.origin for r in runs}), phases=sorted({r.phase for r in runs}),
+        confirmed=any(r.phase == "confirm" for r in runs),
+    )
+
+
+# Each config's row as last computed, with the very record objects it came from: a config whose
+# runs are the same objects as then (the store hands out the same records until one changes) is
+# not summarised again, and its row object is reused while its rank and label stay the same (few
+# new objects per analysis: fewer and cheaper garbage collections in a long study).
+# (decide, config) -> [ids of its runs, its runs, row as computed (rank 0), row as last ranked]
+_ROWS: dict[tuple[str, str], list] = {}
+
+
 def _config_rows(records: list[TrialRecord], decide: str = "confirm") -> list[ConfigRow]:
-    rows = []
+    entries = []
     for cid, runs in by_config(counted(records)).items():
-        ok = [r for r in runs if r.ok]
-        conf_ok = [r for r in ok if r.phase == decide]
-        n_div = sum(r.status == "diverged" for r in runs)
-        n_fail = sum(r.status in FAILED for r in runs)
-        if ok:
-            status = "ok"
-        else:
-            status = "/".join(s for s in ("diverged", "failed", "timeout") if any(r.status == s for r in runs))
-        rows.append(ConfigRow(
-            config=cid, rank=0, arm=runs[0].arm, params=runs[0].params,
-            label=_label(runs[0].arm, runs[0].params, runs), status=status,
-            n=len(ok), n_runs=len(runs), seeds=[r.seed for r in ok],
-            summary=analyzer.summarize([r.val_loss for r in ok]),
-            confirm_summary=analyzer.summarize([r.val_loss for r in conf_ok]) if conf_ok else None,
-            val_accuracy=_mean([r.val_accuracy for r in ok]),
-            val_perplexity=_mean([r.val_perplexity for r in ok]),
-            wall_time_s=_mean([r.wall_time_s for r in ok]),
-            n_diverged=n_div, n_failed=n_fail,
-            origins=sorted({r.origin for r in runs}), phases=sorted({r.phase for r in runs}),
-            confirmed=any(r.phase == "confirm" for r in runs),
-        ))
-    rows.sort(key=lambda c: (c.summary.mean is None, c.summary.mean if c.summary.mean is not None else 0.0,
-                             -c.n, c.label))
-    seen: dict[str, int] = {}
-    for i, row in enumerate(rows, 1):
-        row.rank = i
-        seen[row.label] = seen.get(row.label, 0) + 1
-    for row in rows:  # labels must identify a config
-        if seen[row.label] > 1:
-            row.label = f"{row.label} [{row.config}]"
+        ids = tuple(map(id, runs))
+        entry = _ROWS.get((decide, cid))
+        if entry is None or entry[0] != ids:
+            entry = _ROWS[(decide, cid)] = [ids, runs, _config_row(cid, runs, decide), None]
+        entries.append(entry)
+    entries.sort(key=lambda e: (e[2].summary.mean is None, e[2].summary.mean if e[2].summary.mean is not None
+                                else 0.0, -e[2].n, e[2].label))
+    seen = Counter(e[2].label for e in entries)
+    rows = []
+    for rank, entry in enumerate(entries, 1):
+        base, last = entry[2], entry[3]
+        label = base.label if seen[base.label] == 1 else f"{base.label} [{base.config}]"  # labels identify a config
+        if last is None or last.rank != rank or last.label != label:
+            last = entry[3] = base.model_copy(update={"rank": rank, "label": label})
+        rows.append(last)
+    if len(_ROWS) > 2 * len(entries) + 100:  # forget configs of other studies
+        keep = {(decide, e[2].config) for e in entries}
+        for key in [k for k in _ROWS if k not in keep]:
+            del _ROWS[key]
     return rows
 
 
@@ -226,8 +248,11 @@ def analyze(study: Study, records: list[TrialRecord], plan: Plan | None = None,
     # a point run (named experiments, no confirmation phase) decides on the experiments' own seeds
     decide = "search" if plan is not None and not plan.confirm_seeds else "confirm"
     rows = _config_rows(records, decide)
-    noise = analyzer.noise_floor({c.config: [r.val_loss for r in records if r.config == c.config and r.ok]
-                                  for c in rows if c.n >= 2})
+    ok_losses: dict[str, list[float]] = {}
+    for r in records:
+        if r.ok:
+            ok_losses.setdefault(r.config, []).append(r.val_loss)
+    noise = analyzer.noise_floor({c.config: ok_losses[c.config] for c in rows if c.n >= 2})
     comps = _comparisons(study, records, rows, noise, correction, decide)
     tuning = tuning_evidence(study, records)
     rec = recommend(study, rows, comps, decide, tuning=tuning if decide == "confirm" else None, plan=plan)

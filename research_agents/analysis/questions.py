@@ -10,6 +10,22 @@ from research_agents.config.study import Study
 from research_agents.records import TrialRecord
 
 
+def _distinct(value) -> tuple:
+    """A key that two values share exactly when their JSON (sort_keys, default=str) is the same,
+    without writing JSON for the usual scalars (this runs for every knob of every run, each round)."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, float):
+        return ("f", float.__repr__(value))  # (what json writes for a float)
+    if isinstance(value, int):
+        return ("i", int.__repr__(value))
+    if isinstance(value, str):
+        return ("s", value)
+    if value is None:
+        return ("n",)
+    return ("j", json.dumps(value, sort_keys=True, default=str))
+
+
 def open_questions(study: Study, records: list[TrialRecord], fnd: Findings) -> list[str]:
     """What the search has not settled yet: untested LR regions, knobs tried at few values, leaders
     resting on one run, rankings within the noise (the round report's "Open questions")."""
@@ -43,9 +59,13 @@ def open_questions(study: Study, records: list[TrialRecord], fnd: Findings) -> l
             n_lr = len({r.params.get("lr") for r in search_ok if "lr" in r.params})
             qs.append(f"{arm}: lr sensitivity not measurable yet ({n_lr} distinct lr value(s) completed, 3 needed).")
         little = []
+        tried: dict[str, set[str]] = {key: set() for key in spec.space}  # each knob's values, where active
+        for r in search_ok:
+            for key in active_params(spec.space, r.params):
+                if key in r.params and key in tried:
+                    tried[key].add(_distinct(r.params[key]))
         for key in spec.space:
-            vals = {json.dumps(r.params[key], sort_keys=True, default=str) for r in search_ok
-                    if key in r.params and key in active_params(spec.space, r.params)}
+            vals = tried[key]
             p = spec.space[key]
             enough = min(3, len(p.choices)) if p.type == "choice" else 3
             if len(vals) < enough:

@@ -935,7 +935,11 @@ def lr_sensitivity(
     lrs = sorted(by_lr)
     means: list[float | None] = []
     for lr in lrs:
-        v = np.array(by_lr[lr])
+        vals = by_lr[lr]
+        if len(vals) == 1:  # (most LRs, in a long search: numpy's mean of one value is that value)
+            means.append(vals[0] if math.isfinite(vals[0]) else None)
+            continue
+        v = np.array(vals)
         means.append(float(np.mean(v)) if np.all(np.isfinite(v)) else None)
     empty = dict(
         best_lr=None, best_loss=None, lr_lo=None, lr_hi=None, width_ratio=None, n_lrs=len(lrs),

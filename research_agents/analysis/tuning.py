@@ -138,9 +138,22 @@ def _order(space: dict[str, Param]) -> list[str]:
     return sorted(space, key=lambda k: (k != "lr", list(space).index(k)))
 
 
+# The last answer and what it answered (the study, the very record objects in order): the loop's
+# planning and the round report ask again for the same records, several times a round.
+_LAST: tuple | None = None
+
+
 def tuning_evidence(study: Study, records: list[TrialRecord]) -> dict[str, ArmEvidence]:
     """Every arm's evidence (arms without a search space: their LR "not searched")."""
-    return {arm: arm_evidence(study, arm, records) for arm in study.arms}
+    global _LAST
+    asked = tuple(records)
+    last = _LAST
+    if (last is not None and last[0] is study and len(last[1]) == len(asked)
+            and all(a is b for a, b in zip(last[1], asked))):
+        return dict(last[2])
+    out = {arm: arm_evidence(study, arm, records) for arm in study.arms}
+    _LAST = (study, asked, out)
+    return dict(out)
 
 
 def settle_runs(ev: ArmEvidence, seeds_per_point: int) -> tuple[list[dict[str, Any]], int]:

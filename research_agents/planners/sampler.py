@@ -69,12 +69,18 @@ class SamplerPlanner(BasePlanner):
         for arm, n in ctx.wanted.items():
             if n <= 0:
                 continue
-            study = self.study_for(ctx, arm, seed_offset=len(ctx.rejections))
+            if self.name == "random":  # its samples do not depend on the history: an empty study
+                history = sum(1 for r in ctx.search_trials(arm) if r.status != "running")
+                study = optuna.create_study(direction="minimize", sampler=self._sampler(
+                    self.seed + 1000 * ctx.round + list(ctx.study.arms).index(arm) + len(ctx.rejections)))
+            else:
+                history = 0
+                study = self.study_for(ctx, arm, seed_offset=len(ctx.rejections))
             space = ctx.study.arms[arm].space
             for _ in range(n):
                 trial = study.ask()
                 params = suggest(trial, space)  # left RUNNING: constant_liar steers the next ask away
                 # (trial.number: the trials before it; study.trials would deep-copy them all)
                 out.append(Proposal(arm=arm, params=params, origin=self.name,
-                                    rationale=f"{self.name} sample ({trial.number} trials of history)"))
+                                    rationale=f"{self.name} sample ({history + trial.number} trials of history)"))
         return out

@@ -109,9 +109,10 @@ class TrialPlots:
     never waits for matplotlib (about 0.3 s a plot on a CPU core). `submit` queues a trial;
     `close` waits until every queued plot is drawn.
 
-    The helper reads run directories, one a line, on its stdin and ends at EOF, so it ends with
-    its driver however the driver ends; a plot a killed driver never had drawn is drawn by the
-    next final report, which draws every missing one. It ignores Ctrl-C (the driver's to handle).
+    The helper reads run directories, one a line, on its stdin and ends at EOF; it ends at once
+    when its driver is killed (it watches its parent), and a plot a killed driver never had drawn
+    is drawn by the next final report, which draws every missing one. It ignores Ctrl-C (the
+    driver's to handle).
     When the helper cannot be started or dies, plots are drawn in this process, in `close` at
     the latest. Never raises for a plot."""
 
@@ -173,9 +174,15 @@ class TrialPlots:
 
 
 HELPER = """\
-import signal, sys
+import os, signal, sys, threading, time
 from pathlib import Path
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+parent = os.getppid()
+def orphaned():  # the driver is gone (killed): so is its helper, at once (nothing outlives a run)
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(0)
+threading.Thread(target=orphaned, daemon=True).start()
 from research_agents.report.plots import trial_plot
 for line in sys.stdin:
     if line.strip():

@@ -102,5 +102,9 @@ def round_path(out: Path, round_no: int) -> Path:
 
 def latest_round_report(out: Path) -> str:
     """The newest round report's text ("" before the first round ends)."""
-    rounds = sorted((Path(out) / "rounds").glob("round-*.md"))
+    def number(path: Path) -> int:  # (by number: round-100.md comes after round-99.md)
+        digits = path.stem.removeprefix("round-")
+        return int(digits) if digits.isdigit() else -1
+
+    rounds = sorted((Path(out) / "rounds").glob("round-*.md"), key=number)
     return rounds[-1].read_text() if rounds else ""
