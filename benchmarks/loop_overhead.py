@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def real_run(args, workers: int) -> dict:
 
     out = Path(tempfile.mkdtemp(prefix=f"loop-overhead-real-w{workers}-")) / "run"
     cmd = [sys.executable, "-m", "research_agents", "run", "--study", args.study, "--budget", str(args.budget),
-           "--out", str(out)] + (["--workers", str(workers)] if workers > 1 else []) + args.run_args
+           "--out", str(out), "--workers", str(workers)] + args.run_args  # (the default is all cores)
     started = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - started
@@ -237,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.chdir(ROOT)
     result = {"benchmark": "loop_overhead", "python": platform.python_version(), "machine": platform.machine(),
-              "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+              "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(["python -m benchmarks.loop_overhead", *(argv if argv is not None else sys.argv[1:])])}
     if args.real:
         rows = [real_run(args, 1)]
         if args.workers and args.workers > 1:
