@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -54,8 +55,12 @@ class Meter:
         self.stack: list[list] = []  # [label, start, child seconds]
         self.current: dict[str, float] = {}
         self.commits = 0
+        self.writes = 0  # commits of a transaction that wrote something
+        self.wrote = False
         self.trials: list[dict] = []
         self.mark = time.perf_counter()
+        self.cpu_mark = time.process_time()
+        self.gc_start: float | None = None
 
     def wrap(self, owner, attr: str, label: str, ends_trial: bool = False) -> None:
         inner = getattr(owner, attr)
@@ -79,13 +84,32 @@ class Meter:
         setattr(owner, attr, timed)
 
     def end_trial(self, record, status) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         self.trials.append({"phase": getattr(record, "phase", None), "status": status, "total_s": now - self.mark,
-                            "commits": self.commits, **self.current})
-        self.mark, self.current, self.commits = now, {}, 0
+                            "cpu_s": cpu - self.cpu_mark, "commits": self.commits, "writes": self.writes,
+                            **self.current})
+        self.mark, self.cpu_mark, self.current, self.commits, self.writes = now, cpu, {}, 0, 0
+
+    def on_execute(self, conn, cursor, statement, *_):
+        if not statement.lstrip()[:6].upper().startswith("SELECT"):
+            self.wrote = True
+
+    def on_gc(self, phase: str, info: dict) -> None:
+        """Garbage collections, per generation (their time is inside the other labels' too)."""
+        if phase == "start":
+            self.gc_start = time.perf_counter()
+        elif self.gc_start is not None:
+            key = f"gc{info['generation']}"
+            self.current[key] = self.current.get(key, 0.0) + time.perf_counter() - self.gc_start
+            self.gc_start = None
 
     def on_commit(self, *_):
         self.commits += 1
+        self.writes += self.wrote
+        self.wrote = False
+
+    def on_rollback(self, *_):
+        self.wrote = False
 
 
 def _instrument() -> Meter:
@@ -99,6 +123,9 @@ def _instrument() -> Meter:
 
     meter = Meter()
     event.listen(Engine, "commit", meter.on_commit)
+    gc.callbacks.append(meter.on_gc)
+    event.listen(Engine, "rollback", meter.on_rollback)
+    event.listen(Engine, "before_cursor_execute", meter.on_execute)
     for attr in ("start", "records", "get_meta", "set_meta", "append_meta", "spent", "recover"):
         meter.wrap(OptunaStore, attr, "store")
     meter.wrap(OptunaStore, "finish", "store", ends_trial=True)
@@ -107,6 +134,9 @@ def _instrument() -> Meter:
     meter.wrap(policy.PolicyPlanner, "propose", "planner")
     meter.wrap(round_report, "write_round_report", "round_report")
     meter.wrap(plots, "trial_plot", "trial_plot")
+    if hasattr(plots, "TrialPlots"):  # plots drawn by a helper process: the loop's share is handing them over
+        meter.wrap(plots.TrialPlots, "submit", "trial_plot")
+        meter.wrap(plots.TrialPlots, "close", "plots_close")
     return meter
 
 
@@ -119,7 +149,10 @@ def _window(trials: list[dict], end: int, width: int) -> dict:
            **{f"{k}_ms": ms(k) for k in labels}}
     out["other_ms"] = round(out["loop_ms"] - sum(out[f"{k}_ms"] for k in labels), 2)
     out["executor_ms"] = ms("executor")
+    out["gc_ms"] = round(1000 * statistics.fmean(sum(t.get(f"gc{g}", 0.0) for g in range(3)) for t in rows), 2)
+    out["cpu_ms"] = round(1000 * statistics.fmean(t["cpu_s"] - t.get("executor", 0.0) for t in rows), 2)
     out["commits_per_trial"] = round(statistics.fmean(t["commits"] for t in rows), 2)
+    out["write_commits_per_trial"] = round(statistics.fmean(t["writes"] for t in rows), 2)
     out["phases"] = sorted({t["phase"] for t in rows if t["phase"]})
     return out
 
@@ -143,25 +176,35 @@ def replay(args) -> dict:
         sys.exit(f"run exited {code}: see {log}")
     trials = meter.trials
     final_s = wall - sum(t["total_s"] for t in trials)
-    points = sorted({min(k, len(trials)) for k in args.at if k <= len(trials)} | {len(trials)})
+    drain_s = meter.current.get("plots_close", 0.0)  # (after the last trial: waiting for queued plots)
+    points = {min(k, len(trials)) for k in args.at if k <= len(trials)} | {len(trials)}
+    # the search's last window too (the study ends with confirmation runs, which plan nothing)
+    first_confirm = next((i for i, t in enumerate(trials) if t["phase"] == "confirm"), None)
+    if first_confirm is not None and first_confirm >= args.window:
+        points.add(first_confirm)
+    points = sorted(points)
     windows = [_window(trials, k, args.window) for k in points]
     blocks = [_window(trials, k, args.block) for k in range(args.block, len(trials) + 1, args.block)]
     return {"argv": ["python", "-m", "research_agents", *argv], "trials": len(trials), "window": args.window,
-            "wall_s": round(wall, 2), "final_report_s": round(final_s, 2), "at": windows,
-            "blocks": {"width": args.block, "loop_ms": [b["loop_ms"] for b in blocks],
-                       "store_ms": [b["store_ms"] for b in blocks],
-                       "commits_per_trial": [b["commits_per_trial"] for b in blocks]},
+            "wall_s": round(wall, 2), "final_report_s": round(final_s - drain_s, 2),
+            "plots_drain_s": round(drain_s, 2), "at": windows,
+            "blocks": {"width": args.block, **{k: [b[k] for b in blocks] for k in (
+                "loop_ms", "cpu_ms", "store_ms", "planner_ms", "round_report_ms", "trial_plot_ms", "gc_ms",
+                "commits_per_trial")}},
             "out": str(out) if keep else None}
 
 
 def print_replay(res: dict) -> None:
-    print(f"replay: {res['trials']} trials in {res['wall_s']} s (final report {res['final_report_s']} s)")
+    print(f"replay: {res['trials']} trials in {res['wall_s']} s (after the last trial: waiting for the "
+          f"background trial plots {res.get('plots_drain_s', 0)} s, final report {res['final_report_s']} s)")
     print(f"  {' '.join(res['argv'])}")
-    cols = ("trials", "loop_ms", "store_ms", "planner_ms", "round_report_ms", "trial_plot_ms", "other_ms",
-            "executor_ms", "commits_per_trial")
-    print("  " + "  ".join(f"{c:>17}" for c in cols))
+    cols = ("trials", "loop_ms", "cpu_ms", "store_ms", "planner_ms", "round_report_ms", "trial_plot_ms",
+            "other_ms", "gc_ms", "executor_ms", "commits_per_trial", "write_commits_per_trial")
+    heads = ("trials", "loop ms", "(cpu ms)", "store", "planner", "round rep", "trial plot", "rest", "(of it gc)",
+             "(replay)", "commits", "(writing)")
+    print("  " + " ".join(f"{h:>10}" for h in heads))
     for w in res["at"]:
-        print("  " + "  ".join(f"{w[c]!s:>17}" for c in cols))
+        print("  " + " ".join(f"{w[c]!s:>10}" for c in cols))
 
 
 # ------------------------------------------------------------------------------ real training

@@ -39,8 +39,14 @@ def _optuna_postgresql(tmp_path, study, url):  # a real server the tests start (
     return OptunaStore.for_study(tmp_path / "run", study, url=url)
 
 
+def _optuna_one_write_each(tmp_path, study):  # Optuna's public API only (an Optuna without its models)
+    store = OptunaStore.for_study(tmp_path / "run", study)
+    store.batched = False
+    return store
+
+
 STORES = {"optuna-sqlite-in-run-dir": _optuna_file, "optuna-sqlalchemy-url": _optuna_url,
-          "optuna-postgresql": _optuna_postgresql}
+          "optuna-postgresql": _optuna_postgresql, "optuna-one-write-each": _optuna_one_write_each}
 NEEDS = {"optuna-postgresql": "postgres_url"}  # the fixture a store's URL comes from
 
 
