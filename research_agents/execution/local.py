@@ -152,7 +152,7 @@ def _trial_env() -> dict[str, str]:
     """Small CPU models train fastest on one thread, and a second thread that has to wait for a busy
     core slows a step down many times over (measured: 6 s vs 123 s for the tiny preset on 2 loaded
     cores). Users who want more set OMP_NUM_THREADS themselves."""
-    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or "1"}  # (set but empty: unset)
 
 
 _FORK_LOCK = threading.Lock()
@@ -165,7 +165,7 @@ def _fork_context():
     global _FORK_CONTEXT
     with _FORK_LOCK:
         if _FORK_CONTEXT is None:
-            os.environ.setdefault("OMP_NUM_THREADS", "1")
+            os.environ["OMP_NUM_THREADS"] = _trial_env()["OMP_NUM_THREADS"]
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(PRELOAD)
             from multiprocessing import forkserver
