@@ -70,7 +70,9 @@ class PostgresServer:
             raise Unavailable("psycopg2 is not installed (pip install -e '.[postgres]')") from None
         self.bin = find_bin()
         self.run_as = self._server_user()
-        self.dir = Path(tempfile.mkdtemp(prefix="research-agents-pg-"))
+        # (another user runs the server: a directory it can reach, whatever $TMPDIR is)
+        where = "/tmp" if self.run_as is not None and os.path.isdir("/tmp") else None
+        self.dir = Path(tempfile.mkdtemp(prefix="research-agents-pg-", dir=where))
         self.data, self.log = self.dir / "data", self.dir / "server.log"
         self.password = secrets.token_hex(12)
         self.port = None

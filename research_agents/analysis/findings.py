@@ -110,8 +110,8 @@ def _config_rows(records: list[TrialRecord], decide: str = "confirm") -> list[Co
         rows.append(last)
     if len(_ROWS) > 2 * len(entries) + 100:  # forget configs of other studies
         keep = {(decide, e[2].config) for e in entries}
-        for key in [k for k in _ROWS if k not in keep]:
-            del _ROWS[key]
+        for key in [k for k in list(_ROWS) if k not in keep]:  # (list(): another thread may add meanwhile)
+            _ROWS.pop(key, None)
     return rows
 
 

@@ -151,8 +151,10 @@ def abandoned(driver: str | None) -> bool:
         return True
     host, _, rest = driver.partition(":")
     pid, _, start = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return host == socket.gethostname()
+    if host != socket.gethostname():
+        return False  # another machine's: its own driver recovers it when it resumes
+    if not pid.isdigit():
+        return True
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

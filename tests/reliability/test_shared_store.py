@@ -169,3 +169,26 @@ def test_drivers_opening_a_new_database_at_once_all_open_it(tmp_path, backend, r
              for _ in range(3)]
     errors = [p.communicate(timeout=120)[1] for p in _go(procs)]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
+
+
+def test_recover_leaves_alone_the_trials_of_drivers_that_may_still_run_them(tmp_path):
+    """A running trial is recovered when its driver is gone, not while another may be running it."""
+    import os
+    import socket
+
+    from research_agents.store.optuna import _process_start, abandoned, this_driver
+
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert abandoned(None)  # a store written before drivers were recorded
+        assert abandoned(this_driver())  # this process asks: it is not running it any more
+        assert abandoned(f"{host}:{dead.pid}:{_process_start(os.getpid())}")  # ended
+        assert not abandoned(f"{host}:{alive.pid}:{_process_start(alive.pid)}")  # alive
+        assert abandoned(f"{host}:{alive.pid}:1")  # its pid now names another process
+        assert not abandoned(f"another-{host}:{dead.pid}:1")  # another machine's: it cannot tell
+    finally:
+        alive.kill()
+        alive.wait()
