@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "benchmarks/data/replay_tiny.csv: a study in seconds)")
     run.add_argument("--workers", type=whole(1), help="trials that train at once (default: one per GPU on CUDA; "
                      "on CPU the cores divided by $OMP_NUM_THREADS, which defaults to 1 per trial; with Ray "
-                     "the cluster's GPUs or CPUs). Rounds grow to fill the workers")
+                     "the cluster's GPUs or CPUs); results do not depend on it")
     run.add_argument("--ray-address", help="--executor ray: the cluster to join (auto, or HOST:PORT); default "
                      "a new local Ray on this machine")
     add_llm_arguments(run)  # --llm-base-url, --llm-model, --llm-share, --on-llm-error, ...
@@ -385,6 +385,10 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
                       f"{plan.budget - plan.search_budget} on seeds {plan.confirm_seeds}; out: {out}", markup=False)
     workers = saved["workers"]
     console.print(f"trials: {saved['executor']}, {workers} at a time", markup=False)
+    if workers > study.planner.trials_per_round:
+        console.print(f"note: a round holds {study.planner.trials_per_round} trials, so at most that many of the "
+                      f"{workers} workers are busy; raise planner.trials_per_round in the study to use them all "
+                      "(a round's size, not the workers, decides what the planner sees)", markup=False)
     records = store.records()
     display = RunDisplay(console, plan.budget, records)
 

@@ -282,7 +282,7 @@ class ResearchLoop:
         return share[arm]
 
     def _wanted(self) -> dict[str, int]:
-        per_round = max(self.study.planner.trials_per_round, self.workers)  # a round fills the workers
+        per_round = self.study.planner.trials_per_round  # (never the workers: results must not depend on them)
         n_seeds = len(self.study.seeds.search)
         left = {a: max(0, (self.search_allowance(a) - self.spent("search", a)) // n_seeds)
                 for a in self.study.arms}

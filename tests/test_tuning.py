@@ -100,7 +100,7 @@ def test_an_unbracketed_arm_caps_confidence_at_low_and_is_named(tmp_path, far_op
     assert fnd.tuning["adamw"].lr_bracketed is False
     rec = fnd.recommendation
     assert rec.confidence == "low" and rec.winner_arm is None
-    assert "adamw is not tuned" in rec.text and "--budget" in rec.text and "What would settle it" in rec.text
+    assert "not tuned" in rec.text and "adamw's LR is open" in rec.text and "--budget" in rec.text and "What would settle it" in rec.text
     report = (loop.out / "report.md")
     assert not report.exists()  # (the loop alone writes no final report; the CLI test below does)
 

@@ -36,7 +36,7 @@ class LocalExecutor(BaseExecutor):
 
     def __init__(self, python: str = sys.executable, gpus: list[str] | None = None, warm: bool = True):
         self.python = python
-        self.warm = warm
+        self.warm = warm and python == sys.executable  # the fork server is this interpreter
         self.gpus = list(gpus) if gpus else None
         self._free_gpus: queue.Queue[str] = queue.Queue()
         for gpu in self.gpus or []:

@@ -51,7 +51,7 @@ class _AllFail(BaseExecutor):
 
 @pytest.mark.parametrize("status", ["failed", "timeout"])
 def test_a_run_whose_trials_all_failed_exits_1_saying_so(tmp_path, capsys, monkeypatch, table, status):
-    monkeypatch.setattr("research_agents.execution.make_executor", lambda name: _AllFail(status))
+    monkeypatch.setattr("research_agents.execution.make_executor", lambda name, **kw: _AllFail(status))
     study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
     assert main(_run(study, out, table)) == 1
     line = one_error_line(capsys.readouterr().err)
