@@ -66,8 +66,7 @@ def loop_overhead(data: dict) -> list[str]:
     res = data["replay"]
     info = {**data, **(data.get("machine_info") or {})}
     lines = ["### The loop's own cost per trial (replay executor)", "",
-             *_provenance(info, " ".join(res["argv"]).replace("python -m research_agents run",
-                                                              "python -m benchmarks.loop_overhead # runs: run")),
+             *_provenance(info, data.get("command")), "", f"(which runs `{' '.join(res['argv'][:-2])}`)",
              "", "| trials so far | loop ms/trial | store | planner | round report | trial plot | commits/trial |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for w in res["at"]:
