@@ -78,7 +78,7 @@ def loop_overhead(data: dict) -> list[str]:
 
 def loop_real(data: dict) -> list[str]:
     lines = ["### Real training: wall time outside training, 1 and N workers", "",
-             *_provenance({**data, **(data.get("machine_info") or {})}, None), "",
+             *_provenance({**data, **(data.get("machine_info") or {})}, data.get("command")), "",
              "| workers | trials | command wall s | span s | trainer s | outside training | command |",
              "|---:|---:|---:|---:|---:|---:|---|"]
     for r in data["real"]:
