@@ -67,20 +67,28 @@ def test_a_sigkilled_driver_on_postgres_loses_nothing(tmp_path, table, postgres_
     assert all((r.config, r.seed, r.phase) in counted for r in cut)  # ... and re-run
 
 
-def test_two_drivers_share_one_study_on_postgres(tmp_path, table, postgres_url):
+def test_two_drivers_share_one_study_on_postgres(tmp_path, fast_study, postgres_url):
     """Two `run` processes, each with its own --out, on one study in one database: both finish,
-    each sees the other's trials, every trial has its own number and none is left running."""
-    study = write_study(tmp_path / "rel.toml", trials_per_round=2)
+    each sees the other's trials, every trial has its own number and none is left running. (Real
+    training, a few seconds a trial, so that the second driver joins while the first still runs.)"""
+    study = fast_study
     outs = [tmp_path / "a", tmp_path / "b"]
-    procs = [subprocess.Popen([sys.executable, "-m", "research_agents", *_args(study, out, table, postgres_url, 16)],
-                              cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for out in outs]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs
+    budget = 8
+
+    def args(out):
+        return ["run", "--study", str(study), "--budget", str(budget), "--planner", "tpe", "--out", str(out),
+                "--storage", postgres_url]
+
+    first = Driver(args(outs[0]))
+    assert first.wait_for_trial(1, timeout_s=120)  # the first driver is training its first trial
+    second = Driver(args(outs[1]))
+    for d in (first, second):
+        d.proc.wait(timeout=600)
+    assert [d.proc.returncode for d in (first, second)] == [0, 0]
     records = _records(study, postgres_url)
     assert [r.order for r in records] == list(range(1, len(records) + 1))
     assert not [r for r in records if r.status == "running"]
-    assert sum(r.status in COUNTED for r in records) >= 16
+    assert sum(r.status in COUNTED for r in records) >= budget
     # both drivers ran trials, and each one's reports count every trial of the study
     import optuna
 
