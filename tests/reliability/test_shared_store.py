@@ -95,8 +95,9 @@ def test_two_drivers_share_one_study_on_postgres(tmp_path, fast_study, postgres_
     storage = optuna.storages.RDBStorage(postgres_url, skip_table_creation=True)
     drivers = Counter(t.user_attrs.get("driver") for s in optuna.get_all_study_summaries(storage)
                       for t in optuna.load_study(storage=storage, study_name=s.study_name).trials)
-    # (which driver runs how many is a race: with replay trials the first may spend the whole budget)
-    assert sum(drivers.values()) == len(records) and None not in drivers, drivers
+    # (how many each driver runs is a race: with 2 workers per driver the first often spends the whole
+    # budget before the second has started; what must hold is that every trial says whose it is)
+    assert None not in drivers and sum(drivers.values()) == len(records), drivers
     for out in outs:
         status = cli("status", str(out))
         assert status.returncode == 0 and f"{len(records)} trials" in status.stdout, status.stdout
