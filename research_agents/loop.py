@@ -167,11 +167,6 @@ class ResearchLoop:
         self.hooks.on_trial_end(record)
         return record
 
-    def run_trial(self, arm: str, params: dict, seed: int, origin: str, phase: str, round: int,
-                  rationale: str = "") -> TrialRecord:
-        """One trial (see run_trials)."""
-        return self.run_trials([Run(arm, params, seed, origin, phase, round, rationale)])[0]
-
     # -- phases
     def unfinished(self) -> list[TrialRecord]:
         """Trials to run again: each (config, seed, phase) whose last trial was interrupted (Ctrl-C,

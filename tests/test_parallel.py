@@ -38,26 +38,23 @@ def _spec(fast_study: Path, seed: int = 0, steps: int = 20, lr: float = 0.02):
     return study.trial_spec("muon", {"lr": lr, "ns_steps": 5}, seed, overrides={"steps": steps})
 
 
+def _replay_numbers(tmp_path: Path, workers: int) -> list[dict]:
+    """The default study at budget 20 on the replay table with `workers`; its results.csv numbers."""
+    out = tmp_path / f"w{workers}"
+    assert main(["run", "--budget", "20", "--executor", f"replay:{REPLAY}", "--workers", str(workers),
+                 "--out", str(out)]) == 0
+    return _numbers(out)
+
+
 def test_replay_study_with_three_workers_equals_one_worker(tmp_path):
-    runs = {}
-    for workers in (1, 3):
-        out = tmp_path / f"w{workers}"
-        assert main(["run", "--budget", "20", "--executor", f"replay:{REPLAY}", "--workers", str(workers),
-                     "--out", str(out)]) == 0
-        runs[workers] = _numbers(out)
-    assert len(runs[1]) == 20 and runs[3] == runs[1]
+    one = _replay_numbers(tmp_path, 1)
+    assert len(one) == 20 and _replay_numbers(tmp_path, 3) == one
 
 
 def test_more_workers_than_a_round_holds_change_nothing_and_are_named(tmp_path, capsys):
     """A round is the study's trials_per_round whatever the workers (results never depend on the
     machine); the console says how many workers can be busy and how to use more."""
-    runs = {}
-    for workers in (1, 8):
-        out = tmp_path / f"w{workers}"
-        assert main(["run", "--budget", "20", "--executor", f"replay:{REPLAY}", "--workers", str(workers),
-                     "--out", str(out)]) == 0
-        runs[workers] = _numbers(out)
-    assert runs[8] == runs[1]
+    assert _replay_numbers(tmp_path, 8) == _replay_numbers(tmp_path, 1)
     assert "raise planner.trials_per_round" in capsys.readouterr().out
 
 

@@ -2,6 +2,6 @@
 dies with the driver that started it, and its trials die with it (each sets the same signal), so
 a SIGKILLed driver leaves no trial training on."""
 
-from trainer.worker import _die_with_parent
+from trainer.worker import die_with_parent
 
-_die_with_parent()
+die_with_parent()

@@ -20,7 +20,7 @@ PRELOAD = ["trainer.forkserver", "torch", "trainer.train", "trainer.__main__"]
 def run_trial(argv: list[str], log_path: str, env: dict[str, str]) -> None:
     """The child's body: `python -m trainer <argv>` with `env` added, output to `log_path`."""
     os.setsid()  # like a fresh process in its own session: a terminal's Ctrl-C is the driver's to handle
-    _die_with_parent()
+    die_with_parent()
     os.environ.update(env)
     import torch
 
@@ -44,9 +44,10 @@ def run_trial(argv: list[str], log_path: str, env: dict[str, str]) -> None:
     os._exit(code)  # no atexit handlers of the fork server's modules run in a trial
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: this process gets SIGKILL when the thread that started it ends (its process dying
-    included): a trial when the fork server dies, the fork server when the driver's main thread does."""
+    included): a trial when the fork server or the driver thread that spawned it dies, the fork
+    server when the driver's main thread does. So no orphan trains on."""
     if sys.platform.startswith("linux"):
         import ctypes
 

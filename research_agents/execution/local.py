@@ -25,7 +25,7 @@ from pathlib import Path
 from research_agents.execution.base import BaseExecutor, Outcome, ProgressFn, TrialInterrupted
 from research_agents.records import read_metrics
 from trainer.spec import TrialSpec
-from trainer.worker import PRELOAD, run_trial
+from trainer.worker import PRELOAD, die_with_parent, run_trial
 
 
 class LocalExecutor(BaseExecutor):
@@ -122,7 +122,7 @@ class LocalExecutor(BaseExecutor):
         full["PYTHONPATH"] = root + os.pathsep + full.get("PYTHONPATH", "")
         with open(log_path, "a") as log:
             return subprocess.Popen([self.python, "-m", "trainer", *argv], stdout=log, stderr=subprocess.STDOUT,
-                                    env=full, start_new_session=True, preexec_fn=_die_with_parent)
+                                    env=full, start_new_session=True, preexec_fn=die_with_parent)
 
     def _fork(self, argv: list[str], log_path: Path, env: dict):
         """Warm: a child of the fork server (trainer/worker.py)."""
@@ -218,15 +218,6 @@ def _follow(log_path: Path, offset: int, on_progress: ProgressFn | None) -> int:
                 except Exception:  # the display must never break a trial
                     pass
     return offset + end
-
-
-def _die_with_parent() -> None:
-    """Linux: the trial gets SIGKILL if the loop dies (SIGKILL included), so no orphan trains on."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _kill(proc) -> None:
