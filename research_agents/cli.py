@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=whole(1), help="trials that train at once (default: one per GPU on CUDA; "
                      "on CPU the cores divided by $OMP_NUM_THREADS, which defaults to 1 per trial; with Ray "
                      "the cluster's GPUs or CPUs); results do not depend on it")
+    run.add_argument("--speculate", action=argparse.BooleanOptionalAction, default=True,
+                     help="with several workers, train a run the next round will likely make on a worker that "
+                     "would sit idle at a round's end; a round that makes it adopts it, one that does not "
+                     "throws it away (default: on; results do not depend on it)")
     run.add_argument("--ray-address", help="--executor ray: the cluster to join (auto, or HOST:PORT); default "
                      "a new local Ray on this machine")
     add_llm_arguments(run)  # --llm-base-url, --llm-model, --llm-share, --on-llm-error, ...
@@ -319,7 +323,7 @@ def cmd_run(args, console: Console) -> int:
     saved = {"study": study.model_dump(mode="json"), "budget": plan.budget, "confirm_seeds": args.seeds,
              "preset": preset, "overrides": overrides, "planner": planner.name, "storage": args.storage,
              "scale": scale, "experiments": None if points is None else [p.name for p in points],
-             "executor": executor.describe(), "workers": workers}
+             "executor": executor.describe(), "workers": workers, "speculate": args.speculate}
     if planner.public() is not None:  # LLM planners: endpoint and model, never the key
         saved["llm"] = planner.public()
     _check_run_dir(out, study, saved, args.storage)
@@ -404,7 +408,8 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
 
     hooks = LoopHooks(on_trial_start=display.trial_start, on_progress=display.progress,
                       on_trial_end=trial_end, on_round_end=round_end, on_message=display.message)
-    loop = ResearchLoop(study, store, executor, planner, out, plan, overrides, preset, hooks, workers=workers)
+    loop = ResearchLoop(study, store, executor, planner, out, plan, overrides, preset, hooks, workers=workers,
+                        speculate=saved.get("speculate", True))
     planner.attach(store, out, display.message)  # LLM planners record calls, transcripts and fallbacks
 
     interrupted = False
@@ -488,6 +493,10 @@ def _final_report(out: Path, study, plan, store, saved: dict):
         extra["scale"] = saved["scale"]
     if saved.get("executor"):
         extra["trials"] = f"{saved['executor']}, {saved.get('workers') or 1} at a time"
+        ahead = store.get_meta("speculation")
+        if ahead and ahead.get("started"):
+            extra["trials"] += (f"; {ahead['started']} run(s) trained ahead on idle workers, {ahead['used']} "
+                                f"adopted by their round, {ahead['discarded']} thrown away (never counted)")
     if saved.get("experiments") is not None:
         extra["experiments"] = ", ".join(saved["experiments"])
     if saved.get("overrides"):

@@ -28,6 +28,7 @@ from research_agents.config.plan import Plan
 from research_agents.config.space import config_id
 from research_agents.config.study import Study, validate_params
 from research_agents.execution.base import BaseExecutor, TrialInterrupted
+from research_agents.execution.speculation import Ahead, Speculation
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.analysis.tuning import tuning_evidence
 from research_agents.records import COUNTED, Bracket, CurveSummary, Proposal, Replicate, StopArm, TrialRecord, \
@@ -90,8 +91,13 @@ class ResearchLoop:
     preset: str | None = None
     hooks: LoopHooks = field(default_factory=LoopHooks)
     workers: int = 1  # trials that train at once
+    speculate: bool = True  # fill idle workers with runs the next round will likely make (see execution/speculation)
     _curves: dict[int, CurveSummary | None] = field(default_factory=dict, init=False, repr=False)
     _stop: bool = field(default=False, init=False, repr=False)  # Ctrl-C seen, acted on at a safe point
+    _exhausted: set[str] = field(default_factory=set, init=False, repr=False)  # arms whose planner ran dry
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _ahead: Speculation | None = field(default=None, init=False, repr=False)
+    _predicted: tuple[int, list] = field(default=(-1, []), init=False, repr=False)  # (trials ended, specs)
 
     # -- bookkeeping
     def records(self) -> list[TrialRecord]:
@@ -116,47 +122,94 @@ class ResearchLoop:
 
     def run_trials(self, runs: list[Run]) -> list[TrialRecord]:
         """Train `runs`, up to `workers` at once, started in the given order (so trial numbers and
-        directories do not depend on timing); returns their records in that order. This thread is
-        the only writer of the store. Ctrl-C: every running trial is stopped and recorded as
-        interrupted (a resume re-runs it), and TrialInterrupted is raised."""
+        directories do not depend on timing); returns their records in that order. A run already
+        trained ahead on an idle worker (speculation) is adopted instead of trained again. This
+        thread is the only writer of the store. Ctrl-C: every running trial is stopped and recorded
+        as interrupted (a resume re-runs it), and TrialInterrupted is raised."""
         done: dict[int, TrialRecord] = {}
-        todo = list(enumerate(runs))
-        running: dict[Future, tuple[int, TrialRecord]] = {}
-        pool = ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="trial")
+        todo = [(i, run, self.spec(run)) for i, run in enumerate(runs)]
+        running: dict[Future, tuple[int, TrialRecord, Ahead | None]] = {}
+        pool, ahead = self._workers()
+        if ahead is not None:  # this round's runs first: stop runs trained ahead that it does not make
+            keep = {ahead.key(spec) for _, _, spec in todo}
+            ahead.make_room(sum(1 for _, _, spec in todo if not ahead.has(spec)), keep, self.workers, 0)
         try:
             while todo or running:
-                while todo and len(running) < self.workers and not self._stop:
-                    i, run = todo.pop(0)
-                    record, future = self._start_trial(run, pool)
-                    running[future] = (i, record)
+                while todo and not self._stop:
+                    i, run, spec = todo[0]
+                    record = None
+                    if ahead is not None and ahead.has(spec):
+                        record, future, taken = self._adopt_trial(run, spec, ahead)
+                    elif len(running) + (ahead.busy() if ahead else 0) < self.workers:
+                        record, future, taken = self._start_trial(run, spec, pool)
+                    if record is None:
+                        break
+                    todo.pop(0)
+                    running[future] = (i, record, taken)
+                if ahead is not None and not todo and not self._stop:
+                    self._fill_idle(pool, ahead, len(running))
                 self.check_stop()
-                finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-                for future in sorted(finished, key=lambda f: running[f][0]):
-                    i, record = running.pop(future)
-                    done[i] = self._finish_trial(record, future)
+                pending = list(running) + ([a.future for a in ahead.runs.values() if not a.future.done()]
+                                           if ahead else [])
+                finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                if ahead is not None:
+                    ahead.reap()
+                for future in sorted((f for f in finished if f in running), key=lambda f: running[f][0]):
+                    i, record, taken = running.pop(future)
+                    done[i] = self._finish_trial(record, future, taken)
         except (TrialInterrupted, KeyboardInterrupt):  # Ctrl-C here, or an executor that saw it
             self.executor.cancel()
-            for future, (i, record) in running.items():
+            for future, (i, record, taken) in running.items():
                 wait([future])
                 self.store.finish(record, "interrupted", None, "interrupted by the user (Ctrl-C)")
+            self.close()
             raise TrialInterrupted() from None
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
         return [done[i] for i in sorted(done)]
 
-    def _start_trial(self, run: Run, pool: ThreadPoolExecutor) -> tuple[TrialRecord, Future]:
-        spec = self.study.trial_spec(run.arm, run.params, run.seed, preset=self.preset, overrides=self.overrides)
+    def spec(self, run: Run):
+        return self.study.trial_spec(run.arm, run.params, run.seed, preset=self.preset, overrides=self.overrides)
+
+    def _workers(self) -> tuple[ThreadPoolExecutor, Speculation | None]:
+        """The threads that wait on running trials (one per worker), and the runs trained ahead
+        (with several workers, when the executor's trials take long enough to be worth it)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="trial")
+            if self.speculate and self.workers > 1 and self.executor.worth_speculating:
+                self._ahead = Speculation(self.executor, self.out, self.study.trial_timeout_s)
+        return self._pool, self._ahead
+
+    def close(self) -> None:
+        """Stop what was trained ahead and never adopted, and the worker threads."""
+        if self._ahead is not None:
+            self._ahead.close()
+            if self._ahead.started:  # (added to a resumed run's earlier counts)
+                before = self.store.get_meta("speculation") or {}
+                self.store.set_meta("speculation", {k: before.get(k, 0) + v for k, v in self._ahead.summary().items()})
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._ahead = None
+
+    def _start_trial(self, run: Run, spec, pool: ThreadPoolExecutor) -> tuple[TrialRecord, Future, None]:
+        record = self._record_start(run)
+        future = pool.submit(self.executor.run, spec, self.out / record.run_dir, self.study.trial_timeout_s,
+                             functools.partial(self.hooks.on_progress, record))
+        return record, future, None
+
+    def _adopt_trial(self, run: Run, spec, ahead: Speculation) -> tuple[TrialRecord, Future, Ahead]:
+        record = self._record_start(run)
+        taken = ahead.take(spec, functools.partial(self.hooks.on_progress, record))
+        return record, taken.future, taken
+
+    def _record_start(self, run: Run) -> TrialRecord:
         run_dir = self.run_dir(run.arm, run.params, run.seed)
         record = self.store.start(run.arm, run.params, run.seed, run.origin, run.phase, run.round, run.rationale,
                                   run_dir)
         self.hooks.on_trial_start(record)
-        future = pool.submit(self.executor.run, spec, self.out / run_dir, self.study.trial_timeout_s,
-                             functools.partial(self.hooks.on_progress, record))
-        return record, future
+        return record
 
-    def _finish_trial(self, record: TrialRecord, future: Future) -> TrialRecord:
+    def _finish_trial(self, record: TrialRecord, future: Future, taken: Ahead | None = None) -> TrialRecord:
         try:
-            outcome = future.result()
+            outcome = future.result() if taken is None else self._ahead.land(taken, self.out / record.run_dir)
         except (TrialInterrupted, KeyboardInterrupt):
             self.store.finish(record, "interrupted", None, "interrupted by the user (Ctrl-C)")
             raise TrialInterrupted() from None
@@ -166,6 +219,57 @@ class ResearchLoop:
             record = self.store.finish(record, outcome.status, outcome.metrics, outcome.reason)
         self.hooks.on_trial_end(record)
         return record
+
+    # -- speculation: idle workers train what the next round will likely make
+    def _fill_idle(self, pool: ThreadPoolExecutor, ahead: Speculation, running: int) -> None:
+        free = self.workers - running - ahead.busy()
+        if free <= 0 or not self.speculate:
+            return
+        ended = sum(1 for r in self.records() if r.status != "running")
+        if ended != self._predicted[0]:  # predicted again only once another trial has ended
+            try:
+                self._predicted = (ended, [self.spec(run) for run in self.predicted()])
+            except Exception as err:  # a guess must never stop the study: no more guessing
+                self.speculate = False
+                self.hooks.on_message(f"no more runs trained ahead: predicting the next round failed: "
+                                      f"{type(err).__name__}: {err}")
+                return
+        later = []  # each predicted run is started once
+        for spec in self._predicted[1]:
+            if ahead.key(spec) in ahead.runs:
+                continue
+            if free > 0:
+                ahead.start(spec, pool)
+                free -= 1
+            else:
+                later.append(spec)
+        self._predicted = (ended, later)
+
+    def predicted(self) -> list[Run]:
+        """The runs the next batch would make if the trials running now changed nothing, for the
+        arms that have none running (a running trial's result steers its own arm's next runs):
+        what the planner (a copy: this never changes it, nor the store) says now, or the
+        confirmation runs once the search would end. Empty where the planner cannot be asked ahead
+        (an LLM)."""
+        with self._counting_running():
+            if any(n for a, n in self._wanted().items() if a not in self._exhausted):
+                planner = self.planner.dry_copy()
+                runs = self._search_runs(planner)[1] if planner is not None else []
+            else:
+                runs = self._confirm_runs()
+        busy = {r.arm for r in self.records() if r.status == "running"}
+        return [r for r in runs if r.arm not in busy]
+
+    @contextlib.contextmanager
+    def _counting_running(self):
+        """The store as it will be once the running trials end: they count as spent; nothing may
+        be written."""
+        real = self.store
+        self.store = _Projected(real)
+        try:
+            yield
+        finally:
+            self.store = real
 
     # -- phases
     def unfinished(self) -> list[TrialRecord]:
@@ -198,11 +302,14 @@ class ResearchLoop:
 
     def run(self) -> None:
         with self._deferred_ctrl_c():
-            self.resume_interrupted()
-            self.write_missing_round_reports()
-            self.search()
-            self.check_stop()
-            self.confirm()
+            try:
+                self.resume_interrupted()
+                self.write_missing_round_reports()
+                self.search()
+                self.check_stop()
+                self.confirm()
+            finally:
+                self.close()
 
     # -- Ctrl-C: stop at a safe point, never inside a store write, a report or an import
     def check_stop(self) -> None:
@@ -300,36 +407,45 @@ class ResearchLoop:
         return list(itertools.islice(pool, n))
 
     def search(self) -> None:
-        exhausted: set[str] = set()
         while True:
             self.check_stop()
-            wanted = {a: n for a, n in self._wanted().items() if a not in exhausted}
-            if not any(wanted.values()):
+            round_no, runs = self._search_runs()
+            if round_no is None:
                 return
-            round_no = self.next_round()
-            work, stopped = self._plan_round(round_no, wanted)
-            exhausted |= stopped
-            for arm in wanted:
-                if wanted[arm] and arm not in stopped and not any(w.arm == arm for w in work):
-                    exhausted.add(arm)
-                    self.hooks.on_message(f"planner {self.planner.name} has nothing new for arm {arm}: "
-                                          "its search ends here")
-            # the round is one batch: its runs are fixed before any of them trains (parallel workers
-            # then give the same study as one worker)
-            left = {a: self.search_allowance(a) - self.spent("search", a) for a in wanted}
-            runs = []
-            for w in work:
-                for seed in w.seeds[: max(0, left[w.arm])]:
-                    runs.append(Run(w.arm, w.params, seed, w.origin, "search", round_no, w.rationale))
-                    left[w.arm] -= 1
             ran = self.run_trials(runs)
             if ran:
                 self.hooks.on_round_end(round_no, ran)
 
-    def _plan_round(self, round_no: int, wanted: dict[str, int]) -> tuple[list[Work], set[str]]:
+    def _search_runs(self, planner: BasePlanner | None = None) -> tuple[int | None, list[Run]]:
+        """The next search round and its runs (None: the search is over). The round is one batch:
+        its runs are fixed before any of them trains, so parallel workers give the same study as
+        one. With `planner` (a dry copy) nothing is recorded and no arm is marked exhausted."""
+        dry = planner is not None
+        wanted = {a: n for a, n in self._wanted().items() if a not in self._exhausted}
+        if not any(wanted.values()):
+            return None, []
+        round_no = self.next_round()
+        work, stopped = self._plan_round(round_no, wanted, planner or self.planner, dry)
+        if not dry:
+            self._exhausted |= stopped
+            for arm in wanted:
+                if wanted[arm] and arm not in stopped and not any(w.arm == arm for w in work):
+                    self._exhausted.add(arm)
+                    self.hooks.on_message(f"planner {self.planner.name} has nothing new for arm {arm}: "
+                                          "its search ends here")
+        left = {a: self.search_allowance(a) - self.spent("search", a) for a in wanted}
+        runs = []
+        for w in work:
+            for seed in w.seeds[: max(0, left[w.arm])]:
+                runs.append(Run(w.arm, w.params, seed, w.origin, "search", round_no, w.rationale))
+                left[w.arm] -= 1
+        return round_no, runs
+
+    def _plan_round(self, round_no: int, wanted: dict[str, int], planner: BasePlanner,
+                    dry: bool = False) -> tuple[list[Work], set[str]]:
         """Ask the planner for research actions, validate them against the space, the budget and the
         history; ask again for what was rejected (bounded). Returns the runs to make and the arms
-        the planner stopped."""
+        the planner stopped. `dry`: record nothing, say nothing (a prediction)."""
         work: list[Work] = []
         stopped: set[str] = set()
         rejections: list[tuple[Proposal, str]] = []
@@ -338,7 +454,7 @@ class ResearchLoop:
         # (a manual grid runs exactly its points)
         for arm, n in wanted.items():
             start = self.study.arms[arm].start
-            if n and start is not None and self.planner.name != "grid" and config_id(arm, start) not in seen:
+            if n and start is not None and planner.name != "grid" and config_id(arm, start) not in seen:
                 work.append(Work(arm, start, list(self.study.seeds.search), "default",
                                  "the study's starting point for this arm"))
                 seen.add(config_id(arm, start))
@@ -358,7 +474,7 @@ class ResearchLoop:
                                                for a in self.study.arms},
                                   preset=self.preset, overrides=self.overrides, curve_of=self.curve)
             new_rejections = 0
-            for action in self.planner.propose(ctx):
+            for action in planner.propose(ctx):
                 for item, reason in self._expand(action, ctx, need, seen, runs):
                     if reason:
                         rejections.append((item, reason))
@@ -366,6 +482,8 @@ class ResearchLoop:
                         continue
                     if isinstance(item, StopArm):
                         stopped.add(item.arm)
+                        if dry:
+                            continue
                         self.store.append_meta("actions", [{"round": round_no, "kind": "stop", "arm": item.arm,
                                                             "origin": item.origin, "reason": item.rationale}])
                         self.hooks.on_message(f"{item.origin}: stop searching {item.arm}: {item.rationale}")
@@ -378,10 +496,11 @@ class ResearchLoop:
                     else:
                         need[item.arm] -= -(-len(item.seeds) // n_seeds)
             # planners that validate and repair by themselves (LLM) hand over what they rejected
-            rejections.extend(self.planner.drain_rejections())
+            rejections.extend(planner.drain_rejections())
             if not new_rejections:
                 break
-        self._record_rejections(round_no, rejections)
+        if not dry:
+            self._record_rejections(round_no, rejections)
         return work, stopped
 
     def _expand(self, action, ctx: PlanningContext, need: dict[str, int], seen: set[str],
@@ -443,18 +562,20 @@ class ResearchLoop:
 
     def confirm(self) -> None:
         """Re-run each arm's leaders on the fresh confirmation seeds, interleaved so pairs line up."""
+        runs = self._confirm_runs()
+        ran = self.run_trials(runs)
+        if ran:
+            self.hooks.on_round_end(runs[0].round, ran)
+
+    def _confirm_runs(self) -> list[Run]:
         leaders = {arm: self.leaders(arm) for arm in self.study.arms}
         done = {(r.config, r.seed) for r in self.records() if r.phase == "confirm" and r.status in COUNTED}
         todo = [(arm, params, seed) for seed in self.confirm_seeds() for arm, configs in leaders.items()
                 for params in configs if (config_id(arm, params), seed) not in done]
         todo = todo[: max(0, self.plan.budget - self.spent())]
-        if not todo:
-            return
         round_no = self.next_round()
-        ran = self.run_trials([Run(arm, params, seed, "confirm", "confirm", round_no, "leader re-run on a fresh seed")
-                               for arm, params, seed in todo])
-        if ran:
-            self.hooks.on_round_end(round_no, ran)
+        return [Run(arm, params, seed, "confirm", "confirm", round_no, "leader re-run on a fresh seed")
+                for arm, params, seed in todo]
 
     # -- what the planner reads
     def latest_round_report(self) -> str:
@@ -472,3 +593,24 @@ class ResearchLoop:
     def noise_sd(self) -> float | None:
         groups = {cid: [r.val_loss for r in rs] for cid, rs in by_config(r for r in self.records() if r.ok).items()}
         return noise_floor(groups).pooled_sd
+
+
+class _Projected:
+    """A store as it will be once its running trials end (they count as spent), for a prediction;
+    it refuses every write."""
+
+    def __init__(self, store: BaseStore):
+        self._store = store
+
+    def records(self) -> list[TrialRecord]:
+        return self._store.records()
+
+    def spent(self, phase: str | None = None, arm: str | None = None) -> int:
+        return sum(1 for r in self.records() if (r.status in COUNTED or r.status == "running")
+                   and (phase is None or r.phase == phase) and (arm is None or r.arm == arm))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        return self._store.get_meta(key, default)
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(f"a prediction must not use the store's {name}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,30 @@ def test_executor_records_a_trial_it_cannot_run_as_failed_with_a_reason(executor
     assert out.status == "failed" and word in out.reason
 
 
+def test_executor_cancel_of_one_run_dir_stops_that_trial_only(executor, fast_study, tmp_path):
+    """The loop stops a run trained ahead that no round made, and only it."""
+    import threading
+
+    if executor.name == "replay":
+        executor.pace = 0.5  # paced: a trial takes half its recorded time
+    long = _spec(fast_study, lr=0.02).model_copy(update={"steps": 3000})
+    short = _spec(fast_study, lr=0.03) if executor.name != "replay" else long.model_copy(update={"seed": 1})
+    outcomes = {}
+    threads = [threading.Thread(target=lambda n=n, s=s: outcomes.__setitem__(n, executor.run(s, tmp_path / n, 300)))
+               for n, s in (("stop", long), ("keep", short))]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    deadline = time.time() + 120
+    while "stop" not in outcomes and time.time() < deadline:  # (again, until its process had started)
+        executor.cancel(tmp_path / "stop")
+        time.sleep(0.2)
+    for t in threads:
+        t.join(300)
+    assert outcomes["stop"].status == "failed", outcomes["stop"]
+    assert outcomes["keep"].status == "completed", outcomes["keep"].reason
+
+
 # ------------------------------------------------------------------------------ planners
 
 
@@ -275,3 +300,23 @@ def test_planner_fills_several_arms(planner_and_study, tmp_path):
     got = planner.propose(ctx)
     assert sorted(p.arm for p in got) == ["adamw", "muon"]
     assert all(p.kind in ("try", "replicate") for p in got)
+
+
+def test_a_planners_dry_copy_proposes_what_it_would_and_changes_nothing(planner_and_study, tmp_path):
+    """What the loop asks ahead (speculation) must be what the planner itself says next, and asking
+    must not change what it says after; a planner that cannot promise that gives no copy."""
+    planner, study = planner_and_study
+    planner.attach(OptunaStore.for_study(tmp_path / "run", study), tmp_path / "run")
+    copy = planner.dry_copy()
+    if not planner.pure:
+        assert copy is None
+        return
+    assert copy is not planner
+
+    def ask(p):
+        ctx = PlanningContext(study=study, wanted={"muon": 2, "adamw": 1}, history=_history(study), round=2,
+                              evidence=tuning_evidence(study, _history(study)))
+        return [a.model_dump() for a in p.propose(ctx)]
+
+    ahead = ask(copy)
+    assert ask(copy) == ahead and ask(planner) == ahead and ask(planner) == ahead

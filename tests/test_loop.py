@@ -325,6 +325,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, fast_study):
     counted = [r for r in after if r.status in COUNTED]
     assert len(counted) == 8
     assert len({(r.phase, r.config, r.seed) for r in counted}) == 8  # nothing repeated
+    assert not (out / ".speculative").exists()  # runs trained ahead by the killed driver: thrown away
 
 
 # ----------------------------------------------------------------- bad input: exit 2, one line, nothing written
@@ -412,6 +413,7 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_resumes(tmp_pa
     assert "interrupted" in stdout and (out / "report.md").is_file(), f"stdout:\n{stdout}\nstderr:\n{stderr}"
     records = OptunaStore.for_study(out, study).records()
     assert [r.status for r in records][-1] == "interrupted"
+    assert not (out / ".speculative").exists()  # runs trained ahead: stopped and thrown away, never trials
     resumed = _cli(*args)
     assert resumed.returncode == 0, resumed.stderr
     records = OptunaStore.for_study(out, study).records()

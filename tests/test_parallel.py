@@ -58,6 +58,135 @@ def test_more_workers_than_a_round_holds_change_nothing_and_are_named(tmp_path, 
     assert "raise planner.trials_per_round" in capsys.readouterr().out
 
 
+def _paced_study(tmp_path: Path, name: str, workers: int, speculate: bool = True, planner=None, budget: int = 20):
+    """The default study on the replay table, each trial taking 1/50 of its recorded time."""
+    from research_agents.config import make_plan
+    from research_agents.execution.replay import ReplayExecutor
+    from research_agents.planners.policy import PolicyPlanner
+
+    from research_agents.loop import LoopHooks
+
+    study = load_study(ROOT / "experiments" / "muon_vs_adamw.toml")
+    out = tmp_path / name
+    messages: list[str] = []
+    loop = ResearchLoop(study, OptunaStore.for_study(out, study), ReplayExecutor(REPLAY, seed=0, pace=0.02),
+                        planner or PolicyPlanner(seed=0), out, make_plan(study, budget, adaptive=True),
+                        hooks=LoopHooks(on_message=messages.append), workers=workers, speculate=speculate)
+    loop.run()
+    assert not [m for m in messages if "predicting" in m], messages  # every guess could be made
+    return loop
+
+
+def _study_numbers(loop) -> list[tuple]:
+    return [(r.order, r.round, r.phase, r.arm, r.config, r.seed, r.status, r.val_loss, r.run_dir)
+            for r in loop.records()]
+
+
+def test_runs_trained_ahead_on_idle_workers_are_adopted_and_change_nothing(tmp_path):
+    """Rounds of 3 leave one of 2 workers idle; the loop trains the next round's likely runs there.
+    The study is the serial one, trial for trial, each adopted run's files are in its trial's
+    directory, and nothing trained ahead is left over."""
+    serial = _paced_study(tmp_path, "serial", workers=1)
+    ahead = _paced_study(tmp_path, "ahead", workers=2)
+    assert _study_numbers(ahead) == _study_numbers(serial) and len(serial.records()) == 20
+    used = ahead.store.get_meta("speculation")
+    assert used["started"] >= 2 and used["used"] >= 2, used
+    assert used["started"] == used["used"] + used["discarded"]
+    assert serial.store.get_meta("speculation") is None  # one worker is never idle
+    for r in ahead.records():
+        assert (ahead.out / r.run_dir / "metrics.json").is_file()
+    assert not (ahead.out / ".speculative").exists()
+
+
+class _Drifting:
+    """A pure-looking planner whose next point depends on how many trials have ended: asked while a
+    trial runs, it predicts a run the round will not make."""
+
+    name = "drifting"
+    pure = True
+
+    def __init__(self):
+        from research_agents.planners.base import BasePlanner
+
+        self.base = BasePlanner
+
+    def dry_copy(self):
+        import copy
+
+        return copy.copy(self)
+
+    def propose(self, ctx):
+        from research_agents.records import Proposal
+
+        done = sum(1 for r in ctx.history if r.status != "running")
+        # (LRs a factor of 2 apart take different times in the table: the round's runs end apart)
+        return [Proposal(arm=arm, params={**ctx.study.arms[arm].start, "lr": ctx.study.arms[arm].start["lr"]
+                                          * 2.0 ** ((done + i) % 5 - 2) * (1 + 0.001 * done + 0.0001 * i)},
+                         origin="random", rationale="drift")
+                for arm, n in ctx.wanted.items() for i in range(n)]
+
+    def drain_rejections(self):
+        return []
+
+    def attach(self, *a, **k):
+        pass
+
+    def public(self):
+        return None
+
+
+def test_runs_trained_ahead_that_no_round_makes_are_thrown_away_and_never_counted(tmp_path):
+    serial = _paced_study(tmp_path, "serial", workers=1, planner=_Drifting(), budget=24)
+    ahead = _paced_study(tmp_path, "ahead", workers=2, planner=_Drifting(), budget=24)
+    used = ahead.store.get_meta("speculation")
+    assert used["discarded"] >= 1, used
+    assert _study_numbers(ahead) == _study_numbers(serial)
+    assert len(ahead.records()) == 24 == ahead.spent()
+    assert not (ahead.out / ".speculative").exists()
+
+
+def test_a_run_trained_ahead_answers_only_its_exact_spec(tmp_path):
+    """Adopted means the same trial spec (seed included), the same outcome as training it then, and
+    its files in the trial's directory; a run nobody asks for is stopped to make room."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from research_agents.execution.replay import ReplayExecutor
+    from research_agents.execution.speculation import SCRATCH, Speculation
+
+    study = load_study(ROOT / "experiments" / "muon_vs_adamw.toml")
+    spec = study.trial_spec("muon", {"lr": 0.08}, 0, overrides={})
+    other_seed, other_lr = spec.model_copy(update={"seed": 1}), spec.model_copy(update={"lr": 0.16})
+    executor = ReplayExecutor(REPLAY, seed=0, pace=0.01)
+    ahead = Speculation(executor, tmp_path, timeout_s=60)
+    with ThreadPoolExecutor(2) as pool:
+        ahead.start(spec, pool)
+        assert ahead.has(spec) and not ahead.has(other_seed) and not ahead.has(other_lr)
+        assert ahead.take(other_seed, print) is None
+        taken = ahead.take(spec, print)
+        outcome = ahead.land(taken, tmp_path / "trials" / "0001")
+        direct = ReplayExecutor(REPLAY, seed=0).run(spec, tmp_path / "direct", 60)
+        assert outcome.status == "completed" and outcome.metrics.final == direct.metrics.final
+        assert (tmp_path / "trials" / "0001" / "metrics.json").is_file()
+        executor.pace = 100.0  # (minutes, unless stopped)
+        ahead.start(other_lr, pool)
+        try:
+            ahead.make_room(needed=1, keep=set(), workers=2, running=0)  # a worker is free: nothing stops
+            assert ahead.has(other_lr)
+            ahead.make_room(needed=1, keep={ahead.key(other_lr)}, workers=2, running=1)  # wanted: kept
+            assert ahead.has(other_lr)
+            ahead.make_room(needed=1, keep=set(), workers=2, running=1)  # its worker is needed: stopped
+            assert not ahead.has(other_lr)
+        finally:
+            ahead.close()
+    assert ahead.summary() == {"started": 2, "used": 1, "discarded": 1}
+    assert not (tmp_path / SCRATCH).exists()
+
+
+def test_no_speculation_when_switched_off(tmp_path):
+    loop = _paced_study(tmp_path, "off", workers=2, speculate=False)
+    assert loop.store.get_meta("speculation") is None and len(loop.records()) == 20
+
+
 def test_parallel_real_training_gives_the_serial_numbers(tmp_path, fast_study):
     runs = {}
     for workers in (1, 2):

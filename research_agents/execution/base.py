@@ -39,6 +39,9 @@ class BaseExecutor(abc.ABC):
     name: str = "base"
     # trials train on this machine: the CLI prepares the data cache and checks the device first
     trains_locally: bool = True
+    # a trial takes long enough that an idle worker is worth filling with a run the next round will
+    # likely make (the loop's speculation); an executor that answers at once says False
+    worth_speculating: bool = True
 
     @abc.abstractmethod
     def run(self, spec: TrialSpec, run_dir: Path, timeout_s: float,
@@ -52,9 +55,10 @@ class BaseExecutor(abc.ABC):
         """Trials to run at once when the user does not say (`--workers`)."""
         return 1
 
-    def cancel(self) -> None:
-        """Stop every trial this executor is running (Ctrl-C in the driver, which then records them
-        as interrupted); `run` calls in other threads then return soon. Default: nothing to stop."""
+    def cancel(self, run_dir: Path | None = None) -> None:
+        """Stop the trial writing `run_dir`, or (None) every trial this executor is running (Ctrl-C
+        in the driver, which then records them as interrupted); the `run` calls concerned return
+        soon. Default: nothing to stop (a trial runs to its end)."""
 
     def describe(self) -> str:
         """One line for the console and the report's set-up."""

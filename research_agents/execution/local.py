@@ -41,9 +41,10 @@ class LocalExecutor(BaseExecutor):
         self._free_gpus: queue.Queue[str] = queue.Queue()
         for gpu in self.gpus or []:
             self._free_gpus.put(gpu)
-        self._live: set = set()  # running trial processes (Popen or multiprocessing.Process)
+        self._live: dict = {}  # running trial process (Popen or multiprocessing.Process) -> its run_dir
         self._lock = threading.Lock()
         self._cancelled = False
+        self._stopped: set[Path] = set()  # run_dirs cancelled, perhaps before their process started
         if warm:  # started now, from the thread that makes the executor (the driver's main thread), since
             _fork_context()  # the server dies with the thread that started it (trainer/forkserver.py)
 
@@ -58,11 +59,13 @@ class LocalExecutor(BaseExecutor):
         how = "warm fork server" if self.warm else "one new interpreter per trial"
         return f"local ({how}{f', GPUs {self.gpus}' if self.gpus else ''})"
 
-    def cancel(self) -> None:
-        """Stop every running trial now (Ctrl-C in the driver)."""
+    def cancel(self, run_dir: Path | None = None) -> None:
+        """Stop one running trial (its run_dir), or every one now (Ctrl-C in the driver)."""
         with self._lock:
-            self._cancelled = True
-            live = list(self._live)
+            self._cancelled = self._cancelled or run_dir is None
+            if run_dir is not None:
+                self._stopped.add(run_dir)
+            live = [proc for proc, d in self._live.items() if run_dir is None or d == run_dir]
         for proc in live:
             _kill(proc)
 
@@ -81,8 +84,8 @@ class LocalExecutor(BaseExecutor):
             start = self._fork if self.warm else self._spawn
             proc = start(argv, log_path, env)
             with self._lock:
-                self._live.add(proc)
-                if self._cancelled:  # a Ctrl-C came while this one was starting
+                self._live[proc] = run_dir
+                if self._cancelled or run_dir in self._stopped:  # cancelled while it was starting
                     _kill(proc)
             try:
                 returncode = _wait(proc, log_path, timeout_s, on_progress)
@@ -91,7 +94,8 @@ class LocalExecutor(BaseExecutor):
                 raise TrialInterrupted() from None
             finally:
                 with self._lock:
-                    self._live.discard(proc)
+                    self._live.pop(proc, None)
+                    self._stopped.discard(run_dir)
         wall = time.perf_counter() - started
         metrics = read_metrics(run_dir)
         if returncode is None:

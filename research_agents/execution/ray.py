@@ -37,7 +37,7 @@ class RayExecutor(BaseExecutor):
         self.gpus_per_trial = gpus_per_trial
         self.cpus_per_trial = cpus_per_trial
         self.init_kwargs = dict(init_kwargs or {})
-        self._refs: set = set()
+        self._refs: dict = {}  # running task -> its run_dir
         self._task = None
 
     def connect(self) -> None:
@@ -71,8 +71,8 @@ class RayExecutor(BaseExecutor):
         each = f"{self.gpus_per_trial:g} GPU" if self.gpus_per_trial else f"{self.cpus_per_trial:g} CPU"
         return f"ray ({where}; {each} per trial)"
 
-    def cancel(self) -> None:
-        for ref in list(self._refs):
+    def cancel(self, run_dir: Path | None = None) -> None:
+        for ref in [ref for ref, d in list(self._refs.items()) if run_dir is None or d == run_dir]:
             try:
                 self.ray.cancel(ref, force=True)
             except Exception:
@@ -87,7 +87,7 @@ class RayExecutor(BaseExecutor):
             return Outcome(status="failed", metrics=None, reason=str(err), log_path=None,
                            wall_time_s=time.perf_counter() - started)
         ref = task.remote(spec.model_dump(mode="json"), timeout_s)
-        self._refs.add(ref)
+        self._refs[ref] = run_dir
         try:
             status, reason, files = self.ray.get(ref, timeout=timeout_s + 120)
         except KeyboardInterrupt:
@@ -104,7 +104,7 @@ class RayExecutor(BaseExecutor):
             return Outcome(status="failed", metrics=None, reason=f"ray: {' '.join(str(err).split())[:300]}",
                            log_path=None, wall_time_s=time.perf_counter() - started)
         finally:
-            self._refs.discard(ref)
+            self._refs.pop(ref, None)
         run_dir.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             (run_dir / name).write_bytes(data)

@@ -8,6 +8,8 @@ seed for every configuration, so replicates and confirmations stay paired, and c
 trial seeds map to distinct table seeds while the table has enough. It writes a real
 metrics.json (history at 25/50/75/100% of training), so reports, plots and claims work as usual.
 Use it to iterate on planning policy; its numbers are the table's, not new measurements.
+With `pace` > 0 a trial also takes its recorded training time times `pace` (a study's parallel
+schedule, with several workers, in a fraction of its real time).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +93,32 @@ class ReplayExecutor(BaseExecutor):
     name = "replay"
     trains_locally = False  # answers from the table: no data to prepare, no device
 
-    def __init__(self, table: str | Path, seed: int = 0):
+    def __init__(self, table: str | Path, seed: int = 0, pace: float = 0.0):
         self.path = Path(table)
         self.table = load_table(self.path)
         self.seed = seed
+        self.pace = pace  # wall seconds per recorded training second (0: answer at once)
+        self.worth_speculating = pace > 0
+        self._stops: dict[Path, threading.Event] = {}  # paced trials running: run_dir -> stop
+        self._lock = threading.Lock()
+
+    def cancel(self, run_dir: Path | None = None) -> None:
+        with self._lock:
+            if run_dir is not None and run_dir not in self._stops:
+                self._stops[run_dir] = threading.Event()  # cancelled before it started waiting
+            for d, stop in self._stops.items():
+                if run_dir is None or d == run_dir:
+                    stop.set()
+
+    def _wait(self, run_dir: Path, seconds: float) -> bool:
+        """Take `seconds` (paced); False when cancelled first."""
+        with self._lock:
+            stop = self._stops.setdefault(run_dir, threading.Event())
+        try:
+            return not stop.wait(seconds)
+        finally:
+            with self._lock:
+                self._stops.pop(run_dir, None)
 
     def describe(self) -> str:
         return f"replay of {self.path.name} ({sum(map(len, self.table.values()))} real runs)"
@@ -119,6 +144,9 @@ class ReplayExecutor(BaseExecutor):
             row = self.row(spec)
         except ValueError as err:
             return Outcome(status="failed", metrics=None, reason=str(err), log_path=None,
+                           wall_time_s=time.perf_counter() - started)
+        if self.pace > 0 and not self._wait(run_dir, row.wall_time_s * self.pace):
+            return Outcome(status="failed", metrics=None, reason="cancelled", log_path=None,
                            wall_time_s=time.perf_counter() - started)
         steps = spec.steps
         history = [{"step": math.ceil(steps * q / 100), "val_loss": v, "train_loss": v,

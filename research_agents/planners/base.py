@@ -9,6 +9,7 @@ tests/test_conformance.py holds the suite every planner passes.
 from __future__ import annotations
 
 import abc
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -52,6 +53,7 @@ class PlanningContext:
 
 class BasePlanner(abc.ABC):
     name: str = "base"
+    pure: bool = False  # propose() is a function of its context alone (see dry_copy)
 
     @abc.abstractmethod
     def propose(self, ctx: PlanningContext) -> list[Proposal]:
@@ -65,6 +67,13 @@ class BasePlanner(abc.ABC):
         """Proposals the planner rejected itself since the last call (a planner that validates and
         repairs on its own, like the LLM, hands them over so the loop records them)."""
         return []
+
+    def dry_copy(self) -> BasePlanner | None:
+        """A planner the loop may ask what this one would propose next, while a round still runs,
+        without touching this one (to fill an idle worker with a likely run of the next round): a
+        copy where `pure`, else None (asking an LLM costs, and its answer is not a function of the
+        context)."""
+        return copy.copy(self) if self.pure else None
 
     def public(self) -> dict | None:
         """Settings worth writing into run.json and the report (never a secret); None: nothing."""

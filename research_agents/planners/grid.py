@@ -61,6 +61,7 @@ def grid_points(study: Study, grid: dict[str, list[Any]]) -> list[Proposal]:
 
 class GridPlanner(BasePlanner):
     name = "grid"
+    pure = True  # (its points are fixed)
 
     def __init__(self, points: list[Proposal]):
         self.points = points

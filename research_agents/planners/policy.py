@@ -43,6 +43,7 @@ def _mid(p: Param) -> Any:
 
 class PolicyPlanner(BasePlanner):
     name = "policy"
+    pure = True  # (its TPE is seeded per round and arm; the noise flag is recomputed each call)
 
     def __init__(self, seed: int = 0, startup_trials: int = 3):
         self.sampler = SamplerPlanner("tpe", seed, startup_trials)
