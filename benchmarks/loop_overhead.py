@@ -241,21 +241,29 @@ def real_run(args, workers: int) -> dict:
             train = json.loads(metrics.read_text()).get("wall_time_s") if metrics.exists() else None
             trials.append({"start": _timestamp(a.get("started")), "end": _timestamp(a.get("finished")),
                            "train_s": train or 0.0})
+    from research_agents.cli import experiments_dir
+    from research_agents.config import load_study
+    from research_agents.store import OptunaStore
+
+    ahead = OptunaStore.for_study(out, load_study(args.study, experiments_dir()), readonly=True).get_meta("speculation")
     span = max(t["end"] for t in trials) - min(t["start"] for t in trials)
     train = sum(t["train_s"] for t in trials)
     trial_s = sum(t["end"] - t["start"] for t in trials)
     return {"workers": workers, "command": " ".join(cmd[2:]), "trials": len(trials), "command_wall_s": round(wall, 1),
             "span_s": round(span, 1), "train_s": round(train, 1), "trial_s": round(trial_s, 1),
             "outside_training_share": round(1 - train / (workers * span), 3),
-            "outside_trials_share": round(1 - trial_s / (workers * span), 3)}
+            "outside_trials_share": round(1 - trial_s / (workers * span), 3),
+            "trained_ahead": ahead or {"started": 0, "used": 0, "discarded": 0}}
 
 
 def print_real(rows: list[dict]) -> None:
-    print("real training (share of workers x span not spent training; outside trials: not inside any trial)")
+    print("real training (share of workers x span not spent training; outside trials: not inside any trial "
+          "record, which starts a run trained ahead on an idle worker when its round adopts it)")
     for r in rows:
         print(f"  workers {r['workers']}: {r['trials']} trials, span {r['span_s']} s, train {r['train_s']} s, "
               f"outside training {100 * r['outside_training_share']:.1f}%, outside trials "
-              f"{100 * r['outside_trials_share']:.1f}% ({r['command']})")
+              f"{100 * r['outside_trials_share']:.1f}%, trained ahead {r['trained_ahead']['started']} "
+              f"(adopted {r['trained_ahead']['used']}) ({r['command']})")
 
 
 # ------------------------------------------------------------------------------ main

@@ -79,13 +79,17 @@ def loop_overhead(data: dict) -> list[str]:
 def loop_real(data: dict) -> list[str]:
     lines = ["### Real training: wall time outside training, 1 and N workers", "",
              *_provenance({**data, **(data.get("machine_info") or {})}, data.get("command")), "",
-             "| workers | trials | command wall s | span s | trainer s | outside training | command |",
-             "|---:|---:|---:|---:|---:|---:|---|"]
+             "| workers | trials | command wall s | span s | trainer s | outside training | trained ahead (adopted) "
+             "| command |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in data["real"]:
+        ahead = r.get("trained_ahead") or {}
         lines.append(f"| {r['workers']} | {r['trials']} | {r['command_wall_s']} | {r['span_s']} | {r['train_s']} | "
-                     f"{100 * r['outside_training_share']:.1f}% | `{r['command']}` |")
+                     f"{100 * r['outside_training_share']:.1f}% | {ahead.get('started', '-')} "
+                     f"({ahead.get('used', '-')}) | `{r['command']}` |")
     lines += ["", "Outside training: 1 - (the trainer-reported seconds of all trials) / (workers x the span from "
-              "the first trial's start to the last one's end)."]
+              "the first trial's start to the last one's end). Trained ahead: runs an idle worker trained for "
+              "the next round (speculation); adopted: those the round made."]
     return lines
 
 
