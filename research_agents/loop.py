@@ -34,6 +34,7 @@ from research_agents.analysis.tuning import tuning_evidence
 from research_agents.records import COUNTED, Bracket, CurveSummary, Proposal, Replicate, StopArm, TrialRecord, \
     by_config, curve_summary, ranked_configs
 from research_agents.records import as_proposal as _as_proposal
+from research_agents.records import spent as _spent
 from research_agents.report.round import latest_round_report, round_path
 from research_agents.store.base import BaseStore
 
@@ -606,8 +607,7 @@ class _Projected:
         return self._store.records()
 
     def spent(self, phase: str | None = None, arm: str | None = None) -> int:
-        return sum(1 for r in self.records() if (r.status in COUNTED or r.status == "running")
-                   and (phase is None or r.phase == phase) and (arm is None or r.arm == arm))
+        return _spent(self.records(), phase, arm, statuses=(*COUNTED, "running"))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         return self._store.get_meta(key, default)

@@ -191,6 +191,13 @@ def counted(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     return [r for r in records if r.status in COUNTED]
 
 
+def spent(records: Iterable[TrialRecord], phase: str | None = None, arm: str | None = None,
+          statuses: tuple[str, ...] = COUNTED) -> int:
+    """How many records spent budget (or have one of `statuses`), optionally of one phase and one arm."""
+    return sum(1 for r in records if r.status in statuses
+               and (phase is None or r.phase == phase) and (arm is None or r.arm == arm))
+
+
 def by_config(records: Iterable[TrialRecord]) -> dict[str, list[TrialRecord]]:
     """Records grouped by configuration (arm + params), in first-seen order."""
     groups: dict[str, list[TrialRecord]] = {}

@@ -21,6 +21,7 @@ from research_agents.store.optuna import distributions
 
 class SamplerPlanner(BasePlanner):
     pure = True  # (seeded per round and arm; the copy shares only a cache of finished trials)
+
     def __init__(self, kind: str = "tpe", seed: int = 0, startup_trials: int = 3):
         if kind not in ("tpe", "random"):
             raise ValueError(f"unknown sampler planner {kind!r}")

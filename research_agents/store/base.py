@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from research_agents.records import COUNTED, Origin, Phase, Status, TrialMetrics, TrialRecord
+from research_agents.records import Origin, Phase, Status, TrialMetrics, TrialRecord, spent
 
 
 class StoreError(Exception):
@@ -51,8 +51,7 @@ class BaseStore(abc.ABC):
 
     def spent(self, phase: str | None = None, arm: str | None = None) -> int:
         """Runs that spent budget, optionally of one phase and one arm."""
-        return sum(1 for r in self.records() if r.status in COUNTED
-                   and (phase is None or r.phase == phase) and (arm is None or r.arm == arm))
+        return spent(self.records(), phase, arm)
 
     def append_meta(self, key: str, entries: list[Any]) -> None:
         """Extend a list-valued metadata entry."""
