@@ -8,7 +8,7 @@ import torch
 from trainer.diagnostics import entropy_matrices
 from trainer.models import build_model
 from trainer.optim import build_optimizers
-from trainer.params import check_partition, classify, hidden_matrices
+from trainer.params import check_partition, classify, hidden_matrices, in_adamw_leg
 from trainer.spec import ModelConfig, TrialSpec
 
 MOE = ModelConfig(kind="moe", d_model=16, n_heads=2, n_layers=1, d_ff=32, n_experts=4, top_k=2)
@@ -34,6 +34,19 @@ def test_moe_groups_and_their_order(optimizer, router, expected):
     assert names(classify(model, optimizer, router)) == expected
     spec = TrialSpec(model=MOE, optimizer=optimizer, router_optimizer=router)
     assert build_optimizers(model, spec).groups == expected  # the optimizers use exactly this
+
+
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+@pytest.mark.parametrize("router,leg", [("adamw", EMB + ROUTER + NORMS), ("muon", EMB + NORMS)])
+def test_the_adamw_leg_is_the_same_in_both_arms(optimizer, router, leg):
+    """What AdamW trains in every arm takes adamw_lr; everything else (the hidden matrices) takes lr."""
+    model = build_model(MOE, 50)
+    assert sorted(n for n, p in model.named_parameters() if in_adamw_leg(n, p, router)) == sorted(leg)
+    spec = TrialSpec(model=MOE, optimizer=optimizer, router_optimizer=router, lr=0.02, adamw_lr=0.004)
+    opt = build_optimizers(model, spec)
+    lr_of = {id(p): g["peak_lr"] for g in opt.param_groups() for p in g["params"]}
+    assert {n: lr_of[id(p)] for n, p in model.named_parameters()} == \
+        {n: 0.004 if n in leg else 0.02 for n, _ in model.named_parameters()}
 
 
 def test_dense_groups_and_hidden_matrices():

@@ -265,31 +265,107 @@ def test_step_schedule_drops_by_gamma_at_each_milestone(mkspec, trial, milestone
     assert [h["lr"] for h in m.history] == pytest.approx([0.02 * e for e in expected], abs=1e-12)
 
 
-# ---------------------------------------------------------------- 2. adamw_lr
+# ---------------------------------------------------------------- 2. adamw_lr (the AdamW leg)
+# The AdamW leg is what AdamW trains in every arm: the embedding (tied head), norm gains and the
+# router (unless router_optimizer is "muon"). It takes adamw_lr in BOTH arms; the hidden matrices
+# keep lr. Expected membership is spelled out from parameter names here, not from trainer/params.py.
 
 
-def test_adamw_lr_follows_the_same_multiplier(trial, mkspec):
+def _is_leg(name: str, router_optimizer: str = "adamw") -> bool:
+    return "tok_embeddings" in name or "norm" in name or ("router" in name and router_optimizer == "adamw")
+
+
+def test_adamw_lr_follows_the_same_multiplier(trial):
     kw = dict(lr=0.03, adamw_lr=0.005, lr_schedule="cosine", warmup_ratio=0.2, steps=10,
               eval_every=10)
-    m = trial(**kw)
-    for t, h in enumerate(m.history):
-        mult = expected_lr_mult("cosine", t, 10, 0.2, 0.1)
-        assert h["lr"] == pytest.approx(0.03 * mult, abs=1e-12)
-        assert h["adamw_lr"] == pytest.approx(0.005 * mult, abs=1e-12)
-    assert traj(trial(**{**kw, "adamw_lr": 0.001})) != traj(m)
+    for optimizer in ("muon", "adamw"):
+        m = trial(**kw, optimizer=optimizer)
+        for t, h in enumerate(m.history):
+            mult = expected_lr_mult("cosine", t, 10, 0.2, 0.1)
+            assert h["lr"] == pytest.approx(0.03 * mult, abs=1e-12)
+            assert h["adamw_lr"] == pytest.approx(0.005 * mult, abs=1e-12)
+        assert traj(trial(**{**kw, "optimizer": optimizer, "adamw_lr": 0.001})) != traj(m)
 
-    # optimizer=adamw: one optimizer, one lr (spec.lr) for every parameter.
-    ad = trial(**{**kw, "optimizer": "adamw"})
+    # optimizer=adamw without adamw_lr: one LR (spec.lr) for every parameter.
+    ad = trial(**{k: v for k, v in kw.items() if k != "adamw_lr"}, optimizer="adamw")
     for t, h in enumerate(ad.history):
         assert h["lr"] == h["adamw_lr"] == pytest.approx(0.03 * expected_lr_mult("cosine", t, 10, 0.2, 0.1),
                                                          abs=1e-12)
-    spec = mkspec(optimizer="adamw", lr=0.03, adamw_lr=0.005)
+
+
+@pytest.mark.parametrize("router_optimizer", ["adamw", "muon"])
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_adamw_lr_reaches_exactly_the_leg_in_both_arms(mkspec, optimizer, router_optimizer):
+    spec = mkspec(optimizer=optimizer, lr=0.02, adamw_lr=0.005, router_optimizer=router_optimizer)
     model = build_model(spec.model, 300)
     opt = build_optimizers(model, spec)
-    assert opt.muon is None and opt.groups["muon"] == []
-    in_adam = {id(p) for g in opt.adamw.param_groups for p in g["params"]}
-    assert in_adam == {id(p) for p in model.parameters()}
-    assert all(g["peak_lr"] == g["lr"] == 0.03 for g in opt.adamw.param_groups)
+    peak = {id(p): (g["name"], g["peak_lr"], g["lr"]) for g in opt.param_groups() for p in g["params"]}
+    assert len(peak) == len(list(model.parameters()))  # every parameter in exactly one group
+    hidden_group = "muon" if optimizer == "muon" else "adamw_hidden"
+    n_leg = 0
+    for n, p in model.named_parameters():
+        name, peak_lr, lr = peak[id(p)]
+        if _is_leg(n, router_optimizer):
+            n_leg += 1
+            assert (peak_lr, lr) == (0.005, 0.005), n
+            assert name == ("adamw_leg_no_decay" if p.ndim == 1 else "adamw_leg"), n
+        else:  # hidden matrices keep lr, in Muon (Muon arm) or AdamW (AdamW arm)
+            assert (name, peak_lr, lr) == (hidden_group, 0.02, 0.02), n
+    assert n_leg == 4 + (router_optimizer == "adamw")  # embedding, 3 norm gains (+ router)
+    assert [(g["name"], g["optimizer"], g["lr"]) for g in opt.describe()] == [
+        (hidden_group, optimizer, 0.02), ("adamw_leg", "adamw", 0.005), ("adamw_leg_no_decay", "adamw", 0.005)]
+    assert TrialSpec(optimizer=optimizer).leg_lr == (0.003 if optimizer == "muon" else TrialSpec().lr)
+
+
+def test_adamw_arm_trains_its_leg_at_adamw_lr(trial, spy, tmp_path):
+    """Each AdamW step in the AdamW arm sees the leg at adamw_lr x schedule, the matrices at lr x schedule;
+    metrics.json lists each group's LR."""
+    m = trial(out_dir=tmp_path, optimizer="adamw", lr=0.02, adamw_lr=0.005, steps=5, eval_every=5,
+              warmup_ratio=0.2)
+    steps = spy.adamw()
+    assert len(steps) == 5
+    for t, groups in enumerate(steps):
+        mult = expected_lr_mult("cosine", t, 5, 0.2, 0.1)
+        lrs = {g["name"]: g["lr"] for g in groups}
+        assert lrs == pytest.approx({"adamw_hidden": 0.02 * mult, "adamw_leg": 0.005 * mult,
+                                     "adamw_leg_no_decay": 0.005 * mult}, abs=1e-12)
+    raw = json.loads((tmp_path / "metrics.json").read_text())
+    groups = [(g["name"], g["optimizer"], g["lr"], g["weight_decay"]) for g in raw["optimizer_groups"]]
+    assert groups == [("adamw_hidden", "adamw", 0.02, 0.1), ("adamw_leg", "adamw", 0.005, 0.1),
+                      ("adamw_leg_no_decay", "adamw", 0.005, 0.0)]
+    assert sum(g["numel"] for g in raw["optimizer_groups"]) == m.env["n_params"]
+    assert [g["params"] for g in raw["optimizer_groups"]] == [4, 2, 3]  # qkv, proj, w_up, w_down | emb, router | norms
+    assert raw["param_groups"] == {"muon": 0, "adamw_decay": 6, "adamw_no_decay": 3}  # as before
+
+
+def _optimizers_before_the_leg(model, spec):
+    """trainer/optim.py's AdamW arm as it was (81a0212): one LR for two groups, decay and no decay."""
+    from trainer.optim import Optimizers
+    from trainer.params import classify
+
+    groups = classify(model, spec.optimizer, spec.router_optimizer)
+    adamw = torch.optim.AdamW(
+        [dict(name="adamw_hidden", params=[p for _, p in groups["adamw_decay"]], weight_decay=spec.weight_decay,
+              peak_lr=spec.lr, lr=spec.lr),
+         dict(name="adamw_leg_no_decay", params=[p for _, p in groups["adamw_no_decay"]], weight_decay=0.0,
+              peak_lr=spec.lr, lr=spec.lr)],
+        betas=spec.adamw_betas, eps=spec.adamw_eps, fused=False, foreach=True)
+    return Optimizers([adamw], None, adamw, {g: [n for n, _ in m] for g, m in groups.items()})
+
+
+def test_unset_adamw_lr_in_adamw_arm_trains_bit_for_bit_as_before(trial, monkeypatch):
+    """5 steps of the tiny model: no adamw_lr == adamw_lr equal to lr == the one-LR AdamW of before."""
+    kw = dict(model="tiny", optimizer="adamw", lr=0.004, steps=5, eval_every=5)
+    unset = trial(**kw)
+    assert unset.spec["adamw_lr"] is None and unset.history[0]["adamw_lr"] == unset.history[0]["lr"]
+    explicit = trial(**kw, adamw_lr=0.004)
+    with monkeypatch.context() as mp:
+        mp.setattr(train_mod, "build_optimizers", _optimizers_before_the_leg)
+        before = trial(**kw)
+    same = ("status", "final", "history")
+    strip = lambda m: {k: numbers(m.model_dump())[k] for k in same}  # noqa: E731
+    assert strip(unset) == strip(explicit) == strip(before)
+    assert strip(trial(**kw, adamw_lr=0.008)) != strip(unset)  # the leg's LR does move the numbers
 
 
 # ---------------------------------------------------------------- 2. momentum schedules
@@ -411,16 +487,15 @@ def test_weight_decay_exact_on_zero_gradients(mkspec, optimizer):
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()
-    muon_lr, adam_lr = (0.02, 0.01) if optimizer == "muon" else (0.02, 0.02)
     muon_names = set(opt.groups["muon"])
     assert (len(muon_names) == 4) == (optimizer == "muon")
     for n, p in model.named_parameters():
         if "norm" in n:
             factor = 1.0  # norm gains are never decayed
-        elif n in muon_names:
-            factor = 1 - muon_lr * 0.5
-        else:  # embedding, router, (adamw: all matrices)
-            factor = 1 - adam_lr * 0.5
+        elif _is_leg(n):  # embedding, router: the AdamW leg's LR in both arms
+            factor = 1 - 0.01 * 0.5
+        else:  # hidden matrices: lr, in Muon or (adamw) AdamW
+            factor = 1 - 0.02 * 0.5
         torch.testing.assert_close(p.detach(), before[n] * factor, rtol=1e-6, atol=0, msg=n)
     assert opt.groups["adamw_no_decay"] and all("norm" in n for n in opt.groups["adamw_no_decay"])
     if opt.muon is not None:

@@ -28,6 +28,19 @@ class FinalMetrics(BaseModel):
     train_loss: float | None = None
 
 
+class OptimizerGroup(BaseModel):
+    """One optimizer param group: its name, optimizer, peak LR and weight decay, and its size."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    optimizer: str
+    lr: float
+    weight_decay: float
+    params: int  # tensors
+    numel: int  # elements
+
+
 class TrialMetrics(BaseModel):
     """Everything one trial reports. `history` and `diagnostics` hold one dict per logged step."""
 
@@ -47,6 +60,7 @@ class TrialMetrics(BaseModel):
     device: str | None = None
     precision: str | None = None
     param_groups: dict[str, int] = {}
+    optimizer_groups: list[OptimizerGroup] = []  # each group's LR (the AdamW leg's vs the matrices')
     env: dict = {}
     traceback: str | None = None
 

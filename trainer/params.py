@@ -6,6 +6,10 @@ Groups, each in named_parameters() order:
     adamw_decay     every other matrix: the embedding (tied head), the router, and, with the AdamW
                     optimizer, all hidden matrices
     adamw_no_decay  norm gains and any other vector (never decayed)
+
+The AdamW leg (`in_adamw_leg`): what AdamW trains in every arm, whichever optimizer the hidden
+matrices get (the embedding and tied head, norm gains and other vectors, the router unless it goes
+to Muon). It takes `adamw_lr` in both arms; in the AdamW arm the hidden matrices keep `lr`.
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ def group_of(name: str, p: nn.Parameter, optimizer: str = "muon", router_optimiz
     if optimizer == "muon" and muon_eligible(name, p, router_optimizer == "muon"):
         return "muon"
     return "adamw_decay" if decays(name, p) else "adamw_no_decay"
+
+
+def in_adamw_leg(name: str, p: nn.Parameter, router_optimizer: str = "adamw") -> bool:
+    """Trained by AdamW in every arm: not a matrix the Muon arm gives to Muon."""
+    return group_of(name, p, "muon", router_optimizer) != "muon"
 
 
 def classify(model: nn.Module, optimizer: str = "muon", router_optimizer: str = "adamw") -> dict[str, Named]:

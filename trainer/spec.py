@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from trainer.presets import MODEL_PRESETS
 
 POLAR_EXPRESS_STEPS = 5  # Polar Express has one coefficient tuple per iteration, computed for 5.
+# The AdamW leg's LR in the Muon arm when a spec leaves `adamw_lr` unset (filled in on validation,
+# so every Muon spec carries its leg's LR, as it always did).
+MUON_ADAMW_LR = 3e-3
 
 
 class Strict(BaseModel):
@@ -224,10 +227,17 @@ class Diagnostics(Strict):
 
 
 class TrialSpec(Strict):
+    """`lr` is the hidden matrices' LR (Muon's in the Muon arm, AdamW's in the AdamW arm).
+    `adamw_lr` is the LR of the AdamW leg, the parameters AdamW trains in EVERY arm (embedding and
+    tied head, norm gains and other vectors, the router unless router_optimizer is "muon"; the
+    rule is trainer/params.py's `in_adamw_leg`). Unset, it is MUON_ADAMW_LR in the Muon arm and
+    `lr` in the AdamW arm (one LR for every parameter), so a spec without it trains as it always did.
+    """
+
     # optimizer
     optimizer: Literal["muon", "adamw"] = "muon"
     lr: float = Field(0.02, gt=0.0, le=10.0)
-    adamw_lr: float = Field(3e-3, gt=0.0, le=1.0)
+    adamw_lr: float | None = Field(None, gt=0.0, le=1.0)
     adamw_betas: tuple[float, float] = (0.9, 0.95)
     adamw_eps: float = Field(1e-8, gt=0.0, le=1e-2)
     momentum: float = Field(0.95, ge=0.0, lt=1.0)
@@ -266,6 +276,13 @@ class TrialSpec(Strict):
     save_checkpoint: bool = False
     diagnostics: Diagnostics = Field(default_factory=Diagnostics)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _muon_leg_default(cls, data):
+        if isinstance(data, dict) and data.get("optimizer", "muon") == "muon" and data.get("adamw_lr") is None:
+            data = {**data, "adamw_lr": MUON_ADAMW_LR}
+        return data
+
     @field_validator("model", mode="before")
     @classmethod
     def _resolve_preset(cls, value):
@@ -299,6 +316,13 @@ class TrialSpec(Strict):
         if self.eval_every > self.steps:
             raise ValueError(f"eval_every {self.eval_every} exceeds steps {self.steps}")
         return self
+
+    @property
+    def leg_lr(self) -> float:
+        """The AdamW leg's peak LR: `adamw_lr`, or when unset the arm's default (see the class)."""
+        if self.adamw_lr is not None:
+            return self.adamw_lr
+        return self.lr if self.optimizer == "adamw" else MUON_ADAMW_LR
 
     @property
     def tokens_per_step(self) -> int:

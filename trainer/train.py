@@ -190,6 +190,7 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
         device=describe_device(device),
         precision=precision.name,
         param_groups={g: len(names) for g, names in opt.groups.items()},
+        optimizer_groups=opt.describe(),
         env=_env(data.fingerprint, n_params),
     )
     if out_dir is not None:
@@ -204,13 +205,12 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
 
 def _record(step: int, spec: TrialSpec, opt, momentum: float, train_loss: float, grad_norm: float,
             elapsed_s: float) -> dict:
-    main = opt.muon if opt.muon is not None else opt.adamw
     return {
         "step": step,
         "time_s": elapsed_s,  # wall time since the trial started (seeds' "loss against time" panel)
         "tokens": step * spec.tokens_per_step,
-        "lr": main.param_groups[0]["lr"],
-        "adamw_lr": opt.adamw.param_groups[0]["lr"] if opt.adamw is not None else None,
+        "lr": opt.current_lr("muon", "adamw_hidden", "adamw_leg", "adamw_leg_no_decay"),  # hidden matrices
+        "adamw_lr": opt.current_lr("adamw_leg", "adamw_leg_no_decay"),  # the AdamW leg
         "momentum": momentum if opt.muon is not None else spec.adamw_betas[0],
         "train_loss": train_loss,
         "grad_norm": grad_norm,
