@@ -312,7 +312,7 @@ def cmd_run(args, console: Console) -> int:
         specs = runforms.check_specs(study, points, preset, overrides)
         device = "cuda" if any(s.device == "cuda" for s in specs) else \
             "cpu" if all(s.device == "cpu" for s in specs) else "auto"
-        executor = make_executor(args.executor, device=device, ray_address=args.ray_address)
+        executor = make_executor(args.executor, device=device, ray_address=args.ray_address, study=study)
         if executor.trains_locally:
             runforms.check_devices(specs)
         executor.connect()

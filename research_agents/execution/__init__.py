@@ -9,10 +9,11 @@ EXECUTORS = ("local", "local-cold", "ray", "replay:TABLE")
 
 
 def make_executor(name: str = "local", seed: int = 0, device: str = "auto",
-                  ray_address: str | None = None) -> BaseExecutor:
+                  ray_address: str | None = None, study=None) -> BaseExecutor:
     """The executor `name` names (ValueError with one line otherwise): "local" (warm fork server),
     "local-cold" (a new interpreter per trial), "ray" or "replay:TABLE". `device` is where the
-    trials train (auto, cpu, cuda): on CUDA each trial gets a GPU of its own."""
+    trials train (auto, cpu, cuda): on CUDA each trial gets a GPU of its own. `study` (a config.Study)
+    tells replay which knobs its trials search (default: the default study's)."""
     if ray_address is not None and name != "ray":
         raise ValueError("--ray-address applies to --executor ray only")
     gpus = visible_gpus() if device != "cpu" else []
@@ -28,7 +29,7 @@ def make_executor(name: str = "local", seed: int = 0, device: str = "auto",
 
         if not arg:
             raise ValueError("--executor replay needs a table: replay:PATH.csv")
-        return ReplayExecutor(arg, seed=seed)
+        return ReplayExecutor(arg, seed=seed, study=study)
     raise ValueError(f"--executor: unknown {name!r}; choose from {', '.join(EXECUTORS)}")
 
 

@@ -1,15 +1,24 @@
 """Trials answered from a table of real results: a whole study in seconds, through the real loop.
 
 `--executor replay:TABLE` (TABLE: a CSV of benchmarks/make_replay_table.py) answers each trial
-with the table's nearest configuration of the same optimizer (distance in grid steps: LR on a
-log scale, momentum, Newton-Schulz steps, the momentum schedule's kind) and one of its seeds,
-chosen by (the executor's seed, the trial's seed): the same trial seed maps to the same table
-seed for every configuration, so replicates and confirmations stay paired, and consecutive
-trial seeds map to distinct table seeds while the table has enough. It writes a real
-metrics.json (history at 25/50/75/100% of training), so reports, plots and claims work as usual.
-Use it to iterate on planning policy; its numbers are the table's, not new measurements.
-With `pace` > 0 a trial also takes its recorded training time times `pace` (a study's parallel
-schedule, with several workers, in a fraction of its real time).
+with the table's nearest configuration of the same optimizer and one of its seeds, chosen by
+(the executor's seed, the trial's seed): the same trial seed maps to the same table seed for every
+configuration, so replicates and confirmations stay paired, and consecutive trial seeds map to
+distinct table seeds while the table has enough. It writes a real metrics.json (history at
+25/50/75/100% of training), so reports, plots and claims work as usual. Use it to iterate on
+planning policy; its numbers are the table's, not new measurements. With `pace` > 0 a trial also
+takes its recorded training time times `pace` (a study's parallel schedule, with several workers,
+in a fraction of its real time).
+
+Which knobs, and how far: the table's header names its knobs (every column that is not a result:
+dotted TrialSpec fields such as `lr`, `adamw_lr`, `momentum_schedule.kind`); the study's space
+says which of them each optimizer searches and on what scale. The distance from a trial to a
+table configuration sums, over the searched knobs, the squared number of the space's grid steps
+between them (`Param.steps_between`: log scale where the space is log, linear elsewhere) and 1 per
+mismatched choice. A knob left blank on either side (a conditional knob that is off) adds nothing,
+and so does a knob the table holds at one value for that optimizer (it cannot choose between
+rows). A study knob the table has no values for is an error. Without a study, the default study
+(experiments/muon_vs_adamw.toml) says which knobs count.
 """
 
 from __future__ import annotations
@@ -21,23 +30,25 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from research_agents.config import Param, Study, load_study
 from research_agents.execution.base import BaseExecutor, Outcome, ProgressFn
 from research_agents.records import TrialMetrics
 from trainer.metrics import FinalMetrics, write_metrics
 from trainer.spec import TrialSpec
 
-# grid spacing of each knob in the table, the unit of distance
-SCALES = {"lr": math.log(2.0), "momentum": 0.075, "ns_steps": 2.0}
+CURVE = (25, 50, 75, 100)  # percent of training with a recorded val loss (loss_25 ... loss_100)
+# every column that is not a knob: the optimizer ("arm", matched to spec.optimizer) and the results
+RESULT_COLUMNS = ("arm", "seed", "status", "val_loss", "val_accuracy", "train_loss",
+                  *(f"loss_{q}" for q in CURVE), "diverged_step", "wall_time_s")
+DEFAULT_STUDY = Path(__file__).resolve().parents[2] / "experiments" / "muon_vs_adamw.toml"
 
 
 @dataclass(frozen=True)
 class Row:
     arm: str
-    lr: float
-    momentum: float | None
-    ns_steps: int | None
-    kind: str | None
+    config: tuple[tuple[str, str], ...]  # (knob column, its text in the table; "" when blank)
     seed: int
     status: str
     val_loss: float | None
@@ -46,30 +57,38 @@ class Row:
     curve: tuple[tuple[int, float], ...]
     wall_time_s: float
 
+    def value(self, knob: str) -> str:
+        return dict(self.config).get(knob, "")
+
 
 def _f(text: str) -> float | None:
     return float(text) if text not in ("", None) else None
 
 
 def load_table(path: Path) -> dict[tuple, list[Row]]:
-    """{(arm, lr, momentum, ns_steps, kind): [rows by seed]} (ValueError on a bad table)."""
+    """{(arm, *the knob columns' texts): [rows by seed]} (ValueError on a bad table)."""
     try:
         with Path(path).open() as fh:
-            raw = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            raw = list(reader)
+            header = list(reader.fieldnames or [])
     except OSError as err:
         raise ValueError(f"--executor replay: cannot read {path}: {err.strerror}") from None
+    missing = [c for c in RESULT_COLUMNS if c not in header and c != "diverged_step"]
+    if missing:
+        raise ValueError(f"--executor replay: {path} is not a replay table (no column {missing[0]!r})")
+    knobs = [c for c in header if c not in RESULT_COLUMNS]
     table: dict[tuple, list[Row]] = {}
     for i, r in enumerate(raw, 2):
         try:
-            curve = tuple((q, float(r[f"loss_{q}"])) for q in (25, 50, 75, 100) if r.get(f"loss_{q}"))
-            row = Row(arm=r["arm"], lr=float(r["lr"]), momentum=_f(r["momentum"]),
-                      ns_steps=int(r["ns_steps"]) if r["ns_steps"] else None,
-                      kind=r["momentum_schedule.kind"] or None, seed=int(r["seed"]), status=r["status"],
+            curve = tuple((q, float(r[f"loss_{q}"])) for q in CURVE if r.get(f"loss_{q}"))
+            config = tuple((k, (r[k] or "").strip()) for k in knobs)
+            row = Row(arm=r["arm"], config=config, seed=int(r["seed"]), status=r["status"],
                       val_loss=_f(r["val_loss"]), val_accuracy=_f(r["val_accuracy"]), train_loss=_f(r["train_loss"]),
                       curve=curve, wall_time_s=_f(r["wall_time_s"]) or 0.0)
-        except (KeyError, ValueError, TypeError) as err:
+        except (KeyError, ValueError, TypeError, AttributeError) as err:
             raise ValueError(f"--executor replay: {path} line {i} is not a replay row ({err})") from None
-        table.setdefault((row.arm, row.lr, row.momentum, row.ns_steps, row.kind), []).append(row)
+        table.setdefault((row.arm, *(v for _, v in config)), []).append(row)
     if not table:
         raise ValueError(f"--executor replay: {path} holds no rows")
     for rows in table.values():
@@ -77,25 +96,75 @@ def load_table(path: Path) -> dict[tuple, list[Row]]:
     return table
 
 
-def _distance(spec: TrialSpec, key: tuple) -> float:
-    _, lr, momentum, ns_steps, kind = key
-    d = (math.log(spec.lr / lr) / SCALES["lr"]) ** 2
-    if momentum is not None:
-        d += ((spec.momentum - momentum) / SCALES["momentum"]) ** 2
-    if ns_steps is not None:
-        d += ((spec.ns_steps - ns_steps) / SCALES["ns_steps"]) ** 2
-    if kind is not None and spec.momentum_schedule.kind != kind:
-        d += 1.0
-    return d
+def study_knobs(study: Study) -> dict[str, dict[str, Param]]:
+    """{optimizer: {knob: its Param}}: every searched knob of the study's arms, by the arm's optimizer."""
+    out: dict[str, dict[str, Param]] = {}
+    for name, arm in study.arms.items():
+        optimizer = study.trial_spec(name, {}, seed=0).optimizer
+        for key, param in arm.space.items():
+            out.setdefault(optimizer, {}).setdefault(key, param)
+    return out
+
+
+def _dotted(tree: dict, key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+class Distance:
+    """The distance from trials of one optimizer to the table's configurations of that optimizer."""
+
+    def __init__(self, path: Path, optimizer: str, knobs: dict[str, Param], rows: list[Row], study: str):
+        self.knobs: dict[str, Param] = {}
+        for key, param in knobs.items():
+            values = {r.value(key) for r in rows} - {""}
+            if not values:
+                raise ValueError(f"--executor replay: {path.name} has no values of {optimizer}'s knob {key!r}, "
+                                 f"which study {study} searches")
+            if param.type != "choice":
+                try:
+                    numbers = {float(v) for v in values}
+                except ValueError:
+                    raise ValueError(f"--executor replay: {path.name} column {key!r} holds a non-number "
+                                     f"for {optimizer}") from None
+                if param.log and min(numbers) <= 0:
+                    raise ValueError(f"--executor replay: {path.name} column {key!r} needs values > 0 "
+                                     f"(log scale in study {study})")
+            if len(values) > 1:  # a knob held at one value cannot choose between rows
+                self.knobs[key] = param
+
+    def distance(self, spec: dict, config: tuple) -> float:
+        row = dict(config)
+        d = 0.0
+        for key, param in self.knobs.items():
+            mine, theirs = _dotted(spec, key), row.get(key, "")
+            if mine is None or theirs == "":
+                continue
+            if param.type == "choice":
+                d += 0.0 if str(mine) == theirs else 1.0
+            else:
+                d += param.steps_between(float(theirs), float(mine)) ** 2
+        return d
 
 
 class ReplayExecutor(BaseExecutor):
     name = "replay"
     trains_locally = False  # answers from the table: no data to prepare, no device
 
-    def __init__(self, table: str | Path, seed: int = 0, pace: float = 0.0):
+    def __init__(self, table: str | Path, seed: int = 0, pace: float = 0.0, study: Study | None = None):
         self.path = Path(table)
         self.table = load_table(self.path)
+        study = study if study is not None else load_study(DEFAULT_STUDY)
+        self.distances = {
+            optimizer: Distance(self.path, optimizer, knobs,
+                              [r for k, rows in self.table.items() if k[0] == optimizer for r in rows], study.name)
+            for optimizer, knobs in study_knobs(study).items()
+            if any(k[0] == optimizer for k in self.table)  # an optimizer the table lacks fails its trials
+        }
         self.seed = seed
         self.pace = pace  # wall seconds per recorded training second (0: answer at once)
         self.worth_speculating = pace > 0
@@ -127,7 +196,11 @@ class ReplayExecutor(BaseExecutor):
         keys = [k for k in self.table if k[0] == spec.optimizer]
         if not keys:
             raise ValueError(f"the replay table has no {spec.optimizer} runs")
-        return min(keys, key=lambda k: _distance(spec, k))
+        metric = self.distances.get(spec.optimizer)
+        if metric is None:  # no arm of the study searches this optimizer: any configuration is as near
+            return keys[0]
+        dump = spec.model_dump(mode="json")
+        return min(keys, key=lambda k: metric.distance(dump, self.table[k][0].config))
 
     def row(self, spec: TrialSpec) -> Row:
         """The table row that answers `spec`: its nearest config, the seed (self.seed, spec.seed) picks."""
@@ -160,11 +233,11 @@ class ReplayExecutor(BaseExecutor):
                                train_loss=row.train_loss),
             history=history, optimizer_steps=steps, tokens_seen=steps * spec.tokens_per_step,
             wall_time_s=row.wall_time_s, device="replay", precision="replay",
-            env={"replay": {"table": self.path.name, "lr": row.lr, "momentum": row.momentum,
-                            "ns_steps": row.ns_steps, "kind": row.kind, "seed": row.seed}})
+            env={"replay": {"table": self.path.name, **{k: v for k, v in row.config if v != ""},
+                            "seed": row.seed}})
         write_metrics(Path(run_dir), metrics)
         return Outcome(status=status, metrics=metrics, reason=None if status == "completed" else metrics.reason,
                        log_path=None, wall_time_s=time.perf_counter() - started)
 
 
-__all__ = ["ReplayExecutor", "load_table", "Row"]
+__all__ = ["ReplayExecutor", "load_table", "Row", "RESULT_COLUMNS", "study_knobs"]
