@@ -1,19 +1,29 @@
-"""Build the replay table: real CPU trials of the default study's preset over a dense grid.
+"""Build a replay table: real CPU trials of a study over a grid of its search space.
 
-    python -m benchmarks.make_replay_table [--out benchmarks/data/replay_tiny.csv] [--limit N]
+    python -m benchmarks.make_replay_table [--study muon_vs_adamw] [--scale NAME]
+        [--points KNOB=N ...] [--seeds 3] [--extra-seeds 3] [--out FILE] [--limit N]
 
-Every row is one real training run of `trainer.train` (preset "tiny": the default study's CPU
-scale), in this process, on one thread (as the loop's executor runs trials). The grid:
+Every row is one real training run of `trainer.train` on the study's own trial spec (its preset,
+fixed and tied settings: e.g. the default study's Muon arm trains its AdamW leg at 0.1 x its LR),
+in this process, on one thread (as the loop's executor runs trials), on the CPU. The grid, per arm:
 
-* AdamW: 12 log-spaced LRs over the default study's space [1e-4, 3e-2];
-* Muon: 10 log-spaced LRs over [3e-3, 1.12] (factor 1.93 apart) x momentum {0.8, 0.875, 0.95} x Newton-Schulz steps
-  {3, 5, 8} x momentum schedule {fixed, linear 0.85 -> momentum over 30 steps}; the AdamW leg
-  (embedding, norms) at 0.1 x the Muon LR, as the default study ties it;
-* seeds 0, 1, 2 for every config, then seeds 3..5 more for each arm's three best LRs (around each
+* every searched knob at N points of its range: log-spaced where the space is log, evenly spaced
+  otherwise, every choice of a choice knob. N defaults to 8 for a log float, 3 for a linear float or
+  an int; a conditional knob (`when`) takes 1 point, the middle of its range, and only where its
+  condition holds. `--points KNOB=N` sets N for a knob of every arm that searches it (`--points
+  adamw_lr=6` for a study that searches the AdamW leg's LR in both arms);
+* seeds 0..S-1 (`--seeds`) for every config, then `--extra-seeds` more for each arm's three best
+  configs and the grid neighbours of its best along each log-scaled knob (its LRs: around each
   optimum, where the noise decides rankings).
 
-The run is resumable: rows already in the output file are kept and not trained again. The
-replay executor (`--executor replay:FILE`) answers trials from this table.
+Columns: `arm` (the optimizer, as replay matches it), `lr` and `adamw_lr` (the hidden matrices' LR
+and the AdamW leg's LR as trained: both, in every arm), every other knob of every arm's space, then
+the results (research_agents/execution/replay.py RESULT_COLUMNS: curves at 25/50/75/100%).
+The run is resumable: rows already in the output file are kept and not trained again. The replay
+executor (`--executor replay:FILE`) answers trials of any study whose knobs the table holds.
+The committed benchmarks/data/replay_tiny.csv was built for the default study before this grid
+existed (Muon LRs 1.93x apart over [3e-3, 1.12], momentum {0.8, 0.875, 0.95}, NS steps {3, 5, 8},
+fixed or linear 0.85 over 30 steps); regenerating it takes about 50 CPU minutes.
 """
 
 from __future__ import annotations
@@ -23,180 +33,203 @@ import csv
 import itertools
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from trainer.presets import RUN_PRESETS  # noqa: E402
+from research_agents.config import Param, Study, load_study  # noqa: E402
+from research_agents.execution.replay import CURVE, RESULT_COLUMNS  # noqa: E402
 from trainer.spec import TrialSpec  # noqa: E402
 from trainer.train import train  # noqa: E402
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "replay_tiny.csv"
-COLUMNS = ["arm", "lr", "adamw_lr", "momentum", "momentum_schedule.kind", "momentum_schedule.start",
-           "momentum_schedule.warmup_steps", "ns_steps", "seed", "status", "val_loss", "val_accuracy",
-           "train_loss", "loss_25", "loss_50", "loss_75", "loss_100", "diverged_step", "wall_time_s"]
-MUON_TIE = 0.1  # the default study's AdamW-leg LR = 0.1 x the Muon LR
-WARMUP = {"momentum_schedule.kind": "linear", "momentum_schedule.start": 0.85,
-          "momentum_schedule.warmup_steps": 30}
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "data" / "replay_tiny.csv"
+LRS = ("lr", "adamw_lr")  # recorded for every arm (the leg's LR as trained, tied or not)
+TOP = 3  # best configs per arm that get the extra seeds
 
 
-def log_grid(low: float, high: float, n: int) -> list[float]:
-    return [float(f"{low * (high / low) ** (i / (n - 1)):.4g}") for i in range(n)]
-
-
-def adamw_configs() -> list[dict]:
-    return [{"arm": "adamw", "lr": lr} for lr in log_grid(1e-4, 3e-2, 12)]
-
-
-def muon_configs() -> list[dict]:
-    out = []
-    lrs = log_grid(3e-3, 0.3, 8)
-    lrs += [float(f"{lrs[-1] * (lrs[-1] / lrs[-2]) ** k:.4g}") for k in (1, 2)]  # the tie needs room above 0.3
-    for lr, mom, ns, sched in itertools.product(lrs, (0.8, 0.875, 0.95), (3, 5, 8),
-                                                ("fixed", "linear")):
-        cfg = {"arm": "muon", "lr": lr, "momentum": mom, "ns_steps": ns, "momentum_schedule.kind": sched}
-        if sched == "linear":
-            cfg.update(WARMUP)
-        out.append(cfg)
-    return out
-
-
-def spec_for(cfg: dict, seed: int) -> TrialSpec:
-    import json
-
-    spec = json.loads(json.dumps(RUN_PRESETS["tiny"]))
-    spec.update(seed=seed, weight_decay=0.1, device="cpu", lr=cfg["lr"])
-    if cfg["arm"] == "adamw":
-        spec.update(optimizer="adamw", adamw_betas=[0.9, 0.95])
+def grid(param: Param, n: int) -> list[Any]:
+    """n points of a knob's range (log-spaced where the space is log; the middle when n is 1)."""
+    if param.type == "choice":
+        return list(param.choices)
+    lo, hi = param.low, param.high
+    if n == 1:
+        fracs = [0.5]
     else:
-        sched = {"kind": cfg["momentum_schedule.kind"]}
-        if sched["kind"] == "linear":
-            sched.update(start=cfg["momentum_schedule.start"], warmup_steps=cfg["momentum_schedule.warmup_steps"])
-        spec.update(optimizer="muon", adamw_lr=round(MUON_TIE * cfg["lr"], 8), momentum=cfg["momentum"],
-                    ns_steps=cfg["ns_steps"], momentum_schedule=sched)
-    return TrialSpec.model_validate(spec)
+        fracs = [i / (n - 1) for i in range(n)]
+    if param.log:
+        values = [lo * (hi / lo) ** f for f in fracs]
+    else:
+        values = [lo + (hi - lo) * f for f in fracs]
+    out = [int(round(v)) if param.type == "int" else float(f"{v:.4g}") for v in values]
+    return list(dict.fromkeys(out))
 
 
-def key(cfg: dict, seed: int) -> tuple:
-    return (cfg["arm"], float(cfg["lr"]), float(cfg.get("momentum") or 0), int(cfg.get("ns_steps") or 0),
-            cfg.get("momentum_schedule.kind") or "", int(seed))
+def default_points(param: Param) -> int:
+    if param.when:
+        return 1
+    return 8 if param.log else 3
 
 
-def row_key(row: dict) -> tuple:
-    return (row["arm"], float(row["lr"]), float(row["momentum"] or 0), int(row["ns_steps"] or 0),
-            row["momentum_schedule.kind"], int(row["seed"]))
+def arm_configs(space: dict[str, Param], points: dict[str, int]) -> list[dict]:
+    """Every grid point of one arm's space, conditional knobs only where their condition holds."""
+    configs: list[dict] = [{}]
+    for key, param in space.items():
+        values = grid(param, points.get(key, default_points(param)))
+        nxt = []
+        for cfg in configs:
+            if all(cfg.get(dep) in allowed for dep, allowed in param.when.items()):
+                nxt += [{**cfg, key: v} for v in values]
+            else:
+                nxt.append(cfg)
+        configs = nxt
+    return configs
 
 
-def run_one(cfg: dict, seed: int) -> dict:
-    spec = spec_for(cfg, seed)
+def columns(study: Study) -> list[str]:
+    knobs = [k for arm in study.arms.values() for k in arm.space if k not in LRS]
+    return ["arm", *LRS, *dict.fromkeys(knobs), *[c for c in RESULT_COLUMNS if c != "arm"]]
+
+
+def _text(value: Any) -> str:
+    """One spelling of a cell for resume keys: numbers by value, blanks as ''."""
+    if value is None or value == "":
+        return ""
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def row_key(cols: list[str], row: dict) -> tuple:
+    return tuple(_text(row.get(c)) for c in cols if c not in RESULT_COLUMNS or c in ("arm", "seed"))
+
+
+def run_one(study: Study, arm: str, params: dict, seed: int, cols: list[str]) -> dict:
+    spec: TrialSpec = study.trial_spec(arm, params, seed=seed, overrides={"device": "cpu"})
     m = train(spec)
-    hist = [h for h in m.history if h.get("val_loss") is not None]
-    at = {}
-    for q in (25, 50, 75, 100):
-        step = math.ceil(spec.steps * q / 100)
-        hit = [h["val_loss"] for h in hist if h["step"] == step]
-        at[q] = hit[0] if hit else None
-    return {**{c: "" for c in COLUMNS}, **cfg, "adamw_lr": spec.adamw_lr if cfg["arm"] == "muon" else "",
+    hist = {h["step"]: h["val_loss"] for h in m.history if h.get("val_loss") is not None}
+    at = {q: hist.get(math.ceil(spec.steps * q / 100)) for q in CURVE}
+    return {**dict.fromkeys(cols, ""), **params, "arm": spec.optimizer, "lr": spec.lr, "adamw_lr": spec.leg_lr,
             "seed": seed, "status": m.status, "val_loss": m.final.val_loss,
             "val_accuracy": m.final.val_accuracy, "train_loss": m.final.train_loss,
-            "loss_25": at[25], "loss_50": at[50], "loss_75": at[75], "loss_100": at[100],
+            **{f"loss_{q}": at[q] for q in CURVE},
             "diverged_step": m.optimizer_steps if m.status == "diverged" else "",
             "wall_time_s": round(m.wall_time_s, 3)}
 
 
-def best_lrs(rows: list[dict], arm: str, n: int = 3) -> list[dict]:
-    """The arm's n best configs by mean val loss over seeds 0-2 (completed runs only)."""
-    by: dict[tuple, list[float]] = {}
-    cfgs: dict[tuple, dict] = {}
-    for r in rows:
-        if r["arm"] != arm or r["status"] != "completed" or int(r["seed"]) > 2:
-            continue
-        k = row_key(r)[:5]
-        by.setdefault(k, []).append(float(r["val_loss"]))
-        cfgs[k] = {c: r[c] for c in ("arm", "lr", "momentum", "ns_steps", "momentum_schedule.kind",
-                                     "momentum_schedule.start", "momentum_schedule.warmup_steps") if r[c] != ""}
-    ranked = sorted(by, key=lambda k: sum(by[k]) / len(by[k]))
-    out = []
-    for k in ranked[:n]:
-        c = dict(cfgs[k])
-        c["lr"] = float(c["lr"])
-        for f in ("momentum",):
-            if f in c:
-                c[f] = float(c[f])
-        for f in ("ns_steps", "momentum_schedule.warmup_steps"):
-            if f in c:
-                c[f] = int(c[f])
-        if "momentum_schedule.start" in c:
-            c["momentum_schedule.start"] = float(c["momentum_schedule.start"])
-        out.append(c)
-    return out
+def near_optimum(study: Study, arm: str, configs: list[dict], done: dict[tuple, dict], cols: list[str],
+                 seeds: range) -> list[dict]:
+    """The arm's TOP best configs by mean val loss over `seeds` (completed runs), and the grid
+    neighbours of its best along each log-scaled knob."""
+    def mean(cfg: dict) -> float:
+        losses = []
+        for s in seeds:
+            r = done.get(row_key(cols, _row_of(study, arm, cfg, s)))
+            if r is not None and r["status"] == "completed" and r["val_loss"] not in ("", None):
+                losses.append(float(r["val_loss"]))
+        return statistics.fmean(losses) if losses else math.inf
 
-
-def near_optimum(rows: list[dict], arm: str, grid: list[dict]) -> list[dict]:
-    """The arm's three best configs and the LR-grid neighbours of its best one."""
-    top = best_lrs(rows, arm)
-    if not top:
+    ranked = sorted((c for c in configs if mean(c) < math.inf), key=mean)
+    if not ranked:
         return []
-    best = top[0]
-    same = [c for c in grid if {k: v for k, v in c.items() if k != "lr"} == {k: v for k, v in best.items() if k != "lr"}]
-    lrs = sorted(c["lr"] for c in same)
-    i = min(range(len(lrs)), key=lambda j: abs(math.log(lrs[j] / best["lr"])))
-    extra = [c for c in same if c["lr"] in (lrs[max(0, i - 1)], lrs[min(len(lrs) - 1, i + 1)])]
-    out = []
-    for c in top + extra:
-        if key(c, 0) not in {key(o, 0) for o in out}:
-            out.append(c)
+    best, out = ranked[0], list(ranked[:TOP])
+    for key, param in study.arms[arm].space.items():
+        if not param.log or key not in best:
+            continue
+        line = sorted((c for c in configs if {k: v for k, v in c.items() if k != key} ==
+                       {k: v for k, v in best.items() if k != key}), key=lambda c: c[key])
+        i = line.index(best)
+        out += [line[j] for j in (i - 1, i + 1) if 0 <= j < len(line)]
+    return [c for i, c in enumerate(out) if c not in out[:i]]
+
+
+def _row_of(study: Study, arm: str, params: dict, seed: int) -> dict:
+    """The key cells of a config's row before it is trained (the spec's LRs, the params, the seed)."""
+    spec = study.trial_spec(arm, params, seed=seed)
+    return {**params, "arm": spec.optimizer, "lr": spec.lr, "adamw_lr": spec.leg_lr, "seed": seed}
+
+
+def parse_points(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        key, sep, n = item.partition("=")
+        if not sep or not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"--points: expected KNOB=N with N >= 1, got {item!r}")
+        out[key] = int(n)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study", default="muon_vs_adamw", help="study name in experiments/ or a TOML file")
+    ap.add_argument("--scale", help="one of the study's scales (default: the study as written)")
+    ap.add_argument("--points", nargs="*", default=[], metavar="KNOB=N", help="grid points of a knob")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 for every config (default 3)")
+    ap.add_argument("--extra-seeds", type=int, default=3, help="more seeds near each optimum (default 3)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--limit", type=int, default=None, help="train at most N new runs (then stop)")
     args = ap.parse_args(argv)
+    try:
+        study = load_study(args.study, ROOT / "experiments")
+        if args.scale:
+            study = study.for_scale(args.scale)
+    except ValueError as err:
+        raise SystemExit(f"make_replay_table: {err}") from None
+    points = parse_points(args.points)
+    unknown = sorted(set(points) - {k for arm in study.arms.values() for k in arm.space})
+    if unknown:
+        raise SystemExit(f"--points: {unknown[0]!r} is not searched by study {study.name}")
     torch.set_num_threads(1)
+    cols = columns(study)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    done: dict[tuple, dict] = {}
     if args.out.is_file():
         with args.out.open() as fh:
-            rows = list(csv.DictReader(fh))
-    done = {row_key(r) for r in rows}
+            reader = csv.DictReader(fh)
+            if list(reader.fieldnames or []) != cols:
+                raise SystemExit(f"{args.out}: its columns are not this study's ({', '.join(cols)}); "
+                                 "write to a new file")
+            done = {row_key(cols, r): r for r in reader}
     fresh = not args.out.is_file()
-    fh = args.out.open("a", newline="")
-    writer = csv.DictWriter(fh, COLUMNS)
-    if fresh:
-        writer.writeheader()
-    trained = 0
-    started = time.perf_counter()
+    grids = {arm: arm_configs(a.space, points) for arm, a in study.arms.items()}
+    trained, started = 0, time.perf_counter()
+    with args.out.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, cols)
+        if fresh:
+            writer.writeheader()
 
-    def todo_pass(configs, seeds):
-        nonlocal trained
-        for seed in seeds:
-            for cfg in configs:
-                if key(cfg, seed) in done:
+        def todo(arm: str, configs: list[dict], seeds) -> bool:
+            nonlocal trained
+            for seed, cfg in itertools.product(seeds, configs):
+                k = row_key(cols, _row_of(study, arm, cfg, seed))
+                if k in done:
                     continue
                 if args.limit is not None and trained >= args.limit:
                     return False
-                row = run_one(cfg, seed)
+                row = run_one(study, arm, cfg, seed, cols)
                 writer.writerow(row)
                 fh.flush()
-                rows.append({k: ("" if v is None else str(v)) for k, v in row.items()})
-                done.add(key(cfg, seed))
+                done[k] = {c: "" if v is None else str(v) for c, v in row.items()}
                 trained += 1
-                print(f"[{trained} new, {time.perf_counter() - started:.0f}s] {cfg} seed {seed}: "
+                print(f"[{trained} new, {time.perf_counter() - started:.0f}s] {arm} {cfg} seed {seed}: "
                       f"{row['status']} {row['val_loss']}", flush=True)
-        return True
+            return True
 
-    ok = todo_pass(adamw_configs() + muon_configs(), (0, 1, 2))
-    if ok:
-        for arm, grid in (("adamw", adamw_configs()), ("muon", muon_configs())):
-            ok = todo_pass(near_optimum(rows, arm, grid), (3, 4, 5)) and ok
-    fh.close()
-    print(f"{len(rows)} rows in {args.out} ({trained} trained now)")
+        base = range(args.seeds)
+        ok = all([todo(arm, configs, base) for arm, configs in grids.items()])
+        if ok:
+            extra = range(args.seeds, args.seeds + args.extra_seeds)
+            for arm, configs in grids.items():
+                ok = todo(arm, near_optimum(study, arm, configs, done, cols, base), extra) and ok
+    print(f"{len(done)} rows in {args.out} ({trained} trained now; "
+          f"{sum(len(c) for c in grids.values())} grid configs x {args.seeds} seeds, then more near each optimum)")
     return 0
 
 

@@ -17,7 +17,7 @@ table configuration sums, over the searched knobs, the squared number of the spa
 between them (`Param.steps_between`: log scale where the space is log, linear elsewhere) and 1 per
 mismatched choice. A knob left blank on either side (a conditional knob that is off) adds nothing,
 and so does a knob the table holds at one value for that optimizer (it cannot choose between
-rows). A study knob the table has no values for is an error. Without a study, the default study
+rows). A study knob the table has no column for, or (unless conditional) no values for, is an error. Without a study, the default study
 (experiments/muon_vs_adamw.toml) says which knobs count.
 """
 
@@ -119,10 +119,11 @@ class Distance:
     """The distance from trials of one optimizer to the table's configurations of that optimizer."""
 
     def __init__(self, path: Path, optimizer: str, knobs: dict[str, Param], rows: list[Row], study: str):
+        header = {k for k, _ in rows[0].config}
         self.knobs: dict[str, Param] = {}
         for key, param in knobs.items():
             values = {r.value(key) for r in rows} - {""}
-            if not values:
+            if key not in header or (not values and not param.when):  # a conditional knob may be off throughout
                 raise ValueError(f"--executor replay: {path.name} has no values of {optimizer}'s knob {key!r}, "
                                  f"which study {study} searches")
             if param.type != "choice":
