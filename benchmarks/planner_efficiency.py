@@ -148,7 +148,7 @@ def truth(executor: ReplayExecutor, study) -> dict:
 
 def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -> dict:
     study = study.model_copy(update={"planner": study.planner.model_copy(update={"seed": rep})})
-    executor = TimedReplay(table, seed=rep)
+    executor = TimedReplay(table, seed=rep, study=study)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         store = OptunaStore.for_study(out, study)
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = load_study(args.study)
-    t = truth(ReplayExecutor(args.table), study)
+    t = truth(ReplayExecutor(args.table, study=study), study)
     arms = list(study.arms)
     print(f"table {args.table.name}: " + "; ".join(
         f"{a} best {t['arms'][a]['best'][1:]} mean {t['arms'][a]['best_mean']:.4f} (seed sd {t['arms'][a]['sd']:.4f})"
