@@ -440,7 +440,8 @@ def test_adamw_betas_reach_adamw_and_change_the_trajectory(mkspec, trial):
     b = trial(optimizer="adamw", lr=3e-3, adamw_betas=(0.9, 0.999))
     c = trial(optimizer="adamw", lr=3e-3, adamw_betas=(0.8, 0.95))
     assert traj(a) != traj(b) and traj(a) != traj(c)
-    assert {h.momentum for h in c.history} == {0.8}  # adamw records beta1 as its momentum
+    # beta1 is logged as the AdamW leg's own setting, never as a momentum (AdamW has none)
+    assert {h.adamw_beta1 for h in c.history} == {0.8} and {h.momentum for h in c.history} == {None}
 
 
 # ---------------------------------------------------------------- 2. grad_accum (seed bug 1)
