@@ -698,7 +698,7 @@ def test_cli_failure_exits_with_one_line_and_the_reason_recorded(base, cache_dir
     assert {"spec", "status", "reason", "traceback", "final", "history"} <= set(m)  # what readers knew
     failed = read_metrics(tmp_path / "out")  # a valid TrialMetrics, not an ad-hoc dict
     assert failed.status == "failed" and "Traceback" in failed.traceback and failed.history == []
-    assert failed.final.val_loss is None and failed.spec == m["spec"]
+    assert failed.final.val_loss is None and failed.spec.model_dump(mode="json") == m["spec"]  # typed, as written
 
 
 def test_cli_divergence_is_a_result(base, cache_dir, tmp_path):
