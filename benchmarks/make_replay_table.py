@@ -94,11 +94,11 @@ def row_key(row: dict) -> tuple:
 def run_one(cfg: dict, seed: int) -> dict:
     spec = spec_for(cfg, seed)
     m = train(spec)
-    hist = [h for h in m.history if h.get("val_loss") is not None]
+    hist = [h for h in m.history if h.val_loss is not None]
     at = {}
     for q in (25, 50, 75, 100):
         step = math.ceil(spec.steps * q / 100)
-        hit = [h["val_loss"] for h in hist if h["step"] == step]
+        hit = [h.val_loss for h in hist if h.step == step]
         at[q] = hit[0] if hit else None
     return {**{c: "" for c in COLUMNS}, **cfg, "adamw_lr": spec.adamw_lr if cfg["arm"] == "muon" else "",
             "seed": seed, "status": m.status, "val_loss": m.final.val_loss,
