@@ -218,7 +218,7 @@ def real_run(args, workers: int) -> dict:
     """One real run of the default study; the share of its wall time outside training."""
     import optuna
 
-    from research_agents.records import COUNTED
+    from research_agents.records import COUNTED, read_metrics
     from research_agents.store.optuna import default_url
 
     out = Path(tempfile.mkdtemp(prefix=f"loop-overhead-real-w{workers}-")) / "run"
@@ -237,8 +237,8 @@ def real_run(args, workers: int) -> dict:
             a = t.user_attrs
             if a.get("status") not in COUNTED:
                 continue
-            metrics = out / a["run_dir"] / "metrics.json"
-            train = json.loads(metrics.read_text()).get("wall_time_s") if metrics.exists() else None
+            metrics = read_metrics(out / a["run_dir"])
+            train = metrics.wall_time_s if metrics is not None else None
             trials.append({"start": _timestamp(a.get("started")), "end": _timestamp(a.get("finished")),
                            "train_s": train or 0.0})
     from research_agents.cli import experiments_dir

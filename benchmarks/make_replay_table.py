@@ -114,7 +114,7 @@ def row_key(cols: list[str], row: dict) -> tuple:
 def run_one(study: Study, arm: str, params: dict, seed: int, cols: list[str]) -> dict:
     spec: TrialSpec = study.trial_spec(arm, params, seed=seed, overrides={"device": "cpu"})
     m = train(spec)
-    hist = {h["step"]: h["val_loss"] for h in m.history if h.get("val_loss") is not None}
+    hist = {h.step: h.val_loss for h in m.history if h.val_loss is not None}
     at = {q: hist.get(math.ceil(spec.steps * q / 100)) for q in CURVE}
     return {**dict.fromkeys(cols, ""), **params, "arm": spec.optimizer, "lr": spec.lr, "adamw_lr": spec.leg_lr,
             "seed": seed, "status": m.status, "val_loss": m.final.val_loss,

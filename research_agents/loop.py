@@ -54,6 +54,8 @@ class Work:
     origin: str
     rationale: str = ""
     kind: str = "try"
+    point: str | None = None  # the named experiment (TrialRecord.point)
+    expected: str | None = None  # the proposer's forecast (TrialRecord.expected)
 
 
 @dataclass
@@ -67,6 +69,8 @@ class Run:
     phase: str
     round: int
     rationale: str = ""
+    point: str | None = None
+    expected: str | None = None
 
 
 @dataclass
@@ -204,7 +208,7 @@ class ResearchLoop:
     def _record_start(self, run: Run) -> TrialRecord:
         run_dir = self.run_dir(run.arm, run.params, run.seed)
         record = self.store.start(run.arm, run.params, run.seed, run.origin, run.phase, run.round, run.rationale,
-                                  run_dir)
+                                  run_dir, point=run.point, expected=run.expected)
         self.hooks.on_trial_start(record)
         return record
 
@@ -292,7 +296,8 @@ class ResearchLoop:
         for r in again:
             self.hooks.on_message(f"re-running trial {r.order} ({r.arm}, seed {r.seed}) left unfinished: "
                                   f"{r.reason or 'interrupted'}")
-        self.run_trials([Run(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale) for r in again])
+        self.run_trials([Run(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale, r.point, r.expected)
+                         for r in again])
 
     def write_missing_round_reports(self) -> None:
         """The report of every round in the store that has none (a kill cut its round short)."""
@@ -438,7 +443,7 @@ class ResearchLoop:
         runs = []
         for w in work:
             for seed in w.seeds[: max(0, left[w.arm])]:
-                runs.append(Run(w.arm, w.params, seed, w.origin, "search", round_no, w.rationale))
+                runs.append(Run(w.arm, w.params, seed, w.origin, "search", round_no, w.rationale, w.point, w.expected))
                 left[w.arm] -= 1
         return round_no, runs
 
@@ -544,8 +549,8 @@ class ResearchLoop:
                 return [(action, "; ".join(problems))]
         if config_id(action.arm, action.params) in seen:
             return [(action, "duplicate of an earlier trial")]
-        return [(Work(action.arm, action.params, list(self.study.seeds.search), action.origin, action.rationale),
-                 None)]
+        return [(Work(action.arm, action.params, list(self.study.seeds.search), action.origin, action.rationale,
+                      point=action.point, expected=action.expected), None)]
 
     def _record_rejections(self, round_no: int, rejections: list[tuple[Proposal, str]]) -> None:
         if not rejections:

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from research_agents.config.space import config_id
-from trainer.metrics import TrialMetrics, read_metrics
+from trainer.metrics import HistoryPoint, TrialMetrics, read_metrics
 
 Origin = Literal["default", "grid", "random", "tpe", "policy", "llm", "confirm", "manual"]
 ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "policy", "llm", "manual", "confirm")  # report order
@@ -24,13 +24,23 @@ Status = Literal["running", "completed", "diverged", "failed", "timeout", "inter
 COUNTED = ("completed", "diverged", "failed", "timeout")  # what spends budget
 FAILED = ("failed", "timeout")  # the run produced no result
 BAD = ("diverged", "failed", "timeout")  # finished without a usable loss
-POINT_PREFIX = "point: "  # rationale of a named experiment's runs: "point: NAME"
+POINT_PREFIX = "point: "  # how a named experiment's runs are shown: "point: NAME"
 CURVE_POINTS = (25, 50, 75, 100)  # % of a trial's steps at which its curve summary reads the val loss
-_EXPECTED = re.compile(r"\[expected: ([^\]]*)\]")
+EXPECTED_CHARS = 100  # a forecast is kept to this many characters
+_EXPECTED = re.compile(r"\[expected: ([^\]]*)\]")  # a forecast as shown (and as stores before fields kept it)
+
+
+def clip_expected(value: Any) -> str | None:
+    """A proposer's forecast as kept: None when it gave none, else at most EXPECTED_CHARS characters
+    with no "]" (so the shown "[expected: ...]" stays one bracket)."""
+    if not value:
+        return None
+    return str(value).strip()[:EXPECTED_CHARS].replace("]", ")")
 
 
 class Proposal(BaseModel):
-    """Research action "try": train a new point on the search seeds (who proposed it and why)."""
+    """Research action "try": train a new point on the search seeds (who proposed it and why;
+    `point`: the study's named experiment it runs; `expected`: the proposer's forecast)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -39,7 +49,13 @@ class Proposal(BaseModel):
     params: dict[str, Any]
     origin: Origin
     rationale: str = ""
+    point: str | None = None
     expected: str | None = None
+
+    @field_validator("expected", mode="before")
+    @classmethod
+    def _clip(cls, value: Any) -> str | None:
+        return clip_expected(value)
 
 
 class Replicate(BaseModel):
@@ -93,7 +109,9 @@ def as_proposal(action: Proposal | Replicate | Bracket | StopArm) -> Proposal:
 
 
 class TrialRecord(BaseModel):
-    """One training run as the loop sees it; metrics come from the trainer's metrics.json."""
+    """One training run as the loop sees it; metrics come from the trainer's metrics.json.
+    `rationale` is the proposer's why, `point` the named experiment the run belongs to, `expected`
+    the proposer's forecast; `shown_rationale` is the one line reports show for all three."""
 
     id: int
     order: int
@@ -104,6 +122,8 @@ class TrialRecord(BaseModel):
     phase: Phase
     round: int
     rationale: str = ""
+    point: str | None = None
+    expected: str | None = None
     status: Status
     reason: str | None = None
     val_loss: float | None = None
@@ -114,6 +134,26 @@ class TrialRecord(BaseModel):
     optimizer_steps: int | None = None
     tokens_seen: int | None = None
     run_dir: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older(cls, data: Any) -> Any:
+        """A record from before `point` and `expected` were fields (both absent) has them inside
+        its rationale ("point: NAME", "why [expected: 4.9]"): read them from there."""
+        if isinstance(data, dict) and "point" not in data and "expected" not in data and data.get("rationale"):
+            data = {**data, **split_rationale(data["rationale"])}
+        return data
+
+    @property
+    def shown_rationale(self) -> str:
+        """"point: NAME", the why, then " [expected: ...]": the line reports show (as stores kept
+        it before these were fields)."""
+        text = self.rationale
+        if self.point is not None:
+            text = f"{POINT_PREFIX}{self.point}" + (f"; {text}" if text else "")
+        if self.expected is not None:
+            text = f"{text} [expected: {self.expected}]".strip()
+        return text
 
     @property
     def config(self) -> str:
@@ -160,30 +200,16 @@ class CurveSummary(BaseModel):
 
 def curve_summary(metrics: TrialMetrics) -> CurveSummary:
     """The curve summary of a trial from its metrics.json history."""
-    evals = [(h["step"], _finite(h.get("val_loss"))) for h in metrics.history
-             if isinstance(h.get("step"), int) and "val_loss" in h]
-    steps = metrics.spec.get("steps") or max((s for s, _ in evals), default=0)
+    evals = [(h.step, _finite(h.val_loss)) for h in metrics.history if "val_loss" in h.model_fields_set]
+    steps = (metrics.spec.steps if metrics.spec is not None else 0) or max((s for s, _ in evals), default=0)
     at: dict[int, float | None] = {}
     for q in CURVE_POINTS:
         upto = [loss for s, loss in evals if s <= steps * q / 100 + 1e-9]
         at[q] = upto[-1] if upto else None
     diverged = None
     if metrics.status == "diverged" and metrics.history:
-        diverged = metrics.history[-1].get("step")
+        diverged = metrics.history[-1].step
     return CurveSummary(val_loss=at, diverged_step=diverged)
-
-
-def with_expected(rationale: str, expected: str | None) -> str:
-    """A rationale with the proposer's expected outcome kept beside it: "why [expected: 4.9]"."""
-    if not expected:
-        return rationale
-    return f"{rationale} [expected: {expected.strip()[:100].replace(']', ')')}]".strip()
-
-
-def expected_of(rationale: str) -> str | None:
-    """The expected outcome a rationale carries (with_expected), else None."""
-    m = _EXPECTED.search(rationale or "")
-    return m.group(1).strip() if m else None
 
 
 def counted(records: Iterable[TrialRecord]) -> list[TrialRecord]:
@@ -215,18 +241,27 @@ def ranked_configs(records: Iterable[TrialRecord]) -> list[list[TrialRecord]]:
     return sorted(by_config(r for r in records if r.ok).values(), key=mean_loss)
 
 
-def point_name(rationale: str) -> str | None:
-    """The named experiment a run belongs to (from its "point: NAME" rationale), else None."""
-    if not rationale.startswith(POINT_PREFIX):
-        return None
-    name = rationale[len(POINT_PREFIX):].strip()
-    for sep in (";", "\n", " — ", " - ", ": "):
-        name = name.split(sep)[0]
-    return name.strip() or None
+def split_rationale(text: str) -> dict[str, Any]:
+    """A rationale written before `point` and `expected` were record fields, as the fields:
+    {"rationale", "point", "expected"} such that shown_rationale gives `text` back."""
+    point = expected = None
+    m = _EXPECTED.search(text)
+    if m is not None and m.end() == len(text):  # it was put last: "why [expected: X]" or "[expected: X]"
+        expected, text = m.group(1), text[:m.start()]
+        text = text[:-1] if text.endswith(" ") else text
+    if text.startswith(POINT_PREFIX):
+        name = text[len(POINT_PREFIX):].strip()
+        for sep in (";", "\n", " — ", " - ", ": "):
+            name = name.split(sep)[0]
+        name = name.strip()
+        if name:  # the rest, after the "; " shown_rationale puts back (any other separator: dropped)
+            point, text = name, text[len(POINT_PREFIX):].strip()[len(name):]
+            text = text[2:] if text.startswith("; ") else text.lstrip(";\n —-:").strip()
+    return {"rationale": text, "point": point, "expected": expected}
 
 
 __all__ = ["Origin", "ORIGINS", "Phase", "Status", "COUNTED", "FAILED", "BAD", "POINT_PREFIX", "CURVE_POINTS",
            "Proposal", "Replicate", "Bracket", "StopArm", "Action", "as_proposal", "CurveSummary", "curve_summary",
-           "with_expected", "expected_of",
-           "TrialRecord", "TrialMetrics", "read_metrics", "result_fields", "counted", "by_config", "mean_loss",
-           "ranked_configs", "point_name"]
+           "EXPECTED_CHARS", "clip_expected", "split_rationale",
+           "TrialRecord", "TrialMetrics", "HistoryPoint", "read_metrics", "result_fields", "counted", "by_config", "mean_loss",
+           "ranked_configs"]

@@ -71,6 +71,22 @@ def test_store_round_trips_a_trial(store):
     assert back.model_dump() == done.model_dump()
 
 
+def test_store_persists_the_named_point_and_the_forecast_as_fields(store):
+    """point and expected are written by start, kept apart from the rationale and read back by
+    another driver (from the database), not parsed out of the rationale."""
+    p = store.start("muon", {"lr": 0.02}, 0, "grid", "search", 1, "", "a", point="fixed_095")
+    e = store.start("muon", {"lr": 0.03}, 0, "llm", "search", 1, "bold", "b", expected="4.9")
+    n = store.start("muon", {"lr": 0.04}, 0, "llm", "search", 1, "point: not a point [expected: 1]", "c")
+    store.finish(p, "completed", _metrics(4.25), None)
+    back = {r.run_dir: r for r in _another_driver(store).records()}
+    assert (back["a"].point, back["a"].expected, back["a"].rationale) == ("fixed_095", None, "")
+    assert (back["b"].point, back["b"].expected, back["b"].rationale) == (None, "4.9", "bold")
+    assert (back["c"].point, back["c"].expected) == (None, None)  # a new record's rationale is only text
+    assert [back[d].shown_rationale for d in "abc"] == ["point: fixed_095", "bold [expected: 4.9]",
+                                                        "point: not a point [expected: 1]"]
+    assert [back[r.run_dir].model_dump() for r in (p, e, n)][1:] == [e.model_dump(), n.model_dump()]
+
+
 def test_store_orders_trials_across_arms_and_counts_spent_budget(store):
     a = store.start("muon", {"lr": 0.02}, 0, "default", "search", 1, "", "a")
     b = store.start("adamw", {"lr": 0.003}, 0, "default", "search", 1, "", "b")

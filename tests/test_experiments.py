@@ -219,13 +219,13 @@ def test_momentum_schedules_record_their_definitions(token_cache, one_thread):
     for point in study.points:
         spec = study.trial_spec(point.arm, point.params, seed=0, overrides=tiny)
         hist = train(spec).history
-        assert [h["step"] for h in hist] == list(range(1, 13))
+        assert [h.step for h in hist] == list(range(1, 13))
         sched = spec.momentum_schedule.model_dump()
-        norms = [h["grad_norm"] for h in hist]
+        norms = [h.grad_norm for h in hist]
         for t, h in enumerate(hist):
             want = _expected(sched["kind"], sched, spec.momentum, t, norms)
-            assert h["momentum"] == pytest.approx(want, abs=1e-9), (point.name, t)
-        seen[point.name] = [h["momentum"] for h in hist]
+            assert h.momentum == pytest.approx(want, abs=1e-9), (point.name, t)
+        seen[point.name] = [h.momentum for h in hist]
     assert {seen["fixed_095"][0], seen["fixed_090"][0], seen["fixed_099"][0]} == {0.95, 0.90, 0.99}
     assert seen["step_warmup"][:10] == [0.5] * 10 and seen["step_warmup"][10] == 0.7
     assert seen["delayed_warmup"][:11] == [0.0] * 11 and seen["delayed_warmup"][11] > 0  # cpu: delay 10

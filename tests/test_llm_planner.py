@@ -28,7 +28,7 @@ from research_agents.planners.base import PlanningContext
 from research_agents.planners.hybrid import HybridPlanner, llm_slots
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMConfig
-from research_agents.records import Proposal, TrialMetrics, TrialRecord, curve_summary, with_expected
+from research_agents.records import Proposal, TrialMetrics, TrialRecord, curve_summary
 from research_agents.store import OptunaStore
 from tests.openai_stub import StubLLM, batch
 
@@ -183,7 +183,8 @@ def test_repair_loop_rejections_and_accounting(tmp_path, monkeypatch, capsys):
     records = store.records()
     search = [r for r in records if r.phase == "search"]
     assert [(r.origin, r.params) for r in search] == [("default", START), ("llm", good)]
-    assert search[1].rationale == "between the extremes [expected: below the start]"
+    assert (search[1].rationale, search[1].expected) == ("between the extremes", "below the start")  # fields
+    assert search[1].shown_rationale == "between the extremes [expected: below the start]"  # shown as before
     assert all(r.status == "completed" for r in records) and len(records) == 4
     assert not any(r.params.get("momentum") == 5.8 for r in records)
     # accounting equals what the server counted
@@ -678,7 +679,7 @@ def test_prompt_is_bounded_over_a_200_trial_study():
             out.append(TrialRecord(id=i, order=i, arm=arm, params=point(arm), seed=i % 3, origin=("tpe", "llm")[i % 3 == 0],
                                    phase="search", round=i // 4 + 1, status="diverged" if bad else "completed",
                                    reason=("loss exploded " * 30) if bad else None, val_loss=None if bad else 4 + rng.random(),
-                                   rationale=with_expected("because " * 60, "4.9")))
+                                   rationale="because " * 60, expected="4.9"))
         return out
 
     report = ("# Round 50\n\n## Tried this round\n\n" + "| a | b |\n" * 800 + "\n## Budget\n\nUsed 200 of 300.\n\n"

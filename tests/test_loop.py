@@ -145,6 +145,25 @@ def test_grid_planner_runs_each_point_once(tmp_path, fast_study):
         (a, lr) for a in ("muon", "adamw") for lr in (0.005, 0.01, 0.02))
 
 
+def test_named_points_reach_the_store_as_the_point_field(tmp_path):
+    """A named experiment's runs carry its name in TrialRecord.point (not inside the rationale),
+    and the round report shows it as it always did ("point: NAME")."""
+    from research_agents.config import runforms
+    from research_agents.planners import point_planner
+
+    path = tmp_path / "points.toml"
+    path.write_text(fast_study_toml(extra='[[points]]\nname = "hot"\narm = "muon"\nparams = { lr = 0.05 }\n'
+                                          '[[points]]\nname = "cool"\narm = "adamw"\nparams = { lr = 0.001 }\n'))
+    study = load_study(path)
+    planner, _ = point_planner(study, study.points)
+    loop = ResearchLoop(study, OptunaStore.for_study(tmp_path / "run", study), FakeExecutor(), planner,
+                        tmp_path / "run", runforms.point_plan(study, study.points, 2))
+    loop.run()
+    search = [r for r in loop.records() if r.phase == "search"]
+    assert sorted((r.point, r.rationale, r.shown_rationale) for r in search) == [
+        ("cool", "", "point: cool"), ("hot", "", "point: hot")]
+
+
 def test_grid_values_outside_the_space_are_bad_input(fast_study):
     from research_agents.planners import make_planner
 
@@ -155,12 +174,13 @@ def test_grid_values_outside_the_space_are_bad_input(fast_study):
 def test_recover_reruns_trials_left_running(tmp_path, fast_study):
     study = load_study(fast_study)
     loop = _loop(tmp_path, study, budget=8)
-    stale = loop.store.start("muon", {"lr": 0.05}, 0, "tpe", "search", 1, "", "trials/x")
+    stale = loop.store.start("muon", {"lr": 0.05}, 0, "llm", "search", 1, "why", "trials/x", expected="4.2")
     loop.run()
     records = loop.records()
     assert next(r for r in records if r.id == stale.id).status == "interrupted"
     rerun = [r for r in records if r.params == {"lr": 0.05} and r.status == "completed"]
     assert len(rerun) == 1 and rerun[0].seed == 0
+    assert (rerun[0].origin, rerun[0].rationale, rerun[0].expected) == ("llm", "why", "4.2")  # the re-run keeps them
     assert sum(r.status in COUNTED for r in records) == 8
 
 

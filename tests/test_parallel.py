@@ -204,7 +204,7 @@ def test_warm_fork_server_trains_exactly_as_a_fresh_interpreter(tmp_path, fast_s
     cold = LocalExecutor(warm=False).run(spec, tmp_path / "cold", 300)
     assert warm.status == cold.status == "completed", (warm.reason, cold.reason)
     assert warm.metrics.final == cold.metrics.final
-    assert [h["train_loss"] for h in warm.metrics.history] == [h["train_loss"] for h in cold.metrics.history]
+    assert [h.train_loss for h in warm.metrics.history] == [h.train_loss for h in cold.metrics.history]
     assert (tmp_path / "warm" / "trainer.log").read_text().count('"event": "step"') > 0  # progress is logged
 
 

@@ -116,7 +116,7 @@ def numbers(m: dict) -> dict:
 
 def traj(m: TrialMetrics) -> list[float]:
     """What a knob must move: the per-step train loss and the final val loss."""
-    return [h["train_loss"] for h in m.history] + [m.final.val_loss]
+    return [h.train_loss for h in m.history] + [m.final.val_loss]
 
 
 class StepSpy:
@@ -216,8 +216,8 @@ def test_lr_schedule_ends_at_min_lr_on_last_optimizer_step(trial, kind, optimize
     peak, floor, steps = 0.03, 0.1, 10
     m = trial(optimizer=optimizer, lr=peak, lr_schedule=kind, warmup_ratio=0.2, min_lr_ratio=floor,
               steps=steps, eval_every=10, log_every=1)
-    lrs = [h["lr"] for h in m.history]
-    assert [h["step"] for h in m.history] == list(range(1, steps + 1))
+    lrs = [h.lr for h in m.history]
+    assert [h.step for h in m.history] == list(range(1, steps + 1))
     assert lrs[0] == pytest.approx(peak / 2, abs=1e-12)  # warmup_steps = round(0.2 * 10) = 2
     assert lrs[-1] == pytest.approx(floor * peak, abs=1e-12)
     expected = [peak * expected_lr_mult(kind, t, steps, 0.2, floor) for t in range(steps)]
@@ -228,7 +228,7 @@ def test_lr_schedule_ends_at_min_lr_on_last_optimizer_step(trial, kind, optimize
 
 def test_constant_schedule_stays_at_peak_after_warmup(trial):
     m = trial(lr=0.03, lr_schedule="constant", warmup_ratio=0.25, steps=8)
-    lrs = [h["lr"] for h in m.history]
+    lrs = [h.lr for h in m.history]
     assert lrs[:2] == pytest.approx([0.015, 0.03], abs=1e-12)
     assert lrs[2:] == [0.03] * 6
 
@@ -238,8 +238,8 @@ def test_lr_schedule_counts_optimizer_steps_not_micro_batches(trial):
     four = trial(lr_schedule="cosine", warmup_ratio=0.2, steps=10, eval_every=5, log_every=1,
                  grad_accum=4)
     assert len(four.history) == 10 and four.optimizer_steps == 10
-    assert [h["lr"] for h in four.history] == [h["lr"] for h in one.history]
-    assert four.history[-1]["lr"] == pytest.approx(0.1 * 0.02, abs=1e-12)
+    assert [h.lr for h in four.history] == [h.lr for h in one.history]
+    assert four.history[-1].lr == pytest.approx(0.1 * 0.02, abs=1e-12)
 
 
 @pytest.mark.parametrize("steps,warmup_ratio", [(10, 0.95), (4, 0.9), (1, 0.5)])
@@ -247,7 +247,7 @@ def test_long_warmup_still_ends_at_min_lr(trial, steps, warmup_ratio):
     """The contract holds even when round(warmup_ratio * steps) would cover every step."""
     m = trial(lr=0.03, lr_schedule="cosine", warmup_ratio=warmup_ratio, min_lr_ratio=0.1,
               steps=steps, eval_every=steps)
-    assert m.history[-1]["lr"] == pytest.approx(0.003, abs=1e-12)
+    assert m.history[-1].lr == pytest.approx(0.003, abs=1e-12)
 
 
 @pytest.mark.parametrize("milestones,drops_at", [((0.2, 0.4, 0.8), (2, 4, 8)), ((0.6,), (6,))])
@@ -262,7 +262,7 @@ def test_step_schedule_drops_by_gamma_at_each_milestone(mkspec, trial, milestone
     assert lr_multiplier(spec, drops_at[0] - 1) == 1.0
     m = trial(lr_schedule="step", warmup_ratio=0.0, min_lr_ratio=0.1, steps=11, eval_every=11,
               lr=0.02, lr_step_milestones=milestones)
-    assert [h["lr"] for h in m.history] == pytest.approx([0.02 * e for e in expected], abs=1e-12)
+    assert [h.lr for h in m.history] == pytest.approx([0.02 * e for e in expected], abs=1e-12)
 
 
 # ---------------------------------------------------------------- 2. adamw_lr (the AdamW leg)
@@ -282,14 +282,14 @@ def test_adamw_lr_follows_the_same_multiplier(trial):
         m = trial(**kw, optimizer=optimizer)
         for t, h in enumerate(m.history):
             mult = expected_lr_mult("cosine", t, 10, 0.2, 0.1)
-            assert h["lr"] == pytest.approx(0.03 * mult, abs=1e-12)
-            assert h["adamw_lr"] == pytest.approx(0.005 * mult, abs=1e-12)
+            assert h.lr == pytest.approx(0.03 * mult, abs=1e-12)
+            assert h.adamw_lr == pytest.approx(0.005 * mult, abs=1e-12)
         assert traj(trial(**{**kw, "optimizer": optimizer, "adamw_lr": 0.001})) != traj(m)
 
     # optimizer=adamw without adamw_lr: one LR (spec.lr) for every parameter.
     ad = trial(**{k: v for k, v in kw.items() if k != "adamw_lr"}, optimizer="adamw")
     for t, h in enumerate(ad.history):
-        assert h["lr"] == h["adamw_lr"] == pytest.approx(0.03 * expected_lr_mult("cosine", t, 10, 0.2, 0.1),
+        assert h.lr == h.adamw_lr == pytest.approx(0.03 * expected_lr_mult("cosine", t, 10, 0.2, 0.1),
                                                          abs=1e-12)
 
 
@@ -425,9 +425,9 @@ def test_momentum_schedule_is_recorded_and_reaches_muon(trial, spy, kind):
               eval_every=steps)
     hist = m.history
     assert len(hist) == steps
-    norms = [h["grad_norm"] for h in hist]
+    norms = [h.grad_norm for h in hist]
     expected = [expected_momentum(kind, cfg, t, MOMENTUM, norms[:t]) for t in range(steps)]
-    assert [h["momentum"] for h in hist] == pytest.approx(expected, abs=1e-12)
+    assert [h.momentum for h in hist] == pytest.approx(expected, abs=1e-12)
     seen = spy.muon()
     assert len(seen) == steps
     assert [groups[0]["momentum"] for groups in seen] == pytest.approx(expected, abs=1e-12)
@@ -515,7 +515,8 @@ def test_adamw_betas_reach_adamw_and_change_the_trajectory(mkspec, trial):
     b = trial(optimizer="adamw", lr=3e-3, adamw_betas=(0.9, 0.999))
     c = trial(optimizer="adamw", lr=3e-3, adamw_betas=(0.8, 0.95))
     assert traj(a) != traj(b) and traj(a) != traj(c)
-    assert {h["momentum"] for h in c.history} == {0.8}  # adamw records beta1 as its momentum
+    # beta1 is logged as the AdamW leg's own setting, never as a momentum (AdamW has none)
+    assert {h.adamw_beta1 for h in c.history} == {0.8} and {h.momentum for h in c.history} == {None}
 
 
 # ---------------------------------------------------------------- 2. grad_accum (seed bug 1)
@@ -535,7 +536,7 @@ def test_grad_accum_scales_tokens_not_optimizer_steps(trial, spy, monkeypatch):
     assert len(calls) == steps * accum
     assert len(spy.muon()) == steps and len(spy.adamw()) == steps
     assert m.optimizer_steps == steps and len(m.history) == steps
-    assert [h["tokens"] for h in m.history] == [s * batch * accum * seq for s in range(1, steps + 1)]
+    assert [h.tokens for h in m.history] == [s * batch * accum * seq for s in range(1, steps + 1)]
     assert m.tokens_seen == steps * batch * accum * seq
     one = trial(steps=steps, eval_every=3, grad_accum=1)
     assert one.tokens_seen == steps * batch * seq and one.optimizer_steps == steps
@@ -589,25 +590,25 @@ def test_router_optimizer_moves_the_router(mkspec, trial):
 def test_grad_clip_clips_but_records_the_pre_clip_norm(trial):
     free = trial(grad_clip=None)
     clipped = trial(grad_clip=1e-3)
-    assert clipped.history[0]["grad_norm"] == free.history[0]["grad_norm"]  # same init, same batch
-    assert all(h["grad_norm"] > 1e-2 for h in clipped.history)
+    assert clipped.history[0].grad_norm == free.history[0].grad_norm  # same init, same batch
+    assert all(h.grad_norm > 1e-2 for h in clipped.history)
     assert traj(clipped) != traj(free)
 
 
 def test_eval_every_and_log_every(trial):
     m = trial(steps=10, eval_every=3, log_every=1)
-    assert [h["step"] for h in m.history] == list(range(1, 11))
-    assert [h["step"] for h in m.history if "val_loss" in h] == [3, 6, 9, 10]
-    assert all(("val_accuracy" in h) == ("val_loss" in h) for h in m.history)
-    assert m.final.val_loss == m.history[-1]["val_loss"]
+    assert [h.step for h in m.history] == list(range(1, 11))
+    assert [h.step for h in m.history if "val_loss" in h.model_fields_set] == [3, 6, 9, 10]
+    assert all(("val_accuracy" in h.model_fields_set) == ("val_loss" in h.model_fields_set) for h in m.history)
+    assert m.final.val_loss == m.history[-1].val_loss
     sparse = trial(steps=10, eval_every=3, log_every=4)
-    assert [h["step"] for h in sparse.history] == [3, 4, 6, 8, 9, 10]
+    assert [h.step for h in sparse.history] == [3, 4, 6, 8, 9, 10]
     assert sparse.final == m.final
 
 
 def test_eval_batches_changes_val_not_training(trial):
     a, b = trial(eval_batches=1), trial(eval_batches=2)
-    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert [h.train_loss for h in a.history] == [h.train_loss for h in b.history]
     assert a.final.val_loss != b.final.val_loss
 
 
@@ -772,7 +773,7 @@ def test_cli_failure_exits_with_one_line_and_the_reason_recorded(base, cache_dir
     assert {"spec", "status", "reason", "traceback", "final", "history"} <= set(m)  # what readers knew
     failed = read_metrics(tmp_path / "out")  # a valid TrialMetrics, not an ad-hoc dict
     assert failed.status == "failed" and "Traceback" in failed.traceback and failed.history == []
-    assert failed.final.val_loss is None and failed.spec == m["spec"]
+    assert failed.final.val_loss is None and failed.spec.model_dump(mode="json") == m["spec"]  # typed, as written
 
 
 def test_cli_divergence_is_a_result(base, cache_dir, tmp_path):

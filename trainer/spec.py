@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -327,6 +327,47 @@ class TrialSpec(Strict):
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.grad_accum * self.seq_len
+
+    def get(self, key: str) -> Any:
+        """The value at a dotted key ("lr", "momentum_schedule.kind", "model.d_model"): the inverse
+        of `set_dotted`, so `spec.get(k)` is what a spec built with `set_dotted(tree, k, v)` holds
+        at k. KeyError (one line) for a key this spec has no value at."""
+        node: Any = self
+        for part in key.split("."):
+            if not isinstance(node, BaseModel) or part not in type(node).model_fields:
+                raise KeyError(f"{key!r} is not a setting of this trial spec")
+            node = getattr(node, part)
+        return node
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its dotted key, values as JSON gives them (lists, not tuples)."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    """Set `key` ("momentum_schedule.warmup_steps") in a spec's JSON tree, making the parents it
+    needs (a model preset name is expanded to its dimensions first). TrialSpec.get reads it back."""
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part == "model":  # a preset name: expand to its dims
+            child = dict(MODEL_PRESETS[child])
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
 
 
 def load_spec(path) -> TrialSpec:

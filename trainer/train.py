@@ -211,7 +211,8 @@ def _record(step: int, spec: TrialSpec, opt, momentum: float, train_loss: float,
         "tokens": step * spec.tokens_per_step,
         "lr": opt.current_lr("muon", "adamw_hidden", "adamw_leg", "adamw_leg_no_decay"),  # hidden matrices
         "adamw_lr": opt.current_lr("adamw_leg", "adamw_leg_no_decay"),  # the AdamW leg
-        "momentum": momentum if opt.muon is not None else spec.adamw_betas[0],
+        "momentum": momentum if opt.muon is not None else None,  # Muon's; AdamW's beta1 is its own key
+        "adamw_beta1": opt.adamw.param_groups[0]["betas"][0] if opt.adamw is not None else None,
         "train_loss": train_loss,
         "grad_norm": grad_norm,
     }

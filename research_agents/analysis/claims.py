@@ -33,7 +33,8 @@ from research_agents.config import catalog
 from research_agents.config.catalog import claim_text
 from research_agents.config.study import Study
 from research_agents.fmt import f4, fd, fp
-from research_agents.records import COUNTED, TrialRecord
+from research_agents.records import COUNTED, HistoryPoint, TrialRecord
+from trainer.spec import load_spec
 
 Verdict = Literal["agrees", "disagrees", "inconclusive"]
 IGNORED_KEYS = ("seed", "save_checkpoint", "device", "compile", "log_every")
@@ -55,24 +56,14 @@ class ClaimResult(BaseModel):
 class Run:
     record: TrialRecord
     label: str  # the configuration's name in the findings (a point's name in a point run)
-    spec: dict[str, Any]  # effective trial spec, flattened to dotted keys
-    history: list[dict[str, Any]]  # the trainer's per-step log (metrics.json)
+    spec: dict[str, Any]  # effective trial spec by dotted key (TrialSpec.flat)
+    history: list[HistoryPoint]  # the trainer's per-step log (metrics.json)
     diagnostics: list[dict[str, Any]]
     peak_memory_mb: float | None = None
 
     @property
     def loss(self) -> float | None:
         return self.record.val_loss if self.record.ok else None
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def load_runs(out: Path, records: list[TrialRecord], findings: Findings) -> list[Run]:
@@ -84,13 +75,13 @@ def load_runs(out: Path, records: list[TrialRecord], findings: Findings) -> list
             continue
         metrics = r.metrics(out)
         spec = metrics.spec if metrics is not None else None
-        if not spec:
+        if spec is None:
             try:
-                spec = json.loads((Path(out) / r.run_dir / "spec.json").read_text())
-            except (OSError, ValueError):
-                spec = {}
-        runs.append(Run(r, labels.get(r.config, r.arm), flatten(spec),
-                        history=[h for h in metrics.history if isinstance(h, dict)] if metrics else [],
+                spec = load_spec(Path(out) / r.run_dir / "spec.json")
+            except (OSError, ValueError):  # ValidationError is a ValueError
+                spec = None
+        runs.append(Run(r, labels.get(r.config, r.arm), spec.flat() if spec is not None else {},
+                        history=list(metrics.history) if metrics else [],
                         diagnostics=list(metrics.diagnostics) if metrics else [],
                         peak_memory_mb=metrics.peak_memory_mb if metrics else None))
     return runs
@@ -418,4 +409,4 @@ def evaluate(study: Study, runs: list[Run], findings: Findings) -> list[ClaimRes
 
 
 __all__ = ["ClaimResult", "Run", "CLAIMS", "load_runs", "evaluate", "knob_pairs",
-           "schedule_comparisons", "final_svd_entropy", "flatten"]
+           "schedule_comparisons", "final_svd_entropy"]

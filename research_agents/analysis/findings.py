@@ -29,14 +29,14 @@ from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.fmt import params_text
-from research_agents.records import FAILED, ORIGINS, TrialRecord, by_config, counted, point_name
+from research_agents.records import FAILED, ORIGINS, TrialRecord, by_config, counted
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def _label(arm: str, params: dict[str, Any], runs: list[TrialRecord]) -> str:
     for r in runs:
-        if r.origin == "grid" and (name := point_name(r.rationale)):
+        if r.origin == "grid" and (name := r.point):
             return name
     return f"{arm} {params_text(params)}"
 

@@ -44,8 +44,8 @@ def mean_curve(runs: list[Run], key: str = "val_loss") -> tuple[list[int], list[
     by_step: dict[int, list[float]] = {}
     for run in runs:
         for h in run.history:
-            if _finite(h.get(key)) and _finite(h.get("step")):
-                by_step.setdefault(int(h["step"]), []).append(float(h[key]))
+            if _finite(value := getattr(h, key, None)):
+                by_step.setdefault(h.step, []).append(float(value))
     steps = sorted(by_step)
     return steps, [fmean(by_step[s]) for s in steps]
 
@@ -73,8 +73,7 @@ METHOD = ("each schedule vs the baseline: Welch t-test (the seed's t-test, unpai
 
 def momentum_analysis(runs: list[Run], fnd: Findings) -> MomentumAnalysis:
     groups = by_label([r for r in runs if r.record.status in ("completed", "diverged")])
-    curves = {label: [(h["step"], h["momentum"]) for h in rs[0].history
-                      if _finite(h.get("momentum")) and _finite(h.get("step"))]
+    curves = {label: [(h.step, h.momentum) for h in rs[0].history if _finite(h.momentum)]
               for label, rs in groups.items()}
     base, comps = schedule_comparisons(runs, min_effect=fnd.noise.threshold)
     target = None
@@ -84,12 +83,12 @@ def momentum_analysis(runs: list[Run], fnd: Findings) -> MomentumAnalysis:
     per: dict[str, dict] = {}
     for label, rs in groups.items():
         ok = [r for r in rs if r.loss is not None]
-        stab = [analyzer.stability([h["train_loss"] for h in r.history if "train_loss" in h]) for r in rs]
+        stab = [analyzer.stability([h.train_loss for h in r.history if "train_loss" in h.model_fields_set]) for r in rs]
         reach = []
         for r in ok:
-            ev = [h for h in r.history if _finite(h.get("val_loss"))]
+            ev = [h for h in r.history if _finite(h.val_loss)]
             reach.append(None if target is None or not ev else
-                         analyzer.steps_to_target([h["step"] for h in ev], [h["val_loss"] for h in ev], target))
+                         analyzer.steps_to_target([h.step for h in ev], [h.val_loss for h in ev], target))
         entry: dict[str, Any] = {
             "n": len(ok), "seeds": [r.record.seed for r in ok],
             "final_val_loss": analyzer.summarize([r.loss for r in ok]).model_dump(mode="json"),
@@ -131,7 +130,7 @@ class DiagnosticsRow(BaseModel):
 
 
 def _tail_grad(r: Run) -> float | None:
-    g = [h["grad_norm"] for h in r.history if _finite(h.get("grad_norm"))]
+    g = [h.grad_norm for h in r.history if _finite(h.grad_norm)]
     return _mean(g[-max(1, len(g) // 5):]) if g else None
 
 

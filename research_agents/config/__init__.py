@@ -4,9 +4,9 @@ Loading a study imports pydantic and trainer.spec only: no statistics, no plotti
 """
 
 from research_agents.config.plan import BadInput, Plan, make_plan
-from research_agents.config.space import Param, active_params, config_id, set_dotted
+from research_agents.config.space import Param, active_params, config_id
 from research_agents.config.study import Arm, Budget, PlannerSettings, Point, Scale, Seeds, Study, load_study, \
     validate_params
 
 __all__ = ["Arm", "BadInput", "Budget", "Param", "Plan", "PlannerSettings", "Point", "Scale", "Seeds", "Study",
-           "active_params", "config_id", "load_study", "make_plan", "set_dotted", "validate_params"]
+           "active_params", "config_id", "load_study", "make_plan", "validate_params"]

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainer.presets import MODEL_PRESETS
 
 # Two values of a float knob closer than this many grid steps are the same point (a planner that
 # proposes it proposes nothing new): for a log-scaled LR a factor 2**0.15, |log(lr/lr')| < 0.104.
@@ -119,20 +118,6 @@ class Param(Strict):
         if self.when:
             text += " when " + ", ".join(f"{k} in {v}" for k, v in self.when.items())
         return text
-
-
-def set_dotted(tree: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if isinstance(child, str) and part == "model":  # a preset name: expand to its dims
-            child = dict(MODEL_PRESETS[child])
-        if not isinstance(child, dict):
-            child = {}
-        node[part] = child
-        node = child
-    node[parts[-1]] = value
 
 
 def active_params(space: dict[str, Param], values: dict[str, Any]) -> list[str]:

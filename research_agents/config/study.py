@@ -16,9 +16,9 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from research_agents.config import catalog
-from research_agents.config.space import Param, Strict, active_params, config_id, set_dotted
+from research_agents.config.space import Param, Strict, active_params, config_id
 from trainer.presets import RUN_PRESETS
-from trainer.spec import TrialSpec, format_validation_error
+from trainer.spec import TrialSpec, format_validation_error, set_dotted
 
 
 class Tie(Strict):
@@ -233,14 +233,32 @@ class Study(Strict):
 
     def trial_spec(self, arm: str, params: dict[str, Any], seed: int,
                    preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrialSpec:
-        """preset -> study base -> arm base -> overrides -> params -> seed, validated."""
-        merged: dict[str, Any] = json.loads(json.dumps(RUN_PRESETS[preset or self.preset]))
+        """preset -> study base -> arm base -> overrides -> params -> seed, validated.
+
+        Built once per distinct input: a trial's spec is asked for when its action is validated,
+        when it is trained, predicted and planned around; the same layers give the same (frozen)
+        spec. An invalid spec raises ValidationError every time (failures are not kept)."""
         a = self.arms[arm]
-        for layer in (self.base, a.base, overrides or {}, params, a.tied({**a.base, **params})):
-            for key, value in layer.items():
-                set_dotted(merged, key, value)
-        merged["seed"] = seed
-        return TrialSpec.model_validate(merged)
+        layers = (self.base, a.base, overrides or {}, params, a.tied({**a.base, **params}))
+        key = json.dumps([preset or self.preset, seed, *layers], default=repr)  # the layers' order kept
+        spec = _SPECS.get(key)
+        if spec is None:
+            merged: dict[str, Any] = json.loads(json.dumps(RUN_PRESETS[preset or self.preset]))
+            for layer in layers:
+                for k, value in layer.items():
+                    set_dotted(merged, k, value)
+            merged["seed"] = seed
+            spec = TrialSpec.model_validate(merged)
+            if len(_SPECS) >= _SPECS_KEPT:
+                _SPECS.clear()
+            _SPECS[key] = spec
+        return spec
+
+
+# Study.trial_spec's specs by their inputs (preset, seed and every layer, as JSON): keyed by
+# content, not by study, so a study changed in place or loaded twice never gets a stale spec.
+_SPECS: dict[str, TrialSpec] = {}
+_SPECS_KEPT = 4096
 
 
 def validate_params(study: Study, arm: str, params: dict[str, Any], check_spec: bool = True,

@@ -13,12 +13,12 @@ from research_agents.config.study import Point, Study, validate_params
 from research_agents.planners.base import BasePlanner, Planner, PlanningContext
 from research_agents.planners.grid import GridPlanner, grid_points, parse_grid
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.records import POINT_PREFIX, Proposal
+from research_agents.records import Proposal
 
 
 def study_points(study: Study, points: list[Point] | None = None) -> list[Proposal]:
     """The study's named points (or the given ones) as grid proposals."""
-    return [Proposal(arm=p.arm, params=p.params, origin="grid", rationale=f"{POINT_PREFIX}{p.name}")
+    return [Proposal(arm=p.arm, params=p.params, origin="grid", point=p.name)
             for p in (study.points if points is None else points)]
 
 

@@ -46,7 +46,7 @@ from research_agents.planners.llm_client import LLMClient, LLMConfig, LLMUnavail
 from research_agents.planners.llm_prompt import config_labels, load_prompts, repair_message, replicable, \
     round_message, system_message
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.records import Bracket, Proposal, Replicate, StopArm, with_expected
+from research_agents.records import Bracket, Proposal, Replicate, StopArm
 
 REPLY_KEEP_CHARS = 3000  # of the model's last reply, carried into the repair conversation
 
@@ -139,7 +139,7 @@ class Vetting:
             problems.append(f"missing {', '.join(missing)}: every parameter of the arm needs a value")
         params = normalize(space, item.params)
         prop = Proposal(arm=item.arm, params=params, origin="llm", expected=item.expected,
-                        rationale=with_expected(item.rationale.strip()[:400], item.expected))
+                        rationale=item.rationale.strip()[:400])
         if problems:
             return "; ".join(problems), prop
         if config_id(item.arm, params) in self.seen:

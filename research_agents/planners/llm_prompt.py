@@ -25,7 +25,7 @@ from typing import Any
 
 from research_agents.fmt import fmt_value, params_line
 from research_agents.planners.base import PlanningContext
-from research_agents.records import BAD, CURVE_POINTS, Proposal, TrialRecord, expected_of
+from research_agents.records import BAD, CURVE_POINTS, Proposal, TrialRecord
 
 PROMPT_FILES = ("system", "round", "repair")
 SYSTEM_CHARS = 4000  # the system message, at most
@@ -295,14 +295,14 @@ def expectation_lines(ctx: PlanningContext, labels: dict[str, str]) -> list[str]
     """The model's own `expected` for its earlier points beside what they measured."""
     seen: dict[str, list[TrialRecord]] = {}
     for r in ctx.history:
-        if r.origin == "llm" and r.phase == "search" and expected_of(r.rationale):
+        if r.origin == "llm" and r.phase == "search" and r.expected and r.expected.strip():
             seen.setdefault(r.config, []).append(r)
     out = []
     for cid, rs in list(seen.items())[-EXPECTATION_ROWS:]:
         ok = [r.val_loss for r in rs if r.ok]
         got = f"measured {fmean(ok):.4f} (n={len(ok)})" if ok else f"measured nothing ({rs[-1].status})"
         out.append(f"- {labels.get(cid, rs[0].arm)} {params_line(rs[0].params)}: you expected "
-                   f"{expected_of(rs[0].rationale)}, {got}")
+                   f"{rs[0].expected.strip()}, {got}")
     return out
 
 

@@ -27,7 +27,7 @@ CSV_COLUMNS = ["id", "order", "round", "phase", "arm", "origin", "seed", "status
 def setup_from_metrics(metrics: TrialMetrics, study: Study | None = None, preset: str | None = None,
                        **extra: Any) -> dict[str, Any]:
     """The set-up facts of a study, read from one trial's metrics.json (what the report renders)."""
-    spec = metrics.spec or {}
+    spec = metrics.spec.model_dump(mode="json") if metrics.spec is not None else {}
     env = metrics.env or {}
     model = spec.get("model") or {}
     out: dict[str, Any] = {}

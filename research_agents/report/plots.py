@@ -18,7 +18,7 @@ from pathlib import Path
 from research_agents.analysis.claims import Run
 from research_agents.analysis.models import Findings
 from research_agents.analysis.seed_analyses import MomentumAnalysis, mean_curve
-from research_agents.records import COUNTED, TrialRecord, read_metrics
+from research_agents.records import COUNTED, HistoryPoint, TrialRecord, read_metrics
 
 MAX_HEATMAP_VALUES = 8
 
@@ -44,7 +44,7 @@ def _save(fig, path: Path, dpi: int) -> Path:
     return path
 
 
-def _history(out: Path, record: TrialRecord) -> list[dict]:
+def _history(out: Path, record: TrialRecord) -> list[HistoryPoint]:
     metrics = record.metrics(out)
     return metrics.history if metrics is not None else []
 
@@ -60,17 +60,18 @@ def trial_plot(run_dir: Path) -> Path | None:
     """metrics_plot.png in the trial's directory (None when it has no history); never raises."""
     try:
         metrics = read_metrics(Path(run_dir))
-        hist = [h for h in metrics.history if isinstance(h, dict)] if metrics is not None else []
+        hist = metrics.history if metrics is not None else []
         if not hist:
             return None
+        spec = metrics.spec
         plt = _plt()
         fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-        evals = [h for h in hist if _finite(h.get("val_loss"))]
+        evals = [h for h in hist if _finite(h.val_loss)]
         for ax, x in ((axes[0, 0], "time_s"), (axes[0, 1], "step")):
-            pts = [(h[x], h["train_loss"]) for h in hist if _finite(h.get(x)) and _finite(h.get("train_loss"))]
+            pts = [(getattr(h, x), h.train_loss) for h in hist if _finite(getattr(h, x)) and _finite(h.train_loss)]
             if pts:
                 ax.plot(*zip(*pts), lw=0.8, alpha=0.6, label="train loss")
-            vpts = [(h[x], h["val_loss"]) for h in evals if _finite(h.get(x))]
+            vpts = [(getattr(h, x), h.val_loss) for h in evals if _finite(getattr(h, x))]
             if vpts:
                 ax.plot(*zip(*vpts), marker="o", ms=3, label="val loss")
             ax.set_xlabel("wall time (s)" if x == "time_s" else "optimizer step")
@@ -79,7 +80,7 @@ def trial_plot(run_dir: Path) -> Path | None:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         ax = axes[1, 0]
-        apts = [(h["step"], h["val_accuracy"]) for h in evals if _finite(h.get("val_accuracy"))]
+        apts = [(h.step, h.val_accuracy) for h in evals if _finite(h.val_accuracy)]
         if apts:
             ax.plot(*zip(*apts), marker="o", ms=3, color="tab:green")
         ax.set_xlabel("optimizer step")
@@ -88,17 +89,17 @@ def trial_plot(run_dir: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax = axes[1, 1]
         for key, label in (("lr", "LR (main optimizer)"), ("adamw_lr", "AdamW-leg LR")):
-            pts = [(h["step"], h[key]) for h in hist if _finite(h.get(key))]
-            if pts and not (key == "adamw_lr" and metrics.spec.get("optimizer") == "adamw"):
+            pts = [(h.step, getattr(h, key)) for h in hist if _finite(getattr(h, key))]
+            if pts and not (key == "adamw_lr" and spec is not None and spec.optimizer == "adamw"):
                 ax.plot(*zip(*pts), label=label)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("learning rate")
         ax.set_title("LR schedule")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        spec = metrics.spec
         loss = f"{metrics.final.val_loss:.4f}" if _finite(metrics.final.val_loss) else "n/a"
-        fig.suptitle(f"{spec.get('optimizer', '?')} lr={spec.get('lr')} seed={spec.get('seed')}: "
+        fig.suptitle(f"{spec.optimizer if spec else '?'} lr={spec.lr if spec else None} "
+                     f"seed={spec.seed if spec else None}: "
                      f"{metrics.status}, final val loss {loss}", fontsize=10)
         return _save(fig, Path(run_dir) / "metrics_plot.png", dpi=100)
     except Exception:  # a plot must never break a run
@@ -208,8 +209,7 @@ def loss_curves(out: Path, records: list[TrialRecord], findings: Findings) -> Pa
         for r in records:
             if r.config != row.config:
                 continue
-            pts = [(h["step"], h["val_loss"]) for h in _history(out, r)
-                   if isinstance(h, dict) and _finite(h.get("val_loss")) and _finite(h.get("step"))]
+            pts = [(h.step, h.val_loss) for h in _history(out, r) if _finite(h.val_loss)]
             if not pts:
                 continue
             xs, ys = zip(*pts)

@@ -25,7 +25,7 @@ def write_round_report(out: Path, study: Study, round_no: int, round_records: li
     if round_records:
         lines.append(table(["arm", "params", "seed", "origin", "status", "val loss", "rationale"],
                            [[r.arm, params_text(r.params), r.seed, r.origin, r.status, f4(r.val_loss) if r.val_loss is not None else "-",
-                             (r.rationale or "")[:160]] for r in round_records]))
+                             r.shown_rationale[:160]] for r in round_records]))
     else:
         lines.append("Nothing ran this round.")
 

@@ -22,8 +22,11 @@ class BaseStore(abc.ABC):
 
     @abc.abstractmethod
     def start(self, arm: str, params: dict[str, Any], seed: int, origin: Origin, phase: Phase,
-              round: int, rationale: str, run_dir: str) -> TrialRecord:
-        """Record a trial about to run; its `order` counts every trial so far, this one included (from 1)."""
+              round: int, rationale: str, run_dir: str, point: str | None = None,
+              expected: str | None = None) -> TrialRecord:
+        """Record a trial about to run; its `order` counts every trial so far, this one included (from 1).
+        `point`: the named experiment it runs; `expected`: its proposer's forecast (kept beside the
+        rationale, each in its own field)."""
 
     @abc.abstractmethod
     def finish(self, record: TrialRecord, status: Status, metrics: TrialMetrics | None,

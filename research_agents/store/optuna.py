@@ -19,6 +19,9 @@ answering `records()` the store asks the database one cheap question (how many t
 largest id, how many finished) and re-reads only the trials that are new or were running when
 the answer differs from what its own writes predict. start() numbers trials (`order`) under a
 lock every driver of the study takes first, so two drivers never give out the same number.
+
+A trial's record fields are its user attributes (`point` and `expected` too; a store written
+before those were fields has them inside `rationale`, and TrialRecord reads them from there).
 """
 
 from __future__ import annotations
@@ -293,7 +296,8 @@ class OptunaStore(BaseStore):
                            readonly=readonly)
 
     # -- trials
-    def start(self, arm, params, seed, origin, phase, round, rationale, run_dir) -> TrialRecord:
+    def start(self, arm, params, seed, origin, phase, round, rationale, run_dir, point=None,
+              expected=None) -> TrialRecord:
         """One transaction: a process killed at any point leaves either no trial or a whole one."""
         fixed = searchable(self.spaces[arm], params)
         started = datetime.now(timezone.utc).isoformat()
@@ -301,7 +305,7 @@ class OptunaStore(BaseStore):
 
         def template(order: int) -> FrozenTrial:
             attrs = dict(seed=seed, origin=origin, phase=phase, round=round, rationale=rationale,
-                         run_dir=run_dir, order=order, status="running", started=started, driver=driver)
+                         point=point, expected=expected, run_dir=run_dir, order=order, status="running", started=started, driver=driver)
             return FrozenTrial(number=0, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
                                datetime_complete=None, params=fixed,
                                distributions=distributions(self.spaces[arm], fixed),
@@ -311,7 +315,8 @@ class OptunaStore(BaseStore):
         trial_id, order = self._create(self.studies[arm]._study_id, template)
         # as records() reads it back: the JSON the database holds (a tuple comes back a list)
         record = TrialRecord(id=trial_id, arm=arm, params=json.loads(json.dumps(params)), seed=seed, origin=origin,
-                             phase=phase, round=round, rationale=rationale, run_dir=run_dir, order=order,
+                             phase=phase, round=round, rationale=rationale, point=point, expected=expected,
+                             run_dir=run_dir, order=order,
                              status="running")
         self._drivers[trial_id] = driver
         self._remember(record, created=True)

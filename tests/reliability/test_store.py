@@ -119,6 +119,33 @@ def test_a_trial_never_trains_into_an_existing_directory(tmp_path, table):
     assert sum(r.status in COUNTED for r in loop.records()) == 8
 
 
+def test_a_store_written_before_point_and_expected_were_fields_reads_them_from_the_rationale(tmp_path):
+    """Trials as a store kept them before `point` and `expected` were fields (inside the rationale,
+    as "point: NAME" and "why [expected: X]"), written with Optuna's public API: they read back
+    with the fields set and the rationale shown exactly as it was; a new trial beside them keeps
+    its own fields."""
+    import optuna
+
+    study = load_study(write_study(tmp_path / "rel.toml"))
+    out = tmp_path / "run"
+    store = OptunaStore.for_study(out, study)
+    old = {1: ("grid", "point: muon_default"), 2: ("llm", "between the extremes [expected: 4.9]"),
+           3: ("policy", "measure the seed noise")}
+    for order, (origin, rationale) in old.items():
+        attrs = dict(params={"lr": 0.01 * order}, seed=0, origin=origin, phase="search", round=1, rationale=rationale,
+                     run_dir=f"trials/{order:04d}", order=order, status="completed", val_loss=4.0 + order)
+        store.studies["muon"].add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=4.0 + order,
+                                                                  user_attrs=attrs))
+    new = OptunaStore.for_study(out, study).start("muon", {"lr": 0.5}, 0, "llm", "search", 2, "bold", "trials/0004",
+                                                  expected="5")
+    records = OptunaStore.for_study(out, study, readonly=True).records()
+    assert [(r.point, r.expected, r.rationale) for r in records] == [
+        ("muon_default", None, ""), (None, "4.9", "between the extremes"), (None, None, "measure the seed noise"),
+        (None, "5", "bold")]
+    assert [r.shown_rationale for r in records[:3]] == [rationale for _, rationale in old.values()]
+    assert records[3].model_dump() == new.model_dump()
+
+
 KILLED_MID_WRITE = """
 import os, signal, sqlite3, sys
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
