@@ -44,7 +44,7 @@ from research_agents.execution.replay import ReplayExecutor
 from research_agents.loop import LoopHooks, ResearchLoop
 from research_agents.planners import GridPlanner, SamplerPlanner
 from research_agents.planners.policy import PolicyPlanner
-from research_agents.records import Proposal
+from research_agents.actions import Proposal
 from research_agents.report.round import write_round_report
 from research_agents.store import OptunaStore
 

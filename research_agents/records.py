@@ -1,5 +1,5 @@
-"""What the loop records: trial statuses and origins, one trial's record, a planner's proposal,
-and the trainer's typed metrics (the trainer -> loop contract).
+"""What the loop records: trial statuses and origins, one trial's record and the trainer's typed
+metrics (the trainer -> loop contract). The research actions a planner proposes are in actions.py.
 
 Every list of statuses the project uses is defined here, once.
 """
@@ -10,9 +10,9 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from research_agents.config.space import config_id
 from trainer.metrics import TrialMetrics, read_metrics
@@ -27,69 +27,6 @@ BAD = ("diverged", "failed", "timeout")  # finished without a usable loss
 POINT_PREFIX = "point: "  # rationale of a named experiment's runs: "point: NAME"
 CURVE_POINTS = (25, 50, 75, 100)  # % of a trial's steps at which its curve summary reads the val loss
 _EXPECTED = re.compile(r"\[expected: ([^\]]*)\]")
-
-
-class Proposal(BaseModel):
-    """Research action "try": train a new point on the search seeds (who proposed it and why)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["try"] = "try"
-    arm: str
-    params: dict[str, Any]
-    origin: Origin
-    rationale: str = ""
-    expected: str | None = None
-
-
-class Replicate(BaseModel):
-    """Research action: re-run a measured configuration on `seeds` more search seeds (the same
-    replicate seeds for every configuration, so replicates stay paired across configs and arms)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["replicate"] = "replicate"
-    arm: str
-    params: dict[str, Any]
-    seeds: int = Field(1, ge=1, le=10)
-    origin: Origin
-    rationale: str = ""
-
-
-class Bracket(BaseModel):
-    """Research action: measure the leader's grid neighbours on one knob (for an LR about a factor
-    of 2 either side) where they are missing; the loop expands it from the tuning evidence."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["bracket"] = "bracket"
-    arm: str
-    knob: str
-    origin: Origin
-    rationale: str = ""
-
-
-class StopArm(BaseModel):
-    """Research action: spend no more search runs on this arm (its budget goes unspent)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["stop"] = "stop"
-    arm: str
-    origin: Origin
-    rationale: str = ""
-
-
-# "confirm" (re-run each arm's leader on fresh paired seeds) is the loop's own last action.
-Action = Annotated[Union[Proposal, Replicate, Bracket, StopArm], Field(discriminator="kind")]
-
-
-def as_proposal(action: Proposal | Replicate | Bracket | StopArm) -> Proposal:
-    """What a rejected action is recorded as (its arm, params when it has any, origin, why)."""
-    params = getattr(action, "params", None)
-    if params is None:
-        params = {"knob": action.knob} if isinstance(action, Bracket) else {}
-    return Proposal(arm=action.arm, params=params, origin=action.origin, rationale=action.rationale)
 
 
 class TrialRecord(BaseModel):
@@ -226,7 +163,7 @@ def point_name(rationale: str) -> str | None:
 
 
 __all__ = ["Origin", "ORIGINS", "Phase", "Status", "COUNTED", "FAILED", "BAD", "POINT_PREFIX", "CURVE_POINTS",
-           "Proposal", "Replicate", "Bracket", "StopArm", "Action", "as_proposal", "CurveSummary", "curve_summary",
+           "CurveSummary", "curve_summary",
            "with_expected", "expected_of",
            "TrialRecord", "TrialMetrics", "read_metrics", "result_fields", "counted", "by_config", "mean_loss",
            "ranked_configs", "point_name"]
