@@ -269,7 +269,8 @@ def cmd_report(args, console: Console) -> int:
 
         plan = point_plan(study, study.select_points(saved["experiments"]), saved["budget"])
     else:
-        plan = make_plan(study, saved["budget"], saved.get("confirm_seeds"), adaptive=sizes_confirmation(saved.get("planner")))
+        plan = make_plan(study, saved["budget"], saved.get("confirm_seeds"),
+                         adaptive=sizes_confirmation(saved.get("planner")))
     findings = _final_report(out, study, plan, store, saved)
     console.print(f"report: {out / 'report.md'} ({findings.recommendation.confidence} confidence)")
     return EXIT_OK

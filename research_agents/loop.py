@@ -94,6 +94,7 @@ class ResearchLoop:
             rnd = self.plan_search(self.snapshot())
             if rnd is None:
                 return
+            self._record_plan(rnd)
             self.execute(rnd.round, rnd.runs)
 
     def confirm(self) -> None:
@@ -110,22 +111,26 @@ class ResearchLoop:
 
     # -- plan
     def plan_search(self, snap: Snapshot, planner: BasePlanner | None = None) -> RoundPlan | None:
-        """The next search round (None: the search is over). With `planner` (a dry copy, on a
-        projected snapshot) it is a prediction: nothing is recorded and no arm is marked exhausted."""
-        predicting = planner is not None
+        """The next search round (None: the search is over); it records nothing (see _record_plan),
+        so a prediction is this on a projected snapshot with a dry copy of the planner."""
         wanted = {a: n for a, n in snap.round_slots.items() if a not in self._exhausted}
         if not any(wanted.values()):
             return None
-        rnd = search_round(snap, planner or self.planner, wanted, self.context(snap),
-                           on_stop=None if predicting else self._record_stop)
-        if not predicting:
-            self._record_rejections(rnd.round, rnd.rejections)
-            self._exhausted |= rnd.stopped
-            for arm in rnd.empty:
-                self._exhausted.add(arm)
-                self.hooks.on_message(f"planner {self.planner.name} has nothing new for arm {arm}: "
-                                      "its search ends here")
-        return rnd
+        return search_round(snap, planner or self.planner, wanted, self.context(snap))
+
+    def _record_plan(self, rnd: RoundPlan) -> None:
+        """The round's stops and rejections into the store; arms stopped or left without a proposal
+        end their search."""
+        for item in rnd.stops:
+            self.store.append_meta("actions", [{"round": rnd.round, "kind": "stop", "arm": item.arm,
+                                                "origin": item.origin, "reason": item.rationale}])
+            self.hooks.on_message(f"{item.origin}: stop searching {item.arm}: {item.rationale}")
+        self._record_rejections(rnd.round, rnd.rejections)
+        self._exhausted |= {item.arm for item in rnd.stops}
+        for arm in rnd.empty:
+            self._exhausted.add(arm)
+            self.hooks.on_message(f"planner {self.planner.name} has nothing new for arm {arm}: "
+                                  "its search ends here")
 
     def predicted(self) -> list[Run]:
         """The runs the next batch would make if the trials running now changed nothing, for the
@@ -159,11 +164,6 @@ class ResearchLoop:
             metrics = record.metrics(self.out)
             self._curves[record.id] = curve_summary(metrics) if metrics is not None else None
         return self._curves[record.id]
-
-    def _record_stop(self, round_no: int, item: StopArm) -> None:
-        self.store.append_meta("actions", [{"round": round_no, "kind": "stop", "arm": item.arm,
-                                            "origin": item.origin, "reason": item.rationale}])
-        self.hooks.on_message(f"{item.origin}: stop searching {item.arm}: {item.rationale}")
 
     def _record_rejections(self, round_no: int, rejections: list[tuple[Proposal, str]]) -> None:
         if not rejections:

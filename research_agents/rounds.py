@@ -2,15 +2,13 @@
 (actions.py), ask again for what was rejected (bounded), and cut the runs at each arm's allowance;
 or, once the search is over, the confirmation runs.
 
-Planning here has no side effects of its own (the planner may keep its records): a stop is handed
-to `on_stop`, the rejections come back in the result, so the loop records them and a prediction
-simply does not.
+Planning here has no side effects of its own (the planner may keep its records): the stops and the
+rejections come back in the result, so the loop records them and a prediction simply does not.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from research_agents import budget
 from research_agents.actions import Confirm, Ledger, Proposal, Run, StopArm, Work, expand, search_runs, seed_sets
@@ -25,13 +23,12 @@ MAX_PLANNER_RETRIES = 3
 class RoundPlan:
     round: int
     runs: list[Run]
-    stopped: set[str]  # arms the planner stopped
+    stops: list[StopArm]  # accepted stops, in order (their arms' search ends)
     empty: list[str]  # arms that wanted proposals and got none (the planner has nothing new)
     rejections: list[tuple[Proposal, str]] = field(default_factory=list)
 
 
-def search_round(snap: Snapshot, planner: BasePlanner, wanted: dict[str, int], ctx: PlanningContext,
-                 on_stop: Callable[[int, StopArm], None] | None = None) -> RoundPlan:
+def search_round(snap: Snapshot, planner: BasePlanner, wanted: dict[str, int], ctx: PlanningContext) -> RoundPlan:
     """The next search round for the arms in `wanted` (slots per arm), its runs fixed before any
     trains (so parallel workers give the same study as one). `ctx` is the planning context of the
     snapshot; each attempt gets it with the slots still needed and the rejections so far."""
@@ -39,6 +36,7 @@ def search_round(snap: Snapshot, planner: BasePlanner, wanted: dict[str, int], c
     round_no = ctx.round
     work: list[Work] = []
     stopped: set[str] = set()
+    stops: list[StopArm] = []
     rejections: list[tuple[Proposal, str]] = []
     seen = {r.config for r in snap.records if r.phase == "search"}
     if planner.starts_at_study_point:  # every adaptive planner starts an arm from the study's point
@@ -67,8 +65,7 @@ def search_round(snap: Snapshot, planner: BasePlanner, wanted: dict[str, int], c
                     continue
                 ledger.accept(item)
                 if isinstance(item, StopArm):
-                    if on_stop is not None:
-                        on_stop(round_no, item)
+                    stops.append(item)
                 else:
                     work.append(item)
         # planners that validate and repair by themselves (LLM) hand over what they rejected
@@ -76,7 +73,7 @@ def search_round(snap: Snapshot, planner: BasePlanner, wanted: dict[str, int], c
         if not new_rejections:
             break
     empty = [a for a in wanted if wanted[a] and a not in stopped and not any(w.arm == a for w in work)]
-    return RoundPlan(round_no, search_runs(work, snap.search_left, round_no), stopped, empty, rejections)
+    return RoundPlan(round_no, search_runs(work, snap.search_left, round_no), stops, empty, rejections)
 
 
 def confirm_round(snap: Snapshot) -> list[Run]:

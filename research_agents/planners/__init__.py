@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+from research_agents.actions import Proposal
 from research_agents.config.study import Point, Study, validate_params
 from research_agents.planners.base import BasePlanner, Planner, PlanningContext
 from research_agents.planners.grid import GridPlanner, grid_points, parse_grid
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.actions import Proposal
 from research_agents.records import POINT_PREFIX
 
 

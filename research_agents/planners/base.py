@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 import optuna
 
+from research_agents.actions import Proposal
 from research_agents.config.space import Param
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
-from research_agents.actions import Proposal
 from research_agents.records import CurveSummary, TrialRecord
 from trainer.spec import TrialSpec
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from research_agents.actions import Proposal
 from research_agents.config.space import config_id
 from research_agents.config.study import Study
 from research_agents.planners.base import BasePlanner, PlanningContext
-from research_agents.actions import Proposal
 
 
 def parse_grid(text: str) -> dict[str, list[Any]]:

@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from research_agents.actions import Proposal, StopArm
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMUnavailable
-from research_agents.actions import Proposal, StopArm
 
 
 def warmup_for(setting: int, points: int) -> int:

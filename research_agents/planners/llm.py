@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from research_agents.actions import DUPLICATE, Bracket, Ledger, Proposal, Replicate, StopArm, Work, slots_left
 from research_agents.config.space import Param, active_params, config_id, near_duplicate
 from research_agents.fmt import fmt_value, params_line
 from research_agents.planners.base import BasePlanner, PlanningContext
@@ -45,7 +46,6 @@ from research_agents.planners.llm_client import LLMClient, LLMConfig, LLMUnavail
 from research_agents.planners.llm_prompt import config_labels, load_prompts, repair_message, replicable, \
     round_message, system_message
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.actions import DUPLICATE, Bracket, Ledger, Proposal, Replicate, StopArm, Work, slots_left
 from research_agents.records import with_expected
 
 REPLY_KEEP_CHARS = 3000  # of the model's last reply, carried into the repair conversation

@@ -24,11 +24,11 @@ from dataclasses import replace
 from statistics import fmean
 from typing import Any
 
+from research_agents.actions import Proposal, Replicate
 from research_agents.config.space import Param, active_params
 from research_agents.evidence import ArmEvidence
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.actions import Proposal, Replicate
 from research_agents.records import by_config
 
 REPLICATE_UNTIL = 3  # a leader within the noise of its runner-up is replicated up to this many runs
