@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from research_agents.actions import Proposal
 from research_agents.analysis import stats
 from research_agents.analysis.findings import analyze
 from research_agents.config import load_study, make_plan
@@ -44,7 +45,6 @@ from research_agents.execution.replay import ReplayExecutor
 from research_agents.loop import LoopHooks, ResearchLoop
 from research_agents.planners import GridPlanner, SamplerPlanner
 from research_agents.planners.policy import PolicyPlanner
-from research_agents.records import Proposal
 from research_agents.report.round import write_round_report
 from research_agents.store import OptunaStore
 

@@ -260,6 +260,7 @@ def cmd_status(args, console: Console) -> int:
 
 def cmd_report(args, console: Console) -> int:
     from research_agents.config import make_plan
+    from research_agents.planners import sizes_confirmation
 
     out, saved, study, store = _open_run(args.out)
     rundir.check_writable(out, "report:")  # it rewrites the reports (never the store)
@@ -268,7 +269,8 @@ def cmd_report(args, console: Console) -> int:
 
         plan = point_plan(study, study.select_points(saved["experiments"]), saved["budget"])
     else:
-        plan = make_plan(study, saved["budget"], saved.get("confirm_seeds"), adaptive=saved.get("planner") == "policy")
+        plan = make_plan(study, saved["budget"], saved.get("confirm_seeds"),
+                         adaptive=sizes_confirmation(saved.get("planner")))
     findings = _final_report(out, study, plan, store, saved)
     console.print(f"report: {out / 'report.md'} ({findings.recommendation.confidence} confidence)")
     return EXIT_OK
@@ -294,7 +296,7 @@ def cmd_run(args, console: Console) -> int:
         if points is None:
             planner, planner_line = make_planner(args.planner, study, args.grid, llm=llm_config(args))
             plan = make_plan(study, args.budget or runforms.DEFAULT_BUDGET, args.seeds,
-                             adaptive=planner.name == "policy")
+                             adaptive=planner.sizes_confirmation)
         else:
             if args.grid or args.seeds is not None or args.planner not in ("auto", "grid"):
                 raise ValueError("named experiments run as defined on the study's seeds: "

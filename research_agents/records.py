@@ -1,5 +1,5 @@
-"""What the loop records: trial statuses and origins, one trial's record, a planner's proposal,
-and the trainer's typed metrics (the trainer -> loop contract).
+"""What the loop records: trial statuses and origins, one trial's record and the trainer's typed
+metrics (the trainer -> loop contract). The research actions a planner proposes are in actions.py.
 
 Every list of statuses the project uses is defined here, once.
 """
@@ -10,9 +10,9 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, model_validator
 
 from research_agents.config.space import config_id
 from trainer.metrics import HistoryPoint, TrialMetrics, read_metrics
@@ -36,76 +36,6 @@ def clip_expected(value: Any) -> str | None:
     if not value:
         return None
     return str(value).strip()[:EXPECTED_CHARS].replace("]", ")")
-
-
-class Proposal(BaseModel):
-    """Research action "try": train a new point on the search seeds (who proposed it and why;
-    `point`: the study's named experiment it runs; `expected`: the proposer's forecast)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["try"] = "try"
-    arm: str
-    params: dict[str, Any]
-    origin: Origin
-    rationale: str = ""
-    point: str | None = None
-    expected: str | None = None
-
-    @field_validator("expected", mode="before")
-    @classmethod
-    def _clip(cls, value: Any) -> str | None:
-        return clip_expected(value)
-
-
-class Replicate(BaseModel):
-    """Research action: re-run a measured configuration on `seeds` more search seeds (the same
-    replicate seeds for every configuration, so replicates stay paired across configs and arms)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["replicate"] = "replicate"
-    arm: str
-    params: dict[str, Any]
-    seeds: int = Field(1, ge=1, le=10)
-    origin: Origin
-    rationale: str = ""
-
-
-class Bracket(BaseModel):
-    """Research action: measure the leader's grid neighbours on one knob (for an LR about a factor
-    of 2 either side) where they are missing; the loop expands it from the tuning evidence."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["bracket"] = "bracket"
-    arm: str
-    knob: str
-    origin: Origin
-    rationale: str = ""
-
-
-class StopArm(BaseModel):
-    """Research action: spend no more search runs on this arm (its budget goes unspent)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["stop"] = "stop"
-    arm: str
-    origin: Origin
-    rationale: str = ""
-
-
-# "confirm" (re-run each arm's leader on fresh paired seeds) is the loop's own last action.
-Action = Annotated[Union[Proposal, Replicate, Bracket, StopArm], Field(discriminator="kind")]
-
-
-def as_proposal(action: Proposal | Replicate | Bracket | StopArm) -> Proposal:
-    """What a rejected action is recorded as (its arm, params when it has any, origin, why)."""
-    params = getattr(action, "params", None)
-    if params is None:
-        params = {"knob": action.knob} if isinstance(action, Bracket) else {}
-    return Proposal(arm=action.arm, params=params, origin=action.origin, rationale=action.rationale)
 
 
 class TrialRecord(BaseModel):
@@ -261,7 +191,6 @@ def split_rationale(text: str) -> dict[str, Any]:
 
 
 __all__ = ["Origin", "ORIGINS", "Phase", "Status", "COUNTED", "FAILED", "BAD", "POINT_PREFIX", "CURVE_POINTS",
-           "Proposal", "Replicate", "Bracket", "StopArm", "Action", "as_proposal", "CurveSummary", "curve_summary",
-           "EXPECTED_CHARS", "clip_expected", "split_rationale",
-           "TrialRecord", "TrialMetrics", "HistoryPoint", "read_metrics", "result_fields", "counted", "by_config", "mean_loss",
-           "ranked_configs"]
+           "CurveSummary", "curve_summary", "EXPECTED_CHARS", "clip_expected", "split_rationale",
+           "TrialRecord", "TrialMetrics", "HistoryPoint", "read_metrics", "result_fields", "counted", "by_config",
+           "mean_loss", "ranked_configs"]

@@ -1,8 +1,8 @@
 """The house rules: imports flow one way, no import circle (lazy imports included), a study loads light.
 
 Layers, lowest first (a module may import its own layer and those below, never above):
-fmt/argtypes -> config -> records -> store/execution/planners -> analysis -> report -> loop/console
--> cli/rundir. trainer/ imports nothing of research_agents.
+fmt/argtypes -> config -> records/evidence/budget/actions -> store/execution/planners -> analysis
+-> report -> loop/console/snapshot/rounds -> cli/rundir. trainer/ imports nothing of research_agents.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ PKG = ROOT / "research_agents"
 LAYERS = [
     {"fmt", "argtypes"},
     {"config"},
-    {"records", "evidence"},
+    {"records", "evidence", "budget", "actions"},
     {"store", "execution", "planners"},
     {"analysis"},
     {"report"},
-    {"loop", "console"},
+    {"loop", "console", "snapshot", "rounds"},
     {"cli", "rundir", "__main__"},
 ]
 

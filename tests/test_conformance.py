@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from research_agents.actions import Proposal, Replicate
 from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config import load_study, validate_params
 from research_agents.execution import BaseExecutor, LocalExecutor, Outcome
@@ -21,7 +22,7 @@ from research_agents.planners.hybrid import HybridPlanner
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMConfig
 from research_agents.planners.policy import PolicyPlanner
-from research_agents.records import Proposal, Replicate, TrialMetrics, TrialRecord
+from research_agents.records import TrialMetrics, TrialRecord
 from research_agents.store import BaseStore, OptunaStore
 from tests.openai_stub import StubLLM, batch
 

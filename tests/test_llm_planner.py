@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from research_agents.actions import Proposal
 from research_agents import cli
 from research_agents.config import config_id, load_study, validate_params
 from research_agents.execution import LocalExecutor, Outcome
@@ -28,7 +29,7 @@ from research_agents.planners.base import PlanningContext
 from research_agents.planners.hybrid import HybridPlanner, llm_slots
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMConfig
-from research_agents.records import Proposal, TrialMetrics, TrialRecord, curve_summary
+from research_agents.records import TrialMetrics, TrialRecord, curve_summary
 from research_agents.store import OptunaStore
 from tests.openai_stub import StubLLM, batch
 

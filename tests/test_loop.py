@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from research_agents.actions import Proposal
 from research_agents.cli import main
 from research_agents.config import BadInput, Study, load_study, make_plan
 from research_agents.execution import BaseExecutor, Outcome
 from research_agents.loop import LoopHooks, ResearchLoop
 from research_agents.planners import SamplerPlanner
 from research_agents.planners.base import BasePlanner, PlanningContext
-from research_agents.records import COUNTED, Proposal, TrialMetrics
+from research_agents.records import COUNTED, TrialMetrics
 from research_agents.store import OptunaStore
 from tests.conftest import fast_study_toml
 

@@ -21,6 +21,7 @@ from research_agents.cli import main
 from research_agents.config import load_study
 from research_agents.execution import LocalExecutor
 from research_agents.loop import ResearchLoop
+from research_agents.planners.base import BasePlanner
 from research_agents.store import OptunaStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,25 +99,15 @@ def test_runs_trained_ahead_on_idle_workers_are_adopted_and_change_nothing(tmp_p
     assert not (ahead.out / ".speculative").exists()
 
 
-class _Drifting:
+class _Drifting(BasePlanner):
     """A pure-looking planner whose next point depends on how many trials have ended: asked while a
     trial runs, it predicts a run the round will not make."""
 
     name = "drifting"
     pure = True
 
-    def __init__(self):
-        from research_agents.planners.base import BasePlanner
-
-        self.base = BasePlanner
-
-    def dry_copy(self):
-        import copy
-
-        return copy.copy(self)
-
     def propose(self, ctx):
-        from research_agents.records import Proposal
+        from research_agents.actions import Proposal
 
         done = sum(1 for r in ctx.history if r.status != "running")
         # (LRs a factor of 2 apart take different times in the table: the round's runs end apart)
@@ -125,14 +116,6 @@ class _Drifting:
                          origin="random", rationale="drift")
                 for arm, n in ctx.wanted.items() for i in range(n)]
 
-    def drain_rejections(self):
-        return []
-
-    def attach(self, *a, **k):
-        pass
-
-    def public(self):
-        return None
 
 
 def test_runs_trained_ahead_that_no_round_makes_are_thrown_away_and_never_counted(tmp_path):

@@ -202,7 +202,7 @@ def test_a_neighbour_better_beyond_the_noise_moves_the_leader_and_reopens_the_br
 
 def _lr_proposals(records: list[TrialRecord]) -> list[float]:
     from research_agents.planners.base import PlanningContext
-    from research_agents.records import Proposal
+    from research_agents.actions import Proposal
 
     s = study()
     ctx = PlanningContext(study=s, wanted={"adamw": 2}, history=records, round=3,

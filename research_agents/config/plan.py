@@ -27,6 +27,17 @@ class Plan:
     adaptive: bool = False
 
 
+def split_shares(runs: int, weights: dict[str, float]) -> dict[str, int]:
+    """`runs` split across arms by their weights (the study's `share`): each arm its rounded-down
+    part, the rounding remainder one run each to the first arms in study order. The one rounding
+    rule of the budget (the plan's split and the adaptive allowance both use it)."""
+    total = sum(weights.values())
+    share = {a: int(runs * w / total) for a, w in weights.items()}
+    for a in list(weights)[: runs - sum(share.values())]:
+        share[a] += 1
+    return share
+
+
 def make_plan(study: Study, budget: int, confirm_seeds: int | None = None, adaptive: bool = False) -> Plan:
     """Split the budget: confirmation reserve first, then search shares per arm (the split an
     adaptive plan starts from, before any noise is measured)."""
@@ -43,10 +54,7 @@ def make_plan(study: Study, budget: int, confirm_seeds: int | None = None, adapt
         raise BadInput(f"--budget {budget} is too small for study {study.name!r}: it needs at least "
                        f"{min_search + len(arms) * leaders * 2} runs ({min_search} search + "
                        f"{len(arms) * leaders * 2} confirmation)")
-    total_share = sum(a.share for a in study.arms.values())
-    share = {a: int(search * study.arms[a].share / total_share) for a in arms}
-    for a in arms[: search - sum(share.values())]:  # hand out the rounding remainder
-        share[a] += 1
+    share = split_shares(search, {a: study.arms[a].share for a in arms})
     start = study.seeds.confirm_start
     seeds = [s for s in range(start, start + n_seeds + len(study.seeds.search))
              if s not in study.seeds.search][:n_seeds]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+from research_agents.actions import Proposal
 from research_agents.config.study import Point, Study, validate_params
 from research_agents.planners.base import BasePlanner, Planner, PlanningContext
 from research_agents.planners.grid import GridPlanner, grid_points, parse_grid
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.records import Proposal
 
 
 def study_points(study: Study, points: list[Point] | None = None) -> list[Proposal]:
@@ -127,5 +127,14 @@ def _llm_planner(kind: str, study: Study, llm) -> tuple[BasePlanner, str]:
                     f"points); {errors})")
 
 
+def sizes_confirmation(name: str | None) -> bool:
+    """Whether the planner a run saved under `name` has an adaptive plan (the confirmation sized by
+    the measured noise): its class says so (`BasePlanner.sizes_confirmation`)."""
+    from research_agents.planners.policy import PolicyPlanner
+
+    classes = [GridPlanner, SamplerPlanner, PolicyPlanner]
+    return any(cls.sizes_confirmation for cls in classes if cls.name == name)
+
+
 __all__ = ["BasePlanner", "Planner", "PlanningContext", "GridPlanner", "SamplerPlanner", "make_planner",
-           "point_planner", "study_points", "PLANNERS"]
+           "point_planner", "study_points", "sizes_confirmation", "PLANNERS"]

@@ -16,10 +16,11 @@ from typing import Any, Callable
 
 import optuna
 
+from research_agents.actions import Proposal
 from research_agents.config.space import Param
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
-from research_agents.records import Bracket, CurveSummary, Proposal, Replicate, StopArm, TrialRecord
+from research_agents.records import CurveSummary, TrialRecord
 from trainer.spec import TrialSpec
 
 
@@ -54,6 +55,9 @@ class PlanningContext:
 class BasePlanner(abc.ABC):
     name: str = "base"
     pure: bool = False  # propose() is a function of its context alone (see dry_copy)
+    # what the loop does differently per planner (never by its name):
+    starts_at_study_point: bool = True  # the loop runs each arm's study start point first
+    sizes_confirmation: bool = False  # its plan is adaptive: the confirmation sized by the measured noise
 
     @abc.abstractmethod
     def propose(self, ctx: PlanningContext) -> list[Proposal]:
@@ -81,27 +85,6 @@ class BasePlanner(abc.ABC):
 
 
 Planner = BasePlanner  # the name the loop and the CLI use
-
-
-def action_slots(action, ctx: PlanningContext) -> int:
-    """How many of a round's wanted slots an action fills, as the loop counts them: a try one, a
-    replicate one per search-seed set it adds, a bracket one per missing neighbour."""
-    if isinstance(action, Bracket):
-        ev = ctx.evidence.get(action.arm)
-        knob = ev.knob(action.knob) if ev is not None else None
-        return max(1, len(knob.to_try)) if knob is not None else 1
-    if isinstance(action, Replicate):
-        return -(-action.seeds // len(ctx.study.seeds.search))
-    return 1
-
-
-def slots_left(ctx: PlanningContext, wanted: dict[str, int], actions: list) -> dict[str, int]:
-    """The wanted slots these actions leave open, per arm (an arm they stop has none)."""
-    left = dict(wanted)
-    for a in actions:
-        if a.arm in left:
-            left[a.arm] = 0 if isinstance(a, StopArm) else left[a.arm] - action_slots(a, ctx)
-    return {a: n for a, n in left.items() if n > 0}
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:

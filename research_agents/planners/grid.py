@@ -9,10 +9,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from research_agents.actions import Proposal
 from research_agents.config.space import config_id
 from research_agents.config.study import Study
 from research_agents.planners.base import BasePlanner, PlanningContext
-from research_agents.records import Proposal
 
 
 def parse_grid(text: str) -> dict[str, list[Any]]:
@@ -61,6 +61,7 @@ def grid_points(study: Study, grid: dict[str, list[Any]]) -> list[Proposal]:
 
 class GridPlanner(BasePlanner):
     name = "grid"
+    starts_at_study_point = False  # a manual grid runs exactly its points
     pure = True  # (its points are fixed)
 
     def __init__(self, points: list[Proposal]):

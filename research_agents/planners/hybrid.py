@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from research_agents.planners.base import BasePlanner, PlanningContext, action_slots
+from research_agents.actions import Proposal, StopArm
+from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMUnavailable
-from research_agents.records import Proposal, StopArm
 
 
 def warmup_for(setting: int, points: int) -> int:
@@ -139,7 +139,7 @@ class HybridPlanner(BasePlanner):
             if any(isinstance(a, StopArm) for a in mine):
                 out += mine
                 continue
-            used = sum(action_slots(a, ctx) for a in mine)
+            used = sum(a.slots(ctx.evidence, len(ctx.study.seeds.search)) for a in mine)
             if used < slots.get(arm, 0):
                 self.llm.note_fill(ctx.round, arm, slots[arm] - used)
             out += mine + [p for p in tpe if p.arm == arm][: max(0, n - used)]

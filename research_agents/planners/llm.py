@@ -36,17 +36,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from research_agents.actions import DUPLICATE, Bracket, Ledger, Proposal, Replicate, StopArm, Work, slots_left
 from research_agents.config.space import Param, active_params, config_id, near_duplicate
-from research_agents.config.study import validate_params
 from research_agents.fmt import fmt_value, params_line
-from research_agents.planners.base import BasePlanner, PlanningContext, slots_left
+from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.llm_actions import LLMBracket, LLMReplicate, LLMStop, LLMTry, action_schema, \
     parse_actions
 from research_agents.planners.llm_client import LLMClient, LLMConfig, LLMUnavailable
 from research_agents.planners.llm_prompt import config_labels, load_prompts, repair_message, replicable, \
     round_message, system_message
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.records import Bracket, Proposal, Replicate, StopArm
 
 REPLY_KEEP_CHARS = 3000  # of the model's last reply, carried into the repair conversation
 
@@ -71,26 +70,29 @@ def normalize(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any]
 @dataclass
 class Vetting:
     """One round's checks of the model's actions against the study, the history and what this
-    round already accepted. `check` gives (why it is rejected, or None; the action)."""
+    round already accepted. `check` gives (why it is rejected, or None; the action). The rules
+    every planner's actions share (validity of a point, duplicates, slot costs, the runs a
+    replicate may take, a bracket's points) are actions.py's, on its Ledger; what is checked here
+    only is the LLM's own: labels, near-duplicates, one replicate/bracket/stop per round, the
+    hybrid's strict slots, a stop before the LR is bracketed."""
 
     ctx: PlanningContext
     wanted: dict[str, int]
     labels: dict[str, str]  # config id -> label
     suggestions: list[Proposal] = field(default_factory=list)
     strict_slots: bool = False  # no action takes more slots than are left (hybrid: the LLM's share)
-    need: dict[str, int] = field(init=False)
-    seen: set[str] = field(init=False)
+    ledger: Ledger = field(init=False)  # slots still needed, configurations seen, runs accepted per arm
     points: dict[str, list[tuple[dict[str, Any], str]]] = field(init=False)  # arm -> (params, what it is)
-    runs: dict[str, int] = field(init=False)  # search runs accepted this round, per arm
     done: set[tuple[str, str]] = field(init=False)  # (kind, what) of replicates and brackets accepted
 
     def __post_init__(self) -> None:
         study = self.ctx.study
-        self.need = dict(self.wanted)
-        self.seen = {r.config for r in self.ctx.history}
+        seen = {r.config for r in self.ctx.history}
         # an arm's start point is in the history or accepted this round before the planner is asked
         starts = {a: study.arms[a].start for a in study.arms if study.arms[a].start is not None}
-        self.seen |= {config_id(a, p) for a, p in starts.items()}
+        seen |= {config_id(a, p) for a, p in starts.items()}
+        self.ledger = Ledger(study, self.ctx.history, self.ctx.evidence, self.ctx.search_left, dict(self.wanted),
+                             seen, runs={a: 0 for a in study.arms})
         self.points = {a: [] for a in study.arms}
         for r in self.ctx.history:
             if r.phase == "search":
@@ -99,12 +101,15 @@ class Vetting:
             self.points[a].append((p, "the arm's start point"))
         for p in self.suggestions:
             self.points[p.arm].append((p.params, "the sampler's suggestion this round"))
-        self.runs = {a: 0 for a in study.arms}
         self.done = set()
 
     @property
+    def need(self) -> dict[str, int]:
+        return self.ledger.need
+
+    @property
     def n_seeds(self) -> int:
-        return len(self.ctx.study.seeds.search)
+        return self.ledger.n_seeds
 
     def check(self, item: LLMTry | LLMReplicate | LLMBracket | LLMStop) -> tuple[str | None, Any]:
         """(None, action) accepted; ("extra", None) surplus (the arm's slots are full: dropped unchecked);
@@ -133,7 +138,7 @@ class Vetting:
 
     def _try(self, item: LLMTry) -> tuple[str | None, Any]:
         space = self.ctx.study.arms[item.arm].space
-        problems = validate_params(self.ctx.study, item.arm, item.params)
+        problems = Proposal(arm=item.arm, params=item.params, origin="llm").problems(self.ledger)
         missing = [k for k in active_params(space, item.params) if k not in item.params]
         if missing:
             problems.append(f"missing {', '.join(missing)}: every parameter of the arm needs a value")
@@ -142,16 +147,14 @@ class Vetting:
                         rationale=item.rationale.strip()[:400])
         if problems:
             return "; ".join(problems), prop
-        if config_id(item.arm, params) in self.seen:
-            return "duplicate of an earlier trial", prop
+        if config_id(item.arm, params) in self.ledger.seen:
+            return DUPLICATE, prop
         for other, what in self.points[item.arm]:
             if near_duplicate(space, params, other):
                 return (f"near-duplicate of {what} {json.dumps(other, sort_keys=True)}: not a new point "
                         "(a float knob within a factor 1.11, the rest equal)"), prop
-        self.seen.add(config_id(item.arm, params))
         self.points[item.arm].append((params, "a point accepted earlier this round"))
-        self.need[item.arm] -= 1
-        self.runs[item.arm] += self.n_seeds
+        self.ledger.accept(Work(item.arm, params, list(self.ctx.study.seeds.search), "llm"))
         return None, prop
 
     def _replicate(self, item: LLMReplicate) -> tuple[str | None, Any]:
@@ -163,44 +166,41 @@ class Vetting:
             return (f"replicate: unknown configuration {item.config!r} for arm {item.arm}; labels: "
                     f"{', '.join(known[-12:]) or 'none yet'}"), self._raw(item)
         params = mine[0].params
-        if not any(r.ok for r in mine):
+        if not Replicate.measured(mine, cid):
             return f"replicate: {item.config} has no completed run to repeat", self._raw(item)
         if ("replicate", cid) in self.done:
             return (f"replicate: {item.config} is already replicated this round (ask for more seeds in one "
                     "action)"), self._raw(item)
-        left = self.ctx.search_left.get(item.arm, 0) - self.runs[item.arm]
-        if left < 1:
-            return f"replicate: arm {item.arm} has no search runs left", self._raw(item)
+        if why := Replicate.no_runs_left(self.ledger, item.arm):
+            return why, self._raw(item)
+        left = self.ledger.runs_left(item.arm)
         seeds = min(item.seeds, left, self.need[item.arm] * self.n_seeds if self.strict_slots else left)
         action = Replicate(arm=item.arm, params=params, seeds=seeds, origin="llm",
                            rationale=(item.rationale.strip()[:400] or f"replicate {item.config}"))
         self.done.add(("replicate", cid))
-        self.need[item.arm] -= -(-seeds // self.n_seeds)
-        self.runs[item.arm] += seeds
+        self.ledger.count(item.arm, seeds, action.slots(self.ctx.evidence, self.n_seeds))
         return None, action
 
     def _bracket(self, item: LLMBracket) -> tuple[str | None, Any]:
+        action = Bracket(arm=item.arm, knob=item.knob, origin="llm", rationale=item.rationale.strip()[:400])
         ev = self.ctx.evidence.get(item.arm)
-        knob = ev.knob(item.knob) if ev is not None and ev.leader_config is not None else None
+        knob = action.knob_evidence(self.ctx.evidence) if ev is not None and ev.leader_config is not None else None
         if knob is None:
             return (f"bracket: {item.knob!r} is not a searched knob of arm {item.arm} with a measured leader"
                     ), self._raw(item)
-        if not knob.to_try:
-            return f"bracket: {item.knob} is already {knob.status}: nothing to bracket", self._raw(item)
+        if why := Bracket.settled(knob):
+            return f"bracket: {why}", self._raw(item)
         if ("bracket", f"{item.arm}:{item.knob}") in self.done:
             return f"bracket: {item.knob} of arm {item.arm} is already bracketed this round", self._raw(item)
-        if self.strict_slots and len(knob.to_try) > self.need[item.arm]:
+        slots = action.slots(self.ctx.evidence, self.n_seeds)
+        if self.strict_slots and slots > self.need[item.arm]:
             values = ", ".join(map(fmt_value, knob.to_try))
-            return (f"bracket: {item.knob} needs {len(knob.to_try)} slots ({values}) and {self.need[item.arm]} "
+            return (f"bracket: {item.knob} needs {slots} slots ({values}) and {self.need[item.arm]} "
                     "is left for you this round: try one of those points instead"), self._raw(item)
-        action = Bracket(arm=item.arm, knob=item.knob, origin="llm", rationale=item.rationale.strip()[:400])
         self.done.add(("bracket", f"{item.arm}:{item.knob}"))
-        for value in knob.to_try:
-            params = {**ev.leader_params, item.knob: value}
-            self.seen.add(config_id(item.arm, params))
+        for params in action.points(self.ctx.evidence):
             self.points[item.arm].append((params, "a bracket point accepted earlier this round"))
-        self.need[item.arm] -= len(knob.to_try)
-        self.runs[item.arm] += len(knob.to_try) * self.n_seeds
+            self.ledger.accept(Work(item.arm, params, list(self.ctx.study.seeds.search), "llm"))
         return None, action
 
     def _stop(self, item: LLMStop) -> tuple[str | None, Any]:
@@ -335,7 +335,7 @@ class LLMPlanner(BasePlanner):
         except LLMUnavailable as err:
             self.fail(ctx.round, err)
             return self.sampler.propose(ctx)
-        need = slots_left(ctx, ctx.wanted, got)
+        need = slots_left(ctx.evidence, len(ctx.study.seeds.search), ctx.wanted, got)
         if not need:
             return got
         fill = self.sampler.propose(replace(ctx, wanted=need, rejections=[*ctx.rejections, *self._rejections]))

@@ -23,9 +23,10 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
+from research_agents.actions import Proposal
 from research_agents.fmt import fmt_value, params_line
 from research_agents.planners.base import PlanningContext
-from research_agents.records import BAD, CURVE_POINTS, Proposal, TrialRecord
+from research_agents.records import BAD, CURVE_POINTS, TrialRecord
 
 PROMPT_FILES = ("system", "round", "repair")
 SYSTEM_CHARS = 4000  # the system message, at most

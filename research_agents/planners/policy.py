@@ -24,11 +24,12 @@ from dataclasses import replace
 from statistics import fmean
 from typing import Any
 
+from research_agents.actions import Proposal, Replicate
 from research_agents.config.space import Param, active_params
 from research_agents.evidence import ArmEvidence
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.sampler import SamplerPlanner
-from research_agents.records import Proposal, Replicate, by_config
+from research_agents.records import by_config
 
 REPLICATE_UNTIL = 3  # a leader within the noise of its runner-up is replicated up to this many runs
 EXPLORE_RESERVE = 1  # search runs kept back when exploring another knob: a first LR neighbour of a new leader
@@ -43,6 +44,7 @@ def _mid(p: Param) -> Any:
 
 class PolicyPlanner(BasePlanner):
     name = "policy"
+    sizes_confirmation = True  # it measures the noise early so the plan can size the confirmation
     pure = True  # (its TPE is seeded per round and arm; the noise flag is recomputed each call)
 
     def __init__(self, seed: int = 0, startup_trials: int = 3):

@@ -14,8 +14,8 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState, create_trial
 
+from research_agents.actions import Proposal
 from research_agents.planners.base import BasePlanner, PlanningContext, suggest
-from research_agents.records import Proposal
 from research_agents.store.optuna import distributions
 
 

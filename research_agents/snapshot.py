@@ -1,0 +1,78 @@
+"""What one planning step reads, computed once and passed explicitly: the trial records, the
+trials still running, the tuning evidence, the seed noise, the budget spent and left.
+
+A prediction (what the next round would make, to fill an idle worker) is planning on a
+`projected` snapshot: the running trials count as spent, as they will once they end; planning on
+it writes nothing (see rounds.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from research_agents import budget
+from research_agents.analysis.stats import noise_floor
+from research_agents.analysis.tuning import tuning_evidence
+from research_agents.config.plan import Plan
+from research_agents.config.study import Study
+from research_agents.evidence import ArmEvidence
+from research_agents.records import COUNTED, TrialRecord, by_config, spent
+
+
+@dataclass
+class Snapshot:
+    study: Study
+    plan: Plan
+    records: list[TrialRecord]
+    projected: bool = False  # running trials count as spent (a prediction)
+
+    def spent(self, phase: str | None = None, arm: str | None = None) -> int:
+        statuses = (*COUNTED, "running") if self.projected else COUNTED
+        return spent(self.records, phase, arm, statuses=statuses)
+
+    @property
+    def running(self) -> list[TrialRecord]:
+        return [r for r in self.records if r.status == "running"]
+
+    @property
+    def next_round(self) -> int:
+        return max((r.round for r in self.records), default=0) + 1
+
+    @cached_property
+    def evidence(self) -> dict[str, ArmEvidence]:
+        return tuning_evidence(self.study, self.records)
+
+    @cached_property
+    def noise_sd(self) -> float | None:
+        groups = {cid: [r.val_loss for r in rs] for cid, rs in by_config(r for r in self.records if r.ok).items()}
+        return noise_floor(groups).pooled_sd
+
+    @cached_property
+    def allowance(self) -> dict[str, int]:
+        """Search runs each arm may spend in all (budget.search_allowance)."""
+        return budget.search_allowance(self.study, self.plan, self.records, self.evidence)
+
+    @cached_property
+    def search_left(self) -> dict[str, int]:
+        """Search runs each arm may still spend."""
+        return {a: self.allowance[a] - self.spent("search", a) for a in self.study.arms}
+
+    @property
+    def budget_left(self) -> int:
+        return self.plan.budget - self.spent()
+
+    @property
+    def round_slots(self) -> dict[str, int]:
+        """Proposals each arm gets in the next search round."""
+        return budget.round_slots(self.study, self.search_left)
+
+    @property
+    def confirm_seeds(self) -> list[int]:
+        return budget.confirm_seeds(self.plan, self.evidence)
+
+    def leaders(self, arm: str) -> list[dict]:
+        return budget.leaders(self.study, self.records, arm)
+
+
+__all__ = ["Snapshot"]
