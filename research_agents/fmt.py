@@ -45,6 +45,17 @@ def fp(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.3g}"
 
 
+def fp4(p: float | None) -> str:
+    """p-values to 4 decimals, tiny ones in exponent form (the statistics' own sentences)."""
+    if p is None:
+        return "n/a"
+    if p == 0:
+        return "0"
+    if p < 1e-4:
+        return f"{p:.1e}"
+    return f"{p:.4f}".rstrip("0").rstrip(".") if p < 1 else "1"
+
+
 def fs(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
@@ -65,4 +76,4 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["fmt_value", "params_text", "params_line", "f4", "fp", "fs", "fd", "cell", "table"]
+__all__ = ["fmt_value", "params_text", "params_line", "f4", "fp", "fp4", "fs", "fd", "cell", "table"]
