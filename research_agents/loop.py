@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from research_agents.analysis.questions import round_questions
 from research_agents.analysis.stats import noise_floor
 from research_agents.config.plan import Plan
 from research_agents.config.space import config_id
@@ -35,7 +36,7 @@ from research_agents.records import COUNTED, Bracket, CurveSummary, Proposal, Re
     by_config, curve_summary, ranked_configs
 from research_agents.records import as_proposal as _as_proposal
 from research_agents.records import spent as _spent
-from research_agents.report.round import latest_round_report, round_path
+from research_agents.report.round import round_path
 from research_agents.store.base import BaseStore
 
 MAX_PLANNER_RETRIES = 3
@@ -468,7 +469,8 @@ class ResearchLoop:
                 break
             records = self.records()
             ctx = PlanningContext(study=self.study, wanted=need, history=records, round=round_no,
-                                  round_report=self.latest_round_report(), budget_left=self.plan.budget - self.spent(),
+                                  open_questions=round_questions(self.study, records, self.plan),
+                                  budget_left=self.plan.budget - self.spent(),
                                   noise_sd=self.noise_sd(), rejections=list(rejections),
                                   evidence=tuning_evidence(self.study, records),
                                   search_left={a: self.search_allowance(a) - self.spent("search", a)
@@ -579,9 +581,6 @@ class ResearchLoop:
                 for arm, params, seed in todo]
 
     # -- what the planner reads
-    def latest_round_report(self) -> str:
-        return latest_round_report(self.out)
-
     def curve(self, record: TrialRecord) -> CurveSummary | None:
         """A finished trial's curve summary from its metrics.json (read once, on demand)."""
         if record.status not in COUNTED:

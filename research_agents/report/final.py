@@ -18,6 +18,8 @@ from research_agents.config.study import Study
 from research_agents.records import TrialMetrics, TrialRecord
 from research_agents.report import plots, sections
 from research_agents.report.format import json_safe
+from research_agents.report.recommendation import recommendation_text
+from research_agents.report.words import knob_text
 
 CSV_COLUMNS = ["id", "order", "round", "phase", "arm", "origin", "seed", "status", "val_loss",
                "val_accuracy", "val_perplexity", "train_loss", "wall_time_s", "tokens_seen", "config",
@@ -61,6 +63,30 @@ def _write_csv(path: Path, records: list[TrialRecord]) -> None:
                         json.dumps(r.params, sort_keys=True, default=str), r.reason or ""])
 
 
+_REC_KEYS = ("confidence", "winner_arm", "winner_config", "winner_params", "best_arm", "best_config",
+             "best_params", "basis")
+_KNOB_DATA = ("below_state", "above_state", "low", "high")
+
+
+def summary_json(fnd: Findings) -> dict[str, Any]:
+    """The findings as summary.json has always shown them: the numbers, with the words beside them
+    (the recommendation's, the spread's, each comparison's note and each knob's line) in place of
+    the data they are made from."""
+    out = fnd.model_dump(mode="json")
+    rec = out["recommendation"]
+    out["recommendation"] = {"text": recommendation_text(fnd.recommendation), **{k: rec[k] for k in _REC_KEYS}}
+    out["spread"]["text"] = sections.spread_text(fnd.spread)
+    for res, dumped in zip(fnd.comparisons, out["comparisons"]):
+        dumped.pop("missing")
+        dumped["note"] = sections.comparison_note(res)
+    for arm, ev in fnd.tuning.items():
+        for k, dumped in zip(ev.knobs, out["tuning"][arm]["knobs"]):
+            for key in _KNOB_DATA:
+                dumped.pop(key)
+            dumped["text"] = knob_text(k)
+    return out
+
+
 def write_final_report(out: Path, study: Study, plan: Plan | None, records: list[TrialRecord], setup: dict,
                        commands: list[str], extra_sections: Sequence[tuple[str, str]] = (),
                        correction: str = "holm", findings: Findings | None = None) -> Findings:
@@ -80,7 +106,7 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
              "", "## Noise floor and spread", "", *sections.noise_section(fnd),
              "", "## Tuning evidence", "", *sections.tuning_section(fnd.tuning),
              "", "## Comparisons", "", *sections.comparison_section(fnd),
-             "", "## Recommendation", "", fnd.recommendation.text, "",
+             "", "## Recommendation", "", recommendation_text(fnd.recommendation), "",
              f"Confidence: {fnd.recommendation.confidence}",
              *[line for heading, body in extra_sections for line in ("", f"## {heading}", "", body.rstrip())],
              "", "## LR sensitivity", "", *sections.lr_section(fnd),
@@ -95,7 +121,7 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
     (out / "report.md").write_text("\n".join(lines))
 
     _write_csv(out / "results.csv", records)
-    summary = {**fnd.model_dump(mode="json"), "setup": setup,
+    summary = {**summary_json(fnd), "setup": setup,
                "plots": {t: p.relative_to(out).as_posix() for t, p in made.items()}}
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False))
     return fnd
