@@ -15,9 +15,9 @@ from research_agents.analysis.findings import analyze
 from research_agents.analysis.models import Findings
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
+from research_agents.fmt import json_safe
 from research_agents.records import TrialMetrics, TrialRecord
 from research_agents.report import plots, sections
-from research_agents.report.format import json_safe
 from research_agents.report.recommendation import recommendation_text
 from research_agents.report.words import knob_text
 
@@ -49,6 +49,16 @@ def setup_from_metrics(metrics: TrialMetrics, study: Study | None = None, preset
         out[key] = env.get(key)
     out.update(extra)
     return out
+
+
+def leader_histories(out: Path, records: list[TrialRecord], fnd: Findings) -> dict[int, list[dict]]:
+    """The metrics history of each arm's leader's runs, by trial id (what the loss-curve figure draws)."""
+    configs = {row.config for row in fnd.leaders().values()}
+    histories = {}
+    for r in records:
+        if r.config in configs and (metrics := r.metrics(out)) is not None:
+            histories[r.id] = metrics.history
+    return histories
 
 
 def _write_csv(path: Path, records: list[TrialRecord]) -> None:
@@ -98,7 +108,7 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fnd = findings or analyze(study, records, plan, correction=correction)
-    made = plots.make_all(out, records, fnd)
+    made = plots.make_all(out, records, fnd, leader_histories(out, records, fnd))
 
     lines = [f"# {study.name}", "", "## Question", "", *sections.question_section(study, fnd),
              "", "## Set-up", "", *sections.setup_section(setup),

@@ -9,9 +9,8 @@ from research_agents.analysis.findings import analyze
 from research_agents.analysis.questions import open_questions
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
-from research_agents.fmt import f4, fs, params_text, table
+from research_agents.fmt import f4, fs, mean_ci, params_text, table
 from research_agents.records import BAD, TrialRecord
-from research_agents.report.format import mean_ci
 from research_agents.report.sections import spread_text, tuning_section
 from research_agents.report.words import question_lines
 

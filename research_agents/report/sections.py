@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from research_agents.analysis.claims import ClaimResult
 from research_agents.analysis.models import ComparisonResult, Findings, Spread
@@ -12,16 +11,7 @@ from research_agents.analysis.seed_analyses import DiagnosticsRow, MomentumAnaly
 from research_agents.analysis.stats import Comparison
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
-from research_agents.fmt import f4, fmt_value, fp, fs, params_text, table
-from research_agents.report.format import ci
-
-
-def _render_value(v: Any) -> str:
-    if isinstance(v, float):
-        return fmt_value(v)
-    if isinstance(v, (dict, list, tuple)):
-        return "`" + json.dumps(v, sort_keys=True, default=str) + "`"
-    return str(v)
+from research_agents.fmt import ci, f4, fmt_value, fp, fs, params_text, setup_value, table
 
 
 def setup_section(setup: dict) -> list[str]:
@@ -31,9 +21,9 @@ def setup_section(setup: dict) -> list[str]:
     for key, value in setup.items():
         if isinstance(value, dict) and value and all(not isinstance(v, dict) for v in value.values()):
             lines.append(f"- **{key}**:")
-            lines += [f"  - {k}: {_render_value(v)}" for k, v in value.items()]
+            lines += [f"  - {k}: {setup_value(v)}" for k, v in value.items()]
         else:
-            lines.append(f"- **{key}**: {_render_value(value)}")
+            lines.append(f"- **{key}**: {setup_value(value)}")
     return lines
 
 
