@@ -378,6 +378,7 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
     from research_agents.loop import LoopHooks, ResearchLoop
     from research_agents.planners.llm_client import LLMUnavailable
     from research_agents.report.plots import TrialPlots
+    from research_agents.report.recommendation import recommendation_text
     from research_agents.report.round import write_round_report
 
     console.print(planner_line, markup=False)
@@ -427,7 +428,7 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
     plots.close()  # every trial's plot drawn before the report
     findings = _final_report(out, study, plan, store, saved)
     console.print(f"recommendation ({findings.recommendation.confidence} confidence): "
-                  f"{findings.recommendation.text}", markup=False)
+                  f"{recommendation_text(findings.recommendation)}", markup=False)
     console.print(f"report: {out / 'report.md'}", markup=False)
     if interrupted:
         console.print("interrupted: the running trial is marked interrupted; run the same command to resume",

@@ -1,9 +1,12 @@
-"""Tuning evidence: is each arm's optimum bracketed on each searched knob? (models only)
+"""What the search has shown, as data the planners read (models only, no sentences).
 
-analysis/tuning.py computes it from the trial records; the reports render it, the planners read
-it (the default policy brackets what is open), and the recommendation's confidence is capped by
-it: an arm whose LR is not bracketed is not tuned, and a comparison with it cannot be "moderate"
-or "high".
+Tuning evidence: is each arm's optimum bracketed on each searched knob? analysis/tuning.py
+computes it from the trial records; the reports render it, the planners read it (the default
+policy brackets what is open), and the recommendation's confidence is capped by it: an arm whose
+LR is not bracketed is not tuned, and a comparison with it cannot be "moderate" or "high".
+
+Open questions: what the search has not settled yet (analysis/questions.py computes them, the
+round report and the LLM prompt render them with report/words.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pydantic import BaseModel, Field
 
 KnobStatus = Literal["bracketed", "open below", "open above", "open both", "edge low", "edge high",
                      "all choices tried", "choices untried", "not searched"]
+SideState = Literal["closed", "open", "edge"]  # measured and not better / untested / the space's bound
 BRACKET_REACH = 1.5  # a measured neighbour counts when at most 1.5 grid steps away (a factor 2.8 in LR)
 
 
@@ -35,7 +39,10 @@ class KnobEvidence(BaseModel):
     below: Neighbour | None = None
     above: Neighbour | None = None
     to_try: list[Any] = Field(default_factory=list)  # the grid values that would close the open sides
-    text: str = ""
+    below_state: SideState | None = None  # None: a choice knob, nothing measured, or not searched
+    above_state: SideState | None = None
+    low: Any = None  # the space's bounds (what an open side reaches to)
+    high: Any = None
 
 
 class ArmEvidence(BaseModel):
@@ -65,4 +72,39 @@ class ArmEvidence(BaseModel):
         return [k for k in self.knobs if k.status not in ("bracketed", "all choices tried", "not searched")]
 
 
-__all__ = ["KnobStatus", "Neighbour", "KnobEvidence", "ArmEvidence", "BRACKET_REACH"]
+QuestionCode = Literal[
+    "fewer runs",  # arm has fewer completed runs (n) than the best-covered arm (most)
+    "lr smallest",  # the best lr is the smallest tried (at_bound: and the space's lower bound)
+    "lr largest",  # ... the largest tried (at_bound: and the space's upper bound)
+    "lr range at edge",  # the near-optimal lr range [lo, hi] (margin) reaches the edges tried
+    "lr unmeasured",  # n distinct lr values completed, 3 needed
+    "few values",  # knobs tried at few values: (knob, n)
+    "single-run leader",  # the leader (a configuration's description) rests on one run
+    "top two close",  # the arm's top two configs differ by gap, within threshold
+    "leaders noise unknown",  # the arm leaders differ by gap (best: arm); the noise is not measured
+    "leaders close",  # the arm leaders (arms) differ by gap, within threshold
+]
+
+
+class OpenQuestion(BaseModel):
+    """One thing the search has not settled yet: a code and its numbers (report/words.py words it)."""
+
+    code: QuestionCode
+    arm: str | None = None
+    n: int | None = None
+    most: int | None = None
+    lr: float | None = None
+    at_bound: bool = False
+    lo: float | None = None
+    hi: float | None = None
+    margin: float | None = None
+    edges: list[Literal["lowest", "highest"]] = Field(default_factory=list)
+    knobs: list[tuple[str, int]] = Field(default_factory=list)
+    leader: str | None = None
+    gap: float | None = None
+    threshold: float | None = None
+    arms: list[str] = Field(default_factory=list)
+
+
+__all__ = ["KnobStatus", "SideState", "Neighbour", "KnobEvidence", "ArmEvidence", "BRACKET_REACH", "QuestionCode",
+           "OpenQuestion"]

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from research_agents.actions import Proposal, Run, StopArm
+from research_agents.analysis.questions import round_questions
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.execution.base import BaseExecutor, TrialInterrupted
 from research_agents.execution.scheduler import TrialScheduler, trial_dir
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.records import COUNTED, CurveSummary, TrialRecord, curve_summary
-from research_agents.report.round import latest_round_report, round_path
+from research_agents.report.round import round_path
 from research_agents.rounds import RoundPlan, confirm_round, search_round
 from research_agents.snapshot import Snapshot
 from research_agents.store.base import BaseStore
@@ -151,7 +152,8 @@ class ResearchLoop:
     def context(self, snap: Snapshot) -> PlanningContext:
         """What the planner reads (its wanted slots and rejections are set per attempt)."""
         return PlanningContext(study=self.study, wanted={}, history=snap.records, round=snap.next_round,
-                               round_report=latest_round_report(self.out), budget_left=snap.budget_left,
+                               open_questions=round_questions(self.study, snap.records, self.plan),
+                               budget_left=snap.budget_left,
                                noise_sd=snap.noise_sd, evidence=dict(snap.evidence),
                                search_left=dict(snap.search_left), preset=self.preset, overrides=self.overrides,
                                curve_of=self.curve)

@@ -1,8 +1,10 @@
 """The house rules: imports flow one way, no import circle (lazy imports included), a study loads light.
 
 Layers, lowest first (a module may import its own layer and those below, never above):
-fmt/argtypes -> config -> records/evidence/budget/actions -> store/execution/planners -> analysis
--> report -> loop/console/snapshot/rounds -> cli/rundir. trainer/ imports nothing of research_agents.
+fmt/argtypes -> config -> records/evidence/budget/actions/report.words -> store/execution/planners
+-> analysis -> report -> loop/console/snapshot/rounds -> cli/rundir. trainer/ imports nothing of research_agents.
+report.words (the words for the evidence and open questions the planners also read) sits low so the LLM
+prompt renders with it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ PKG = ROOT / "research_agents"
 LAYERS = [
     {"fmt", "argtypes"},
     {"config"},
-    {"records", "evidence", "budget", "actions"},
+    {"records", "evidence", "budget", "actions", "report.words"},
     {"store", "execution", "planners"},
     {"analysis"},
     {"report"},
@@ -64,10 +66,14 @@ def _graph() -> dict[str, set[str]]:
 
 
 def _layer(module: str) -> int:
-    top = module.split(".")[1] if "." in module else ""
-    for i, names in enumerate(LAYERS):
-        if top in names:
-            return i
+    """The layer of the longest entry that names the module or a package above it ("report.words"
+    before "report")."""
+    parts = module.split(".")[1:]
+    for depth in range(len(parts), 0, -1):
+        name = ".".join(parts[:depth])
+        for i, names in enumerate(LAYERS):
+            if name in names:
+                return i
     return -1
 
 

@@ -24,6 +24,7 @@ import pytest
 from research_agents.actions import Proposal
 from research_agents import cli
 from research_agents.config import config_id, load_study, validate_params
+from research_agents.evidence import OpenQuestion
 from research_agents.execution import LocalExecutor, Outcome
 from research_agents.planners.base import PlanningContext
 from research_agents.planners.hybrid import HybridPlanner, llm_slots
@@ -683,15 +684,13 @@ def test_prompt_is_bounded_over_a_200_trial_study():
                                    rationale="because " * 60, expected="4.9"))
         return out
 
-    report = ("# Round 50\n\n## Tried this round\n\n" + "| a | b |\n" * 800 + "\n## Budget\n\nUsed 200 of 300.\n\n"
-              "## Open questions\n\n" + "".join(f"- question {k}: is lr {k} bracketed?\n" for k in range(12))
-              + "\n## Something else\n\nnot a question\n")
+    questions = [OpenQuestion(code="lr unmeasured", arm=f"arm{k}", n=k) for k in range(40)]
     curve = CurveSummary(val_loss={25: 6.1, 50: 5.5, 75: 5.2, 100: 5.0}, diverged_step=37)
     sizes = []
     for n in (200, 400):
         history = records(n)
         ctx = PlanningContext(study=study, wanted={"muon": 2, "adamw": 2}, history=history, round=n // 4,
-                              round_report=report, noise_sd=0.02, evidence=tuning_evidence(study, history),
+                              open_questions=questions, noise_sd=0.02, evidence=tuning_evidence(study, history),
                               search_left={"muon": 40, "adamw": 40}, curve_of=lambda r: curve,
                               rejections=[(Proposal(arm="muon", params=point("muon"), origin="llm"), "why " * 80)] * 30)
         suggestions = [Proposal(arm="muon", params={**point("muon"), "lr": 0.019652301234}, origin="tpe")] * 6
@@ -703,10 +702,11 @@ def test_prompt_is_bounded_over_a_200_trial_study():
         assert len(system) <= llm_prompt.SYSTEM_CHARS and len(user) <= llm_prompt.ROUND_CHARS
         assert len(repair) <= llm_prompt.REPAIR_CHARS
         sizes.append(len(system) + len(user))
-        # what matters survives the bound: set-up, evidence, open questions (by heading, not by length),
+        # what matters survives the bound: set-up, evidence, open questions (whole lines, up to the cap),
         # curves, the model's own expectations, full-precision suggestions
         assert "100 optimizer steps" in system and "lr: float in [0.003, 1.2]" in system
-        assert "- question 0: is lr 0 bracketed?" in user and "not a question" not in user
+        assert "- arm0: lr sensitivity not measurable yet (0 distinct lr value(s) completed, 3 needed)." in user
+        assert "arm39:" not in user  # (the section keeps whole lines up to its cap)
         assert "diverged at step 37" in user and "you expected 4.9, measured" in user
         assert "0.019652301234" in user and "more not shown" in user and "- muon: leader muon-" in user
     assert max(sizes) <= llm_prompt.SYSTEM_CHARS + llm_prompt.ROUND_CHARS

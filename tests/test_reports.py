@@ -10,7 +10,9 @@ from research_agents.analysis.findings import analyze
 from research_agents.config import Plan, Study
 from research_agents.records import TrialRecord, read_metrics
 from research_agents.report.final import CSV_COLUMNS, setup_from_metrics, write_final_report
+from research_agents.report.recommendation import recommendation_text
 from research_agents.report.round import write_round_report
+from research_agents.report.sections import comparison_note
 
 SECTIONS = ["## Question", "## Set-up", "## Ranking", "## Noise floor and spread", "## Comparisons",
             "## Recommendation", "## LR sensitivity", "## Outcomes by origin", "## Budget", "## Plots",
@@ -146,7 +148,7 @@ def test_large_consistent_difference(tmp_path):
     rec = fnd.recommendation
     assert rec.confidence in ("high", "moderate") and rec.winner_arm == "muon"
     assert rec.confidence == "high"  # p_adj tiny, muon lower on every seed
-    assert "lr=0.04" in rec.text and "Confidence: high" in report
+    assert "lr=0.04" in recommendation_text(rec) and "Confidence: high" in report
     # ranking: every config, best first; unfinished ones last and marked
     assert len(fnd.configs) == 14
     means = [c.summary.mean for c in fnd.configs if c.summary.mean is not None]
@@ -177,7 +179,7 @@ def test_identical_distributions_are_not_called_different(tmp_path):
     assert c.verdict == "no evidence of a difference"
     rec = fnd.recommendation
     assert rec.confidence == "low" and rec.winner_arm is None
-    lowered = rec.text.lower()
+    lowered = recommendation_text(rec).lower()
     assert "better" not in lowered and "outperform" not in lowered and "use " not in lowered
     assert "cannot tell them apart" in lowered and "more confirmation seeds" in lowered
     assert "Confidence: low" in report
@@ -188,7 +190,7 @@ def test_nothing_confirmed(tmp_path):
     b = build(tmp_path, muon_confirm=None, adamw_confirm=None)
     fnd, report = final(tmp_path, b)
     assert fnd.recommendation.confidence == "none"
-    assert all(c.comparison is None and "no confirmed" in c.note for c in fnd.comparisons)
+    assert all(c.comparison is None and "no confirmed" in comparison_note(c) for c in fnd.comparisons)
     assert "Confidence: none" in report
     for s in SECTIONS:
         assert s in report
@@ -224,7 +226,7 @@ def test_diverged_confirmation_run_is_reported(tmp_path):
     fnd = analyze(make_study(), b.records, make_plan())
     c = fnd.comparisons[0].comparison
     assert c.n_pairs == 4 and any("non-finite" in lim for lim in c.limits)
-    assert "1 diverged" in fnd.recommendation.text
+    assert "1 diverged" in recommendation_text(fnd.recommendation)
 
 
 def test_confirmed_leader_is_ranked_on_its_confirmation_runs_only(tmp_path):
@@ -286,13 +288,3 @@ def test_trial_plots_without_a_helper_are_drawn_here(tmp_path):
     (first / "metrics_plot.png").unlink(missing_ok=True)
     inline.submit(first)
     assert (first / "metrics_plot.png").read_bytes()[:8] == PNG
-
-
-def test_the_latest_round_report_is_the_highest_round_past_99(tmp_path):
-    from research_agents.report.round import latest_round_report, round_path
-
-    for n in (9, 10, 99, 100, 101):
-        path = round_path(tmp_path, n)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"round {n}\n")
-    assert latest_round_report(tmp_path) == "round 101\n"

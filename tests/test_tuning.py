@@ -18,6 +18,8 @@ from research_agents.execution.replay import ReplayExecutor
 from research_agents.loop import ResearchLoop
 from research_agents.planners.policy import PolicyPlanner
 from research_agents.records import COUNTED, TrialRecord
+from research_agents.report.recommendation import recommendation_text
+from research_agents.report.words import knob_text
 from research_agents.store import OptunaStore
 
 COLUMNS = ["arm", "lr", "adamw_lr", "momentum", "momentum_schedule.kind", "momentum_schedule.start",
@@ -85,7 +87,7 @@ def test_an_optimum_away_from_the_start_point_gets_bracketed(tmp_path, far_optim
     ev = tuning_evidence(loop.study, loop.records())
     for arm, best in (("adamw", 0.018), ("muon", 0.16)):
         lr = ev[arm].knob("lr")
-        assert lr.status == "bracketed", lr.text
+        assert lr.status == "bracketed", knob_text(lr)
         assert abs(math.log2(ev[arm].leader_params["lr"] / best)) <= 1.0, ev[arm].leader_params
         assert lr.below.steps <= 1.5 and lr.above.steps <= 1.5
     fnd = analyze(loop.study, loop.records(), loop.plan)
@@ -100,7 +102,8 @@ def test_an_unbracketed_arm_caps_confidence_at_low_and_is_named(tmp_path, far_op
     assert fnd.tuning["adamw"].lr_bracketed is False
     rec = fnd.recommendation
     assert rec.confidence == "low" and rec.winner_arm is None
-    assert "not tuned" in rec.text and "adamw's LR is open" in rec.text and "--budget" in rec.text and "What would settle it" in rec.text
+    text = recommendation_text(rec)
+    assert "not tuned" in text and "adamw's LR is open" in text and "--budget" in text and "What would settle it" in text
     report = (loop.out / "report.md")
     assert not report.exists()  # (the loop alone writes no final report; the CLI test below does)
 
@@ -188,7 +191,7 @@ def test_lr_evidence_statuses(lrs, status, to_try):
     s = study()
     records = [_rec(i, "adamw", lr, v) for i, (lr, v) in enumerate(lrs)]
     k = tuning_evidence(s, records)["adamw"].knob("lr")
-    assert k.status == status, k.text
+    assert k.status == status, knob_text(k)
     assert k.to_try == to_try
 
 

@@ -2,7 +2,7 @@
 
 Every statistic comes from `analysis.stats` (summaries, noise floor, paired comparisons with
 multiplicity correction, LR sensitivity); this module only groups records and picks which
-numbers to compare. The recommendation is worded by `analysis.recommendation`.
+numbers to compare. The recommendation is decided by `analysis.recommendation`; report/ words all of it.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _config_rows(records: list[TrialRecord], decide: str = "confirm") -> list[Co
 def _spread(rows: list[ConfigRow], noise: NoiseFloor) -> Spread:
     scored = [c for c in rows if c.summary.mean is not None]
     if not scored:
-        return Spread(text="No configuration has a completed run yet.")
+        return Spread()
     best, worst = scored[0], scored[-1]
     gap = worst.summary.mean - best.summary.mean
     # a config without repeats has an unknown sd: never let it look quieter than the pooled noise
@@ -127,20 +127,9 @@ def _spread(rows: list[ConfigRow], noise: NoiseFloor) -> Spread:
     s = Spread(best_config=best.config, best_label=best.label, best_mean=best.summary.mean,
                worst_config=worst.config, worst_label=worst.label, worst_mean=worst.summary.mean,
                gap=gap, threshold=thr, pooled_threshold=noise.threshold)
-    if len(scored) < 2:
-        s.text = "Only one configuration has completed runs: no spread to compare with the noise."
-    elif thr is None:
-        s.text = (f"Best and worst configurations differ by {gap:.4f} nats, but the noise floor is not "
-                  "measured (no configuration has repeats), so it is unknown whether that exceeds the noise.")
-    else:
+    if len(scored) >= 2 and thr is not None:
         s.gap_over_threshold = gap / thr if thr > 0 else None
         s.separated = gap > thr
-        ratio = f" ({s.gap_over_threshold:.1f}x the threshold)" if s.gap_over_threshold is not None else ""
-        s.text = (f"Best and worst configurations differ by {gap:.4f} nats{ratio}; the noise threshold "
-                  f"(2 x the larger of these configs' seed sd and the pooled sd) is {thr:.4f}. The spread is "
-                  + ("LARGER than the measured noise floor: the search space matters at this budget."
-                     if s.separated else
-                     "NOT larger than the measured noise floor: these configurations cannot be told apart."))
     return s
 
 
@@ -159,7 +148,7 @@ def _comparisons(study: Study, records: list[TrialRecord], rows: list[ConfigRow]
                 setattr(res, f"params_{side}", leader.params)
         missing = [arm for arm, leader in ((a, la), (b, lb)) if leader is None]
         if missing:
-            res.note = f"not compared: no confirmed configuration for {' and '.join(missing)} yet"
+            res.missing = missing
             results.append(res)
             continue
         by_seed = []

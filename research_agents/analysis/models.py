@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from research_agents.analysis.stats import Comparison, LRRange, NoiseFloor, Summary
-from research_agents.evidence import ArmEvidence
+from research_agents.evidence import ArmEvidence, KnobEvidence
 from research_agents.fmt import params_text
 
 Confidence = Literal["high", "moderate", "low", "none"]
@@ -59,7 +59,7 @@ class Spread(BaseModel):
     pooled_threshold: float | None = None  # 2 x pooled sd
     gap_over_threshold: float | None = None
     separated: bool | None = None  # gap > threshold; None when the noise is not measured
-    text: str = ""
+    # (best_config None: nothing completed; best_config == worst_config: one configuration completed)
 
 
 class ComparisonResult(BaseModel):
@@ -74,12 +74,82 @@ class ComparisonResult(BaseModel):
     params_a: dict[str, Any] | None = None
     params_b: dict[str, Any] | None = None
     comparison: Comparison | None = None  # None when an arm has no confirmed config
-    note: str = ""
+    missing: list[str] = Field(default_factory=list)  # the arms without a confirmed config (not compared)
+
+
+RecommendationCase = Literal[
+    "nothing confirmed",  # no configuration has a confirmed mean (leader: the best search result, if any)
+    "no comparison",  # a confirmed leader but no comparison could be tested (single arm, or `missing` arms)
+    "disagree",  # the candidate has the lowest mean, yet `pair`'s verdict favours the other arm
+    "better",  # every comparison of the candidate says it is better (`wins`)
+    "mixed",  # better than `won`, no evidence of a difference from `tied`
+    "no difference",  # no verdict supports a difference (`pair`: the first comparison)
+    "not testable",  # fewer than 2 paired seeds (`pair`)
+]
+
+
+class Leader(BaseModel):
+    """An arm's leader as the recommendation names it: its params, mean val loss and n."""
+
+    arm: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    mean: float | None = None
+    n: int = 0
+
+
+class Pair(BaseModel):
+    """One tested comparison: b vs a."""
+
+    arm_a: str
+    arm_b: str
+    comparison: Comparison
+
+
+class Versus(BaseModel):
+    """The candidate against another arm: that arm, its leader's params, the paired comparison."""
+
+    arm: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    comparison: Comparison
+
+
+class SeedsAdvice(BaseModel):
+    """What would tell the arms apart: more paired seeds, how many a rank test needs, and a rough
+    paired-t sample size for 80% power at alpha 0.05 from the observed effect."""
+
+    pairs_needed: int  # a rank test reaches p < 0.05 from this many pairs
+    hedges_g: float | None = None  # the observed effect, when there is one (non-zero)
+    pairs_to_detect: int | None = None  # ((1.96 + 0.84) / |g|)^2, rounded up
+    n_pairs: int | None = None
+    abs_diff: float | None = None
+    min_effect: float | None = None
+    within_noise: bool = False  # |diff| <= the noise threshold: in practice perhaps equivalent
+
+
+class UntunedArm(BaseModel):
+    """An arm whose searched LR is not bracketed, and the LRs that would settle it."""
+
+    arm: str
+    lr: KnobEvidence
+    settle_lrs: list[Any] = Field(default_factory=list)
+
+
+class TroubledLeader(BaseModel):
+    """A confirmed leader with diverged or failed runs (not in its mean)."""
+
+    arm: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    n_diverged: int = 0
+    n_failed: int = 0
 
 
 class Recommendation(BaseModel):
-    text: str
+    """Which arm to use, with which settings, and how sure: a case and its numbers (report/ words it)."""
+
+    case: RecommendationCase
     confidence: Confidence
+    decided_on: Literal["confirm", "search"] = "confirm"  # "search": a point run (the experiments' own seeds)
+    paired_confidence: Confidence = "none"  # what the comparisons alone say (before the tuning cap)
     winner_arm: str | None = None  # set only when a verdict says that arm is better
     winner_config: str | None = None
     winner_params: dict[str, Any] | None = None
@@ -87,6 +157,23 @@ class Recommendation(BaseModel):
     best_config: str | None = None
     best_params: dict[str, Any] | None = None
     basis: list[str] = Field(default_factory=list)  # the comparison summaries it rests on
+    leader: Leader | None = None  # the candidate (nothing confirmed: the best search result, if any)
+    confirm_started: bool = False  # nothing confirmed: confirmation runs were started, none completed
+    single_arm: bool = False  # no comparison: the study has one arm
+    missing: list[str] = Field(default_factory=list)  # no comparison: the arms without a confirmed config
+    pair: Pair | None = None  # disagree, no difference, not testable: the comparison it rests on
+    lower_b: int | None = None  # no difference: on how many paired seeds pair.arm_b had the lower loss
+    wins: list[Versus] = Field(default_factory=list)  # better, mixed: the comparisons the candidate won
+    tied: list[str] = Field(default_factory=list)  # mixed: the arms it cannot be told apart from
+    leaders: list[Leader] = Field(default_factory=list)  # no difference, not testable: by confirmed mean
+    advice: SeedsAdvice | None = None
+    untuned: list[UntunedArm] = Field(default_factory=list)  # compared arms whose LR is not bracketed
+    capped: bool = False  # the tuning evidence capped paired_confidence to low
+    settle_runs: int = 0  # the search runs that would bracket the untuned LRs
+    resume_budget: int | None = None  # the --budget to resume with (those runs plus re-confirmation)
+    troubled: list[TroubledLeader] = Field(default_factory=list)
+    chosen_among: list[tuple[str, int]] = Field(default_factory=list)  # point run: arms whose leader was
+    # chosen among several experiments on the same seeds (arm, how many)
 
 
 class OriginStats(BaseModel):

@@ -51,9 +51,7 @@ def _knob(name: str, p: Param, leader: dict[str, Any], lmean: float, lcid: str,
         tried = {fmt_value(params[name]) for _, params, _ in others} | {fmt_value(value)}
         untried = [c for c in p.choices if fmt_value(c) not in tried]
         status = "choices untried" if untried else "all choices tried"
-        text = (f"{name}: every choice tried with the leader's other settings" if not untried else
-                f"{name}: untried with the leader's other settings: {', '.join(map(fmt_value, untried))}")
-        return KnobEvidence(knob=name, status=status, leader_value=value, to_try=untried, text=text)
+        return KnobEvidence(knob=name, status=status, leader_value=value, to_try=untried)
     sides: dict[int, Neighbour | None] = {}
     state: dict[int, str] = {}
     to_try: list[Any] = []
@@ -82,25 +80,9 @@ def _knob(name: str, p: Param, leader: dict[str, Any], lmean: float, lcid: str,
         status = "open both" if lo == hi == "open" else ("open below" if lo == "open" else "open above")
     else:
         status = "edge low" if lo == "edge" else "edge high"
-    words = []
-    for direction, word in ((-1, "below"), (1, "above")):
-        nb = sides[direction]
-        if state[direction] == "edge":
-            words.append(f"{word}: the leader sits at the space's {'lower' if direction < 0 else 'upper'} bound "
-                         f"(the optimum may lie outside the space)")
-        elif state[direction] == "closed":
-            close = " (within the noise)" if nb.within_noise else ""
-            words.append(f"{word}: {fmt_value(nb.value)} measured, {nb.gap:+.4f}{close}")
-        else:
-            far = (f"; nearest measured {fmt_value(nb.value)}, {nb.steps:.1f} steps away" if nb is not None else "")
-            edge = p.low if direction < 0 else p.high
-            region = (f"({fmt_value(nb.value)}, {fmt_value(value)})" if direction < 0 and nb is not None else
-                      f"({fmt_value(value)}, {fmt_value(nb.value)})" if nb is not None else
-                      f"[{fmt_value(edge)}, {fmt_value(value)})" if direction < 0 else f"({fmt_value(value)}, {fmt_value(edge)}]")
-            words.append(f"{word}: untested region {name} in {region}{far}")
-    text = f"{name} = {fmt_value(value)}: {status}; " + "; ".join(words)
     return KnobEvidence(knob=name, status=status, leader_value=value, below=sides[-1], above=sides[1],
-                        to_try=[v for v in to_try if v is not None], text=text)
+                        to_try=[v for v in to_try if v is not None], below_state=lo, above_state=hi,
+                        low=p.low, high=p.high)
 
 
 def arm_evidence(study: Study, arm: str, records: list[TrialRecord]) -> ArmEvidence:
@@ -109,7 +91,7 @@ def arm_evidence(study: Study, arm: str, records: list[TrialRecord]) -> ArmEvide
     groups = _means(ok)
     nf = noise_floor({cid: losses for cid, (_, losses) in groups.items()})
     if not groups:
-        knobs = [KnobEvidence(knob=k, status="open both", text=f"{k}: nothing measured yet") for k in _order(space)]
+        knobs = [KnobEvidence(knob=k, status="open both") for k in _order(space)]
         return ArmEvidence(arm=arm, knobs=knobs, close_call=True)
     ranked = sorted(groups, key=lambda cid: fmean(groups[cid][1]))
     lcid = ranked[0]
@@ -129,8 +111,7 @@ def arm_evidence(study: Study, arm: str, records: list[TrialRecord]) -> ArmEvide
             continue
         ev.knobs.append(_knob(name, space[name], leader, lmean, lcid, groups, space, nf.sd_by_config, nf.median_sd))
     if "lr" not in space:
-        ev.knobs.insert(0, KnobEvidence(knob="lr", status="not searched",
-                                        text="lr: fixed by the study (not searched)"))
+        ev.knobs.insert(0, KnobEvidence(knob="lr", status="not searched"))
     return ev
 
 

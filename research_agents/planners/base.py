@@ -1,4 +1,4 @@
-"""The planner interface: (study, history, latest round report) -> proposals.
+"""The planner interface: (study, history, findings so far) -> proposals.
 
 Every planner, classical or LLM, subclasses `BasePlanner` and implements `propose`; the other
 hooks have defaults. The loop validates what comes back, rejects duplicates of past trials and
@@ -19,7 +19,7 @@ import optuna
 from research_agents.actions import Proposal
 from research_agents.config.space import Param
 from research_agents.config.study import Study
-from research_agents.evidence import ArmEvidence
+from research_agents.evidence import ArmEvidence, OpenQuestion
 from research_agents.records import CurveSummary, TrialRecord
 from trainer.spec import TrialSpec
 
@@ -34,7 +34,7 @@ class PlanningContext:
     wanted: dict[str, int]  # arm -> how many proposals this round
     history: list[TrialRecord]  # every trial so far, all arms, in order
     round: int
-    round_report: str = ""  # markdown of the latest round, what an LLM planner reads
+    open_questions: list[OpenQuestion] | None = None  # what the search has not settled (None: no round yet)
     budget_left: int = 0  # runs left in the whole budget, confirmation included
     noise_sd: float | None = None
     rejections: list[tuple[Proposal, str]] = field(default_factory=list)  # earlier this round

@@ -4,7 +4,7 @@ The system message holds the question, the training set-up (from the run's trial
 search space with its bounds and the actions; the round message holds the search runs left per
 arm, the tuning evidence, each arm's measured configurations sorted by LR (mean, n, sd: the
 noise per config), curve summaries of the latest runs, the noise, the failures, the open
-questions of the last round report, the model's own earlier expectations beside what happened
+questions (data from the loop, worded as the round report words them), the model's own earlier expectations beside what happened
 and, in hybrid mode, the sampler's suggestions at full precision. Fixed text lives in the
 templates in prompts/ (`$name` placeholders).
 
@@ -27,6 +27,7 @@ from research_agents.actions import Proposal
 from research_agents.fmt import fmt_value, params_line
 from research_agents.planners.base import PlanningContext
 from research_agents.records import BAD, CURVE_POINTS, TrialRecord
+from research_agents.report.words import knob_text, question_lines
 
 PROMPT_FILES = ("system", "round", "repair")
 SYSTEM_CHARS = 4000  # the system message, at most
@@ -43,7 +44,6 @@ CURVE_ROWS = 8  # latest finished runs with a curve summary
 FAILURE_ROWS = 5
 EXPECTATION_ROWS = 6
 REJECTED_ROWS = 8
-OPEN_QUESTIONS = "## Open questions"
 
 
 # ------------------------------------------------------------------------------ templates
@@ -219,7 +219,7 @@ def evidence_lines(ctx: PlanningContext, arms: list[str], labels: dict[str, str]
                    f"mean {ev.leader_mean:.4f} over n={ev.leader_n}; {noise}")
         for k in ev.knobs:
             todo = f"; a bracket would run {', '.join(map(fmt_value, k.to_try))}" if k.to_try else ""
-            out.append(f"  - {k.text}{todo}")
+            out.append(f"  - {knob_text(k)}{todo}")
         if ev.close_call and ev.runner_up_gap is not None and ev.threshold is not None:
             out.append(f"  - close call: the runner-up is {ev.runner_up_gap:.4f} behind (n={ev.runner_up_n}), "
                        "within the noise: a replicate would tell them apart")
@@ -278,20 +278,6 @@ def failure_lines(ctx: PlanningContext, labels: dict[str, str]) -> list[str]:
             f"{(r.reason or 'no reason recorded')[:140]}" for r in bad]
 
 
-def open_questions(report: str) -> list[str]:
-    """The lines under the round report's "## Open questions" heading (up to the next heading)."""
-    if OPEN_QUESTIONS not in report:
-        return []
-    body = report.split(OPEN_QUESTIONS, 1)[1]
-    lines = []
-    for line in body.splitlines():
-        if line.startswith("## "):
-            break
-        if line.strip():
-            lines.append(line.rstrip())
-    return lines
-
-
 def expectation_lines(ctx: PlanningContext, labels: dict[str, str]) -> list[str]:
     """The model's own `expected` for its earlier points beside what they measured."""
     seen: dict[str, list[TrialRecord]] = {}
@@ -339,7 +325,8 @@ def round_message(templates: dict[str, string.Template], ctx: PlanningContext, w
         "curves": curve_lines(ctx, labels),
         "noise": noise_text(ctx),
         "failures": failure_lines(ctx, labels),
-        "open_questions": open_questions(ctx.round_report) or ["- none yet (no round report)"],
+        "open_questions": (["- none yet (no round report)"] if ctx.open_questions is None
+                           else question_lines(ctx.open_questions)),
         "expectations": expectation_lines(ctx, labels),
         "suggestions": (["The sampler suggests these points this round (full precision); yours must differ "
                          "from them by more than a factor 1.11 in a float knob or in another value:", *sugg]
@@ -356,4 +343,4 @@ def repair_message(templates: dict[str, string.Template], errors: list[str], wan
 
 __all__ = ["PROMPT_FILES", "SYSTEM_CHARS", "ROUND_CHARS", "REPAIR_CHARS", "SECTION_CHARS", "load_prompts",
            "prompts_dir", "clip", "config_labels", "replicable", "system_message", "round_message",
-           "repair_message", "open_questions"]
+           "repair_message"]

@@ -14,9 +14,9 @@ from research_agents.analysis.models import Findings
 from research_agents.analysis.seed_analyses import ANALYSES, DiagnosticsRow, MomentumAnalysis
 from research_agents.config import catalog
 from research_agents.config.study import Study
+from research_agents.fmt import json_safe
 from research_agents.records import TrialRecord
 from research_agents.report import plots, sections
-from research_agents.report.format import json_safe
 
 SUMMARY_KEYS = {
     "study": "study name", "scale": "the study's scale this run used (seed, cpu, ...)",

@@ -15,9 +15,11 @@ from research_agents.analysis.findings import analyze
 from research_agents.analysis.models import Findings
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
-from research_agents.records import TrialMetrics, TrialRecord
+from research_agents.fmt import json_safe
+from research_agents.records import HistoryPoint, TrialMetrics, TrialRecord
 from research_agents.report import plots, sections
-from research_agents.report.format import json_safe
+from research_agents.report.recommendation import recommendation_text
+from research_agents.report.words import knob_text
 
 CSV_COLUMNS = ["id", "order", "round", "phase", "arm", "origin", "seed", "status", "val_loss",
                "val_accuracy", "val_perplexity", "train_loss", "wall_time_s", "tokens_seen", "config",
@@ -49,6 +51,16 @@ def setup_from_metrics(metrics: TrialMetrics, study: Study | None = None, preset
     return out
 
 
+def leader_histories(out: Path, records: list[TrialRecord], fnd: Findings) -> dict[int, list[HistoryPoint]]:
+    """The metrics history of each arm's leader's runs, by trial id (what the loss-curve figure draws)."""
+    configs = {row.config for row in fnd.leaders().values()}
+    histories = {}
+    for r in records:
+        if r.config in configs and (metrics := r.metrics(out)) is not None:
+            histories[r.id] = metrics.history
+    return histories
+
+
 def _write_csv(path: Path, records: list[TrialRecord]) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -59,6 +71,30 @@ def _write_csv(path: Path, records: list[TrialRecord]) -> None:
                           (r.val_loss, r.val_accuracy, r.val_perplexity, r.train_loss, r.wall_time_s)),
                         "" if r.tokens_seen is None else r.tokens_seen, r.config,
                         json.dumps(r.params, sort_keys=True, default=str), r.reason or ""])
+
+
+_REC_KEYS = ("confidence", "winner_arm", "winner_config", "winner_params", "best_arm", "best_config",
+             "best_params", "basis")
+_KNOB_DATA = ("below_state", "above_state", "low", "high")
+
+
+def summary_json(fnd: Findings) -> dict[str, Any]:
+    """The findings as summary.json has always shown them: the numbers, with the words beside them
+    (the recommendation's, the spread's, each comparison's note and each knob's line) in place of
+    the data they are made from."""
+    out = fnd.model_dump(mode="json")
+    rec = out["recommendation"]
+    out["recommendation"] = {"text": recommendation_text(fnd.recommendation), **{k: rec[k] for k in _REC_KEYS}}
+    out["spread"]["text"] = sections.spread_text(fnd.spread)
+    for res, dumped in zip(fnd.comparisons, out["comparisons"]):
+        dumped.pop("missing")
+        dumped["note"] = sections.comparison_note(res)
+    for arm, ev in fnd.tuning.items():
+        for k, dumped in zip(ev.knobs, out["tuning"][arm]["knobs"]):
+            for key in _KNOB_DATA:
+                dumped.pop(key)
+            dumped["text"] = knob_text(k)
+    return out
 
 
 def write_final_report(out: Path, study: Study, plan: Plan | None, records: list[TrialRecord], setup: dict,
@@ -72,7 +108,7 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fnd = findings or analyze(study, records, plan, correction=correction)
-    made = plots.make_all(out, records, fnd)
+    made = plots.make_all(out, records, fnd, leader_histories(out, records, fnd))
 
     lines = [f"# {study.name}", "", "## Question", "", *sections.question_section(study, fnd),
              "", "## Set-up", "", *sections.setup_section(setup),
@@ -80,7 +116,7 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
              "", "## Noise floor and spread", "", *sections.noise_section(fnd),
              "", "## Tuning evidence", "", *sections.tuning_section(fnd.tuning),
              "", "## Comparisons", "", *sections.comparison_section(fnd),
-             "", "## Recommendation", "", fnd.recommendation.text, "",
+             "", "## Recommendation", "", recommendation_text(fnd.recommendation), "",
              f"Confidence: {fnd.recommendation.confidence}",
              *[line for heading, body in extra_sections for line in ("", f"## {heading}", "", body.rstrip())],
              "", "## LR sensitivity", "", *sections.lr_section(fnd),
@@ -95,7 +131,7 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
     (out / "report.md").write_text("\n".join(lines))
 
     _write_csv(out / "results.csv", records)
-    summary = {**fnd.model_dump(mode="json"), "setup": setup,
+    summary = {**summary_json(fnd), "setup": setup,
                "plots": {t: p.relative_to(out).as_posix() for t, p in made.items()}}
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False))
     return fnd

@@ -13,12 +13,13 @@ import queue
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from research_agents.analysis.claims import Run
 from research_agents.analysis.models import Findings
 from research_agents.analysis.seed_analyses import MomentumAnalysis, mean_curve
-from research_agents.records import COUNTED, HistoryPoint, TrialRecord, read_metrics
+from research_agents.records import COUNTED, HistoryPoint, TrialMetrics, TrialRecord, read_metrics
 
 MAX_HEATMAP_VALUES = 8
 
@@ -44,11 +45,6 @@ def _save(fig, path: Path, dpi: int) -> Path:
     return path
 
 
-def _history(out: Path, record: TrialRecord) -> list[HistoryPoint]:
-    metrics = record.metrics(out)
-    return metrics.history if metrics is not None else []
-
-
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -57,9 +53,18 @@ def _finite(x) -> bool:
 
 
 def trial_plot(run_dir: Path) -> Path | None:
-    """metrics_plot.png in the trial's directory (None when it has no history); never raises."""
+    """metrics_plot.png in the trial's directory (None when it has no history); never raises.
+    (The helper process's entry: it reads the trial's metrics.json, `draw_trial` draws.)"""
     try:
         metrics = read_metrics(Path(run_dir))
+    except Exception:  # a plot must never break a run
+        return None
+    return draw_trial(metrics, Path(run_dir) / "metrics_plot.png")
+
+
+def draw_trial(metrics: TrialMetrics | None, path: Path) -> Path | None:
+    """One trial's 4-panel figure (loss vs time and steps, val accuracy, LR) at `path`; never raises."""
+    try:
         hist = metrics.history if metrics is not None else []
         if not hist:
             return None
@@ -101,7 +106,7 @@ def trial_plot(run_dir: Path) -> Path | None:
         fig.suptitle(f"{spec.optimizer if spec else '?'} lr={spec.lr if spec else None} "
                      f"seed={spec.seed if spec else None}: "
                      f"{metrics.status}, final val loss {loss}", fontsize=10)
-        return _save(fig, Path(run_dir) / "metrics_plot.png", dpi=100)
+        return _save(fig, path, dpi=100)
     except Exception:  # a plot must never break a run
         return None
 
@@ -194,8 +199,10 @@ for line in sys.stdin:
 # ------------------------------------------------------------------------------ the report's figures
 
 
-def loss_curves(out: Path, records: list[TrialRecord], findings: Findings) -> Path | None:
-    """Val loss vs optimizer step of each arm's leader: one line per run, one colour per config."""
+def loss_curves(out: Path, records: list[TrialRecord], findings: Findings,
+                histories: Mapping[int, list[HistoryPoint]]) -> Path | None:
+    """Val loss vs optimizer step of each arm's leader: one line per run, one colour per config
+    (`histories`: each run's metrics history by trial id, as `leader_histories` reads them)."""
     leaders = findings.leaders()
     if not leaders:
         return None
@@ -209,7 +216,7 @@ def loss_curves(out: Path, records: list[TrialRecord], findings: Findings) -> Pa
         for r in records:
             if r.config != row.config:
                 continue
-            pts = [(h.step, h.val_loss) for h in _history(out, r) if _finite(h.val_loss)]
+            pts = [(h.step, h.val_loss) for h in histories.get(r.id, []) if _finite(h.val_loss) and _finite(h.step)]
             if not pts:
                 continue
             xs, ys = zip(*pts)
@@ -376,14 +383,15 @@ def best_so_far(out: Path, records: list[TrialRecord], findings: Findings) -> Pa
     ax.legend(fontsize=8)
     return _save(fig, Path(out) / "plots" / "best_so_far.png", dpi=110)
 
-def make_all(out: Path, records: list[TrialRecord], findings: Findings) -> dict[str, Path]:
-    """Every report figure that has something to show: {title: path}."""
+def make_all(out: Path, records: list[TrialRecord], findings: Findings,
+             histories: Mapping[int, list[HistoryPoint]]) -> dict[str, Path]:
+    """Every report figure that has something to show: {title: path}. The figures read no file:
+    `histories` holds the metrics history of the leaders' runs (`leader_histories`)."""
     made = {}
-    for title, fn in (("Loss curves of the leaders", loss_curves),
-                      ("LR sensitivity", lr_sensitivity_plot),
-                      ("Two-parameter grid", heatmap),
-                      ("Best so far", best_so_far)):
-        path = fn(out, records, findings)
+    for title, path in (("Loss curves of the leaders", loss_curves(out, records, findings, histories)),
+                        ("LR sensitivity", lr_sensitivity_plot(out, records, findings)),
+                        ("Two-parameter grid", heatmap(out, records, findings)),
+                        ("Best so far", best_so_far(out, records, findings))):
         if path is not None:
             made[title] = path
     return made

@@ -9,10 +9,10 @@ from research_agents.analysis.findings import analyze
 from research_agents.analysis.questions import open_questions
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
-from research_agents.fmt import f4, fs, params_text, table
+from research_agents.fmt import f4, fs, mean_ci, params_text, table
 from research_agents.records import BAD, TrialRecord
-from research_agents.report.format import mean_ci
-from research_agents.report.sections import tuning_section
+from research_agents.report.sections import spread_text, tuning_section
+from research_agents.report.words import question_lines
 
 
 def write_round_report(out: Path, study: Study, round_no: int, round_records: list[TrialRecord],
@@ -58,8 +58,7 @@ def write_round_report(out: Path, study: Study, round_no: int, round_records: li
         lines.append(f"Seed sd pooled {nf.pooled_sd:.4f} (median {fs(nf.median_sd)}, range {sds[0]:.4f}-"
                      f"{sds[-1]:.4f}) from {nf.n_configs_with_repeats} repeated config(s), df {nf.df}; "
                      f"differences under {nf.threshold:.4f} (2 sd) are no evidence.")
-    if fnd.spread.text:
-        lines.append(fnd.spread.text)
+    lines.append(spread_text(fnd.spread))
 
     lines += ["", "## Budget", ""]
     b = fnd.budget
@@ -85,8 +84,7 @@ def write_round_report(out: Path, study: Study, round_no: int, round_records: li
                          f"{r.reason or 'no reason recorded'}")
 
     lines += ["", "## Open questions", ""]
-    qs = open_questions(study, all_records, fnd)
-    lines += [f"- {q}" for q in qs] or ["- None flagged."]
+    lines += question_lines(open_questions(study, all_records, fnd))
     text = "\n".join(lines) + "\n"
     path = round_path(out, round_no)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,13 +96,3 @@ def write_round_report(out: Path, study: Study, round_no: int, round_records: li
 
 def round_path(out: Path, round_no: int) -> Path:
     return Path(out) / "rounds" / f"round-{round_no:02d}.md"
-
-
-def latest_round_report(out: Path) -> str:
-    """The newest round report's text ("" before the first round ends)."""
-    def number(path: Path) -> int:  # (by number: round-100.md comes after round-99.md)
-        digits = path.stem.removeprefix("round-")
-        return int(digits) if digits.isdigit() else -1
-
-    rounds = sorted((Path(out) / "rounds").glob("round-*.md"), key=number)
-    return rounds[-1].read_text() if rounds else ""

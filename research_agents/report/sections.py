@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from research_agents.analysis.claims import ClaimResult
-from research_agents.analysis.models import Findings
+from research_agents.analysis.models import ComparisonResult, Findings, Spread
 from research_agents.analysis.planning import LLMUsage, PlanningSummary
 from research_agents.analysis.seed_analyses import DiagnosticsRow, MomentumAnalysis
 from research_agents.analysis.stats import Comparison
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
-from research_agents.fmt import f4, fmt_value, fp, fs, params_text, table
-from research_agents.report.format import ci
-
-
-def _render_value(v: Any) -> str:
-    if isinstance(v, float):
-        return fmt_value(v)
-    if isinstance(v, (dict, list, tuple)):
-        return "`" + json.dumps(v, sort_keys=True, default=str) + "`"
-    return str(v)
+from research_agents.fmt import ci, f4, fmt_value, fp, fs, params_text, setup_value, table
 
 
 def setup_section(setup: dict) -> list[str]:
@@ -31,9 +21,9 @@ def setup_section(setup: dict) -> list[str]:
     for key, value in setup.items():
         if isinstance(value, dict) and value and all(not isinstance(v, dict) for v in value.values()):
             lines.append(f"- **{key}**:")
-            lines += [f"  - {k}: {_render_value(v)}" for k, v in value.items()]
+            lines += [f"  - {k}: {setup_value(v)}" for k, v in value.items()]
         else:
-            lines.append(f"- **{key}**: {_render_value(value)}")
+            lines.append(f"- **{key}**: {setup_value(value)}")
     return lines
 
 
@@ -81,6 +71,30 @@ def ranking_section(fnd: Findings) -> list[str]:
                    "seeds n (seeds)", "arm", "origin", "notes"], rows)]
 
 
+def spread_text(s: Spread) -> str:
+    """Whether the best and worst configurations differ beyond the noise."""
+    if s.best_config is None:
+        return "No configuration has a completed run yet."
+    if s.best_config == s.worst_config:
+        return "Only one configuration has completed runs: no spread to compare with the noise."
+    if s.threshold is None:
+        return (f"Best and worst configurations differ by {s.gap:.4f} nats, but the noise floor is not "
+                "measured (no configuration has repeats), so it is unknown whether that exceeds the noise.")
+    ratio = f" ({s.gap_over_threshold:.1f}x the threshold)" if s.gap_over_threshold is not None else ""
+    return (f"Best and worst configurations differ by {s.gap:.4f} nats{ratio}; the noise threshold "
+            f"(2 x the larger of these configs' seed sd and the pooled sd) is {s.threshold:.4f}. The spread is "
+            + ("LARGER than the measured noise floor: the search space matters at this budget."
+               if s.separated else
+               "NOT larger than the measured noise floor: these configurations cannot be told apart."))
+
+
+def comparison_note(res: ComparisonResult) -> str:
+    """Why a requested comparison was not tested ("" when it was)."""
+    if res.comparison is not None or not res.missing:
+        return ""
+    return f"not compared: no confirmed configuration for {' and '.join(res.missing)} yet"
+
+
 def noise_section(fnd: Findings) -> list[str]:
     nf = fnd.noise
     if nf.pooled_sd is None:
@@ -95,7 +109,7 @@ def noise_section(fnd: Findings) -> list[str]:
                  f"to {sd_items[-1][1]:.4f} ({label.get(sd_items[-1][0], sd_items[-1][0])}); noise is not uniform, "
                  "so each comparison uses 2 x the larger sd of its own two configs",
                  f"- pooled threshold (2 x pooled sd): {nf.threshold:.4f} nats"]
-    lines += ["", fnd.spread.text] if fnd.spread.text else []
+    lines += ["", spread_text(fnd.spread)]
     return lines
 
 
@@ -113,7 +127,7 @@ def comparison_section(fnd: Findings) -> list[str]:
         lines.append("")
         c: Comparison | None = res.comparison
         if c is None:
-            lines += [res.note, ""]
+            lines += [comparison_note(res), ""]
             continue
         diff_ci = (f"[{c.diff_ci_low:+.4f}, {c.diff_ci_high:+.4f}]"
                    if c.diff_ci_low is not None and c.diff_ci_high is not None else "n/a")

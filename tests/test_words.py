@@ -1,0 +1,89 @@
+"""Facts apart from words: analysis hands over data, report/ words it, and the words are what they were.
+
+tests/words_at_81a0212.json holds the sentences the analysis objects themselves carried at 81a0212
+(recommendation, spread, each knob's line, each comparison's note, the open questions) for four
+studies; the renderers must make them byte for byte from the data alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from research_agents.analysis.findings import analyze
+from research_agents.analysis.models import ComparisonResult, Recommendation, Spread
+from research_agents.analysis.questions import open_questions, round_questions
+from research_agents.evidence import KnobEvidence, OpenQuestion
+from research_agents.planners import llm_prompt
+from research_agents.planners.base import PlanningContext
+from research_agents.report.recommendation import recommendation_text
+from research_agents.report.sections import comparison_note, spread_text
+from research_agents.report.words import knob_text, question_lines, question_text
+from tests.test_reports import build, make_plan, make_study
+
+OLD = json.loads((Path(__file__).parent / "words_at_81a0212.json").read_text())
+SCENARIOS = {"better": (4.05, 4.40), "same": (4.20, 4.20), "none": (None, None), "open": (4.05, 4.40)}
+
+
+def _records(tmp_path: Path, key: str):
+    b = build(tmp_path, *SCENARIOS[key])
+    if key == "open":  # leave muon's LR open above and adamw's open below
+        b.records = [r for r in b.records if not (r.arm == "adamw" and r.params.get("lr") == 0.001)
+                     and not (r.arm == "muon" and r.params.get("lr") == 0.08)]
+    return b.records
+
+
+def test_analysis_objects_carry_no_sentences():
+    for model, field in ((Recommendation, "text"), (KnobEvidence, "text"), (Spread, "text"),
+                         (ComparisonResult, "note")):
+        assert field not in model.model_fields, f"{model.__name__}.{field} is a sentence: report/ words it"
+
+
+@pytest.mark.parametrize("key", list(SCENARIOS))
+def test_the_renderers_make_the_old_words_from_the_data_alone(tmp_path, key):
+    study, records = make_study(), _records(tmp_path, key)
+    fnd = analyze(study, records, make_plan())
+    old = OLD[key]
+    # the data round-trips through JSON, and the words come from the data alone
+    rec = Recommendation.model_validate_json(fnd.recommendation.model_dump_json())
+    assert rec == fnd.recommendation
+    assert recommendation_text(rec) == old["rec"]
+    assert spread_text(Spread.model_validate_json(fnd.spread.model_dump_json())) == old["spread"]
+    assert [knob_text(KnobEvidence.model_validate_json(k.model_dump_json()))
+            for ev in fnd.tuning.values() for k in ev.knobs] == old["knobs"]
+    assert [comparison_note(c) for c in fnd.comparisons] == old["notes"]
+    qs = open_questions(study, records, fnd)
+    assert all(isinstance(q, OpenQuestion) for q in qs)
+    assert [question_text(OpenQuestion.model_validate_json(q.model_dump_json())) for q in qs] == old["questions"]
+
+
+def test_the_prompt_words_the_open_questions_from_data_as_the_round_report_does(tmp_path):
+    from research_agents.report.round import write_round_report
+
+    study, records = make_study(), _records(tmp_path, "same")
+    qs = round_questions(study, records, make_plan())
+    assert qs and all(isinstance(q, OpenQuestion) for q in qs)
+    report = write_round_report(tmp_path, study, 3, records[-4:], records, make_plan())
+    section = report.split("## Open questions\n\n", 1)[1].strip().splitlines()
+    assert section == question_lines(qs) == [f"- {q}" for q in OLD["same"]["questions"]]
+
+    templates = llm_prompt.load_prompts()
+    labels = llm_prompt.config_labels(records)
+
+    def prompt(questions):
+        ctx = PlanningContext(study=study, wanted={"muon": 1, "adamw": 1}, history=records, round=4,
+                              open_questions=questions)
+        return llm_prompt.round_message(templates, ctx, ctx.wanted, labels)
+
+    user = prompt(qs)
+    assert all(line in user for line in section)
+    # the prompt reads the data it is given, not a report on disk
+    (tmp_path / "rounds").rename(tmp_path / "gone")
+    edited = [qs[0].model_copy(update={"n": 77, "most": 78})]
+    assert "adamw has fewer completed runs (77) than the best-covered arm (78)." in prompt(edited)
+    assert section[1] not in prompt(edited)
+    assert "- None flagged." in prompt([])
+    assert "- none yet (no round report)" in prompt(None)
+    assert round_questions(study, [], make_plan()) is None
