@@ -1,8 +1,8 @@
 """The house rules: imports flow one way, no import circle (lazy imports included), a study loads light.
 
 Layers, lowest first (a module may import its own layer and those below, never above):
-fmt/argtypes -> config -> records -> store/execution/planners -> analysis -> report -> loop/console
--> cli/rundir. trainer/ imports nothing of research_agents.
+fmt/argtypes -> config -> records -> store/execution/planners -> analysis -> report -> loop/console/session
+-> cli. trainer/ imports nothing of research_agents.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ LAYERS = [
     {"store", "execution", "planners"},
     {"analysis"},
     {"report"},
-    {"loop", "console"},
-    {"cli", "rundir", "__main__"},
+    {"loop", "console", "session"},
+    {"cli", "__main__"},
 ]
 
 
