@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and those below, never above):
 fmt/argtypes -> config -> records/evidence/budget/actions/report.words -> store/execution/planners
--> analysis -> report -> loop/console/snapshot/rounds -> cli/rundir. trainer/ imports nothing of research_agents.
+-> analysis -> report -> loop/console/snapshot/rounds/session -> cli. trainer/ imports nothing of research_agents.
 report.words (the words for the evidence and open questions the planners also read) sits low so the LLM
 prompt renders with it.
 """
@@ -26,8 +26,8 @@ LAYERS = [
     {"store", "execution", "planners"},
     {"analysis"},
     {"report"},
-    {"loop", "console", "snapshot", "rounds"},
-    {"cli", "rundir", "__main__"},
+    {"loop", "console", "snapshot", "rounds", "session"},
+    {"cli", "__main__"},
 ]
 
 

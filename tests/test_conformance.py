@@ -41,15 +41,30 @@ def _optuna_postgresql(tmp_path, study, url):  # a real server the tests start (
     return OptunaStore.for_study(tmp_path / "run", study, url=url)
 
 
-def _optuna_one_write_each(tmp_path, study):  # Optuna's public API only (an Optuna without its models)
+def _optuna_one_write_each(tmp_path, study, monkeypatch):  # Optuna's public API only: an Optuna without its models
+    without_models(monkeypatch)
     store = OptunaStore.for_study(tmp_path / "run", study)
-    store.batched = False
+    assert not store.batched
     return store
+
+
+def without_models(monkeypatch) -> None:
+    """An Optuna whose private SQLAlchemy models (optuna.storages._rdb.models, which the batched
+    writes use) are gone: the store must notice and keep to the public API, which any use of a
+    model would break (Optuna's own RDBStorage keeps the models it imported)."""
+    import types
+
+    import optuna.storages._rdb as rdb
+
+    from research_agents.store import optuna as optuna_store
+
+    monkeypatch.setattr(rdb, "models", types.ModuleType("models"))  # every attribute: AttributeError
+    monkeypatch.setattr(optuna_store, "_BATCHED", optuna_store._batches())
 
 
 STORES = {"optuna-sqlite-in-run-dir": _optuna_file, "optuna-sqlalchemy-url": _optuna_url,
           "optuna-postgresql": _optuna_postgresql, "optuna-one-write-each": _optuna_one_write_each}
-NEEDS = {"optuna-postgresql": "postgres_url"}  # the fixture a store's URL comes from
+NEEDS = {"optuna-postgresql": "postgres_url", "optuna-one-write-each": "monkeypatch"}  # fixtures a store needs
 
 
 @pytest.fixture(params=list(STORES))

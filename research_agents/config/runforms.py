@@ -72,6 +72,7 @@ def check_specs(study: Study, points: list[Point] | None, preset: str, overrides
     """Every run of the run must make a valid trial spec: each arm's fixed settings and start
     point, or each selected experiment (ValueError with one line otherwise). Returns the specs."""
     where = f"scale {study.scale}, preset {preset}" if study.scale else f"preset {preset}"
+    todo: list[tuple[str, str, dict[str, Any]]]
     if points is None:
         todo = [(f"arm {a}", a, {}) for a in study.arms]
         todo += [(f"arm {a} start point", a, arm.start) for a, arm in study.arms.items() if arm.start is not None]
@@ -96,39 +97,6 @@ def check_devices(specs: list[TrialSpec]) -> None:
             resolve_device(device)
         except (RuntimeError, ValueError) as e:
             raise ValueError(f"--device {device}: {e}; use --device cpu (or auto)") from None
-
-
-def resumable(before: dict, now: dict) -> bool:
-    """May `now` continue the run saved as `before`? Same scale and overrides (device aside), and
-    a point run may add experiments but not drop any (their runs would count against the budget)."""
-    def fixed(saved: dict) -> dict:
-        return {k: v for k, v in (saved.get("overrides") or {}).items() if k != "device"}
-
-    if ("scale" in before and before["scale"] != now.get("scale")) or fixed(before) != fixed(now):
-        return False  # (a run saved before scales existed has no "scale": its study definition decides)
-    old, new = before.get("experiments"), now.get("experiments")
-    if old is None or new is None:
-        return old is None and new is None
-    return set(old) <= set(new)
-
-
-def command_line(saved: dict, out) -> str:
-    """The `run` command that reproduces (or resumes) this run."""
-    parts = ["python -m research_agents run --study", saved["study"]["name"]]
-    if saved.get("scale"):
-        parts += ["--scale", saved["scale"]]
-    if saved.get("experiments") is not None:
-        parts += ["-e", *saved["experiments"]]
-    else:
-        parts += ["--planner", saved.get("planner") or "auto"]
-    parts += ["--budget", str(saved["budget"])]
-    sets = [f"{k}={json.dumps(v)}" for k, v in (saved.get("overrides") or {}).items()
-            if k not in ("device", "save_checkpoint")]
-    if sets:
-        parts += ["--set", *sets]
-    if (saved.get("overrides") or {}).get("save_checkpoint"):
-        parts.append("--save-model")
-    return " ".join([*parts, "--out", str(out)])
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
@@ -173,4 +141,4 @@ def listing(study: Study) -> str:
 
 
 __all__ = ["default_scale", "selected_points", "point_budget", "point_plan", "check_specs", "check_devices",
-           "resumable", "command_line", "parse_set", "listing", "DEFAULT_BUDGET"]
+           "parse_set", "listing", "DEFAULT_BUDGET"]

@@ -9,7 +9,7 @@ Parameter names are dotted paths into trainer.TrialSpec (e.g. "momentum_schedule
 from __future__ import annotations
 
 import json
-import tomllib
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +19,11 @@ from research_agents.config import catalog
 from research_agents.config.space import Param, Strict, active_params, config_id
 from trainer.presets import RUN_PRESETS
 from trainer.spec import TrialSpec, format_validation_error, set_dotted
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    import tomli as tomllib
 
 
 class Tie(Strict):

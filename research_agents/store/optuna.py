@@ -394,7 +394,12 @@ class OptunaStore(BaseStore):
 
     # -- the database
     def _signature(self) -> tuple:
-        """(trials, largest trial id, finished trials) of this study: one aggregate query."""
+        """(trials, largest trial id, finished trials) of this study: one aggregate query (without
+        Optuna's models: every trial read through its public API)."""
+        if not self.batched:
+            trials = [t for s in self.studies.values() for t in s.get_trials(deepcopy=False)]
+            return (len(trials), max((t._trial_id for t in trials), default=None),
+                    sum(t.state != TrialState.RUNNING for t in trials))
         from optuna.storages._rdb import models
         from sqlalchemy import case, func, select
 

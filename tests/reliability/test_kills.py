@@ -16,7 +16,7 @@ import pytest
 from research_agents.config import load_study
 from research_agents.records import COUNTED
 from research_agents.report.round import round_path
-from research_agents.rundir import lock_holder
+from research_agents.session import lock_holder
 from research_agents.store import OptunaStore
 from tests.reliability.helpers import ROOT, cli, cli_env, write_study
 

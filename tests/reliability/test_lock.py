@@ -11,7 +11,7 @@ import time
 from research_agents.cli import main
 from research_agents.config import load_study
 from research_agents.records import COUNTED
-from research_agents.rundir import RunLock, lock_holder
+from research_agents.session import RunLock, lock_holder
 from research_agents.store import OptunaStore
 from tests.reliability.helpers import ROOT, cli_env, fingerprint, one_error_line, write_study
 
@@ -65,7 +65,7 @@ def test_the_lock_dies_with_a_sigkilled_holder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
-                               "from research_agents.rundir import RunLock; RunLock(sys.argv[2]).__enter__();"
+                               "from research_agents.session import RunLock; RunLock(sys.argv[2]).__enter__();"
                                "print('held', flush=True); time.sleep(60)", str(ROOT), str(out)],
                               stdout=subprocess.PIPE, text=True, env=cli_env())
     assert holder.stdout.readline().strip() == "held"

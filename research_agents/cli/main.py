@@ -1,0 +1,49 @@
+"""The argument parser and the dispatch to one module per command (run, report, status, list)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from research_agents.cli import list as list_cmd
+from research_agents.cli import report, run, status
+from research_agents.cli.common import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, UsageError, experiments_dir
+from research_agents.config.plan import BadInput
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]  # one line, exit 2, as for every other bad input
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="research-agents", description="Optimizer research that runs itself.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run.add_parser(sub)
+    report.add_parser(sub)
+    status.add_parser(sub)
+    list_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+
+    # long lines stay whole in logs and pipes; tables get room when there is no terminal to fit
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    commands = {"run": run.command, "report": report.command, "status": status.command, "list": list_cmd.command}
+    try:
+        return commands[args.command](args, console)
+    except (UsageError, BadInput) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAIL", "EXIT_OK", "UsageError", "build_parser", "experiments_dir", "main"]

@@ -1,0 +1,25 @@
+"""`report OUT`: rebuild the reports of a run directory from its store (which it only reads)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from research_agents.cli.common import EXIT_OK
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser("report", help="rebuild the reports of a run directory from its store")
+    report.add_argument("out")
+
+
+def command(args: argparse.Namespace, console: Console) -> int:
+    from research_agents.cli.final_report import write_report
+    from research_agents.session import check_writable, open_run
+
+    session = open_run(args.out)
+    check_writable(session.out, "report:")  # it rewrites the reports (never the store)
+    findings = write_report(session, session.run.plan())
+    console.print(f"report: {session.out / 'report.md'} ({findings.recommendation.confidence} confidence)")
+    return EXIT_OK
