@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from research_agents import safefs
 from research_agents.config.plan import BadInput
 
 RUN_FILE = "run.json"
@@ -54,11 +55,8 @@ def read_run_file(out: Path) -> dict[str, Any] | None:
 
 
 def write_run_file(out: Path, saved: dict[str, Any]) -> None:
-    """OUT/run.json, whole or not at all (a temp file, then a rename)."""
-    path = Path(out) / RUN_FILE
-    tmp = path.with_name(f".{RUN_FILE}.tmp")
-    tmp.write_text(json.dumps(saved, indent=1))
-    os.replace(tmp, path)
+    """OUT/run.json, whole or not at all, never through a symlink (safefs)."""
+    safefs.write_text(Path(out) / RUN_FILE, json.dumps(saved, indent=1), root=out)
 
 
 def _read_only_fs(path: Path) -> bool:
@@ -107,7 +105,7 @@ def _holder_text(fd: int) -> str:
 def lock_holder(out: Path) -> str | None:
     """Who holds OUT's lock ("pid 123"), None when nobody does. Creates nothing."""
     try:
-        fd = os.open(Path(out) / LOCK_FILE, os.O_RDONLY)
+        fd = safefs.open_read(Path(out) / LOCK_FILE)
     except OSError:
         return None
     try:
@@ -127,7 +125,10 @@ class RunLock:
         self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by trial processes
+        try:  # not inherited by trial processes; never through a symlink
+            fd = safefs.open_lock(self.path, root=self.path.parent)
+        except safefs.UnsafePath as err:
+            raise BadInput(str(err)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

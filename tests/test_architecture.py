@@ -1,7 +1,7 @@
 """The house rules: imports flow one way, no import circle (lazy imports included), a study loads light.
 
 Layers, lowest first (a module may import its own layer and those below, never above):
-fmt/argtypes -> config -> records -> store/execution/planners -> analysis -> report -> loop/console
+fmt/argtypes/safefs/redact/signals -> config -> records -> store/execution/planners -> analysis -> report -> loop/console
 -> cli/rundir. trainer/ imports nothing of research_agents.
 """
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "research_agents"
 
 LAYERS = [
-    {"fmt", "argtypes"},
+    {"fmt", "argtypes", "safefs", "redact", "signals"},
     {"config"},
     {"records", "evidence"},
     {"store", "execution", "planners"},

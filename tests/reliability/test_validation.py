@@ -150,3 +150,41 @@ def test_a_damaged_run_file_is_one_line(run_copy, capsys):
     for argv in (args, ["status", str(out)], ["report", str(out)]):
         _refused(argv, capsys, "run.json cannot be read")
     assert fingerprint(out) == before
+
+
+# ------------------------------------------------------------------ names and ranges checked where they enter
+
+
+def _renamed_arm(name: str) -> str:
+    """The reliability study with its AdamW arm named `name` (TOML-quoted)."""
+    text = study_toml().replace('comparisons = [["adamw", "muon"]]', f'comparisons = [[{name!r}, "muon"]]'.replace("'", '"'))
+    return text.replace("[arms.adamw]", f'[arms."{name}"]').replace("[arms.adamw.space]", f'[arms."{name}".space]')
+
+
+BAD_NAMES = {
+    "arm ../x": (_renamed_arm("../x"), "arm name"),
+    "arm a/b": (_renamed_arm("a/b"), "arm name"),
+    "arm with markup": (_renamed_arm("[bold]x"), "arm name"),
+    "arm ..": (_renamed_arm(".."), "arm name"),
+    "knob with ..": (study_toml(muon_space='"lr..x" = { type = "float", low = 0.003, high = 0.6 }'), "parameter name"),
+    "knob with markup": (study_toml(muon_space='"[/]" = { type = "float", low = 0.003, high = 0.6 }'),
+                         "parameter name"),
+    "float knob low == high": (study_toml(muon_space='lr = { type = "float", low = 0.02, high = 0.02 }'),
+                               "needs a range"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NAMES))
+def test_a_bad_name_or_range_is_one_line_before_anything_is_written(tmp_path, capsys, table, case):
+    text, needle = BAD_NAMES[case]
+    study, out = tmp_path / "bad.toml", tmp_path / "out"
+    study.write_text(text)
+    _refused(_run(study, out, table), capsys, needle)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_the_shipped_studies_pass_the_name_rules():
+    from research_agents.cli import experiments_dir
+
+    for path in sorted(experiments_dir().glob("*.toml")):
+        load_study(path)
