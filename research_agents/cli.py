@@ -23,6 +23,7 @@ from research_agents.argtypes import number, whole
 from research_agents.config.plan import BadInput
 from research_agents.planners.llm_client import DEFAULT_MODEL, OPENAI_URL, PRICE_ENV, SEND_KEY_ENV, LLMConfig
 from research_agents.rundir import RUN_FILE
+from research_agents.safefs import UnsafePath
 from trainer.presets import RUN_PRESETS
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, console)
         return cmd_report(args, console) if args.command == "report" else cmd_status(args, console)
-    except (UsageError, BadInput) as e:
+    except (UsageError, BadInput, UnsafePath) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
