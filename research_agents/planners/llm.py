@@ -324,7 +324,7 @@ class LLMPlanner(BasePlanner):
                 break
             streak += 1
         if streak >= self.cfg.bad_rounds:
-            raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} (model {self.cfg.model}) gave no valid action "
+            raise LLMUnavailable(f"LLM endpoint {self.cfg.shown} (model {self.cfg.model}) gave no valid action "
                                  f"in {streak} rounds in a row; last problem: {problem}")
 
     # -- planning

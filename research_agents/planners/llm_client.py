@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from research_agents.redact import mask_url, scrub, url_secrets
+
 MODES = ("json_schema", "json_object", "text")
 DEFAULT_MODEL = "gpt-4o-mini"
 OPENAI_URL = "https://api.openai.com/v1"
@@ -83,6 +85,11 @@ class LLMConfig(BaseModel):
         return self.base_url or OPENAI_URL
 
     @property
+    def shown(self) -> str:
+        """The endpoint as written down or printed: credentials in it masked."""
+        return mask_url(self.endpoint)
+
+    @property
     def timeout(self) -> float:
         """Seconds per request: the user's, else generous for a server on this machine."""
         if self.timeout_s is not None:
@@ -112,7 +119,7 @@ class LLMConfig(BaseModel):
 
     def public(self) -> dict:
         """What may be written down (run.json, reports): never the key."""
-        return {"endpoint": self.endpoint, "model": self.model, "on_error": self.on_error,
+        return {"endpoint": self.shown, "model": self.model, "on_error": self.on_error,
                 "key_sent": self.key_sent}
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
@@ -146,7 +153,7 @@ class LLMClient:
             raise LLMUnavailable(problem)
         self.cfg = cfg
         self.sleep = sleep
-        self._secret = cfg.api_key  # scrubbed from every transcript, whether sent or not
+        self._secrets = [cfg.api_key, *url_secrets(cfg.endpoint)]  # scrubbed from every transcript, sent or not
         self._client = OpenAI(base_url=cfg.endpoint, api_key=cfg.api_key if cfg.key_sent else NO_KEY,
                               timeout=cfg.timeout, max_retries=0)
         self.mode_index = 0
@@ -158,9 +165,8 @@ class LLMClient:
         return MODES[self.mode_index]
 
     def scrub(self, text: str) -> str:
-        if self._secret and len(self._secret) >= 4:
-            text = text.replace(self._secret, "***")
-        return text
+        """`text` without the key or the endpoint's credentials, in any encoding (redact.scrub)."""
+        return scrub(text, self._secrets)
 
     def _reason(self, err: Exception) -> str:
         import openai
@@ -210,11 +216,11 @@ class LLMClient:
                     self.mode_index += 1
                     self.mode_works = False
                     continue
-                raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} rejected the request: {why}") from None
+                raise LLMUnavailable(f"LLM endpoint {self.cfg.shown} rejected the request: {why}") from None
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
                 why = self.scrub(self._reason(err))
                 self.failures.append({"mode": mode, "error": why, "latency_s": time.monotonic() - start})
-                raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} refused the request "
+                raise LLMUnavailable(f"LLM endpoint {self.cfg.shown} refused the request "
                                      f"(model {self.cfg.model}): {why}") from None
             except (openai.APIConnectionError, openai.APIStatusError, openai.APIResponseValidationError) as err:
                 why = self.scrub(self._reason(err))
@@ -228,7 +234,7 @@ class LLMClient:
                 transport += 1
                 if transport >= self.cfg.tries:
                     word = "unreachable" if isinstance(err, openai.APIConnectionError) else "failing"
-                    raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} {word} after {transport} "
+                    raise LLMUnavailable(f"LLM endpoint {self.cfg.shown} {word} after {transport} "
                                          f"tr{'y' if transport == 1 else 'ies'}: {why}") from None
                 self.sleep(self.cfg.backoff_s * 2 ** (transport - 1))
                 continue
