@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from research_agents import rundir
-from research_agents.argtypes import number, whole
+from research_agents.argtypes import number, positive, whole
 from research_agents.config.plan import BadInput
 from research_agents.planners.llm_client import DEFAULT_MODEL, OPENAI_URL, PRICE_ENV, SEND_KEY_ENV, LLMConfig
 from research_agents.rundir import RUN_FILE
@@ -97,7 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerant_streams() -> None:
+    """A character the terminal's encoding lacks (LANG=C: ASCII) is printed escaped, never a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_streams()
     # long lines stay whole in logs and pipes; tables get room when there is no terminal to fit
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
     try:
@@ -131,8 +140,8 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--on-llm-error", choices=("stop", "fallback"), default="stop",
                    help="when the LLM service fails after its retries: stop (default; the same command "
                    "resumes) or fall back to the classical planner for the rest of the run")
-    g.add_argument("--llm-timeout", type=number(0.0), help="seconds per request (default 300 for a server on this "
-                   "machine, 60 for a remote one)")
+    g.add_argument("--llm-timeout", type=positive(), help="seconds per request, whole (not per read; default 300 "
+                   "for a server on this machine, 60 for a remote one)")
     g.add_argument("--llm-send-key", action="store_true", help="send OPENAI_API_KEY to --llm-base-url although it is "
                    f"not api.openai.com (or ${SEND_KEY_ENV}=1); never over plain http to another machine")
     g.add_argument("--llm-bad-rounds", type=whole(1), default=2, help="rounds in a row without one valid LLM "
@@ -204,16 +213,16 @@ def cmd_list(console: Console) -> int:
 
     from research_agents.config import load_study
 
-    table = Table(title=f"studies in {experiments_dir()}")
+    table = Table(title=escape(f"studies in {experiments_dir()}"))
     for col in ("study", "preset", "scales", "arms", "experiments", "question"):
         table.add_column(col, no_wrap=col == "study")
     for path in sorted(experiments_dir().glob("*.toml")):
         try:
             s = load_study(path)
-            table.add_row(s.name, s.preset, ", ".join(s.scales) or "-", ", ".join(s.arms),
-                          str(len(s.points)) if s.points else "search", s.question)
+            table.add_row(*map(escape, (s.name, s.preset, ", ".join(s.scales) or "-", ", ".join(s.arms),
+                                        str(len(s.points)) if s.points else "search", s.question)))
         except ValueError as e:
-            table.add_row(path.stem, "-", "-", "-", "-", f"[red]invalid: {e}[/red]")
+            table.add_row(escape(path.stem), "-", "-", "-", "-", f"[red]invalid: {escape(str(e))}[/red]")
     console.print(table)
     return EXIT_OK
 
@@ -271,7 +280,7 @@ def cmd_report(args, console: Console) -> int:
     else:
         plan = make_plan(study, saved["budget"], saved.get("confirm_seeds"), adaptive=saved.get("planner") == "policy")
     findings = _final_report(out, study, plan, store, saved)
-    console.print(f"report: {out / 'report.md'} ({findings.recommendation.confidence} confidence)")
+    console.print(f"report: {out / 'report.md'} ({findings.recommendation.confidence} confidence)", markup=False)
     return EXIT_OK
 
 
@@ -358,7 +367,7 @@ def _check_run_dir(out: Path, study, saved: dict, storage_flag: str | None) -> N
 
 
 def _run(study, plan, planner, planner_line, executor, out: Path, saved: dict, preset, overrides, console) -> int:
-    console.print(f"[bold]{study.name}[/bold]: {study.question}")
+    console.print(f"[bold]{escape(study.name)}[/bold]: {escape(study.question)}")  # user text is never markup
     failed = _prepare_data(study, preset, overrides, console) if executor.trains_locally else None
     if failed is not None:
         return failed

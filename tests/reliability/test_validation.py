@@ -188,3 +188,37 @@ def test_the_shipped_studies_pass_the_name_rules():
 
     for path in sorted(experiments_dir().glob("*.toml")):
         load_study(path)
+
+
+# ------------------------------------------------------------------ user text is never rich markup
+
+MARKUP = "[/] [bold]x[/bold] [red"
+
+
+def test_markup_in_the_question_and_the_out_path_is_shown_as_written(tmp_path, capsys, monkeypatch, table):
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    monkeypatch.setenv("RESEARCH_AGENTS_EXPERIMENTS", str(experiments))
+    study = experiments / "rel.toml"
+    study.write_text(study_toml().replace("Is tuned Muon better than tuned AdamW?", MARKUP))
+    (experiments / "broken.toml").write_text(study_toml().replace('preset = "tiny"', 'preset = "[/]"'))
+    out = tmp_path / f"out {MARKUP}"
+    assert main(_run(study, out, table)) == 0
+    assert main(["status", str(out)]) == 0
+    assert main(["report", str(out)]) == 0
+    assert main(["list"]) == 0
+    shown = capsys.readouterr().out
+    assert MARKUP in shown and f"report: {out / 'report.md'}" in shown
+
+
+def test_ascii_stdout_does_not_crash(tmp_path, table):
+    from tests.reliability.helpers import cli, cli_env
+
+    study, out = tmp_path / "rel.toml", tmp_path / "out"
+    study.write_text(study_toml().replace("Is tuned Muon better than tuned AdamW?", "Is Muon \u2265 AdamW \u2014 r\u00e9ally?"))
+    env = cli_env(LANG="C", LC_ALL="C", PYTHONIOENCODING="ascii")
+    done = cli(*_run(study, out, table), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for command in (["status", str(out)], ["report", str(out)], ["list"]):
+        done = cli(*command, env=env)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
