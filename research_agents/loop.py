@@ -36,6 +36,7 @@ from research_agents.records import COUNTED, Bracket, CurveSummary, Proposal, Re
 from research_agents.records import as_proposal as _as_proposal
 from research_agents.records import spent as _spent
 from research_agents.report.round import latest_round_report, round_path
+from research_agents.signals import deferred_stop
 from research_agents.store.base import BaseStore
 
 MAX_PLANNER_RETRIES = 3
@@ -302,7 +303,7 @@ class ResearchLoop:
                 self.hooks.on_round_end(round_no, [r for r in records if r.round == round_no])
 
     def run(self) -> None:
-        with self._deferred_ctrl_c():
+        with deferred_stop(self):  # Ctrl-C, SIGTERM, SIGHUP: stop at the next safe point (signals.py)
             try:
                 self.resume_interrupted()
                 self.write_missing_round_reports()
