@@ -452,16 +452,16 @@ def _run_locked(study, plan, planner, planner_line, executor, out: Path, saved: 
 
 
 def _no_result(records, before: set[int]) -> str | None:
-    """Why the run produced nothing (every trial it ran, or every trial of the run, failed or
-    timed out), in one line; None when some trial completed or diverged (a result)."""
+    """Why the run produced nothing (every trial it ran, or every trial of the run, diverged, failed
+    or timed out: no loss to compare), in one line; None when some trial completed."""
     from collections import Counter
 
-    from research_agents.records import COUNTED, FAILED
+    from research_agents.records import BAD, COUNTED
 
     counted = [r for r in records if r.status in COUNTED]
     new = [r for r in counted if r.id not in before]
     for what, group in (("this command ran", new), ("the run holds", counted)):
-        if group and all(r.status in FAILED for r in group):
+        if group and all(r.status in BAD for r in group):
             kinds = ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in group).items())
             reason = " ".join((group[-1].reason or "no reason recorded").split())[:200]
             return f"no trial completed: the {len(group)} trial(s) {what} all ended without a result ({kinds}); " \

@@ -49,7 +49,7 @@ class _AllFail(BaseExecutor):
                        wall_time_s=0.0)
 
 
-@pytest.mark.parametrize("status", ["failed", "timeout"])
+@pytest.mark.parametrize("status", ["failed", "timeout", "diverged"])
 def test_a_run_whose_trials_all_failed_exits_1_saying_so(tmp_path, capsys, monkeypatch, table, status):
     monkeypatch.setattr("research_agents.execution.make_executor", lambda name, **kw: _AllFail(status))
     study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
@@ -222,3 +222,22 @@ def test_ascii_stdout_does_not_crash(tmp_path, table):
     for command in (["status", str(out)], ["report", str(out)], ["list"]):
         done = cli(*command, env=env)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_a_replay_table_of_nan_losses_gives_no_completed_trial(tmp_path, capsys):
+    import csv
+
+    from tests.reliability.helpers import write_table
+
+    good = write_table(tmp_path / "good.csv")
+    rows = list(csv.DictReader(good.open()))
+    nan = tmp_path / "nan.csv"
+    with nan.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "val_loss": "nan", "loss_100": "nan"} for r in rows)
+    study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+    assert main(_run(study, out, nan)) == 1
+    assert "no trial completed" in one_error_line(capsys.readouterr().err)
+    records = OptunaStore.for_study(out, load_study(study), readonly=True).records()
+    assert records and all(r.status == "diverged" and r.val_loss is None for r in records)
