@@ -241,3 +241,33 @@ def test_a_replay_table_of_nan_losses_gives_no_completed_trial(tmp_path, capsys)
     assert "no trial completed" in one_error_line(capsys.readouterr().err)
     records = OptunaStore.for_study(out, load_study(study), readonly=True).records()
     assert records and all(r.status == "diverged" and r.val_loss is None for r in records)
+
+
+# ------------------------------------------------------------------ environment values
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5"])
+def test_a_bad_omp_num_threads_is_refused(tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+    _refused(["run", "--study", str(study), "--budget", "8", "--executor", "local", "--out", str(out)], capsys,
+             "OMP_NUM_THREADS")
+    assert not out.exists()
+
+
+def test_cuda_visible_devices_without_a_gpu_counts_no_gpu(monkeypatch):
+    from research_agents.execution import visible_gpus
+
+    if Path("/proc/driver/nvidia/gpus").is_dir():
+        pytest.skip("this machine has an NVIDIA driver")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    assert visible_gpus() == []
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1"])
+def test_the_local_executor_refuses_a_bad_omp_num_threads(monkeypatch, value):
+    from research_agents.execution import LocalExecutor
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    with pytest.raises(ValueError, match="OMP_NUM_THREADS"):
+        LocalExecutor(warm=False)
