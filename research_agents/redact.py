@@ -3,7 +3,8 @@ for credentials in URLs.
 
 `scrub(text, secrets)` replaces each secret with *** wherever it appears: raw, as JSON string
 escapes (`\\u0073k-...`, also escaped twice, any mix of escaped and plain characters),
-URL-encoded (`%73k-...`), or base64. It works on the raw text (decoding escapes only to find the secret), so JSON stays JSON.
+URL-encoded (`%73k-...`), or base64. It works on the raw text (decoding escapes only to find
+the secret), so JSON stays JSON.
 `mask_url(url)` hides the password of `scheme://user:password@host` (a user name alone, which
 may be a token, is hidden whole); `mask_urls(text)` does so for every URL in a text.
 """

@@ -1,8 +1,8 @@
 """The house rules: imports flow one way, no import circle (lazy imports included), a study loads light.
 
 Layers, lowest first (a module may import its own layer and those below, never above):
-fmt/argtypes/safefs/redact/signals -> config -> records -> store/execution/planners -> analysis -> report -> loop/console
--> cli/rundir. trainer/ imports nothing of research_agents.
+fmt/argtypes/safefs/redact/signals -> config -> records -> store/execution/planners -> analysis -> report
+-> loop/console -> cli/rundir. trainer/ imports nothing of research_agents.
 """
 
 from __future__ import annotations

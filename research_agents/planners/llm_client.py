@@ -72,7 +72,8 @@ class LLMConfig(BaseModel):
     model: str = DEFAULT_MODEL
     api_key: str | None = Field(default=None, repr=False, exclude=True)  # never written anywhere
     send_key: bool = False  # the user opted in to sending the key to a host other than OpenAI's
-    timeout_s: float | None = Field(default=None, gt=0)  # whole request; None: LOOPBACK_TIMEOUT_S for a server on this machine, else REMOTE_TIMEOUT_S
+    # seconds per request, whole; None: LOOPBACK_TIMEOUT_S for a server on this machine, else REMOTE_TIMEOUT_S
+    timeout_s: float | None = Field(default=None, gt=0)
     tries: int = 3
     backoff_s: float = 1.0  # waits backoff, 2x, 4x ... between tries
     repairs: int = 3  # corrected batches asked for per round (LLAMBO: up to 3)

@@ -70,8 +70,8 @@ def test_a_timeout_that_is_not_above_0_is_refused(tmp_path, capsys, table, value
     assert not out.exists()
 
 
-@pytest.mark.parametrize("text", ["[" * 2_000_000, "[" * 150_000 + "]" * 50_000, '{"actions": ' + "[" * 5000 + "]" * 5000
-                                  + "}", "x {" * 60_000])
+@pytest.mark.parametrize("text", ["[" * 2_000_000, "[" * 150_000 + "]" * 50_000,
+                                  '{"actions": ' + "[" * 5000 + "]" * 5000 + "}", "x {" * 60_000])
 def test_a_huge_or_deep_reply_is_refused_in_milliseconds(text):
     started = time.monotonic()
     with pytest.raises(ValueError, match="characters long|levels deep|no JSON"):

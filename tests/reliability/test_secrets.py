@@ -66,7 +66,8 @@ def _encodings(secret: str) -> dict[str, str]:
     from urllib.parse import quote
 
     return {"raw": secret, "json \\u escapes": "".join(f"\\u{ord(c):04x}" for c in secret),
-            "json \\u escapes, upper, mixed": secret[:3] + "".join(f"\\u{ord(c):04X}" for c in secret[3:9]) + secret[9:],
+            "json \\u escapes, upper, mixed":
+                secret[:3] + "".join(f"\\u{ord(c):04X}" for c in secret[3:9]) + secret[9:],
             "url-encoded": "".join(f"%{ord(c):02x}" for c in secret), "quote": quote(secret, safe=""),
             "base64": base64.b64encode(f"Bearer {secret}".encode()).decode()}
 

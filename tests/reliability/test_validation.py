@@ -157,7 +157,7 @@ def test_a_damaged_run_file_is_one_line(run_copy, capsys):
 
 def _renamed_arm(name: str) -> str:
     """The reliability study with its AdamW arm named `name` (TOML-quoted)."""
-    text = study_toml().replace('comparisons = [["adamw", "muon"]]', f'comparisons = [[{name!r}, "muon"]]'.replace("'", '"'))
+    text = study_toml().replace('comparisons = [["adamw", "muon"]]', f'comparisons = [["{name}", "muon"]]')
     return text.replace("[arms.adamw]", f'[arms."{name}"]').replace("[arms.adamw.space]", f'[arms."{name}".space]')
 
 
@@ -215,7 +215,8 @@ def test_ascii_stdout_does_not_crash(tmp_path, table):
     from tests.reliability.helpers import cli, cli_env
 
     study, out = tmp_path / "rel.toml", tmp_path / "out"
-    study.write_text(study_toml().replace("Is tuned Muon better than tuned AdamW?", "Is Muon \u2265 AdamW \u2014 r\u00e9ally?"))
+    question = "Is Muon \u2265 AdamW \u2014 r\u00e9ally?"  # not ASCII
+    study.write_text(study_toml().replace("Is tuned Muon better than tuned AdamW?", question))
     env = cli_env(LANG="C", LC_ALL="C", PYTHONIOENCODING="ascii")
     done = cli(*_run(study, out, table), env=env)
     assert done.returncode == 0, done.stderr[-2000:]
