@@ -24,6 +24,7 @@ from research_agents.argtypes import number, positive, whole
 from research_agents.config.plan import BadInput
 from research_agents.planners.llm_client import DEFAULT_MODEL, OPENAI_URL, PRICE_ENV, SEND_KEY_ENV, LLMConfig
 from research_agents.rundir import RUN_FILE
+from research_agents.redact import mask_urls
 from research_agents.safefs import UnsafePath
 from trainer.presets import RUN_PRESETS
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, console)
         return cmd_report(args, console) if args.command == "report" else cmd_status(args, console)
     except (UsageError, BadInput, UnsafePath) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {mask_urls(str(e))}", file=sys.stderr)  # no credentials of any URL on the console
         return EXIT_BAD_INPUT
 
 

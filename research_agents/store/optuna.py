@@ -41,6 +41,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from research_agents.config.space import Param
+from research_agents.redact import mask_url
 from research_agents.records import TrialRecord, result_fields
 from research_agents.store.base import BaseStore, StoreError
 
@@ -105,7 +106,8 @@ def sqlite_path(url: str) -> Path | None:
 def describe(url: str) -> str:
     """The database for a message: its file for SQLite, else the URL without its password."""
     path = sqlite_path(url)
-    return str(path) if path is not None else _parse(url).render_as_string(hide_password=True)
+    _parse(url)  # StoreError when it is not a URL
+    return str(path) if path is not None else mask_url(url)  # redact: the one mask for credentials
 
 
 def readonly_url(url: str) -> str:

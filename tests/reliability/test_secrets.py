@@ -126,3 +126,11 @@ def test_one_mask_for_urls_and_one_scrub_for_every_encoding():
         for enc in _encodings(KEY).values():
             assert enc not in scrub(text, [KEY]) or enc == "Bearer", how
     assert scrub('{"a": "100% \\n fine"}', [KEY]) == '{"a": "100% \\n fine"}'
+
+
+def test_a_storage_password_is_masked_on_the_console(tmp_path, table, capsys):
+    study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+    code = main(["run", "--study", str(study), "--budget", "8", "--executor", f"replay:{table}", "--out", str(out),
+                 "--storage", f"postgresql://user:{PASSWORD}@127.0.0.1:1/x"])
+    err = capsys.readouterr().err
+    assert code == 2 and PASSWORD not in err and "postgresql://user:***@127.0.0.1:1/x" in err, err
