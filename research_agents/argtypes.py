@@ -36,3 +36,15 @@ def number(minimum: float = 0.0, maximum: float = math.inf) -> Callable[[str], f
         return value
 
     return parse
+
+
+def positive(maximum: float = math.inf) -> Callable[[str], float]:
+    """A finite number > 0 (and <= maximum): a duration, where 0 would mean "no limit" by accident."""
+
+    def parse(text: str) -> float:
+        value = number(0.0, maximum)(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+        return value
+
+    return parse

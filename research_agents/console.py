@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -16,7 +17,7 @@ from research_agents.records import COUNTED, TrialRecord
 
 
 def trials_table(records: list[TrialRecord], limit: int | None = None, title: str = "trials") -> Table:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=escape(title), show_lines=False)  # study, arm and LLM text is never rich markup
     for col in ("#", "round", "phase", "arm", "origin", "seed", "status", "val loss", "params"):
         table.add_column(col, justify="right" if col in ("#", "round", "seed", "val loss") else "left")
     shown = records[-limit:] if limit else records
@@ -24,8 +25,8 @@ def trials_table(records: list[TrialRecord], limit: int | None = None, title: st
         loss = f4(r.val_loss) if r.val_loss is not None else "-"
         params = " ".join(f"{k}={fmt_value(v)}" for k, v in r.params.items())
         style = {"completed": None, "running": "cyan"}.get(r.status, "yellow")
-        table.add_row(str(r.order), str(r.round), r.phase, r.arm, r.origin, str(r.seed), r.status,
-                      loss, params, style=style)
+        table.add_row(*map(escape, (str(r.order), str(r.round), r.phase, r.arm, r.origin, str(r.seed), r.status,
+                                    loss, params)), style=style)
     return table
 
 
@@ -66,7 +67,7 @@ class RunDisplay:
 
     def trial_start(self, r: TrialRecord) -> None:
         self.records.append(r)
-        self.trial_tasks[r.id] = self.trial.add_task(f"trial {r.order} {r.arm} s{r.seed}", total=None, loss="")
+        self.trial_tasks[r.id] = self.trial.add_task(escape(f"trial {r.order} {r.arm} s{r.seed}"), total=None, loss="")
         if not self.live_mode:
             self.message(f"trial {r.order}: {r.phase} {r.arm} seed {r.seed} ({r.origin}) {r.params}")
         self._refresh()

@@ -36,6 +36,7 @@ from research_agents.records import COUNTED, CurveSummary, TrialRecord, curve_su
 from research_agents.report.round import round_path
 from research_agents.rounds import RoundPlan, confirm_round, search_round
 from research_agents.snapshot import Snapshot
+from research_agents.signals import deferred_stop
 from research_agents.store.base import BaseStore
 
 
@@ -79,7 +80,7 @@ class ResearchLoop:
 
     # -- the four steps
     def run(self) -> None:
-        with self._deferred_ctrl_c():
+        with deferred_stop(self):  # Ctrl-C, SIGTERM, SIGHUP: stop at the next safe point (signals.py)
             try:
                 self.resume_interrupted()
                 self.write_missing_round_reports()
@@ -229,22 +230,3 @@ class ResearchLoop:
     def check_stop(self) -> None:
         if self._stop:
             raise TrialInterrupted()
-
-    @contextlib.contextmanager
-    def _deferred_ctrl_c(self):
-        """While the loop runs, a first Ctrl-C asks it to stop at its next safe point (the running
-        trials are stopped and recorded as interrupted); a second one stops it at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._stop:
-                raise KeyboardInterrupt
-            self._stop = True
-
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)

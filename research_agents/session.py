@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from research_agents import safefs
 from research_agents.config.plan import BadInput, Plan, make_plan
 from research_agents.config.runforms import point_plan
 from research_agents.config.study import Study
@@ -94,12 +95,9 @@ class RunFile(BaseModel):
                            "another --out") from None
 
     def write(self, out: Path) -> None:
-        """OUT/run.json, whole or not at all (a temp file, then a rename)."""
-        path = Path(out) / RUN_FILE
-        tmp = path.with_name(f".{RUN_FILE}.tmp")
-        tmp.write_text(json.dumps(self.model_dump(mode="json", exclude={"llm"} if self.llm is None else None),
-                                  indent=1))
-        os.replace(tmp, path)
+        """OUT/run.json, whole or not at all, never through a symlink (safefs)."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"llm"} if self.llm is None else None), indent=1)
+        safefs.write_text(Path(out) / RUN_FILE, text, root=out)
 
     def plan(self) -> Plan:
         """The budget plan this run was started with."""
@@ -223,7 +221,7 @@ def _holder_text(fd: int) -> str:
 def lock_holder(out: Path) -> str | None:
     """Who holds OUT's lock ("pid 123"), None when nobody does. Creates nothing."""
     try:
-        fd = os.open(Path(out) / LOCK_FILE, os.O_RDONLY)
+        fd = safefs.open_read(Path(out) / LOCK_FILE)
     except OSError:
         return None
     try:
@@ -243,7 +241,10 @@ class RunLock:
         self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by trial processes
+        try:  # not inherited by trial processes; never through a symlink
+            fd = safefs.open_lock(self.path, root=self.path.parent)
+        except safefs.UnsafePath as err:
+            raise BadInput(str(err)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,10 +1,10 @@
 """The house rules: imports flow one way, no import circle (lazy imports included), a study loads light.
 
 Layers, lowest first (a module may import its own layer and those below, never above):
-fmt/argtypes -> config -> records/evidence/budget/actions/report.words -> store/execution/planners
--> analysis -> report -> loop/console/snapshot/rounds/session -> cli. trainer/ imports nothing of research_agents.
-report.words (the words for the evidence and open questions the planners also read) sits low so the LLM
-prompt renders with it.
+fmt/argtypes/safefs/redact/signals -> config -> records/evidence/budget/actions/report.words
+-> store/execution/planners -> analysis -> report -> loop/console/snapshot/rounds/session -> cli. trainer/
+imports nothing of research_agents. report.words (the words for the evidence and open questions the
+planners also read) sits low so the LLM prompt renders with it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "research_agents"
 
 LAYERS = [
-    {"fmt", "argtypes"},
+    {"fmt", "argtypes", "safefs", "redact", "signals"},
     {"config"},
     {"records", "evidence", "budget", "actions", "report.words"},
     {"store", "execution", "planners"},

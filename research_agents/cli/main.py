@@ -9,6 +9,8 @@ from research_agents.cli import list as list_cmd
 from research_agents.cli import report, run, status
 from research_agents.cli.common import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, UsageError, experiments_dir
 from research_agents.config.plan import BadInput
+from research_agents.redact import mask_urls
+from research_agents.safefs import UnsafePath
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,9 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerant_streams() -> None:
+    """A character the terminal's encoding lacks (LANG=C: ASCII) is printed escaped, never a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
+    _tolerant_streams()
     # long lines stay whole in logs and pipes; tables get room when there is no terminal to fit
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
     try:
@@ -41,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"run": run.command, "report": report.command, "status": status.command, "list": list_cmd.command}
     try:
         return commands[args.command](args, console)
-    except (UsageError, BadInput) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UsageError, BadInput, UnsafePath) as e:
+        print(f"error: {mask_urls(str(e))}", file=sys.stderr)  # no credentials of any URL on the console
         return EXIT_BAD_INPUT
 
 

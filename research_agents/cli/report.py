@@ -21,5 +21,6 @@ def command(args: argparse.Namespace, console: Console) -> int:
     session = open_run(args.out)
     check_writable(session.out, "report:")  # it rewrites the reports (never the store)
     findings = write_report(session, session.run.plan())
-    console.print(f"report: {session.out / 'report.md'} ({findings.recommendation.confidence} confidence)")
+    console.print(f"report: {session.out / 'report.md'} ({findings.recommendation.confidence} confidence)",
+                  markup=False)
     return EXIT_OK

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
-from research_agents.argtypes import number, whole
+from research_agents.argtypes import number, positive, whole
 from research_agents.cli.common import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, UsageError, experiments_dir
 from research_agents.planners.llm_client import DEFAULT_MODEL, SEND_KEY_ENV, LLMConfig
 from trainer.presets import RUN_PRESETS
@@ -75,7 +76,7 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--on-llm-error", choices=("stop", "fallback"), default="stop",
                    help="when the LLM service fails after its retries: stop (default; the same command "
                    "resumes) or fall back to the classical planner for the rest of the run")
-    g.add_argument("--llm-timeout", type=number(0.0), help="seconds per request (default 300 for a server on this "
+    g.add_argument("--llm-timeout", type=positive(), help="seconds per request, whole (not per read; default 300 for a server on this "
                    "machine, 60 for a remote one)")
     g.add_argument("--llm-send-key", action="store_true", help="send OPENAI_API_KEY to --llm-base-url although it is "
                    f"not api.openai.com (or ${SEND_KEY_ENV}=1); never over plain http to another machine")
@@ -153,7 +154,7 @@ def command(args: argparse.Namespace, console: Console) -> int:
                   workers=workers, speculate=args.speculate,
                   llm=planner.public())  # LLM planners: endpoint and model, never the key
     run = check_start(out, run, args.storage)
-    console.print(f"[bold]{study.name}[/bold]: {study.question}")
+    console.print(f"[bold]{escape(study.name)}[/bold]: {escape(study.question)}")  # user text is never markup
     if executor.trains_locally and (failed := _prepare_data(study, preset, overrides, console)) is not None:
         return failed
     return _run(run, plan, planner, planner_line, executor, out, console)
@@ -276,16 +277,16 @@ def outcome(records: list[TrialRecord], before: set[int], *, interrupted: bool =
 
 
 def _no_result(records: list[TrialRecord], before: set[int]) -> str | None:
-    """Why the run produced nothing (every trial it ran, or every trial of the run, failed or
-    timed out), in one line; None when some trial completed or diverged (a result)."""
+    """Why the run produced nothing (every trial it ran, or every trial of the run, diverged, failed
+    or timed out: no loss to compare), in one line; None when some trial completed."""
     from collections import Counter
 
-    from research_agents.records import COUNTED, FAILED
+    from research_agents.records import BAD, COUNTED
 
     counted = [r for r in records if r.status in COUNTED]
     new = [r for r in counted if r.id not in before]
     for what, group in (("this command ran", new), ("the run holds", counted)):
-        if group and all(r.status in FAILED for r in group):
+        if group and all(r.status in BAD for r in group):
             kinds = ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in group).items())
             reason = " ".join((group[-1].reason or "no reason recorded").split())[:200]
             return f"no trial completed: the {len(group)} trial(s) {what} all ended without a result ({kinds}); " \

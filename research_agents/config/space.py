@@ -50,6 +50,9 @@ class Param(Strict):
             raise ValueError(f"'low' and 'high' must be finite numbers, got low {self.low}, high {self.high}")
         if self.low > self.high:
             raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.type == "float" and self.low == self.high:  # no range: no grid step, nothing to search
+            raise ValueError(f"low and high are both {self.low:g}: a float parameter needs a range "
+                             "(a fixed value goes in the arm's base)")
         if self.log and self.low <= 0:
             raise ValueError("a log-scaled parameter needs low > 0")
         if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):

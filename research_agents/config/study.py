@@ -9,6 +9,7 @@ Parameter names are dotted paths into trainer.TrialSpec (e.g. "momentum_schedule
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,10 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10: the same parser, from PyPI (a dependency there)
     import tomli as tomllib
+
+
+ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+KNOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,7}")
 
 
 class Tie(Strict):
@@ -128,10 +133,23 @@ class Study(Strict):
     analyses: list[str] = Field(default_factory=list)  # extra report analyses (artifacts.py)
     equivalence_margin: float = Field(0.02, gt=0.0)  # nats: "as good as" means within this
 
+    def _check_names(self) -> None:
+        """Arm and knob names become directory names, store keys and report text: plain identifiers
+        only (no path separator, no `..`, no markup), checked where they enter."""
+        for arm_name, arm in self.arms.items():
+            if not ARM_NAME.fullmatch(arm_name):
+                raise ValueError(f"arms: {arm_name!r} is not a usable arm name (letters, digits, _ and -, "
+                                 "starting with a letter or digit, at most 64)")
+            for key in (*arm.space, *arm.tie):
+                if not KNOB_NAME.fullmatch(key):
+                    raise ValueError(f"arms.{arm_name}: {key!r} is not a usable parameter name (a dotted path of "
+                                     "identifiers, e.g. momentum_schedule.warmup_steps)")
+
     @model_validator(mode="after")
     def _check(self) -> Study:
         if not self.name.strip("."):  # the name is a directory under experiments/runs/
             raise ValueError(f"name: {self.name!r} is not a usable name (letters, digits, _ . - but not only dots)")
+        self._check_names()
         if self.preset not in RUN_PRESETS:
             raise ValueError(f"preset: unknown {self.preset!r}; known: {', '.join(RUN_PRESETS)}")
         for a, b in self.comparisons:

@@ -35,6 +35,7 @@ class LocalExecutor(BaseExecutor):
     name = "local"
 
     def __init__(self, python: str = sys.executable, gpus: list[str] | None = None, warm: bool = True):
+        _trial_env()  # ValueError (one line) on a bad OMP_NUM_THREADS, before anything runs
         self.python = python
         self.warm = warm and python == sys.executable  # the fork server is this interpreter
         self.gpus = list(gpus) if gpus else None
@@ -52,7 +53,7 @@ class LocalExecutor(BaseExecutor):
         """One trial per GPU on CUDA; on CPU, the cores divided by the threads each trial uses."""
         if self.gpus:
             return len(self.gpus)
-        threads = int(_trial_env()["OMP_NUM_THREADS"]) if _trial_env()["OMP_NUM_THREADS"].isdigit() else 1
+        threads = int(_trial_env()["OMP_NUM_THREADS"])
         return max(1, (os.cpu_count() or 1) // max(1, threads))
 
     def describe(self) -> str:
@@ -139,11 +140,11 @@ class LocalExecutor(BaseExecutor):
 def visible_gpus() -> list[str]:
     """The CUDA devices trials may be pinned to, without importing torch where there is no NVIDIA
     driver: $CUDA_VISIBLE_DEVICES's entries when set, else every device torch sees."""
+    if not Path("/proc/driver/nvidia/gpus").is_dir() and sys.platform.startswith("linux"):
+        return []  # no NVIDIA driver: no GPU, whatever $CUDA_VISIBLE_DEVICES says
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [x.strip() for x in env.split(",") if x.strip()]
-    if not Path("/proc/driver/nvidia/gpus").is_dir() and sys.platform.startswith("linux"):
-        return []
     try:
         import torch
 
@@ -156,7 +157,11 @@ def _trial_env() -> dict[str, str]:
     """Small CPU models train fastest on one thread, and a second thread that has to wait for a busy
     core slows a step down many times over (measured: 6 s vs 123 s for the tiny preset on 2 loaded
     cores). Users who want more set OMP_NUM_THREADS themselves."""
-    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or "1"}  # (set but empty: unset)
+    threads = os.environ.get("OMP_NUM_THREADS", "").strip() or "1"  # (set but empty: unset)
+    if not threads.isdigit() or int(threads) < 1:  # libgomp would only warn, and run on its default threads
+        raise ValueError(f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']!r}: expected a whole number of threads "
+                         "per trial, at least 1 (or unset it: 1)")
+    return {"OMP_NUM_THREADS": threads}
 
 
 _FORK_LOCK = threading.Lock()

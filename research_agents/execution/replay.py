@@ -226,6 +226,10 @@ class ReplayExecutor(BaseExecutor):
         history = [{"step": math.ceil(steps * q / 100), "val_loss": v, "train_loss": v,
                     "lr": spec.lr, "time_s": row.wall_time_s * q / 100} for q, v in row.curve]
         status = "diverged" if row.status == "diverged" else "completed"
+        if status == "completed" and (row.val_loss is None or not math.isfinite(row.val_loss)):
+            return Outcome(status="diverged" if row.val_loss is not None else "failed", metrics=None,
+                           reason=f"the replay table's row has no finite val_loss ({row.val_loss})", log_path=None,
+                           wall_time_s=time.perf_counter() - started)
         metrics = TrialMetrics(
             spec=spec.model_dump(mode="json"), status=status,
             reason=f"replayed from {self.path.name} (seed {row.seed})" if status == "completed" else "diverged (replayed)",

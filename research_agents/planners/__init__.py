@@ -113,7 +113,7 @@ def _llm_planner(kind: str, study: Study, llm) -> tuple[BasePlanner, str]:
         raise ValueError(f"--planner {kind}: study {study.name} has no search space to plan in")
     s = study.planner
     planner = LLMPlanner(llm, s.seed, s.tpe_startup_trials)
-    where = f"model {llm.model} at {llm.endpoint}, {llm.key_note()}, timeout {llm.timeout:g} s"
+    where = f"model {llm.model} at {llm.shown}, {llm.key_note()}, timeout {llm.timeout:g} s"
     errors = (f"on LLM errors or {llm.bad_rounds} rounds in a row without a valid action: "
               + ("fall back to tpe" if llm.on_error == "fallback" else "stop (rerun resumes)"))
     if kind == "llm":

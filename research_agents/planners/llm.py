@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from research_agents import safefs
 from research_agents.actions import DUPLICATE, Bracket, Ledger, Proposal, Replicate, StopArm, Work, slots_left
 from research_agents.config.space import Param, active_params, config_id, near_duplicate
 from research_agents.fmt import fmt_value, params_line
@@ -283,7 +284,7 @@ class LLMPlanner(BasePlanner):
         while (folder / f"round-{round_no:02d}-{k}.json").exists():
             k += 1
         path = folder / f"round-{round_no:02d}-{k}.json"
-        path.write_text(self.client.scrub(json.dumps(body, indent=1, default=str)))
+        safefs.write_text(path, self.client.scrub(json.dumps(body, indent=1, default=str)), root=self.out)
         return path.name
 
     def fall_back(self, round_no: int, err: Exception) -> None:
@@ -323,7 +324,7 @@ class LLMPlanner(BasePlanner):
                 break
             streak += 1
         if streak >= self.cfg.bad_rounds:
-            raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} (model {self.cfg.model}) gave no valid action "
+            raise LLMUnavailable(f"LLM endpoint {self.cfg.shown} (model {self.cfg.model}) gave no valid action "
                                  f"in {streak} rounds in a row; last problem: {problem}")
 
     # -- planning

@@ -73,19 +73,53 @@ _ACTION = TypeAdapter(LLMAction)
 KINDS = ("try", "replicate", "bracket", "stop")
 
 
+MAX_REPLY_CHARS = 200_000  # a batch of actions is a few KB; more is not a reply to read
+MAX_DEPTH = 24  # an action batch nests 4 deep; deeper is not one (and must never reach a recursive parser)
+MAX_STARTS = 64  # positions tried for the first JSON value in prose (each try may scan to the end)
+
+
+def nesting_depth(text: str) -> int:
+    """How deep [ and { nest in `text` outside JSON strings (a linear scan, no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def extract_json(text: str) -> Any:
     """The first JSON object or array in a reply (code fences and prose around it allowed; raw line
-    breaks inside strings too, which llama.cpp's JSON grammar lets a model write)."""
+    breaks inside strings too, which llama.cpp's JSON grammar lets a model write). Bounded: a reply
+    over MAX_REPLY_CHARS or nested deeper than MAX_DEPTH is refused (ValueError) before any parsing."""
     text = text.strip()
+    if len(text) > MAX_REPLY_CHARS:
+        raise ValueError(f"the reply is {len(text)} characters long, more than {MAX_REPLY_CHARS}: not read")
+    if (depth := nesting_depth(text)) > MAX_DEPTH:
+        raise ValueError(f"the reply nests {depth} levels deep, more than {MAX_DEPTH}: not read")
     try:
         return json.loads(text, strict=False)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
     decoder = json.JSONDecoder(strict=False)
-    for m in re.finditer(r"[{\[]", text):
+    for k, m in enumerate(re.finditer(r"[{\[]", text)):
+        if k >= MAX_STARTS:
+            break
         try:
             value, _ = decoder.raw_decode(text, m.start())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         return value
     raise ValueError("no JSON object found in the reply")
@@ -189,4 +223,4 @@ def action_schema(study: Study, arms: list[str], n_max: int, labels: dict[str, l
 
 
 __all__ = ["LLMTry", "LLMReplicate", "LLMBracket", "LLMStop", "LLMAction", "MAX_REPLICATE_SEEDS",
-           "extract_json", "parse_actions", "param_schema", "params_schema", "action_schema"]
+           "extract_json", "nesting_depth", "parse_actions", "param_schema", "params_schema", "action_schema"]

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 import time
 from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
+
+from research_agents.planners.llm_actions import MAX_REPLY_CHARS
+from research_agents.redact import mask_url, scrub, url_secrets
 
 MODES = ("json_schema", "json_object", "text")
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -50,6 +54,10 @@ def is_official(url: str) -> bool:
     return urlsplit(url).scheme == "https" and _host(url) == OPENAI_HOST
 
 
+class RequestDeadline(Exception):
+    """A request that ran past its whole-request deadline (counted as a timed-out try)."""
+
+
 class LLMUnavailable(RuntimeError):
     """The LLM service failed after its retries (or refused the request outright)."""
 
@@ -64,7 +72,8 @@ class LLMConfig(BaseModel):
     model: str = DEFAULT_MODEL
     api_key: str | None = Field(default=None, repr=False, exclude=True)  # never written anywhere
     send_key: bool = False  # the user opted in to sending the key to a host other than OpenAI's
-    timeout_s: float | None = None  # None: LOOPBACK_TIMEOUT_S for a server on this machine, else REMOTE_TIMEOUT_S
+    # seconds per request, whole; None: LOOPBACK_TIMEOUT_S for a server on this machine, else REMOTE_TIMEOUT_S
+    timeout_s: float | None = Field(default=None, gt=0)
     tries: int = 3
     backoff_s: float = 1.0  # waits backoff, 2x, 4x ... between tries
     repairs: int = 3  # corrected batches asked for per round (LLAMBO: up to 3)
@@ -83,8 +92,13 @@ class LLMConfig(BaseModel):
         return self.base_url or OPENAI_URL
 
     @property
+    def shown(self) -> str:
+        """The endpoint as written down or printed: credentials in it masked."""
+        return mask_url(self.endpoint)
+
+    @property
     def timeout(self) -> float:
-        """Seconds per request: the user's, else generous for a server on this machine."""
+        """Seconds per request, whole (not per read): the user's, else generous for a server on this machine."""
         if self.timeout_s is not None:
             return self.timeout_s
         return LOOPBACK_TIMEOUT_S if is_loopback(self.endpoint) else REMOTE_TIMEOUT_S
@@ -112,7 +126,7 @@ class LLMConfig(BaseModel):
 
     def public(self) -> dict:
         """What may be written down (run.json, reports): never the key."""
-        return {"endpoint": self.endpoint, "model": self.model, "on_error": self.on_error,
+        return {"endpoint": self.shown, "model": self.model, "on_error": self.on_error,
                 "key_sent": self.key_sent}
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
@@ -146,7 +160,7 @@ class LLMClient:
             raise LLMUnavailable(problem)
         self.cfg = cfg
         self.sleep = sleep
-        self._secret = cfg.api_key  # scrubbed from every transcript, whether sent or not
+        self._secrets = [cfg.api_key, *url_secrets(cfg.endpoint)]  # scrubbed from every transcript, sent or not
         self._client = OpenAI(base_url=cfg.endpoint, api_key=cfg.api_key if cfg.key_sent else NO_KEY,
                               timeout=cfg.timeout, max_retries=0)
         self.mode_index = 0
@@ -158,14 +172,13 @@ class LLMClient:
         return MODES[self.mode_index]
 
     def scrub(self, text: str) -> str:
-        if self._secret and len(self._secret) >= 4:
-            text = text.replace(self._secret, "***")
-        return text
+        """`text` without the key or the endpoint's credentials, in any encoding (redact.scrub)."""
+        return scrub(text, self._secrets)
 
     def _reason(self, err: Exception) -> str:
         import openai
 
-        if isinstance(err, openai.APITimeoutError):
+        if isinstance(err, (openai.APITimeoutError, RequestDeadline)):
             return f"timed out after {self.cfg.timeout:g} s"
         if isinstance(err, openai.APIConnectionError):
             cause = err.__cause__ or err.__context__
@@ -189,6 +202,28 @@ class LLMClient:
         kwargs["messages"] = messages
         return kwargs
 
+    def _create(self, kwargs: dict) -> Any:
+        """One request, ended after `cfg.timeout` seconds in all: the openai client's timeout bounds
+        each read, so a server that drips a byte at a time would hold it for ever. The request runs
+        in a daemon thread; past the deadline it is abandoned (its socket closes when the server
+        gives up) and the try counts as timed out, like any other."""
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["resp"] = self._client.chat.completions.create(**kwargs)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                box["err"] = err
+
+        worker = threading.Thread(target=call, name="llm-request", daemon=True)
+        worker.start()
+        worker.join(self.cfg.timeout)
+        if worker.is_alive():
+            raise RequestDeadline(self.cfg.timeout)
+        if "err" in box:
+            raise box["err"]
+        return box["resp"]
+
     def complete(self, messages: list[dict], schema: dict) -> CallResult:
         import openai
 
@@ -199,7 +234,7 @@ class LLMClient:
             mode = self.mode
             start = time.monotonic()
             try:
-                resp = self._client.chat.completions.create(**kwargs)
+                resp = self._create(kwargs)
             except ValueError as err:  # a success status whose body is not JSON
                 return self._not_chat(mode, start, f"the body is not JSON ({type(err).__name__})")
             except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
@@ -210,13 +245,14 @@ class LLMClient:
                     self.mode_index += 1
                     self.mode_works = False
                     continue
-                raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} rejected the request: {why}") from None
+                raise LLMUnavailable(f"LLM endpoint {self.cfg.shown} rejected the request: {why}") from None
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
                 why = self.scrub(self._reason(err))
                 self.failures.append({"mode": mode, "error": why, "latency_s": time.monotonic() - start})
-                raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} refused the request "
+                raise LLMUnavailable(f"LLM endpoint {self.cfg.shown} refused the request "
                                      f"(model {self.cfg.model}): {why}") from None
-            except (openai.APIConnectionError, openai.APIStatusError, openai.APIResponseValidationError) as err:
+            except (openai.APIConnectionError, openai.APIStatusError, openai.APIResponseValidationError,
+                    RequestDeadline) as err:
                 why = self.scrub(self._reason(err))
                 self.failures.append({"mode": mode, "error": why, "latency_s": time.monotonic() - start})
                 if (isinstance(err, openai.APIStatusError) and mode != "text"
@@ -227,8 +263,8 @@ class LLMClient:
                     continue
                 transport += 1
                 if transport >= self.cfg.tries:
-                    word = "unreachable" if isinstance(err, openai.APIConnectionError) else "failing"
-                    raise LLMUnavailable(f"LLM endpoint {self.cfg.endpoint} {word} after {transport} "
+                    word = "unreachable" if isinstance(err, (openai.APIConnectionError, RequestDeadline)) else "failing"
+                    raise LLMUnavailable(f"LLM endpoint {self.cfg.shown} {word} after {transport} "
                                          f"tr{'y' if transport == 1 else 'ies'}: {why}") from None
                 self.sleep(self.cfg.backoff_s * 2 ** (transport - 1))
                 continue
@@ -239,6 +275,8 @@ class LLMClient:
             text = getattr(message, "content", None)
             if choice is None or not isinstance(text, (str, type(None))):
                 return self._not_chat(mode, start, f"no choices[0].message in {str(resp)[:120]!r}")
+            if text is not None and len(text) > MAX_REPLY_CHARS:  # never scrubbed, stored or parsed whole
+                return self._not_chat(mode, start, f"a reply of {len(text)} characters, more than {MAX_REPLY_CHARS}")
             self.mode_works = True
             usage = getattr(resp, "usage", None)
             return CallResult(text=self.scrub(text or ""), mode=mode, latency_s=latency,  # an echoed key too

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from research_agents import safefs
 from research_agents.analysis.claims import ClaimResult, evaluate, load_runs
 from research_agents.analysis.models import Findings
 from research_agents.analysis.seed_analyses import ANALYSES, DiagnosticsRow, MomentumAnalysis
@@ -53,13 +54,14 @@ def comparison_summary(out: Path, study: Study, fnd: Findings, claims: list[Clai
                "keys": SUMMARY_KEYS, "configs": configs, "best": configs[0] if configs else None,
                "claims": [c.model_dump(mode="json") for c in claims]}
     path = Path(out) / "comparison_summary.json"
-    path.write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False))
+    safefs.write_text(path, json.dumps(json_safe(summary), indent=1, allow_nan=False), root=out)
     return path
 
 
 def _momentum(out: Path, a: MomentumAnalysis) -> str:
     doc = a.model_dump(mode="json", exclude={"curves"})
-    (Path(out) / "statistical_analysis.json").write_text(json.dumps(json_safe(doc), indent=1, allow_nan=False))
+    safefs.write_text(Path(out) / "statistical_analysis.json", json.dumps(json_safe(doc), indent=1, allow_nan=False),
+                      root=out)
     plots.momentum_schedules_plot(out, a)
     return sections.momentum_section(a)
 

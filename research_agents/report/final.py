@@ -6,6 +6,7 @@ research_agents.analysis; nothing here computes statistics.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from research_agents.analysis.findings import analyze
 from research_agents.analysis.models import Findings
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
+from research_agents import safefs
 from research_agents.fmt import json_safe
 from research_agents.records import HistoryPoint, TrialMetrics, TrialRecord
 from research_agents.report import plots, sections
@@ -62,7 +64,7 @@ def leader_histories(out: Path, records: list[TrialRecord], fnd: Findings) -> di
 
 
 def _write_csv(path: Path, records: list[TrialRecord]) -> None:
-    with path.open("w", newline="") as fh:
+    with io.StringIO(newline="") as fh:
         w = csv.writer(fh)
         w.writerow(CSV_COLUMNS)
         for r in sorted(records, key=lambda r: r.order):
@@ -71,6 +73,7 @@ def _write_csv(path: Path, records: list[TrialRecord]) -> None:
                           (r.val_loss, r.val_accuracy, r.val_perplexity, r.train_loss, r.wall_time_s)),
                         "" if r.tokens_seen is None else r.tokens_seen, r.config,
                         json.dumps(r.params, sort_keys=True, default=str), r.reason or ""])
+        safefs.write_text(path, fh.getvalue(), root=path.parent)
 
 
 _REC_KEYS = ("confidence", "winner_arm", "winner_config", "winner_params", "best_arm", "best_config",
@@ -128,10 +131,10 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
     else:
         lines.append("Nothing to plot.")
     lines += ["", "## Reproduce", "", "```bash", *commands, "```", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    safefs.write_text(out / "report.md", "\n".join(lines), root=out)
 
     _write_csv(out / "results.csv", records)
     summary = {**summary_json(fnd), "setup": setup,
                "plots": {t: p.relative_to(out).as_posix() for t, p in made.items()}}
-    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False))
+    safefs.write_text(out / "summary.json", json.dumps(json_safe(summary), indent=1, allow_nan=False), root=out)
     return fnd

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from research_agents import safefs
 from research_agents.analysis.findings import analyze
 from research_agents.analysis.questions import open_questions
 from research_agents.config.plan import Plan
@@ -88,9 +88,7 @@ def write_round_report(out: Path, study: Study, round_no: int, round_records: li
     text = "\n".join(lines) + "\n"
     path = round_path(out, round_no)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # whole or absent: a missing report is rebuilt on resume
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    safefs.write_text(path, text, root=out)  # whole or absent: a missing report is rebuilt on resume
     return text
 
 

@@ -44,6 +44,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from research_agents.config.space import Param
+from research_agents.redact import mask_url
 from research_agents.records import TrialRecord, result_fields
 from research_agents.store.base import BaseStore, StoreError
 
@@ -108,7 +109,8 @@ def sqlite_path(url: str) -> Path | None:
 def describe(url: str) -> str:
     """The database for a message: its file for SQLite, else the URL without its password."""
     path = sqlite_path(url)
-    return str(path) if path is not None else _parse(url).render_as_string(hide_password=True)
+    _parse(url)  # StoreError when it is not a URL
+    return str(path) if path is not None else mask_url(url)  # redact: the one mask for credentials
 
 
 def readonly_url(url: str) -> str:
@@ -167,6 +169,37 @@ def abandoned(driver: str | None) -> bool:
     return bool(start) and _process_start(int(pid)) != start
 
 
+OPTUNA_TABLES = frozenset({
+    "alembic_version", "studies", "study_directions", "study_system_attributes", "study_user_attributes",
+    "trial_heartbeats", "trial_intermediate_values", "trial_params", "trial_system_attributes",
+    "trial_user_attributes", "trial_values", "trials", "version_info"})
+
+
+def check_sqlite_file(path: Path | None) -> None:
+    """StoreError (one line) when an existing SQLite file fails SQLite's quick integrity check or
+    holds tables that are not Optuna's (another application's database: never added to). A file
+    that is not a database at all is left to the open, which says so; read-only, writes nothing."""
+    if path is None or not path.is_file() or path.stat().st_size == 0 or _journal(path).exists():
+        return  # new, or a kill left it mid-write (then read from a rolled-back copy)
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        try:
+            problems = [str(row[0]) for row in con.execute("PRAGMA quick_check(5)")]
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return
+    if problems != ["ok"]:
+        raise StoreError(f"{path} fails SQLite's integrity check: {_one_line(Exception('; '.join(problems)))}")
+    foreign = sorted(t for t in tables - OPTUNA_TABLES if not t.startswith("sqlite_"))
+    if foreign:
+        raise StoreError(f"{path} holds tables that are not Optuna's ({', '.join(foreign[:5])}): another "
+                         "application's database is never written to; name a file of its own")
+
+
 def check_url(url: str) -> None:
     """StoreError (one line) unless `url` names a database that can be reached; writes nothing
     (a SQLite file is not created here, only its directory checked)."""
@@ -177,6 +210,7 @@ def check_url(url: str) -> None:
             raise StoreError(f"{url}: an in-memory database keeps nothing; name a file")
         if not path.parent.is_dir():
             raise StoreError(f"{url}: directory {path.parent} does not exist")
+        check_sqlite_file(path)
         return
     from sqlalchemy import create_engine
 
@@ -232,6 +266,7 @@ class OptunaStore(BaseStore):
         if readonly and path is not None and not path.is_file():
             raise StoreError(f"{where} does not exist")
         self._snapshot = None
+        check_sqlite_file(path)  # integrity, and no other application's tables
         try:
             try:
                 self._open(readonly_url(url) if readonly else url, study_name)

@@ -3,11 +3,15 @@ goes on; status and report stay allowed; the lock dies with its process, SIGKILL
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
+
+from research_agents import safefs
 from research_agents.cli import main
 from research_agents.config import load_study
 from research_agents.records import COUNTED
@@ -75,3 +79,75 @@ def test_the_lock_dies_with_a_sigkilled_holder(tmp_path):
     assert lock_holder(out) is None
     with RunLock(out):
         pass
+
+
+# ------------------------------------------------------------------ nothing outside OUT is ever written
+
+
+def _victim(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    return victim
+
+
+def test_a_symlink_at_the_lock_is_refused_and_its_target_kept(run_copy, tmp_path, capsys):
+    out, args = run_copy
+    victim = _victim(tmp_path)
+    (out / ".lock").unlink()
+    (out / ".lock").symlink_to(victim)
+    assert main(args) == 2
+    assert "symbolic link" in one_error_line(capsys.readouterr().err)
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("name", ["run.json", ".run.json.tmp", "report.md", "summary.json", "results.csv",
+                                  "rounds/round-01.md"])
+def test_a_symlink_in_place_of_a_run_file_is_replaced_never_written_through(run_copy, tmp_path, name):
+    out, args = run_copy
+    victim = _victim(tmp_path)
+    if name == "run.json":
+        victim.write_text((out / "run.json").read_text())  # a valid run file, so the resume goes on
+    before = victim.read_text()
+    link = out / name
+    if link.exists():
+        link.unlink()
+    link.symlink_to(victim)
+    main(args)
+    main(["report", str(out)])
+    assert victim.read_text() == before
+    if name not in (".run.json.tmp", "rounds/round-01.md"):  # (a round's report is only written when missing)
+        assert not link.is_symlink() and link.is_file()
+
+
+def test_a_symlinked_subdirectory_leading_outside_out_is_refused(run_copy, tmp_path, capsys):
+    out, args = run_copy
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(out / "rounds")
+    (out / "rounds").symlink_to(elsewhere)
+    assert main(["report", str(out)]) in (0, 2)
+    capsys.readouterr()
+    for path in (out / "rounds" / "round-01.md", out / "x.md"):
+        try:
+            safefs.write_text(path if path.name != "x.md" else elsewhere / "x.md", "x", root=out)
+        except safefs.UnsafePath as err:
+            assert "outside the run directory" in str(err)
+        else:
+            raise AssertionError(f"{path} was written outside {out}")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_safefs_never_truncates_a_symlink_target(tmp_path):
+    victim = _victim(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f").symlink_to(victim)
+    safefs.write_text(out / "f", "new", root=out)
+    assert victim.read_text() == "precious\n" and (out / "f").read_text() == "new" and not (out / "f").is_symlink()
+    (out / "lock").symlink_to(victim)
+    with pytest.raises(safefs.UnsafePath, match="symbolic link"):
+        safefs.open_lock(out / "lock", root=out)
+    (out / "dir").mkdir()
+    with pytest.raises(safefs.UnsafePath, match="directory"):
+        safefs.open_lock(out / "dir", root=out)
+    assert victim.read_text() == "precious\n"

@@ -54,3 +54,83 @@ def test_the_api_key_is_never_written(tmp_path, table, monkeypatch, capsys):
     saved = json.loads((out / "run.json").read_text())
     assert saved["llm"] == {"endpoint": endpoint, "model": DEFAULT_MODEL, "on_error": "stop",
                             "key_sent": True}  # whether it was sent, never the key itself
+
+
+# ------------------------------------------------------------------ every encoding, and credentials in URLs
+
+PASSWORD = "pw-reliability-4e8a1c"
+
+
+def _encodings(secret: str) -> dict[str, str]:
+    import base64
+    from urllib.parse import quote
+
+    return {"raw": secret, "json \\u escapes": "".join(f"\\u{ord(c):04x}" for c in secret),
+            "json \\u escapes, upper, mixed":
+                secret[:3] + "".join(f"\\u{ord(c):04X}" for c in secret[3:9]) + secret[9:],
+            "url-encoded": "".join(f"%{ord(c):02x}" for c in secret), "quote": quote(secret, safe=""),
+            "base64": base64.b64encode(f"Bearer {secret}".encode()).decode()}
+
+
+def _encoded_echo():
+    """Valid proposals whose rationale and expectation repeat the key in every encoding above."""
+    state = {"k": 0}
+
+    def reply(body):
+        out = []
+        for arm, lr0 in (("muon", 0.005), ("adamw", 0.0002)):
+            for _ in range(2):
+                state["k"] += 1
+                out.append({"arm": arm, "params": {"lr": round(lr0 * 1.3 ** state["k"], 6)},
+                            "rationale": "SLOT", "expected": "SLOT2"})
+        text = batch(*out)
+        forms = list(_encodings(KEY).values()) + list(_encodings(PASSWORD).values())
+        text = text.replace('"SLOT"', '"' + " ".join(forms) + '"', 1)  # JSON escapes stay escapes in the text
+        return {"content": text.replace('"SLOT2"', '"' + forms[1] + '"')}
+
+    return reply
+
+
+def test_the_key_and_url_credentials_are_written_in_no_encoding(tmp_path, table, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv(SEND_KEY_ENV, "1")
+    study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+    with StubLLM([], default=_encoded_echo()) as stub:
+        base = stub.base_url
+        url = base.replace("://", f"://user:{PASSWORD}@")
+        code = main(["run", "--study", str(study), "--budget", "12", "--executor", f"replay:{table}", "--out", str(out),
+                     "--planner", "llm", "--llm-base-url", url, "--llm-backoff", "0"])
+        assert main(["report", str(out)]) == 0 and main(["status", str(out)]) == 0
+    console = capsys.readouterr()
+    assert code == 0, console.err
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.parent.name == "llm" for p in files)
+    for secret in (KEY, PASSWORD):
+        for how, form in _encodings(secret).items():
+            leaks = [str(p) for p in files if form.encode() in p.read_bytes()]
+            assert leaks == [], f"{secret} ({how}) was written to {leaks}"
+            assert form not in console.out and form not in console.err, how
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["llm"]["endpoint"] == base.replace("://", "://user:***@")
+    assert "--llm-base-url " + saved["llm"]["endpoint"] in (out / "report.md").read_text()
+
+
+def test_one_mask_for_urls_and_one_scrub_for_every_encoding():
+    from research_agents.redact import mask_url, mask_urls, scrub
+
+    assert mask_url("http://u:p@h:1/v1") == "http://u:***@h:1/v1" and mask_url("https://tok@h/") == "https://***@h/"
+    assert mask_urls("a postgresql://u:p@h/db b") == "a postgresql://u:***@h/db b"
+    for how, form in _encodings(KEY).items():
+        text = json.dumps({"r": f"x {form} y"})
+        assert KEY not in json.loads(scrub(text, [KEY])), how
+        for enc in _encodings(KEY).values():
+            assert enc not in scrub(text, [KEY]) or enc == "Bearer", how
+    assert scrub('{"a": "100% \\n fine"}', [KEY]) == '{"a": "100% \\n fine"}'
+
+
+def test_a_storage_password_is_masked_on_the_console(tmp_path, table, capsys):
+    study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+    code = main(["run", "--study", str(study), "--budget", "8", "--executor", f"replay:{table}", "--out", str(out),
+                 "--storage", f"postgresql://user:{PASSWORD}@127.0.0.1:1/x"])
+    err = capsys.readouterr().err
+    assert code == 2 and PASSWORD not in err and "postgresql://user:***@127.0.0.1:1/x" in err, err

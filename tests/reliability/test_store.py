@@ -240,3 +240,52 @@ def test_a_kill_between_any_two_writes_of_a_trial_leaves_it_whole_or_to_rerun(tm
             [stale] = reopened.recover()
             assert reopened.records()[0].status == "interrupted" and stale.id == records[0].id
     assert k == 3 if batched else k > 3  # (start and finish: one write each, or several, each tried)
+
+
+# ------------------------------------------------------------------ a store checked when it opens
+
+
+def test_another_applications_sqlite_file_is_refused_as_storage(tmp_path, table, capsys):
+    other = tmp_path / "app.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    con.execute("INSERT INTO customers (name) VALUES ('ada')")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+    assert main(["run", "--study", str(study), "--budget", "8", "--executor", f"replay:{table}", "--out", str(out),
+                 "--storage", f"sqlite:///{other}"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "not Optuna's (customers)" in line, line
+    assert other.read_bytes() == before and not out.exists()
+
+
+def _corrupt_a_page(db: Path) -> None:
+    """Garbage over the cells of the first b-tree page whose damage SQLite's quick check sees: the
+    header and the schema still read, and so may the damaged table (a silent wrong answer)."""
+    original = db.read_bytes()
+    page = int.from_bytes(original[16:18], "big")
+    for k in range(1, len(original) // page):
+        data = bytearray(original)
+        data[k * page + 8: (k + 1) * page] = b"\xff\x13" * ((page - 8) // 2)
+        db.write_bytes(bytes(data))
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            if [row[0] for row in con.execute("PRAGMA quick_check(1)")] != ["ok"]:
+                return
+        finally:
+            con.close()
+    raise AssertionError("no page whose damage the quick check sees")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_store_that_fails_its_integrity_check_is_refused(run_copy, capsys, command):
+    out, args = run_copy
+    db = out / "study.db"
+    _corrupt_a_page(db)
+    before = fingerprint(out)
+    assert main(_argv(command, out, args)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(db) in line and "integrity check" in line, line
+    assert fingerprint(out) == before

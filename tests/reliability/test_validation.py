@@ -49,7 +49,7 @@ class _AllFail(BaseExecutor):
                        wall_time_s=0.0)
 
 
-@pytest.mark.parametrize("status", ["failed", "timeout"])
+@pytest.mark.parametrize("status", ["failed", "timeout", "diverged"])
 def test_a_run_whose_trials_all_failed_exits_1_saying_so(tmp_path, capsys, monkeypatch, table, status):
     monkeypatch.setattr("research_agents.execution.make_executor", lambda name, **kw: _AllFail(status))
     study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
@@ -150,3 +150,125 @@ def test_a_damaged_run_file_is_one_line(run_copy, capsys):
     for argv in (args, ["status", str(out)], ["report", str(out)]):
         _refused(argv, capsys, "run.json cannot be read")
     assert fingerprint(out) == before
+
+
+# ------------------------------------------------------------------ names and ranges checked where they enter
+
+
+def _renamed_arm(name: str) -> str:
+    """The reliability study with its AdamW arm named `name` (TOML-quoted)."""
+    text = study_toml().replace('comparisons = [["adamw", "muon"]]', f'comparisons = [["{name}", "muon"]]')
+    return text.replace("[arms.adamw]", f'[arms."{name}"]').replace("[arms.adamw.space]", f'[arms."{name}".space]')
+
+
+BAD_NAMES = {
+    "arm ../x": (_renamed_arm("../x"), "arm name"),
+    "arm a/b": (_renamed_arm("a/b"), "arm name"),
+    "arm with markup": (_renamed_arm("[bold]x"), "arm name"),
+    "arm ..": (_renamed_arm(".."), "arm name"),
+    "knob with ..": (study_toml(muon_space='"lr..x" = { type = "float", low = 0.003, high = 0.6 }'), "parameter name"),
+    "knob with markup": (study_toml(muon_space='"[/]" = { type = "float", low = 0.003, high = 0.6 }'),
+                         "parameter name"),
+    "float knob low == high": (study_toml(muon_space='lr = { type = "float", low = 0.02, high = 0.02 }'),
+                               "needs a range"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NAMES))
+def test_a_bad_name_or_range_is_one_line_before_anything_is_written(tmp_path, capsys, table, case):
+    text, needle = BAD_NAMES[case]
+    study, out = tmp_path / "bad.toml", tmp_path / "out"
+    study.write_text(text)
+    _refused(_run(study, out, table), capsys, needle)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_the_shipped_studies_pass_the_name_rules():
+    from research_agents.cli import experiments_dir
+
+    for path in sorted(experiments_dir().glob("*.toml")):
+        load_study(path)
+
+
+# ------------------------------------------------------------------ user text is never rich markup
+
+MARKUP = "[/] [bold]x[/bold] [red"
+
+
+def test_markup_in_the_question_and_the_out_path_is_shown_as_written(tmp_path, capsys, monkeypatch, table):
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    monkeypatch.setenv("RESEARCH_AGENTS_EXPERIMENTS", str(experiments))
+    study = experiments / "rel.toml"
+    study.write_text(study_toml().replace("Is tuned Muon better than tuned AdamW?", MARKUP))
+    (experiments / "broken.toml").write_text(study_toml().replace('preset = "tiny"', 'preset = "[/]"'))
+    out = tmp_path / f"out {MARKUP}"
+    assert main(_run(study, out, table)) == 0
+    assert main(["status", str(out)]) == 0
+    assert main(["report", str(out)]) == 0
+    assert main(["list"]) == 0
+    shown = capsys.readouterr().out
+    assert MARKUP in shown and f"report: {out / 'report.md'}" in shown
+
+
+def test_ascii_stdout_does_not_crash(tmp_path, table):
+    from tests.reliability.helpers import cli, cli_env
+
+    study, out = tmp_path / "rel.toml", tmp_path / "out"
+    question = "Is Muon \u2265 AdamW \u2014 r\u00e9ally?"  # not ASCII
+    study.write_text(study_toml().replace("Is tuned Muon better than tuned AdamW?", question))
+    env = cli_env(LANG="C", LC_ALL="C", PYTHONIOENCODING="ascii")
+    done = cli(*_run(study, out, table), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for command in (["status", str(out)], ["report", str(out)], ["list"]):
+        done = cli(*command, env=env)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_a_replay_table_of_nan_losses_gives_no_completed_trial(tmp_path, capsys):
+    import csv
+
+    from tests.reliability.helpers import write_table
+
+    good = write_table(tmp_path / "good.csv")
+    rows = list(csv.DictReader(good.open()))
+    nan = tmp_path / "nan.csv"
+    with nan.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "val_loss": "nan", "loss_100": "nan"} for r in rows)
+    study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+    assert main(_run(study, out, nan)) == 1
+    assert "no trial completed" in one_error_line(capsys.readouterr().err)
+    records = OptunaStore.for_study(out, load_study(study), readonly=True).records()
+    assert records and all(r.status == "diverged" and r.val_loss is None for r in records)
+
+
+# ------------------------------------------------------------------ environment values
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5"])
+def test_a_bad_omp_num_threads_is_refused(tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+    _refused(["run", "--study", str(study), "--budget", "8", "--executor", "local", "--out", str(out)], capsys,
+             "OMP_NUM_THREADS")
+    assert not out.exists()
+
+
+def test_cuda_visible_devices_without_a_gpu_counts_no_gpu(monkeypatch):
+    from research_agents.execution import visible_gpus
+
+    if Path("/proc/driver/nvidia/gpus").is_dir():
+        pytest.skip("this machine has an NVIDIA driver")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    assert visible_gpus() == []
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1"])
+def test_the_local_executor_refuses_a_bad_omp_num_threads(monkeypatch, value):
+    from research_agents.execution import LocalExecutor
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    with pytest.raises(ValueError, match="OMP_NUM_THREADS"):
+        LocalExecutor(warm=False)
