@@ -15,8 +15,9 @@ union), its entry in the LLM's schema (planners/llm_actions.py) and a row in the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Iterable, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -255,7 +256,7 @@ class StopArm(BaseModel):
         return [(self, None)]
 
 
-Action = Annotated[Union[Proposal, Replicate, Bracket, StopArm], Field(discriminator="kind")]
+Action = Annotated[Proposal | Replicate | Bracket | StopArm, Field(discriminator="kind")]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from research_agents.config.plan import Plan, split_shares
 from research_agents.config.space import config_id

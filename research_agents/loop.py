@@ -17,15 +17,12 @@ trains into a directory that already exists.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from research_agents.actions import Proposal, Run, StopArm
+from research_agents.actions import Proposal, Run
 from research_agents.analysis.questions import round_questions
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 MASK = "***"
 MIN_SECRET = 4  # shorter strings are not scrubbed (they would match everywhere)

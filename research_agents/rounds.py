@@ -47,7 +47,7 @@ def search_round(snap: Snapshot, planner: BasePlanner, wanted: dict[str, int], c
                                  "the study's starting point for this arm"))
                 seen.add(config_id(arm, start))
     n_seeds = len(study.seeds.search)
-    for attempt in range(MAX_PLANNER_RETRIES + 1):
+    for _ in range(MAX_PLANNER_RETRIES + 1):
         runs = {a: sum(len(w.seeds) for w in work if w.arm == a) for a in wanted}
         need = {a: n - seed_sets(runs[a], n_seeds) for a, n in wanted.items() if a not in stopped}
         need = {a: n for a, n in need.items() if n > 0}

@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
         code, what = (2, "data") if bad_data else (1, "trial failed")
         line = f"error: {what}: {' '.join((str(err) if bad_data else reason).split())}"
         try:
-            write_metrics(out, TrialMetrics(spec=spec.model_dump(mode="json"), status="failed", reason=reason,
+            write_metrics(out, TrialMetrics(spec=spec, status="failed", reason=reason,
                                             traceback=traceback.format_exc(), final=FinalMetrics(), history=[]))
         except OSError as write_err:  # the same fault may stop the record too: say both, once
             line += f" (and metrics.json could not be written: {write_err.strerror or write_err})"

@@ -4,7 +4,8 @@ Hybrid Muon: hidden matrices (attention, MLP, 3D expert stacks) get Muon; the em
 to the head), norm gains and biases get AdamW. The router is a spec choice. Which parameter goes
 where is decided in trainer/params.py only. The AdamW leg (params.in_adamw_leg) takes
 `spec.leg_lr` in both arms; the hidden matrices take `spec.lr` (Muon's, or AdamW's in the AdamW
-arm). Every torch param group is named (`name`), and `describe()` lists them for metrics.json. Weight decay reaches Muon's matrices too (seed bug 4),
+arm). Every torch param group is named (`name`), and `describe()` lists them for metrics.json.
+Weight decay reaches Muon's matrices too (seed bug 4),
 and AdamW's betas come from the spec (seed bug 5).
 """
 

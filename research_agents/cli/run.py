@@ -76,7 +76,8 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--on-llm-error", choices=("stop", "fallback"), default="stop",
                    help="when the LLM service fails after its retries: stop (default; the same command "
                    "resumes) or fall back to the classical planner for the rest of the run")
-    g.add_argument("--llm-timeout", type=positive(), help="seconds per request, whole (not per read; default 300 for a server on this "
+    g.add_argument("--llm-timeout", type=positive(), help="seconds per request, whole (not per read; default "
+                   "300 for a server on this "
                    "machine, 60 for a remote one)")
     g.add_argument("--llm-send-key", action="store_true", help="send OPENAI_API_KEY to --llm-base-url although it is "
                    f"not api.openai.com (or ${SEND_KEY_ENV}=1); never over plain http to another machine")

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
 # Two values of a float knob closer than this many grid steps are the same point (a planner that
 # proposes it proposes nothing new): for a log-scaled LR a factor 2**0.15, |log(lr/lr')| < 0.104.
 NEAR_STEPS = 0.15

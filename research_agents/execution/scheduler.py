@@ -11,10 +11,11 @@ running trial is stopped and recorded as interrupted, and TrialInterrupted is ra
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from research_agents.actions import Run
 from research_agents.config.space import config_id
@@ -92,7 +93,7 @@ class TrialScheduler:
                     done[i] = self._finish(record, future, taken)
         except (TrialInterrupted, KeyboardInterrupt):  # Ctrl-C here, or an executor that saw it
             self.executor.cancel()
-            for future, (i, record, taken) in running.items():
+            for future, (_, record, _taken) in running.items():
                 wait([future])
                 self.store.finish(record, "interrupted", None, "interrupted by the user (Ctrl-C)")
             self.close()

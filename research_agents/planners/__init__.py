@@ -132,7 +132,7 @@ def sizes_confirmation(name: str | None) -> bool:
     the measured noise): its class says so (`BasePlanner.sizes_confirmation`)."""
     from research_agents.planners.policy import PolicyPlanner
 
-    classes = [GridPlanner, SamplerPlanner, PolicyPlanner]
+    classes: list[type[BasePlanner]] = [GridPlanner, SamplerPlanner, PolicyPlanner]
     return any(cls.sizes_confirmation for cls in classes if cls.name == name)
 
 

@@ -4,7 +4,8 @@ The system message holds the question, the training set-up (from the run's trial
 search space with its bounds and the actions; the round message holds the search runs left per
 arm, the tuning evidence, each arm's measured configurations sorted by LR (mean, n, sd: the
 noise per config), curve summaries of the latest runs, the noise, the failures, the open
-questions (data from the loop, worded as the round report words them), the model's own earlier expectations beside what happened
+questions (data from the loop, worded as the round report words them), the model's own earlier
+expectations beside what happened
 and, in hybrid mode, the sampler's suggestions at full precision. Fixed text lives in the
 templates in prompts/ (`$name` placeholders).
 

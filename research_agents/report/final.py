@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from research_agents import safefs
 from research_agents.analysis.findings import analyze
 from research_agents.analysis.models import Findings
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
-from research_agents import safefs
 from research_agents.fmt import json_safe
 from research_agents.records import HistoryPoint, TrialMetrics, TrialRecord
 from research_agents.report import plots, sections

@@ -95,7 +95,8 @@ def _core_text(rec: Recommendation, w: Words) -> str:
         head = f"Not testable: fewer than 2 paired confirmation seeds ({comp.n_pairs}) for {p.arm_b} vs {p.arm_a}."
     else:
         direction = ("" if rec.lower_b is None else
-                     f" {p.arm_b} had the lower loss on {rec.lower_b} of {comp.n_pairs} paired seeds; that is not evidence.")
+                     f" {p.arm_b} had the lower loss on {rec.lower_b} of {comp.n_pairs} paired seeds; "
+                     "that is not evidence.")
         head = f"No evidence of a difference between the arms ({_stats_text(comp)}).{direction}"
     return (f"{head} The budget cannot tell them apart: pick either on other grounds (speed, "
             f"simplicity). Confirmed leaders: {named}. " + _advice_text(rec.advice, w))

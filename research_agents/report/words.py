@@ -25,7 +25,8 @@ def _side_words(k: KnobEvidence, direction: int) -> str:
     edge = k.low if direction < 0 else k.high
     region = (f"({fmt_value(nb.value)}, {fmt_value(value)})" if direction < 0 and nb is not None else
               f"({fmt_value(value)}, {fmt_value(nb.value)})" if nb is not None else
-              f"[{fmt_value(edge)}, {fmt_value(value)})" if direction < 0 else f"({fmt_value(value)}, {fmt_value(edge)}]")
+              f"[{fmt_value(edge)}, {fmt_value(value)})" if direction < 0
+              else f"({fmt_value(value)}, {fmt_value(edge)}]")
     return f"{word}: untested region {name} in {region}{far}"
 
 

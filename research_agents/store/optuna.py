@@ -44,8 +44,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from research_agents.config.space import Param
-from research_agents.redact import mask_url
 from research_agents.records import TrialRecord, result_fields
+from research_agents.redact import mask_url
 from research_agents.store.base import BaseStore, StoreError
 
 STUDY_META = "research_agents"
@@ -340,7 +340,8 @@ class OptunaStore(BaseStore):
 
         def template(order: int) -> FrozenTrial:
             attrs = dict(seed=seed, origin=origin, phase=phase, round=round, rationale=rationale,
-                         point=point, expected=expected, run_dir=run_dir, order=order, status="running", started=started, driver=driver)
+                         point=point, expected=expected, run_dir=run_dir, order=order, status="running",
+                         started=started, driver=driver)
             return FrozenTrial(number=0, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
                                datetime_complete=None, params=fixed,
                                distributions=distributions(self.spaces[arm], fixed),

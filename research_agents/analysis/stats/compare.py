@@ -3,17 +3,17 @@ with a conservative verdict."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import math
-from typing import Any, Literal
 import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
 from research_agents.analysis.stats.bootstrap import bootstrap_ci, diff_of_means, mean_axis
-from research_agents.analysis.stats.effect import hedges_g_paired, hedges_g
+from research_agents.analysis.stats.effect import hedges_g, hedges_g_paired
 from research_agents.analysis.stats.rank import (
     mannwhitney_min_p,
     mannwhitney_n_per_arm_needed,
@@ -22,7 +22,6 @@ from research_agents.analysis.stats.rank import (
 )
 from research_agents.analysis.stats.values import array1d, num
 from research_agents.fmt import fp4, fs
-
 
 Verdict = Literal["b better", "a better", "no evidence of a difference", "not testable (n too small)"]
 VERDICTS: tuple[str, ...] = ("b better", "a better", "no evidence of a difference", "not testable (n too small)")
