@@ -16,8 +16,10 @@ run.json. Every refusal is a BadInput of one line (exit code 2).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +68,7 @@ class RunFile(BaseModel):
     workers: int | None = None
     speculate: bool = True
     llm: dict[str, Any] | None = None  # LLM planners: endpoint and model, never the key
+    run_id: str | None = None  # this run's identity, also stamped in its store (absent before stores had one)
 
     @classmethod
     def read(cls, out: Path) -> RunFile | None:
@@ -96,7 +99,8 @@ class RunFile(BaseModel):
 
     def write(self, out: Path) -> None:
         """OUT/run.json, whole or not at all, never through a symlink (safefs)."""
-        text = json.dumps(self.model_dump(mode="json", exclude={"llm"} if self.llm is None else None), indent=1)
+        unset = {k for k in ("llm", "run_id") if getattr(self, k) is None}
+        text = json.dumps(self.model_dump(mode="json", exclude=unset or None), indent=1)
         safefs.write_text(Path(out) / RUN_FILE, text, root=out)
 
     def plan(self) -> Plan:
@@ -291,6 +295,41 @@ def open_store(out: Path, study: Study, url: str | None, readonly: bool = False)
                        "from empty: restore it (e.g. study.db from a backup), or use another --out") from None
 
 
+# ------------------------------------------------------------------ the store's identity
+
+IDENTITY = "identity"  # store metadata: which run (SQLite in OUT) and which study definition it holds
+
+
+def definition_hash(study: Study) -> str:
+    """What a resume must keep of a study (RESUME_KEEPS), as a short hash."""
+    kept = {k: v for k, v in study.model_dump(mode="json").items() if k in RESUME_KEEPS}
+    return hashlib.sha256(json.dumps([study.name, kept], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_identity(out: Path, run: RunFile, store: OptunaStore) -> None:
+    """Refuse a store that holds another run (a study.db copied from another OUT) or another study
+    definition under the same name (run.json lost and the study file changed). A store from before
+    stores had an identity passes. A shared database (--storage) is shared by design: there only the
+    study definition must match."""
+    ident = store.get_meta(IDENTITY)
+    if not isinstance(ident, dict):
+        return
+    where = f"the store of {out}" if run.storage is None else "the --storage database"
+    if ident.get("definition") != definition_hash(run.study):
+        raise BadInput(f"{where} holds trials of another definition of study {run.study.name!r} (its arms, base, "
+                       "seeds, comparisons or points differ): use the study file it was made with, or another --out")
+    if run.storage is None and run.run_id and ident.get("run_id") and ident["run_id"] != run.run_id:
+        raise BadInput(f"{where} belongs to another run (run id {ident['run_id']}, {Path(out) / RUN_FILE} says "
+                       f"{run.run_id}): restore this run's study.db, or use another --out")
+
+
+def stamp_identity(run: RunFile, store: OptunaStore) -> None:
+    """Record in the store which run and study definition it holds (once)."""
+    if store.get_meta(IDENTITY) is None:
+        store.set_meta(IDENTITY, {"run_id": run.run_id if run.storage is None else None,
+                                  "study": run.study.name, "definition": definition_hash(run.study)})
+
+
 def open_run(out_text: str | Path) -> RunSession:
     """An existing run directory, its store opened read-only (BadInput if it is not one, or its
     store cannot be read). Creates and writes nothing."""
@@ -298,7 +337,9 @@ def open_run(out_text: str | Path) -> RunSession:
     run = RunFile.read(out)
     if run is None:
         raise BadInput(f"{out} is not a run directory (no {RUN_FILE})")
-    return RunSession(out, run, open_store(out, run.study, run.storage, readonly=True))
+    store = open_store(out, run.study, run.storage, readonly=True)
+    check_identity(out, run, store)
+    return RunSession(out, run, store)
 
 
 def check_start(out: Path, run: RunFile, storage_flag: str | None) -> RunFile:
@@ -324,9 +365,14 @@ def check_start(out: Path, run: RunFile, storage_flag: str | None) -> RunFile:
     if before is not None and storage_flag is None:
         run = run.model_copy(update={"storage": before.storage})
     check_out(out, sqlite_path(run.storage or default_url(out)))
+    run_id = before.run_id if before is not None else None
     if holds_a_run(out):  # its store must open as it is (a store without a run is completed later)
-        open_store(out, run.study, run.storage, readonly=True)
-    return run
+        store = open_store(out, run.study, run.storage, readonly=True)
+        ident = store.get_meta(IDENTITY) if before is None else None  # run.json lost: the store names the run
+        run_id = run_id or (ident.get("run_id") if isinstance(ident, dict) else None)
+        run = run.model_copy(update={"run_id": run_id})
+        check_identity(out, run, store)
+    return run.model_copy(update={"run_id": run_id or uuid.uuid4().hex})
 
 
 @contextmanager
@@ -336,7 +382,9 @@ def started(out: Path, run: RunFile) -> Iterator[RunSession]:
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):  # the kernel drops the lock however this process ends
         store = open_store(out, run.study, run.storage)
+        check_identity(out, run, store)
         run.write(out)
+        stamp_identity(run, store)
         yield RunSession(out, run, store)
 
 

@@ -289,3 +289,58 @@ def test_a_store_that_fails_its_integrity_check_is_refused(run_copy, capsys, com
     line = one_error_line(capsys.readouterr().err)
     assert str(db) in line and "integrity check" in line, line
     assert fingerprint(out) == before
+
+
+# ---------------------------------------------------------------- the store's identity
+
+
+def _another_run(tmp_path: Path, table: Path, study: Path) -> Path:
+    other = tmp_path / "other"
+    assert main(["run", "--study", str(study), "--budget", "8", "--executor", f"replay:{table}",
+                 "--out", str(other), "--planner", "random"]) == 0
+    return other
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_another_runs_store_of_the_same_study_is_refused(run_copy, table, tmp_path, capsys, command):
+    """A study.db copied from another run of the same study: status, report and run refuse it in one
+    line instead of showing (or resuming) the other run's trials, and change nothing."""
+    out, args = run_copy
+    study = Path(args[args.index("--study") + 1])
+    other = _another_run(tmp_path, table, study)
+    capsys.readouterr()
+    (out / "study.db").write_bytes((other / "study.db").read_bytes())
+    before = fingerprint(out)
+    assert main(_argv(command, out, args)) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "belongs to another run" in line and "restore this run's study.db" in line, line
+    assert fingerprint(out) == before
+
+
+def test_a_lost_run_file_and_a_changed_study_do_not_mix_two_studies(run_copy, tmp_path, capsys):
+    """run.json lost and the study file changed under the same name: the resume is refused (before,
+    it mixed trials of both definitions under one name); with the original file it resumes."""
+    out, args = run_copy
+    study = Path(args[args.index("--study") + 1])
+    original = study.read_text()
+    (out / "run.json").unlink()
+    study.write_text(original.replace('base = { optimizer = "adamw" }',
+                                      'base = { optimizer = "adamw", weight_decay = 0.5 }'))
+    try:
+        before = fingerprint(out)
+        assert main(args) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert "another definition of study 'rel'" in line, line
+        assert fingerprint(out) == before
+    finally:
+        study.write_text(original)
+    assert main(args) == 0  # the definition it was made with: resumes (nothing left to run)
+
+
+def test_a_store_records_its_run_and_the_run_file_names_it(run_copy):
+    out, _ = run_copy
+    saved = json.loads((out / "run.json").read_text())
+    store = OptunaStore.for_study(out, Study.model_validate(saved["study"]), readonly=True)
+    ident = store.get_meta("identity")
+    assert ident["run_id"] == saved["run_id"] and len(saved["run_id"]) == 32
+    assert ident["study"] == "rel" and len(ident["definition"]) == 16
