@@ -98,7 +98,10 @@ def test_the_outcome_of_a_run(tmp_path):
     assert nothing.code == 1 and nothing.to_stderr and nothing.line and \
         "the 1 trial(s) this command ran all ended without a result (1 failed); last reason: CUDA error: out of " \
         "memory" in nothing.line and str(tmp_path / "trials") in nothing.line
-    assert outcome([_record(1, "diverged")], set(), out=tmp_path).code == 0  # a divergence is a result
+    # every trial diverged: no loss to compare, so no result (issue 21: never a silent exit 0)
+    diverged = outcome([_record(1, "diverged")], set(), out=tmp_path)
+    assert diverged.code == 1 and diverged.line and "(1 diverged)" in diverged.line
+    assert outcome([done, _record(2, "diverged")], set(), out=tmp_path).code == 0  # one completed: a result
 
 
 def _dir_with(out: Path, text: str) -> Path:
