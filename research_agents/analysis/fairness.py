@@ -29,6 +29,7 @@ from research_agents.config.study import Study
 Freedom = Literal["searched", "tied", "fixed"]
 LeaderState = Literal["confirmed", "current", "none"]  # confirmed: both of a pair's leaders are confirmed
 Group = Literal["hidden", "adamw_leg"]  # whose LR a knob sets: the hidden matrices, or the AdamW leg
+Origin = Literal["arm base", "study base", "run override", "preset or default"]  # where a fixed value comes from
 
 # Knobs that only the hidden-matrix optimizer reads (a dotted key or a prefix of one).
 OWN: dict[str, tuple[str, ...]] = {
@@ -73,7 +74,7 @@ class KnobFreedom(BaseModel):
     by: Literal["study", "trainer default"] | None = None
     # fixed
     value: Any = None
-    origin: Literal["arm base", "study base", "run override", "preset or default"] | None = None
+    origin: Origin | None = None
 
     def same_freedom(self, other: KnobFreedom) -> bool:
         """The same freedom: same kind and range, tie (source and factor) or fixed value."""
@@ -164,7 +165,7 @@ def _knob_freedom(study: Study, arm: str, key: str, preset: str | None, override
         return KnobFreedom(knob=key, freedom="tied", own=own, moves=False, source="lr", factor=1.0,
                            by="trainer default")
     value = spec.leg_lr if key == "adamw_lr" else spec.get(key)
-    origin = ("run override" if key in overrides else "arm base" if key in a.base
+    origin: Origin = ("run override" if key in overrides else "arm base" if key in a.base
               else "study base" if key in study.base else "preset or default")
     return KnobFreedom(knob=key, freedom="fixed", own=own, moves=False, value=_plain(value), origin=origin)
 
