@@ -207,7 +207,7 @@ def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, exe
 
     def round_end(round_no, round_records):  # (also for a round a kill cut short: its history then)
         history = [r for r in store.records() if r.round <= round_no]
-        return write_round_report(out, study, round_no, round_records, history, plan)
+        return write_round_report(out, study, round_no, round_records, history, plan, run.preset, run.overrides)
 
     plots = TrialPlots()  # the seeds' 4-panel metrics_plot.png of each trial, drawn by a helper process
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from research_agents import safefs
+from research_agents.analysis.fairness import fairness_audit
 from research_agents.analysis.findings import analyze
 from research_agents.analysis.models import Findings
 from research_agents.config.plan import Plan
@@ -20,6 +21,7 @@ from research_agents.config.study import Study
 from research_agents.fmt import json_safe
 from research_agents.records import HistoryPoint, TrialMetrics, TrialRecord
 from research_agents.report import plots, sections
+from research_agents.report.fairness import fairness_section, verdict_lines
 from research_agents.report.recommendation import recommendation_text
 from research_agents.report.words import knob_text
 
@@ -112,6 +114,8 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
     out.mkdir(parents=True, exist_ok=True)
     fnd = findings or analyze(study, records, plan, correction=correction)
     made = plots.make_all(out, records, fnd, leader_histories(out, records, fnd))
+    audit = fairness_audit(study, fnd, preset=setup.get("preset"), overrides=setup.get("overrides"))
+    fairness_verdict = ["", *verdict_lines(audit)] if audit.pairs else []  # next to the verdict
 
     lines = [f"# {study.name}", "", "## Question", "", *sections.question_section(study, fnd),
              "", "## Set-up", "", *sections.setup_section(setup),
@@ -120,7 +124,8 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
              "", "## Tuning evidence", "", *sections.tuning_section(fnd.tuning),
              "", "## Comparisons", "", *sections.comparison_section(fnd),
              "", "## Recommendation", "", recommendation_text(fnd.recommendation), "",
-             f"Confidence: {fnd.recommendation.confidence}",
+             f"Confidence: {fnd.recommendation.confidence}", *fairness_verdict,
+             "", "## Fairness audit", "", *fairness_section(audit, statement=False),
              *[line for heading, body in extra_sections for line in ("", f"## {heading}", "", body.rstrip())],
              "", "## LR sensitivity", "", *sections.lr_section(fnd),
              "", "## Outcomes by origin", "", *sections.origin_section(fnd),
@@ -134,7 +139,7 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
     safefs.write_text(out / "report.md", "\n".join(lines), root=out)
 
     _write_csv(out / "results.csv", records)
-    summary = {**summary_json(fnd), "setup": setup,
+    summary = {**summary_json(fnd), "fairness": audit.model_dump(mode="json"), "setup": setup,
                "plots": {t: p.relative_to(out).as_posix() for t, p in made.items()}}
     safefs.write_text(out / "summary.json", json.dumps(json_safe(summary), indent=1, allow_nan=False), root=out)
     return fnd

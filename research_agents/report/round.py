@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from research_agents import safefs
+from research_agents.analysis.fairness import fairness_audit
 from research_agents.analysis.findings import analyze
 from research_agents.analysis.questions import open_questions
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.fmt import f4, fs, mean_ci, params_text, table
 from research_agents.records import BAD, TrialRecord
+from research_agents.report.fairness import fairness_section
 from research_agents.report.sections import spread_text, tuning_section
 from research_agents.report.words import question_lines
 
 
 def write_round_report(out: Path, study: Study, round_no: int, round_records: list[TrialRecord],
-                       all_records: list[TrialRecord], plan: Plan | None) -> str:
-    """Write OUT/rounds/round-NN.md (compact, factual: what the next planning round reads)."""
+                       all_records: list[TrialRecord], plan: Plan | None, preset: str | None = None,
+                       overrides: dict[str, Any] | None = None) -> str:
+    """Write OUT/rounds/round-NN.md (compact, factual: what the next planning round reads); `preset` and
+    `overrides`: the run's, for the fairness audit's trial specs."""
     fnd = analyze(study, all_records, plan)
     lines = [f"# Round {round_no:02d}: {study.name}", "", f"Question: {study.question}", ""]
 
@@ -48,6 +53,8 @@ def write_round_report(out: Path, study: Study, round_no: int, round_records: li
                          + (f" [{'; '.join(extra)}]" if extra else ""))
 
     lines += ["", "## Tuning evidence", "", *tuning_section(fnd.tuning)]
+
+    lines += ["", "## Fairness audit", "", *fairness_section(fairness_audit(study, fnd, preset, overrides))]
 
     lines += ["", "## Noise floor", ""]
     nf = fnd.noise
