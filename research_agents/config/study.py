@@ -31,6 +31,15 @@ ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 KNOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,7}")
 
 
+def _never_taken(dep: Param, allowed: list[Any]) -> list[Any]:
+    """The values in a `when` list that the knob it depends on can never take."""
+    if dep.type == "choice":
+        return [v for v in allowed if v not in dep.choices]
+    low, high = dep.low, dep.high
+    return [v for v in allowed if isinstance(v, bool) or not isinstance(v, (int, float))
+            or (low is not None and v < low) or (high is not None and v > high)]
+
+
 class Tie(Strict):
     """A setting derived from a searched one: `value = params[source] * factor` (e.g. Muon's
     AdamW-leg LR = 0.1 x its Muon LR, so one LR knob scales both legs as AdamW's scales all)."""
@@ -156,6 +165,8 @@ class Study(Strict):
             for arm in (a, b):
                 if arm not in self.arms:
                     raise ValueError(f"comparisons: unknown arm {arm!r}")
+            if a == b:
+                raise ValueError(f"comparisons: {a!r} is compared with itself (a comparison needs two arms)")
         for point in self.points:
             if point.arm not in self.arms:
                 raise ValueError(f"points: {point.name} names unknown arm {point.arm!r}")
@@ -167,11 +178,19 @@ class Study(Strict):
                     if dep not in arm.space or keys.index(dep) > keys.index(key):
                         raise ValueError(f"arms.{arm_name}.space.{key}.when: {dep!r} must be a parameter "
                                          "listed before it in the same space")
+                    never = _never_taken(arm.space[dep], param.when[dep])
+                    if never:
+                        raise ValueError(f"arms.{arm_name}.space.{key}.when: {dep} never takes "
+                                         f"{', '.join(map(repr, never))} (a knob that can never be active)")
             for key, t in arm.tie.items():
                 if key in arm.space or key in arm.base:
                     raise ValueError(f"arms.{arm_name}.tie.{key}: a tied setting cannot also be searched or fixed")
                 if t.source not in arm.space and t.source not in arm.base:
                     raise ValueError(f"arms.{arm_name}.tie.{key}: source {t.source!r} is neither searched nor fixed")
+                source = arm.space.get(t.source)
+                if (source is not None and source.type == "choice") or isinstance(arm.base.get(t.source), (str, bool)):
+                    raise ValueError(f"arms.{arm_name}.tie.{key}: source {t.source!r} is not a number (a tie "
+                                     "multiplies its source by a factor)")
             # every arm's fixed settings must make a valid trial spec on their own, and so must
             # its start point (the first trial of every planner) with them
             self.trial_spec(arm_name, {}, seed=0)

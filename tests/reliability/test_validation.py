@@ -171,6 +171,18 @@ BAD_NAMES = {
                          "parameter name"),
     "float knob low == high": (study_toml(muon_space='lr = { type = "float", low = 0.02, high = 0.02 }'),
                                "needs a range"),
+    "an arm compared with itself": (study_toml().replace('comparisons = [["adamw", "muon"]]',
+                                                         'comparisons = [["muon", "muon"]]'), "compared with itself"),
+    "a when on a value the choice never takes": (study_toml(muon_space=(
+        'lr = { type = "float", low = 0.003, high = 0.6, log = true }\n'
+        '"momentum_schedule.kind" = { type = "choice", choices = ["fixed", "linear"] }\n'
+        '"momentum_schedule.start" = { type = "float", low = 0.5, high = 0.9, '
+        'when = { "momentum_schedule.kind" = ["cosine"] } }')), "never takes 'cosine'"),
+    "a tie whose source is a choice": (study_toml(muon_space=(
+        'lr = { type = "float", low = 0.003, high = 0.6, log = true }\n'
+        '"momentum_schedule.kind" = { type = "choice", choices = ["fixed", "linear"] }')).replace(
+        '[arms.muon.space]', 'tie = { adamw_lr = { source = "momentum_schedule.kind", factor = 0.1 } }\n'
+        '[arms.muon.space]'), "is not a number"),
 }
 
 
