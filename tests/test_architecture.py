@@ -149,3 +149,25 @@ def test_readme_performance_section_is_what_the_benchmark_json_says():
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "performance.py"), "--check"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's Layout table lists every module, in the row of its package (a new module without
+    a home in the table fails here)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Layout"):text.index("## Commands")]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    missing = []
+    for package in ("research_agents", "trainer"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if path.name == "__init__.py":
+                continue
+            parent = rel.parent.as_posix()
+            # the row of its package (research_agents/analysis/ for stats/ too), or a top-level row
+            homes = [r for r in rows if f"`{parent}/" in r or f"`{rel.parts[0]}/{rel.parts[1]}/" in r] \
+                if len(rel.parts) > 2 else [r for r in rows if f"`{parent}/" in r.split("|")[1]
+                                             or f"`{rel.parts[0]}/" in r.split("|")[1]]
+            if not any(f"`{path.name}`" in r or f"`{rel.as_posix()}`" in r or f"{path.name}`" in r for r in homes):
+                missing.append(rel.as_posix())
+    assert not missing, f"modules the README Layout table does not name: {missing}"
