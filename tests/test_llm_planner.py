@@ -507,6 +507,24 @@ def test_http_200_garbage_is_an_llm_failure(tmp_path, fake_trainer, capsys, on_e
         assert ("not a chat completion" in report) == ("raw" in garbage)
 
 
+def test_an_llm_that_never_steered_ends_the_run_with_exit_1(tmp_path, fake_trainer, capsys):
+    """Too few rounds for --llm-bad-rounds to fire, and not one valid action in any of them: the run
+    had no LLM planner (TPE filled every slot), so under --on-llm-error stop it ends with exit 1 and
+    one line instead of a silent success (issue 21)."""
+    study = study_toml(tmp_path / "never.toml", per_round=1, start=False)
+    out = tmp_path / "run"
+    args = ["--study", str(study), "--budget", "6", "--planner", "llm", "--out", str(out), "--llm-bad-rounds", "5"]
+    with StubLLM(default={"content": "Lorem ipsum dolor sit amet."}) as stub:
+        code = run_cli(*args, "--llm-base-url", stub.base_url)
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1, captured.err
+    rounds = open_store(out).get_meta("llm_rounds")
+    assert len(rounds) < 5 and all(r["valid"] == 0 for r in rounds)
+    assert f"gave no valid action in any of the {len(rounds)} round(s) it was asked (tpe filled its slots)" in errors[0]
+    assert {r.origin for r in open_store(out).records() if r.phase == "search"} == {"tpe"}
+
+
 def test_api_key_goes_only_to_openai_unless_opted_in(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     study = load_study(study_toml(tmp_path / "key.toml"))

@@ -231,6 +231,8 @@ def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, exe
         store.recover()  # a Ctrl-C between two store writes can leave a trial "running": say so now
     except LLMUnavailable as e:  # stop loudly; finished trials are in the store, a rerun resumes
         llm_error = str(e)
+    else:
+        llm_error = planner.unmet()  # e.g. an LLM that never gave a valid action, too few rounds to stop it
     plots.close()  # every trial's plot drawn before the report
     findings = write_report(session, plan)
     console.print(f"recommendation ({findings.recommendation.confidence} confidence): "

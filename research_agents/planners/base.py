@@ -79,6 +79,12 @@ class BasePlanner(abc.ABC):
         context)."""
         return copy.copy(self) if self.pure else None
 
+    def unmet(self) -> str | None:
+        """Why this planner never did what it was chosen for in this run (the run then ends with
+        exit 1 and this line), or None. An LLM planner that never gave one valid action says so
+        even when its "bad rounds" rule could not fire (too few rounds)."""
+        return None
+
     def public(self) -> dict | None:
         """Settings worth writing into run.json and the report (never a secret); None: nothing."""
         return None

@@ -89,6 +89,9 @@ class HybridPlanner(BasePlanner):
     def public(self) -> dict:
         return self.llm.public()
 
+    def unmet(self) -> str | None:
+        return self.llm.unmet()
+
     def attach(self, store, out, message: Callable[[str], None] | None = None) -> None:
         self.llm.attach(store, out, message)
 

@@ -262,6 +262,15 @@ class LLMPlanner(BasePlanner):
         out, self._rejections = self._rejections, []
         return out
 
+    def unmet(self) -> str | None:
+        """Every round the LLM was asked in ended without one valid action (its slots went to tpe),
+        under --on-llm-error stop: the run did not have the LLM planner that was asked for."""
+        if self.cfg.on_error != "stop" or self.fallen_back or not self.rounds or any(r["valid"] for r in self.rounds):
+            return None
+        problem = self.rounds[-1].get("problem") or "no reason recorded"
+        return (f"LLM endpoint {self.cfg.shown} (model {self.cfg.model}) gave no valid action in any of the "
+                f"{len(self.rounds)} round(s) it was asked (tpe filled its slots); last problem: {problem}")
+
     # -- records
     def public(self) -> dict:
         return self.cfg.public()
