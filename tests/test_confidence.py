@@ -13,6 +13,7 @@ from research_agents.analysis.findings import analyze
 from research_agents.config import Param, Study
 from research_agents.report.final import summary_json
 from research_agents.report.recommendation import recommendation_text
+from research_agents.report.sections import tuning_section
 from tests.test_reports import ADAMW_LEADER, CONFIRM_SEEDS, MUON_LEADER, build, make_plan, make_study
 
 DROP = {"loser": {("adamw", 0.001)},  # AdamW (behind) open below
@@ -91,6 +92,7 @@ def test_an_open_adamw_lr_counts_as_untuned(tmp_path):
     text = recommendation_text(rec)
     assert "adamw's adamw_lr is open both" in text and "What would settle it: adamw at adamw_lr " in text
     assert rec.settle_runs == 2  # one run (one search seed) on each side of 0.004
+    assert "- adamw: NOT tuned (adamw_lr not bracketed)" in "\n".join(tuning_section(fnd.tuning))
 
 
 @pytest.mark.parametrize("untuned", [None, "loser", "winner", "both"])
