@@ -181,7 +181,7 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
                verdict=verdict, winner=winner, verdict_ok=winner == truth_["winner"],
                confidence=fnd.recommendation.confidence,
                wrong_confident=winner != truth_["winner"] and fnd.recommendation.confidence in ("moderate", "high"),
-               tuned=all(ev.lr_bracketed is not False for ev in fnd.tuning.values()))
+               tuned=all(ev.tuned is not False for ev in fnd.tuning.values()))
     return res
 
 

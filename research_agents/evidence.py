@@ -2,8 +2,9 @@
 
 Tuning evidence: is each arm's optimum bracketed on each searched knob? analysis/tuning.py
 computes it from the trial records; the reports render it, the planners read it (the default
-policy brackets what is open), and the recommendation's confidence is capped by it: an arm whose
-LR is not bracketed is not tuned, and a comparison with it cannot be "moderate" or "high".
+policy brackets what is open), and the recommendation's confidence follows it: an arm is tuned
+when every LR-like knob it searches (`lr`, or a name ending in `_lr` such as `adamw_lr`) is
+bracketed; an untuned loser caps a comparison at "low", an untuned winner's advantage is a lower bound.
 
 Open questions: what the search has not settled yet (analysis/questions.py computes them, the
 round report and the LLM prompt render them with report/words.py).
@@ -19,6 +20,11 @@ KnobStatus = Literal["bracketed", "open below", "open above", "open both", "edge
                      "all choices tried", "choices untried", "not searched"]
 SideState = Literal["closed", "open", "edge"]  # measured and not better / untested / the space's bound
 BRACKET_REACH = 1.5  # a measured neighbour counts when at most 1.5 grid steps away (a factor 2.8 in LR)
+
+
+def lr_like(knob: str) -> bool:
+    """A learning rate: `lr` (the main optimizer's) or any knob named `*_lr` (e.g. `adamw_lr`, the AdamW leg's)."""
+    return knob == "lr" or knob.endswith("_lr")
 
 
 class Neighbour(BaseModel):
@@ -68,6 +74,18 @@ class ArmEvidence(BaseModel):
         return None if k is None or k.status == "not searched" else k.status == "bracketed"
 
     @property
+    def untuned_lrs(self) -> list[KnobEvidence]:
+        """The LR-like knobs this arm searches whose leader is not bracketed (open or at an edge)."""
+        return [k for k in self.knobs if lr_like(k.knob) and k.status not in ("bracketed", "not searched")]
+
+    @property
+    def tuned(self) -> bool | None:
+        """True when every searched LR-like knob is bracketed, False when one is not, None when none is searched."""
+        if not any(lr_like(k.knob) and k.status != "not searched" for k in self.knobs):
+            return None
+        return not self.untuned_lrs
+
+    @property
     def open_knobs(self) -> list[KnobEvidence]:
         return [k for k in self.knobs if k.status not in ("bracketed", "all choices tried", "not searched")]
 
@@ -106,5 +124,5 @@ class OpenQuestion(BaseModel):
     arms: list[str] = Field(default_factory=list)
 
 
-__all__ = ["KnobStatus", "SideState", "Neighbour", "KnobEvidence", "ArmEvidence", "BRACKET_REACH", "QuestionCode",
-           "OpenQuestion"]
+__all__ = ["KnobStatus", "SideState", "Neighbour", "KnobEvidence", "ArmEvidence", "BRACKET_REACH", "lr_like",
+           "QuestionCode", "OpenQuestion"]

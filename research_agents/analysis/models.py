@@ -127,11 +127,14 @@ class SeedsAdvice(BaseModel):
 
 
 class UntunedArm(BaseModel):
-    """An arm whose searched LR is not bracketed, and the LRs that would settle it."""
+    """A compared arm with a searched LR-like knob (`lr`, `*_lr`) that is not bracketed, and its part in
+    the verdict: an untuned loser (or any untuned arm that did not win) caps the confidence at low; an
+    untuned winner only makes its measured advantage a lower bound (tuning can only lower its loss)."""
 
     arm: str
-    lr: KnobEvidence
-    settle_lrs: list[Any] = Field(default_factory=list)
+    role: Literal["winner", "loser", "compared"] = "compared"  # compared: no verdict names a winner
+    knobs: list[KnobEvidence] = Field(default_factory=list)  # its LR-like knobs not bracketed (their to_try
+    # values are the runs that would settle or measure it)
 
 
 class TroubledLeader(BaseModel):
@@ -168,8 +171,10 @@ class Recommendation(BaseModel):
     leaders: list[Leader] = Field(default_factory=list)  # no difference, not testable: by confirmed mean
     advice: SeedsAdvice | None = None
     untuned: list[UntunedArm] = Field(default_factory=list)  # compared arms whose LR is not bracketed
-    capped: bool = False  # the tuning evidence capped paired_confidence to low
-    settle_runs: int = 0  # the search runs that would bracket the untuned LRs
+    capped: bool = False  # an untuned arm that did not win capped paired_confidence to low
+    lower_bound: bool = False  # the winner is untuned, every other compared arm tuned: its advantage is a
+    # lower bound and the confidence follows the paired test
+    settle_runs: int = 0  # the search runs that would bracket the untuned LR-like knobs
     resume_budget: int | None = None  # the --budget to resume with (those runs plus re-confirmation)
     troubled: list[TroubledLeader] = Field(default_factory=list)
     chosen_among: list[tuple[str, int]] = Field(default_factory=list)  # point run: arms whose leader was

@@ -62,14 +62,18 @@ def recommend(study: Study, rows: list[ConfigRow], comps: list[ComparisonResult]
     `decided_on` "search" is a point run (named experiments, no confirmation phase): the leaders
     were measured on the experiments' own seeds, and a leader chosen among several experiments on
     those same seeds is optimistic, so high confidence is capped at moderate.
-    `tuning`: an arm whose searched LR is not bracketed is untuned, and a comparison with it is at
-    most "low" confidence; the recommendation names the arm and the runs that would settle it.
+    `tuning`: an arm is untuned when one of the LR-like knobs it searches (`lr`, `*_lr`) is not
+    bracketed. An untuned arm that did not win (a loser, or both arms untuned) caps the confidence at
+    "low": tuning it could overturn the verdict. An untuned winner does not: tuning can only lower
+    the loss of the arm already ahead, so its measured advantage is a lower bound and the confidence
+    follows the paired test. Either way the recommendation names the arm and the runs that would
+    settle (or measure) it.
     """
     rec = _recommend_core(study, rows, comps)
     rec.decided_on = "search" if decided_on == "search" else "confirm"
     rec.paired_confidence = rec.confidence
     if tuning is not None:
-        _tuning_cap(study, rec, comps, tuning, plan)
+        _tuning(study, rec, comps, tuning, plan)
     rec.troubled = [TroubledLeader(arm=arm, params=c.params, n_diverged=c.n_diverged, n_failed=c.n_failed)
                     for arm in study.arms if (c := confirmed_leader(rows, arm)) and (c.n_diverged or c.n_failed)]
     if rec.decided_on == "search":
@@ -155,23 +159,29 @@ def _recommend_core(study: Study, rows: list[ConfigRow], comps: list[ComparisonR
     return rec
 
 
-def _tuning_cap(study: Study, rec: Recommendation, comps: list[ComparisonResult], tuning: dict[str, ArmEvidence],
-                plan: Plan | None) -> None:
+def _tuning(study: Study, rec: Recommendation, comps: list[ComparisonResult], tuning: dict[str, ArmEvidence],
+            plan: Plan | None) -> None:
     compared = [a for a in study.arms if any(a in (c.arm_a, c.arm_b) for c in comps)] or list(study.arms)
-    untuned = [tuning[a] for a in compared if a in tuning and tuning[a].lr_bracketed is False]
+    untuned = [tuning[a] for a in compared if a in tuning and tuning[a].tuned is False]
     if not untuned:
         return
+    winner = rec.winner_arm if rec.case == "better" else None
+    losers = {v.arm for v in rec.wins} if winner else set()
     n_seeds = len(study.seeds.search)
     for ev in untuned:
-        points, cost = settle_runs(ev, n_seeds)
-        rec.settle_runs += cost
-        rec.untuned.append(UntunedArm(arm=ev.arm, lr=ev.knob("lr"), settle_lrs=[p["lr"] for p in points]))
+        rec.settle_runs += settle_runs(ev, n_seeds)[1]
+        role = "winner" if ev.arm == winner else ("loser" if ev.arm in losers else "compared")
+        rec.untuned.append(UntunedArm(arm=ev.arm, role=role, knobs=ev.untuned_lrs))
     if rec.settle_runs and plan is not None:  # a new leader is re-confirmed
         rec.resume_budget = plan.budget + rec.settle_runs + len(plan.confirm_seeds) * len(untuned)
-    if rec.confidence in ("moderate", "high"):
-        rec.capped = True
-        rec.confidence = "low"
-        rec.winner_arm = rec.winner_config = rec.winner_params = None
+    if rec.confidence not in ("moderate", "high"):
+        return
+    if all(u.role == "winner" for u in rec.untuned):
+        rec.lower_bound = True  # the direction stands; tuning the winner can only widen its lead
+        return
+    rec.capped = True
+    rec.confidence = "low"
+    rec.winner_arm = rec.winner_config = rec.winner_params = None
 
 
 __all__ = ["recommend", "seeds_advice"]

@@ -138,11 +138,9 @@ def tuning_evidence(study: Study, records: list[TrialRecord]) -> dict[str, ArmEv
 
 
 def settle_runs(ev: ArmEvidence, seeds_per_point: int) -> tuple[list[dict[str, Any]], int]:
-    """The points that would close the arm's open LR sides (params) and the runs they cost."""
-    k = ev.knob("lr")
-    if k is None or k.status in ("bracketed", "not searched"):
-        return [], 0
-    points = [{**ev.leader_params, "lr": v} for v in k.to_try]
+    """The points that would close the arm's open LR-like sides (params) and the runs they cost:
+    every searched LR-like knob (`lr`, `*_lr`) counts for "tuned" (evidence.lr_like)."""
+    points = [{**ev.leader_params, k.knob: v} for k in ev.untuned_lrs for v in k.to_try]
     return points, len(points) * seeds_per_point
 
 

@@ -78,8 +78,8 @@ def _write_csv(path: Path, records: list[TrialRecord]) -> None:
         safefs.write_text(path, fh.getvalue(), root=path.parent)
 
 
-_REC_KEYS = ("confidence", "winner_arm", "winner_config", "winner_params", "best_arm", "best_config",
-             "best_params", "basis")
+_REC_KEYS = ("confidence", "paired_confidence", "capped", "lower_bound", "winner_arm", "winner_config",
+             "winner_params", "best_arm", "best_config", "best_params", "basis")
 _KNOB_DATA = ("below_state", "above_state", "low", "high")
 
 
@@ -89,7 +89,9 @@ def summary_json(fnd: Findings) -> dict[str, Any]:
     the data they are made from."""
     out = fnd.model_dump(mode="json")
     rec = out["recommendation"]
-    out["recommendation"] = {"text": recommendation_text(fnd.recommendation), **{k: rec[k] for k in _REC_KEYS}}
+    out["recommendation"] = {"text": recommendation_text(fnd.recommendation), **{k: rec[k] for k in _REC_KEYS},
+                             "untuned": [{"arm": u.arm, "role": u.role, "knobs": {k.knob: k.status for k in u.knobs}}
+                                         for u in fnd.recommendation.untuned]}
     out["spread"]["text"] = sections.spread_text(fnd.spread)
     for res, dumped in zip(fnd.comparisons, out["comparisons"]):
         dumped.pop("missing")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from research_agents.analysis.models import Leader, Recommendation, SeedsAdvice
+from research_agents.analysis.models import Leader, Recommendation, SeedsAdvice, UntunedArm
 from research_agents.analysis.stats import Comparison
 from research_agents.fmt import fmt_value, params_text
 from research_agents.report.words import knob_text
@@ -24,6 +24,7 @@ CONFIRMED = Words("fresh seeds", "more confirmation seeds", "seeds.confirm",
                   "no configuration has been re-run on the confirmation seeds yet (the study stopped before "
                   "the confirmation phase)")
 POINT_RUN = Words("seeds", "more seeds", "seeds.search", "nothing completed")
+MODERATE_WHY = "adjusted p >= 0.01 or the improvement is not consistent on at least 90% of seeds"
 
 
 def _stats_text(c: Comparison) -> str:
@@ -77,9 +78,8 @@ def _core_text(rec: Recommendation, w: Words) -> str:
         others = "; ".join(f"vs {v.arm} ({params_text(v.params)}): {_stats_text(v.comparison)}" for v in rec.wins)
         text = (f"Use {lead.arm} with {params}. Its confirmed mean val loss is {lead.mean:.4f} "
                 f"over {lead.n} {w.fresh}, and the paired comparison verdict says it is better ({others}).")
-        if rec.paired_confidence == "moderate":
-            text += (" The evidence is moderate (adjusted p >= 0.01 or the improvement is not consistent "
-                     f"on at least 90% of seeds); {w.more_seeds} would firm it up.")
+        if rec.paired_confidence == "moderate" and not rec.capped:  # capped: the cap says what it would have been
+            text += f" The evidence is moderate ({MODERATE_WHY}); {w.more_seeds} would firm it up."
         return text
     if rec.case == "mixed":
         won = ", ".join(v.arm for v in rec.wins)
@@ -102,26 +102,50 @@ def _core_text(rec: Recommendation, w: Words) -> str:
             f"simplicity). Confirmed leaders: {named}. " + _advice_text(rec.advice, w))
 
 
+def _label(knob: str) -> str:
+    return "LR" if knob == "lr" else knob
+
+
+def _ask(u: UntunedArm) -> str:
+    parts = []
+    for k in u.knobs:
+        parts += ([f"{k.knob} {fmt_value(v)}" for v in k.to_try]
+                  or [f"a wider {_label(k.knob)} range (the leader is at its edge)"])
+    return f"{u.arm} at " + ", ".join(parts)
+
+
+def _advantage(rec: Recommendation) -> str:
+    """The winner's measured advantage over each arm it beat, in nats (a lower bound when it is untuned)."""
+    gaps = [f"{abs(v.comparison.diff):.4f} nats over {v.arm}" for v in rec.wins if v.comparison.diff is not None]
+    return f"its measured advantage ({'; '.join(gaps)})" if gaps else "its measured advantage"
+
+
 def _tuning_text(rec: Recommendation, text: str) -> str:
+    """Which arms are untuned, and what that does to the confidence: an untuned arm that did not win caps
+    it at low (the cap states what the paired test alone said, so the text never claims more); an
+    untuned winner leaves it to the paired test, and its advantage is stated as a lower bound."""
     if not rec.untuned:
         return text
-    asks = [f"{u.arm} at " + (", ".join(f"lr {fmt_value(v)}" for v in u.settle_lrs)
-                              or "a wider LR range (the leader is at its edge)") for u in rec.untuned]
-    why = "; ".join(f"{u.arm}'s LR is {u.lr.status} ({knob_text(u.lr)})" for u in rec.untuned)
-    settle = "What would settle it: " + "; ".join(asks)
+    why = "; ".join(f"{u.arm}'s {_label(k.knob)} is {k.status} ({knob_text(k)})" for u in rec.untuned for k in u.knobs)
+    runs = "; ".join(_ask(u) for u in rec.untuned)
     if rec.resume_budget is not None:
-        settle += (f" ({rec.settle_runs} search run(s), plus re-confirming a new leader: resume with "
-                   f"`--budget {rec.resume_budget}` on the same --out)")
-    settle += "."
+        runs += (f" ({rec.settle_runs} search run(s), plus re-confirming a new leader: resume with "
+                 f"`--budget {rec.resume_budget}` on the same --out)")
     names = " and ".join(u.arm for u in rec.untuned)
     is_ = "is" if len(rec.untuned) == 1 else "are"
     if rec.capped:
         what = ("a tuned optimizer with one whose LR optimum was not found" if len(rec.untuned) == 1 else
                 "optimizers whose LR optima were not found")
+        said = rec.paired_confidence + (f" ({MODERATE_WHY})" if rec.paired_confidence == "moderate" else "")
         head = (f"Confidence capped at low: {names} {is_} not tuned, {why}. The paired test alone would have said "
-                f"{rec.paired_confidence}, but it compares {what}. ")
-        return f"{head}{settle} {text}"
-    return f"{text} Tuning: {names} {is_} not tuned ({why}). {settle}"
+                f"{said}, but it compares {what}. ")
+        return f"{head}What would settle it: {runs}. {text}"
+    if rec.lower_bound:
+        win = rec.untuned[0].arm
+        return (f"{text} Tuning: {win} is not tuned ({why}), but it is the arm ahead: further tuning can only "
+                f"lower {win}'s loss, so {_advantage(rec)} is a lower bound and the confidence follows the "
+                f"paired test. What would measure the full advantage: {runs}.")
+    return f"{text} Tuning: {names} {is_} not tuned ({why}). What would settle it: {runs}."
 
 
 def recommendation_text(rec: Recommendation) -> str:

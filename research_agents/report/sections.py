@@ -342,7 +342,8 @@ def tuning_section(tuning: dict[str, ArmEvidence]) -> list[str]:
         noise = "noise not measured" if ev.threshold is None else f"noise threshold {ev.threshold:.4f}"
         close = ("; the runner-up is within the noise (replicate before trusting the ranking)"
                  if ev.close_call and ev.runner_up_gap is not None else "")
-        state = {True: "tuned (LR bracketed)", False: "NOT tuned (LR not bracketed)", None: "LR fixed by the study"}
-        lines.append(f"- {arm}: {state[ev.lr_bracketed]}; leader {params_text(ev.leader_params)} "
+        bad = " and ".join("LR" if k.knob == "lr" else k.knob for k in ev.untuned_lrs)  # every LR-like knob counts
+        state = {True: "tuned (LR bracketed)", False: f"NOT tuned ({bad} not bracketed)", None: "LR fixed by the study"}
+        lines.append(f"- {arm}: {state[ev.tuned]}; leader {params_text(ev.leader_params)} "
                      f"(mean {ev.leader_mean:.4f}, n={ev.leader_n}); {noise}{close}.")
     return lines
