@@ -288,3 +288,28 @@ def test_trial_plots_without_a_helper_are_drawn_here(tmp_path):
     (first / "metrics_plot.png").unlink(missing_ok=True)
     inline.submit(first)
     assert (first / "metrics_plot.png").read_bytes()[:8] == PNG
+
+
+def test_one_registry_serves_both_reports(tmp_path):
+    """Every registered section is shown by some report, every layout names registered sections, and
+    a section added to the registry and a layout appears in that report (break: drop one from a layout)."""
+    from research_agents.report import registry
+
+    used = set(registry.FINAL_LAYOUT) | set(registry.ROUND_LAYOUT)
+    assert used == set(registry.SECTIONS), set(registry.SECTIONS) ^ used
+    from research_agents.analysis.fairness import fairness_audit
+
+    study = make_study()
+    b = build(tmp_path, 3.9, 4.0)
+    fnd = analyze(study, b.records, make_plan())
+    audit = fairness_audit(study, fnd)
+    ctx = registry.ReportContext(study=study, fnd=fnd, records=b.records, audit=audit)
+    headings = [line[3:] for line in registry.render(registry.FINAL_LAYOUT, ctx) if line.startswith("## ")]
+    assert headings == [registry.SECTIONS[n].heading for n in registry.FINAL_LAYOUT if registry.SECTIONS[n].heading]
+    probe = registry.Section("Probe", lambda c: ["probe body"])
+    registry.SECTIONS["probe"] = probe
+    try:
+        lines = registry.render(("ranking", "probe"), ctx)
+        assert lines[-3:] == ["## Probe", "", "probe body"]
+    finally:
+        del registry.SECTIONS["probe"]

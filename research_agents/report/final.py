@@ -21,8 +21,8 @@ from research_agents.config.study import Study
 from research_agents.fmt import json_safe
 from research_agents.records import HistoryPoint, TrialMetrics, TrialRecord
 from research_agents.report import plots, sections
-from research_agents.report.fairness import fairness_section, verdict_lines
 from research_agents.report.recommendation import recommendation_text
+from research_agents.report.registry import FINAL_LAYOUT, ReportContext, render
 from research_agents.report.words import knob_text
 
 CSV_COLUMNS = ["id", "order", "round", "phase", "arm", "origin", "seed", "status", "val_loss",
@@ -117,27 +117,9 @@ def write_final_report(out: Path, study: Study, plan: Plan | None, records: list
     fnd = findings or analyze(study, records, plan, correction=correction)
     made = plots.make_all(out, records, fnd, leader_histories(out, records, fnd))
     audit = fairness_audit(study, fnd, preset=setup.get("preset"), overrides=setup.get("overrides"))
-    fairness_verdict = ["", *verdict_lines(audit)] if audit.pairs else []  # next to the verdict
-
-    lines = [f"# {study.name}", "", "## Question", "", *sections.question_section(study, fnd),
-             "", "## Set-up", "", *sections.setup_section(setup),
-             "", "## Ranking", "", *sections.ranking_section(fnd),
-             "", "## Noise floor and spread", "", *sections.noise_section(fnd),
-             "", "## Tuning evidence", "", *sections.tuning_section(fnd.tuning),
-             "", "## Comparisons", "", *sections.comparison_section(fnd),
-             "", "## Recommendation", "", recommendation_text(fnd.recommendation), "",
-             f"Confidence: {fnd.recommendation.confidence}", *fairness_verdict,
-             "", "## Fairness audit", "", *fairness_section(audit, statement=False),
-             *[line for heading, body in extra_sections for line in ("", f"## {heading}", "", body.rstrip())],
-             "", "## LR sensitivity", "", *sections.lr_section(fnd),
-             "", "## Outcomes by origin", "", *sections.origin_section(fnd),
-             "", "## Budget", "", *sections.budget_section(fnd),
-             "", "## Plots", ""]
-    if made:
-        lines += [f"![{title}]({path.relative_to(out).as_posix()})" for title, path in made.items()]
-    else:
-        lines.append("Nothing to plot.")
-    lines += ["", "## Reproduce", "", "```bash", *commands, "```", ""]
+    ctx = ReportContext(study=study, fnd=fnd, records=records, audit=audit, out=out, setup=setup, plots=made,
+                        commands=commands, extra=extra_sections)
+    lines = [f"# {study.name}", "", *render(FINAL_LAYOUT, ctx), ""]
     safefs.write_text(out / "report.md", "\n".join(lines), root=out)
 
     _write_csv(out / "results.csv", records)
