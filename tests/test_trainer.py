@@ -357,7 +357,7 @@ def test_unset_adamw_lr_in_adamw_arm_trains_bit_for_bit_as_before(trial, monkeyp
     """5 steps of the tiny model: no adamw_lr == adamw_lr equal to lr == the one-LR AdamW of before."""
     kw = dict(model="tiny", optimizer="adamw", lr=0.004, steps=5, eval_every=5)
     unset = trial(**kw)
-    assert unset.spec["adamw_lr"] is None and unset.history[0]["adamw_lr"] == unset.history[0]["lr"]
+    assert unset.spec.adamw_lr is None and unset.history[0].adamw_lr == unset.history[0].lr
     explicit = trial(**kw, adamw_lr=0.004)
     with monkeypatch.context() as mp:
         mp.setattr(train_mod, "build_optimizers", _optimizers_before_the_leg)

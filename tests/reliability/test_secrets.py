@@ -13,19 +13,24 @@ from tests.reliability.helpers import write_study
 KEY = "sk-reliability-marker-7f3c9e1b5a2d4c68"
 
 
+def _proposals(state: dict, rationale: str, expected: str) -> str:
+    """A batch of two new valid points per arm (each call new ones), with this rationale and expectation."""
+    out = []
+    for arm, lr0 in (("muon", 0.005), ("adamw", 0.0002)):
+        for _ in range(2):
+            state["k"] += 1
+            out.append({"arm": arm, "params": {"lr": round(lr0 * 1.3 ** state["k"], 6)},
+                        "rationale": rationale, "expected": expected})
+    return batch(*out)
+
+
 def echoing_endpoint():
     """Replies with valid proposals for both arms whose rationale and expectation repeat the key
     (as a proxy or a prompt-injected model might); the first request fails with the key in its error."""
     state = {"k": 0}
 
     def reply(body):
-        out = []
-        for arm, lr0 in (("muon", 0.005), ("adamw", 0.0002)):
-            for _ in range(2):
-                state["k"] += 1
-                out.append({"arm": arm, "params": {"lr": round(lr0 * 1.3 ** state["k"], 6)},
-                            "rationale": f"you sent {KEY}", "expected": KEY})
-        return {"content": batch(*out)}
+        return {"content": _proposals(state, f"you sent {KEY}", KEY)}
 
     return [{"status": 500, "error": f"upstream refused the key {KEY}"}], reply
 
@@ -77,13 +82,7 @@ def _encoded_echo():
     state = {"k": 0}
 
     def reply(body):
-        out = []
-        for arm, lr0 in (("muon", 0.005), ("adamw", 0.0002)):
-            for _ in range(2):
-                state["k"] += 1
-                out.append({"arm": arm, "params": {"lr": round(lr0 * 1.3 ** state["k"], 6)},
-                            "rationale": "SLOT", "expected": "SLOT2"})
-        text = batch(*out)
+        text = _proposals(state, "SLOT", "SLOT2")
         forms = list(_encodings(KEY).values()) + list(_encodings(PASSWORD).values())
         text = text.replace('"SLOT"', '"' + " ".join(forms) + '"', 1)  # JSON escapes stay escapes in the text
         return {"content": text.replace('"SLOT2"', '"' + forms[1] + '"')}
