@@ -806,10 +806,15 @@ def test_real_local_llm_llama_cpp(tmp_path, capsys):
             server.kill()
         log.close()
     captured = capsys.readouterr()
-    assert code == 0, captured.err
     store = open_store(out)
     s = load_study(study)
     records = store.records()
+    # a 135M model may never give a valid action: then the run says so and exits 1 (it had no LLM
+    # planner, under --on-llm-error stop), with TPE's points kept; when it steered, exit 0
+    if any(r.origin == "llm" for r in records):
+        assert code == 0, captured.err
+    else:
+        assert code == 1 and "gave no valid action in any of the" in captured.err, captured.err
     assert sum(r.status in ("completed", "diverged", "failed") for r in records) == 4
     for r in records:  # whatever ran was a valid point, from the LLM or TPE filling its empty slots
         assert r.origin in ("llm", "tpe", "confirm") and validate_params(s, r.arm, r.params) == []
