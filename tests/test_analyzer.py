@@ -27,6 +27,7 @@ from research_agents.analysis.stats import (
     wilcoxon_min_p,
     wilcoxon_pairs_needed,
 )
+from research_agents.report.words import comparison_summary, limit_text
 
 R = 2000  # bootstrap resamples in tests: fast and deterministic with a fixed seed
 
@@ -166,7 +167,7 @@ def test_paired_pairs_by_seed_and_records_dropped():
     d = np.array([2.9 - 3.0, 3.05 - 3.1, 3.0 - 3.2])
     assert c.diff == pytest.approx(d.mean())
     assert c.p_value == pytest.approx(stats.ttest_rel([2.9, 3.05, 3.0], [3.0, 3.1, 3.2]).pvalue)
-    assert any("[7, 9]" in s for s in c.limits)
+    assert any("[7, 9]" in limit_text(s) for s in c.limits)
 
 
 def test_paired_prob_improvement_ties_count_half():
@@ -181,10 +182,11 @@ def test_three_pairs_wilcoxon_cannot_reach_alpha():
     assert c.rank_p_value == pytest.approx(0.25)
     assert c.rank_test_min_p == pytest.approx(0.25)
     assert c.rank_test_can_reach_alpha is False
-    note = " ".join(c.limits)
+    note = " ".join(limit_text(lim) for lim in c.limits)
     assert "Wilcoxon signed-rank with n=3 pairs cannot reach p < 0.05" in note
     assert "smallest possible two-sided p = 0.25" in note and "6 pairs are needed" in note
-    assert "cannot reach p < 0.05" in c.summary and "0.25" in c.summary
+    line = comparison_summary(c)
+    assert "cannot reach p < 0.05" in line and "0.25" in line
     assert c.prob_improvement == 1.0
     _json_ok(c)
 
@@ -199,7 +201,7 @@ def test_five_and_six_pairs_wilcoxon():
     assert c6.rank_p_value == pytest.approx(0.03125) == pytest.approx(stats.wilcoxon(np.subtract(b, base)).pvalue)
     assert c6.rank_test_min_p == pytest.approx(0.03125)
     assert c6.rank_test_can_reach_alpha is True
-    assert not any("Wilcoxon" in s for s in c6.limits)
+    assert not any(lim.code == "rank cannot reach alpha" for lim in c6.limits)
 
 
 def test_min_p_formulas():
@@ -261,7 +263,8 @@ def test_three_vs_three_mann_whitney_limits():
     assert c.rank_p_value == pytest.approx(0.1)
     assert c.rank_test_min_p == pytest.approx(0.1)
     assert c.rank_test_can_reach_alpha is False
-    assert any("Mann-Whitney U with 3 vs 3 runs cannot reach p < 0.05" in s and "4 runs per arm" in s for s in c.limits)
+    assert any("Mann-Whitney U with 3 vs 3 runs cannot reach p < 0.05" in s and "4 runs per arm" in s
+               for s in map(limit_text, c.limits))
     c4 = compare_unpaired([3.0, 3.1, 3.2, 3.3], [2.0, 2.1, 2.2, 2.3], n_resamples=R)
     assert c4.rank_test_min_p == pytest.approx(2 / 70) and c4.rank_test_can_reach_alpha is True
     assert c4.rank_p_value == pytest.approx(2 / 70)
@@ -292,7 +295,7 @@ def test_no_evidence_inside_noise_floor_even_if_p_small():
     assert raw.p_value < 1e-4 and raw.verdict == "b better"
     small = _paired(a, b, min_effect=0.01)
     assert small.verdict == "no evidence of a difference"
-    assert "noise threshold" in small.summary
+    assert "noise threshold" in comparison_summary(small)
     # via apply_correction with a noise floor: config b is noisy (sd 0.01) -> threshold 0.02
     nf = noise_floor({"a": [3.50, 3.51], "b": [3.49, 3.49 + 0.01 * math.sqrt(2)]})
     out = apply_correction([raw], min_effect=nf)[0]
@@ -357,7 +360,7 @@ def test_apply_correction_family():
     assert all(x.p_adjusted == pytest.approx(min(1.0, 5 * c.p_value)) for x in fam[:5])
     assert all(x.verdict == "no evidence of a difference" for x in fam[:5])
     assert fam[0].family_size == 5 and fam[0].correction == "holm"
-    assert "holm" in fam[0].summary
+    assert "holm" in comparison_summary(fam[0])
     assert fam[5].p_adjusted is None and fam[5].verdict == "not testable (n too small)"
     bh = apply_correction([c, c], method="bh")
     assert bh[0].p_adjusted == pytest.approx(stats.false_discovery_control([c.p_value, c.p_value])[0])

@@ -13,6 +13,7 @@ from research_agents.report.final import CSV_COLUMNS, setup_from_metrics, write_
 from research_agents.report.recommendation import recommendation_text
 from research_agents.report.round import write_round_report
 from research_agents.report.sections import comparison_note
+from research_agents.report.words import limit_text
 
 SECTIONS = ["## Question", "## Set-up", "## Ranking", "## Noise floor and spread", "## Comparisons",
             "## Recommendation", "## LR sensitivity", "## Outcomes by origin", "## Budget", "## Plots",
@@ -144,7 +145,7 @@ def test_large_consistent_difference(tmp_path):
     c = res.comparison
     assert c.verdict == "a better" and c.n_pairs == 5
     assert "0.0625" in report  # the Wilcoxon min-p note for 5 pairs
-    assert any("Wilcoxon" in lim and "0.0625" in lim for lim in c.limits)
+    assert any("Wilcoxon" in lim and "0.0625" in lim for lim in map(limit_text, c.limits))
     rec = fnd.recommendation
     assert rec.confidence in ("high", "moderate") and rec.winner_arm == "muon"
     assert rec.confidence == "high"  # p_adj tiny, muon lower on every seed
@@ -225,7 +226,7 @@ def test_diverged_confirmation_run_is_reported(tmp_path):
     b.records[i] = b.records[i].model_copy(update={"status": "diverged", "val_loss": None})
     fnd = analyze(make_study(), b.records, make_plan())
     c = fnd.comparisons[0].comparison
-    assert c.n_pairs == 4 and any("non-finite" in lim for lim in c.limits)
+    assert c.n_pairs == 4 and any("non-finite" in lim for lim in map(limit_text, c.limits))
     assert "1 diverged" in recommendation_text(fnd.recommendation)
 
 

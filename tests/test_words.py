@@ -8,19 +8,30 @@ studies; the renderers must make them byte for byte from the data alone.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from research_agents.analysis.findings import analyze
 from research_agents.analysis.models import ComparisonResult, Recommendation, Spread
+from research_agents.analysis.stats import Comparison, apply_correction, compare_paired, compare_unpaired
+from research_agents.analysis.stats.compare import Limit, LimitCode
 from research_agents.analysis.questions import open_questions, round_questions
 from research_agents.evidence import KnobEvidence, OpenQuestion
 from research_agents.planners import llm_prompt
 from research_agents.planners.base import PlanningContext
 from research_agents.report.recommendation import recommendation_text
 from research_agents.report.sections import comparison_note, spread_text
-from research_agents.report.words import knob_text, question_lines, question_text
+from research_agents.report.words import (
+    comparison_json,
+    comparison_summary,
+    knob_text,
+    limit_text,
+    question_lines,
+    question_text,
+)
 from tests.test_reports import build, make_plan, make_study
 
 OLD = json.loads((Path(__file__).parent / "words_at_81a0212.json").read_text())
@@ -87,3 +98,61 @@ def test_the_prompt_words_the_open_questions_from_data_as_the_round_report_does(
     assert "- None flagged." in prompt([])
     assert "- none yet (no round report)" in prompt(None)
     assert round_questions(study, [], make_plan()) is None
+
+
+# --- a comparison: its limits and its one-line summary are data in analysis, words in report.words.
+# tests/words_comparisons_at_68dbcf2.json holds the sentences Comparison itself carried at 68dbcf2
+# (`limits`, `summary`) for these cases; the renderer must make them from the codes and numbers.
+
+_R = 200
+_NAN = float("nan")
+_COMPARISONS = {
+    "paired dropped seeds": lambda: compare_paired({1: 3.0, 2: 3.1, 3: 3.2, 7: 3.3}, {3: 3.0, 2: 3.05, 1: 2.9, 9: 2.0},
+                                                   "adam", "muon", n_resamples=_R),
+    "paired non-finite seed": lambda: compare_paired({1: 3.0, 2: 3.1, 3: 3.2, 4: 3.3}, {1: 2.9, 2: _NAN, 3: 3.0, 4: 3.1},
+                                                     "a", "b", n_resamples=_R),
+    "too few pairs": lambda: compare_paired({1: 3.0, 2: 3.1}, {1: 2.9, 5: 3.0}, "a", "b", n_resamples=_R),
+    "two pairs": lambda: compare_paired({1: 3.0, 2: 3.1}, {1: 2.9, 2: 3.05}, "a", "b", n_resamples=_R),
+    "zero spread pairs": lambda: compare_paired({1: 3.0, 2: 3.1, 3: 3.2}, {1: 2.9, 2: 3.0, 3: 3.1}, "a", "b",
+                                                n_resamples=_R),
+    "wilcoxon zeros": lambda: compare_paired({1: 3.0, 2: 3.1, 3: 3.2, 4: 3.3}, {1: 3.0, 2: 3.0, 3: 3.05, 4: 3.1},
+                                             "a", "b", n_resamples=_R),
+    "within noise": lambda: compare_paired(dict(enumerate([3.0, 3.1, 3.2, 3.3, 3.4, 3.5])),
+                                           dict(enumerate([2.99, 3.09, 3.185, 3.29, 3.385, 3.49])), "a", "b",
+                                           n_resamples=_R, min_effect=0.05),
+    "degenerate welch": lambda: compare_unpaired([3.0, 3.0], [2.0, 2.0], "a", "b", n_resamples=_R),
+    "unpaired 3 vs 3": lambda: compare_unpaired([3.0, 3.1, 3.2], [3.05, 2.9, 3.3], "a", "b", n_resamples=_R),
+    "unpaired too few, non-finite": lambda: compare_unpaired([3.0, _NAN], [2.0, 2.1, math.inf], "adam", "muon",
+                                                             n_resamples=_R),
+    "holm family": lambda: apply_correction(
+        [compare_paired(dict(enumerate([3.0, 3.1, 3.2, 3.3])), dict(enumerate([2.5, 2.62, 2.71, 2.8])), "a", "b",
+                        n_resamples=_R),
+         compare_paired(dict(enumerate([3.0, 3.1, 3.2, 3.3])), dict(enumerate([3.1, 3.0, 3.3, 3.2])), "a", "c",
+                        n_resamples=_R)], method="holm")[1],
+}
+_OLD_COMPARISONS = json.loads((Path(__file__).parent / "words_comparisons_at_68dbcf2.json").read_text())
+
+
+def test_a_comparison_carries_no_sentence():
+    c = _COMPARISONS["paired dropped seeds"]()
+    assert "summary" not in Comparison.model_fields
+    assert all(isinstance(lim, Limit) for lim in c.limits) and c.limits
+    dumped = json.dumps(c.model_dump(mode="json"))
+    for sentence in _OLD_COMPARISONS["paired dropped seeds"]["limits"]:
+        assert sentence not in dumped
+    assert "not in both arms" not in dumped and "->" not in dumped and "smallest possible" not in dumped
+
+
+def test_the_old_cases_cover_every_limit_kind():
+    codes = {lim.code for make in _COMPARISONS.values() for lim in make().limits}
+    assert codes == set(get_args(LimitCode))
+
+
+@pytest.mark.parametrize("case", sorted(_COMPARISONS))
+def test_the_renderer_makes_a_comparisons_old_words(case):
+    c, old = _COMPARISONS[case](), _OLD_COMPARISONS[case]
+    assert [limit_text(lim) for lim in c.limits] == old["limits"]
+    assert comparison_summary(c) == old["summary"]
+    dumped = comparison_json(c)
+    assert dumped["limits"] == old["limits"] and dumped["summary"] == old["summary"]
+    assert list(dumped)[-2:] == ["limits", "summary"] and "verdict_reasons" not in dumped

@@ -34,6 +34,7 @@ from research_agents.config.catalog import claim_text
 from research_agents.config.study import Study
 from research_agents.fmt import f4, fd, fp
 from research_agents.records import COUNTED, HistoryPoint, TrialRecord
+from research_agents.report.words import comparison_json, comparison_summary
 from trainer.spec import load_spec
 
 Verdict = Literal["agrees", "disagrees", "inconclusive"]
@@ -164,12 +165,12 @@ def muon_beats_adam(runs: list[Run], study: Study, findings: Findings) -> ClaimR
     rel = ""
     if c.diff is not None and c.mean_a:
         rel = f" (Muon's loss {abs(c.diff) / c.mean_a * 100:.2f}% {'lower' if c.diff < 0 else 'higher'} than Adam's)"
-    text = f"Best Muon vs best Adam, paired by seed{rel}: {c.summary}"
+    text = f"Best Muon vs best Adam, paired by seed{rel}: {comparison_summary(c)}"
     if max(counts.values()) > 1:
         text += (f" Each side is its best of {counts['muon']} (Muon) and {counts['adamw']} (Adam) configurations on "
                  "these same seeds, so both are optimistic.")
     return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
-                       details={"comparison": c.model_dump(mode="json")})
+                       details={"comparison": comparison_json(c)})
 
 
 def _lr_sweep(runs: list[Run], optimizer: str) -> dict[float, dict[int, float]]:
@@ -247,9 +248,9 @@ def _effect(name: str, source: str, statement: str, findings: Findings, a: dict,
     c = analyzer.compare_paired(a, b, name_a=name_a, name_b=name_b, min_effect=_noise(findings))
     verdict = {"b better": "agrees", "a better": "disagrees"}.get(c.verdict, "inconclusive")
     text = (f"{desc['n_pairs']} pairs (runs identical but for this knob, same seed; {desc['n_matched_groups']} "
-            f"matched configuration group(s)): {c.summary}")
+            f"matched configuration group(s)): {comparison_summary(c)}")
     return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
-                       details={**desc, "comparison": c.model_dump(mode="json")})
+                       details={**desc, "comparison": comparison_json(c)})
 
 
 def lower_muon_momentum_better(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
@@ -284,10 +285,10 @@ def ns_3_4_as_good_as_5_plus(runs: list[Run], study: Study, findings: Findings) 
         verdict = "inconclusive"
     ci = ("no CI" if c.diff_ci_low is None else f"95% CI of the difference [{c.diff_ci_low:+.4f}, "
           f"{c.diff_ci_high:+.4f}] {'inside' if within else 'not inside'} the equivalence margin +-{margin:g} nats")
-    text = (f"{desc['n_pairs']} pairs ({desc['n_matched_groups']} matched group(s)): {c.summary} {ci}. "
+    text = (f"{desc['n_pairs']} pairs ({desc['n_matched_groups']} matched group(s)): {comparison_summary(c)} {ci}. "
             "'As good as' = no evidence of a difference and the CI inside the margin (or fewer steps better).")
     return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
-                       details={**desc, "equivalence_margin": margin, "comparison": c.model_dump(mode="json")})
+                       details={**desc, "equivalence_margin": margin, "comparison": comparison_json(c)})
 
 
 def warmup_helps_muon(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
@@ -350,7 +351,7 @@ def momentum_warmup_helps_muon(runs: list[Run], study: Study, findings: Findings
             f"{', '.join(worse) or 'none'}. " + "; ".join(lines) + ".")
     return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
                        details={"baseline": base, "better": better, "worse": worse,
-                                "comparisons": {lab: c.model_dump(mode="json") for lab, c in paired.items()}})
+                                "comparisons": {lab: comparison_json(c) for lab, c in paired.items()}})
 
 
 def final_svd_entropy(run: Run) -> float | None:
@@ -387,7 +388,7 @@ def muon_higher_svd_entropy(runs: list[Run], study: Study, findings: Findings) -
             f"paired by seed, Holm across {len(comps)}: higher in {len(higher)}, lower in {len(lower)}. "
             + "; ".join(lines) + ".")
     return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
-                       details={"baseline": base, "comparisons": [c.model_dump(mode="json") for c in comps]})
+                       details={"baseline": base, "comparisons": [comparison_json(c) for c in comps]})
 
 
 CLAIMS: dict[str, Callable[[list[Run], Study, Findings], ClaimResult]] = {

@@ -159,7 +159,7 @@ class Recommendation(BaseModel):
     best_arm: str | None = None  # lowest confirmed mean, whether or not the difference is real
     best_config: str | None = None
     best_params: dict[str, Any] | None = None
-    basis: list[str] = Field(default_factory=list)  # the comparison summaries it rests on
+    basis: list[Comparison] = Field(default_factory=list)  # the comparisons it rests on
     leader: Leader | None = None  # the candidate (nothing confirmed: the best search result, if any)
     confirm_started: bool = False  # nothing confirmed: confirmation runs were started, none completed
     single_arm: bool = False  # no comparison: the study has one arm

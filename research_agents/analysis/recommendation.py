@@ -102,7 +102,7 @@ def _recommend_core(study: Study, rows: list[ConfigRow], comps: list[ComparisonR
     rec = Recommendation(case="no comparison", confidence="low", best_arm=best_arm, best_config=best.config,
                          best_params=best.params)
     done = [c for c in comps if c.comparison is not None]
-    rec.basis = [c.comparison.summary for c in done]
+    rec.basis = [c.comparison for c in done]
     if not done:
         rec.leader = _confirmed(best)
         rec.single_arm = len(study.arms) == 1

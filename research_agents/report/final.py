@@ -23,7 +23,7 @@ from research_agents.records import HistoryPoint, TrialMetrics, TrialRecord
 from research_agents.report import plots, sections
 from research_agents.report.recommendation import recommendation_text
 from research_agents.report.registry import FINAL_LAYOUT, ReportContext, render
-from research_agents.report.words import knob_text
+from research_agents.report.words import comparison_json, comparison_summary, knob_text
 
 CSV_COLUMNS = ["id", "order", "round", "phase", "arm", "origin", "seed", "status", "val_loss",
                "val_accuracy", "val_perplexity", "train_loss", "wall_time_s", "tokens_seen", "config",
@@ -90,11 +90,14 @@ def summary_json(fnd: Findings) -> dict[str, Any]:
     out = fnd.model_dump(mode="json")
     rec = out["recommendation"]
     out["recommendation"] = {"text": recommendation_text(fnd.recommendation), **{k: rec[k] for k in _REC_KEYS},
+                             "basis": [comparison_summary(c) for c in fnd.recommendation.basis],
                              "untuned": [{"arm": u.arm, "role": u.role, "knobs": {k.knob: k.status for k in u.knobs}}
                                          for u in fnd.recommendation.untuned]}
     out["spread"]["text"] = sections.spread_text(fnd.spread)
     for res, dumped in zip(fnd.comparisons, out["comparisons"]):
         dumped.pop("missing")
+        if res.comparison is not None:
+            dumped["comparison"] = comparison_json(res.comparison)
         dumped["note"] = sections.comparison_note(res)
     for arm, ev in fnd.tuning.items():
         for k, dumped in zip(ev.knobs, out["tuning"][arm]["knobs"]):

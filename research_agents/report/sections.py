@@ -12,6 +12,7 @@ from research_agents.analysis.stats import Comparison
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
 from research_agents.fmt import ci, f4, fmt_value, fp, fs, params_text, setup_value, table
+from research_agents.report.words import comparison_summary, limit_text
 
 
 def setup_section(setup: dict) -> list[str]:
@@ -145,10 +146,10 @@ def comparison_section(fnd: Findings) -> list[str]:
             ["min effect (noise threshold)", f4(c.min_effect)],
             ["verdict", f"**{c.verdict}**"],
         ]
-        lines += [table(["statistic", "value"], rows), "", c.summary, ""]
+        lines += [table(["statistic", "value"], rows), "", comparison_summary(c), ""]
         if c.limits:
             lines.append("Limits:")
-            lines += [f"- {lim}" for lim in c.limits]
+            lines += [f"- {limit_text(lim)}" for lim in c.limits]
             lines.append("")
     return lines
 

@@ -8,7 +8,7 @@ imports only fmt and evidence), so the LLM prompt renders with it what the repor
 from __future__ import annotations
 
 from research_agents.evidence import KnobEvidence, Neighbour, OpenQuestion
-from research_agents.fmt import fmt_value
+from research_agents.fmt import fmt_value, fp4, fs
 
 
 def _side_words(k: KnobEvidence, direction: int) -> str:
@@ -86,4 +86,98 @@ def question_lines(questions: list[OpenQuestion]) -> list[str]:
     return [f"- {question_text(q)}" for q in questions] or ["- None flagged."]
 
 
-__all__ = ["knob_text", "question_text", "question_lines"]
+
+
+# --- a comparison's words (research_agents.analysis.stats.compare.Comparison and its Limit codes). The
+# objects are read by their fields, not imported: this module sits below analysis, so the claims,
+# the reports and summary.json word a comparison with the same functions.
+
+def limit_text(lim) -> str:
+    """One limit of a comparison in a sentence, from its code and numbers."""
+    code = lim.code
+    if code == "nonfinite seeds":
+        return f"seeds {lim.seeds} have a non-finite loss (diverged?) and were dropped from the pairing"
+    if code == "unpaired seeds":
+        return f"seeds {lim.seeds} are not in both arms and were not used"
+    if code == "too few pairs":
+        return f"only {lim.n} common seed(s): paired tests need >= 2 pairs"
+    if code == "zero spread paired":
+        return ("the paired differences have zero spread; the t statistic is degenerate"
+                + (" and the t-test is undefined" if lim.t_undefined else ""))
+    if code == "hedges g needs 3 pairs":
+        return "Hedges' g needs >= 3 pairs (the small-sample correction is 0 at n=2)"
+    if code == "hedges g undefined paired":
+        return "Hedges' g is undefined (zero spread of the paired differences)"
+    if code == "nonfinite losses":
+        return f"{lim.count} non-finite loss(es) of {lim.name} (diverged?) were dropped"
+    if code == "too few runs":
+        return f"{lim.n_a} vs {lim.n_b} runs: unpaired tests need >= 2 runs per arm"
+    if code == "degenerate welch":
+        return "both arms have zero spread; the Welch t-test is degenerate"
+    if code == "hedges g undefined pooled":
+        return "Hedges' g is undefined (zero pooled sd)"
+    if code == "bootstrap undercover":
+        n_text = f"{lim.n} pairs" if lim.n is not None else f"{lim.n_a} vs {lim.n_b} runs"
+        return f"bootstrap CIs from {n_text} undercover (too narrow); read them as optimistic"
+    if code == "rank cannot reach alpha":
+        if lim.n is not None:  # paired (Wilcoxon): counted in non-zero differences
+            n_text = f"n={lim.n_nonzero} pairs" + ("" if lim.n_nonzero == lim.n else f" (non-zero of {lim.n})")
+            needed = f"{lim.needed} pairs"
+        else:
+            n_text, needed = f"{lim.n_a} vs {lim.n_b} runs", f"{lim.needed} runs per arm"
+        return (f"{lim.test} with {n_text} cannot reach p < {lim.alpha:g} (smallest possible two-sided "
+                f"p = {fp4(lim.min_p)}); {needed} are needed. Its p-value is reported but not used.")
+    raise ValueError(f"unknown limit code {code!r}")
+
+
+def verdict_reason_text(c, reason: str) -> str:
+    """Why a comparison's verdict is not "better", from its code and the comparison's numbers."""
+    if reason == "diff undefined":
+        return "difference undefined"
+    if reason == "p undefined":
+        return f"{c.primary_test} p-value undefined"
+    if reason == "p not below alpha":
+        return f"adjusted p = {fp4(c.p_adjusted)} is not < alpha = {c.alpha:g}"
+    if reason == "ci includes 0":
+        return "CI of the difference includes 0"
+    if reason == "within noise":
+        return f"|diff| = {fs(abs(c.diff), 4)} is within the noise threshold {fs(c.min_effect, 4)}"
+    raise ValueError(f"unknown verdict reason {reason!r}")
+
+
+def comparison_summary(c) -> str:
+    """A comparison in one line: `b vs a (paired, n=4 pairs): diff (b - a) = ... -> verdict.`"""
+    n_txt = f"n={c.n_pairs} pairs" if c.kind == "paired" else f"n={c.n_a} vs {c.n_b}"
+    conf = f"{round(c.confidence * 100):d}%"
+    ci = f"[{conf} CI {fs(c.diff_ci_low, 4)}, {fs(c.diff_ci_high, 4)}]" if c.diff_ci_low is not None else "[no CI]"
+    adj = "" if c.correction.startswith("none") else f" {c.correction}, m={c.family_size}"
+    poi = "n/a" if c.prob_improvement is None else f"{c.prob_improvement:.2f}"
+    if c.verdict == "b better":
+        v = f"{c.name_b} better than {c.name_a} (lower loss)"
+    elif c.verdict == "a better":
+        v = f"{c.name_a} better than {c.name_b} (lower loss)"
+    elif c.verdict == "not testable (n too small)":
+        v = "not testable (n too small)"
+    else:
+        v = "no evidence of a difference" + (
+            f" ({verdict_reason_text(c, c.verdict_reasons[0])})" if c.verdict_reasons else "")
+    line = (f"{c.name_b} vs {c.name_a} ({c.kind}, {n_txt}): diff (b - a) = {fs(c.diff, 4)} {ci}, "
+            f"p_adj = {fp4(c.p_adjusted)} ({c.primary_test}{adj}), g = {fs(c.hedges_g, 3)}, "
+            f"P({c.name_b} < {c.name_a}) = {poi} -> {v}.")
+    if c.rank_test_can_reach_alpha is False:
+        line += f" {c.rank_test} cannot reach p < {c.alpha:g} at this n (min p = {fp4(c.rank_test_min_p)})."
+    return line
+
+
+def comparison_json(c) -> dict:
+    """A comparison as the JSON files have always shown it: its numbers, its limits as sentences
+    and its one-line summary last (the verdict's reason codes live in the summary's words)."""
+    out = c.model_dump(mode="json")
+    out.pop("verdict_reasons")
+    out["limits"] = [limit_text(lim) for lim in c.limits]
+    out["summary"] = comparison_summary(c)
+    return out
+
+
+__all__ = ["knob_text", "question_text", "question_lines", "limit_text", "verdict_reason_text",
+           "comparison_summary", "comparison_json"]

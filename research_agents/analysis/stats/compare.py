@@ -21,7 +21,6 @@ from research_agents.analysis.stats.rank import (
     wilcoxon_pairs_needed,
 )
 from research_agents.analysis.stats.values import array1d, num
-from research_agents.fmt import fp4, fs
 
 Verdict = Literal["b better", "a better", "no evidence of a difference", "not testable (n too small)"]
 VERDICTS: tuple[str, ...] = ("b better", "a better", "no evidence of a difference", "not testable (n too small)")
@@ -33,6 +32,44 @@ _MW_EXACT_PERMUTATION_LIMIT = 50_000
 
 
 SINGLE = "none (single comparison)"
+
+LimitCode = Literal[
+    "nonfinite seeds",  # paired: seeds with a non-finite loss, dropped from the pairing (seeds)
+    "unpaired seeds",  # paired: seeds present in one arm only (seeds)
+    "too few pairs",  # paired: fewer than 2 common seeds (n)
+    "zero spread paired",  # paired: the differences have zero spread (t_undefined: the t-test too)
+    "hedges g needs 3 pairs",  # paired: n = 2, the small-sample correction is 0
+    "hedges g undefined paired",  # paired: zero spread of the differences
+    "nonfinite losses",  # unpaired: count non-finite losses of arm `name` dropped
+    "too few runs",  # unpaired: fewer than 2 runs in an arm (n_a, n_b)
+    "degenerate welch",  # unpaired: both arms have zero spread
+    "hedges g undefined pooled",  # unpaired: zero pooled sd
+    "bootstrap undercover",  # 3-5 runs per side: the bootstrap CI is too narrow (n, or n_a vs n_b)
+    "rank cannot reach alpha",  # the rank test's smallest p is not < alpha (test, min_p, alpha, needed, ...)
+]
+
+VerdictReason = Literal["diff undefined", "p undefined", "p not below alpha", "ci includes 0", "within noise"]
+
+
+class Limit(BaseModel):
+    """One limit of a comparison, as data: its code and the numbers and names it needs
+    (research_agents.report.words.limit_text words it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: LimitCode
+    seeds: list[int] | None = None
+    n: int | None = None  # paired: pairs
+    n_nonzero: int | None = None  # paired rank test: non-zero differences
+    n_a: int | None = None  # unpaired: runs per arm
+    n_b: int | None = None
+    count: int | None = None
+    name: str | None = None
+    test: str | None = None
+    min_p: float | None = None
+    alpha: float | None = None
+    needed: int | None = None  # paired: pairs, unpaired: runs per arm
+    t_undefined: bool | None = None
 
 
 class Comparison(BaseModel):
@@ -78,11 +115,12 @@ class Comparison(BaseModel):
     family_size: int = 1
     p_adjusted: float | None = None
     verdict: Verdict = "no evidence of a difference"
-    limits: list[str]
-    summary: str = ""
+    limits: list[Limit]
+    verdict_reasons: list[VerdictReason] = []  # why not "better", first first (finalize sets it)
 
 
-def _verdict(c: Comparison, p_adj: float | None, alpha: float, min_effect: float | None) -> tuple[str, list[str]]:
+def _verdict(c: Comparison, p_adj: float | None, alpha: float,
+             min_effect: float | None) -> tuple[str, list[VerdictReason]]:
     """Conservative verdict.  Returns (verdict, reasons-not-better).
 
     "b better"/"a better" only when ALL hold:
@@ -96,55 +134,21 @@ def _verdict(c: Comparison, p_adj: float | None, alpha: float, min_effect: float
     n_eff = c.n_pairs if c.kind == "paired" else min(c.n_a, c.n_b)
     if n_eff is None or n_eff < 2:
         return "not testable (n too small)", []
-    reasons: list[str] = []
+    reasons: list[VerdictReason] = []
     if c.diff is None:
-        reasons.append("difference undefined")
+        reasons.append("diff undefined")
     if p_adj is None:
-        reasons.append(f"{c.primary_test} p-value undefined")
+        reasons.append("p undefined")
     elif not p_adj < alpha:
-        reasons.append(f"adjusted p = {fp4(p_adj)} is not < alpha = {alpha:g}")
+        reasons.append("p not below alpha")
     if c.diff_ci_low is not None and c.diff_ci_high is not None:
         if c.diff_ci_low <= 0.0 <= c.diff_ci_high:
-            reasons.append("CI of the difference includes 0")
+            reasons.append("ci includes 0")
     if min_effect is not None and c.diff is not None and not abs(c.diff) > min_effect:
-        reasons.append(
-            f"|diff| = {fs(abs(c.diff), 4)} is within the noise threshold {fs(min_effect, 4)}"
-        )
+        reasons.append("within noise")
     if reasons:
         return "no evidence of a difference", reasons
     return ("b better" if c.diff < 0 else "a better"), []
-
-
-def _summary_line(c: Comparison, reasons: list[str]) -> str:
-    n_txt = f"n={c.n_pairs} pairs" if c.kind == "paired" else f"n={c.n_a} vs {c.n_b}"
-    conf = f"{round(c.confidence * 100):d}%"
-    ci = (
-        f"[{conf} CI {fs(c.diff_ci_low, 4)}, {fs(c.diff_ci_high, 4)}]"
-        if c.diff_ci_low is not None
-        else "[no CI]"
-    )
-    adj = "" if c.correction.startswith("none") else f" {c.correction}, m={c.family_size}"
-    g = fs(c.hedges_g, 3)
-    poi = "n/a" if c.prob_improvement is None else f"{c.prob_improvement:.2f}"
-    if c.verdict == "b better":
-        v = f"{c.name_b} better than {c.name_a} (lower loss)"
-    elif c.verdict == "a better":
-        v = f"{c.name_a} better than {c.name_b} (lower loss)"
-    elif c.verdict == "not testable (n too small)":
-        v = "not testable (n too small)"
-    else:
-        v = "no evidence of a difference" + (f" ({reasons[0]})" if reasons else "")
-    line = (
-        f"{c.name_b} vs {c.name_a} ({c.kind}, {n_txt}): diff (b - a) = {fs(c.diff, 4)} {ci}, "
-        f"p_adj = {fp4(c.p_adjusted)} ({c.primary_test}{adj}), g = {g}, "
-        f"P({c.name_b} < {c.name_a}) = {poi} -> {v}."
-    )
-    if c.rank_test_can_reach_alpha is False:
-        line += (
-            f" {c.rank_test} cannot reach p < {c.alpha:g} at this n "
-            f"(min p = {fp4(c.rank_test_min_p)})."
-        )
-    return line
 
 
 def finalize(
@@ -165,25 +169,17 @@ def finalize(
         )
     )
     verdict, reasons = _verdict(c, c.p_adjusted, alpha, c.min_effect)
-    c = c.model_copy(update=dict(verdict=verdict))
-    return c.model_copy(update=dict(summary=_summary_line(c, reasons)))
+    return c.model_copy(update=dict(verdict=verdict, verdict_reasons=reasons))
 
 
-def _rank_limit_note(test: str, min_p: float, alpha: float, n_txt: str, needed: str) -> str:
-    return (
-        f"{test} with {n_txt} cannot reach p < {alpha:g} (smallest possible two-sided "
-        f"p = {fp4(min_p)}); {needed} are needed. Its p-value is reported but not used."
-    )
-
-
-def _difference_ci(tt, samples, statistic, n: int, n_text: str, t_label: str, confidence: float,
-                   n_resamples: int, seed: int, limits: list[str]) -> tuple[float | None, float | None, str]:
+def _difference_ci(tt, samples, statistic, n: int, undercover: Limit, t_label: str, confidence: float,
+                   n_resamples: int, seed: int, limits: list[Limit]) -> tuple[float | None, float | None, str]:
     """Bootstrap CI of the difference from 3 runs per side (flagged as optimistic below 6);
     with 2 the t-interval of the test `tt`; none when the t-test is degenerate."""
     if n >= 3:
         lo, hi, method = bootstrap_ci(samples, statistic, confidence=confidence, n_resamples=n_resamples, seed=seed)
         if n < 6:
-            limits.append(f"bootstrap CIs from {n_text} undercover (too narrow); read them as optimistic")
+            limits.append(undercover)
         return lo, hi, method
     if num(tt.statistic) is not None:
         ci = tt.confidence_interval(confidence_level=confidence)
@@ -226,14 +222,14 @@ def compare_paired(
     seeds_b = {int(k): float(v) for k, v in b.items()}
     common = sorted(set(seeds_a) & set(seeds_b))
     dropped = sorted(set(seeds_a) ^ set(seeds_b))
-    limits: list[str] = []
+    limits: list[Limit] = []
     nonfinite = [s for s in common if not (math.isfinite(seeds_a[s]) and math.isfinite(seeds_b[s]))]
     if nonfinite:
-        limits.append(f"seeds {nonfinite} have a non-finite loss (diverged?) and were dropped from the pairing")
+        limits.append(Limit(code="nonfinite seeds", seeds=nonfinite))
         common = [s for s in common if s not in nonfinite]
         dropped = sorted(set(dropped) | set(nonfinite))
     if dropped:
-        limits.append(f"seeds {dropped} are not in both arms and were not used")
+        limits.append(Limit(code="unpaired seeds", seeds=dropped))
     xa = np.array([seeds_a[s] for s in common], dtype=float)
     xb = np.array([seeds_b[s] for s in common], dtype=float)
     d = xb - xa
@@ -260,19 +256,13 @@ def compare_paired(
             tt = stats.ttest_rel(xb, xa)
         t_stat, t_df, p = num(tt.statistic), num(tt.df), num(tt.pvalue)
         if np.std(d, ddof=1) == 0:
-            limits.append(
-                "the paired differences have zero spread; the t statistic is degenerate"
-                + (" and the t-test is undefined" if p is None else "")
-            )
+            limits.append(Limit(code="zero spread paired", t_undefined=p is None))
         g = hedges_g_paired(d)
         if g is None:
-            limits.append(
-                "Hedges' g needs >= 3 pairs (the small-sample correction is 0 at n=2)"
-                if n < 3
-                else "Hedges' g is undefined (zero spread of the paired differences)"
-            )
+            limits.append(Limit(code="hedges g needs 3 pairs" if n < 3 else "hedges g undefined paired", n=n))
         ci_lo, ci_hi, ci_method = _difference_ci(
-            tt, (d,), mean_axis, n, f"{n} pairs", "paired t-interval (n=2)", confidence, n_resamples, seed, limits
+            tt, (d,), mean_axis, n, Limit(code="bootstrap undercover", n=n), "paired t-interval (n=2)", confidence,
+            n_resamples, seed, limits,
         )
         n_nonzero = int(np.sum(d != 0))
         if n_nonzero == 0:
@@ -294,11 +284,10 @@ def compare_paired(
             min_p = wilcoxon_min_p(n_nonzero)
             can_reach = min_p < alpha
         if not can_reach:
-            need = wilcoxon_pairs_needed(alpha)
-            n_txt = f"n={n_nonzero} pairs" + ("" if n_nonzero == n else f" (non-zero of {n})")
-            limits.append(_rank_limit_note("Wilcoxon signed-rank", min_p, alpha, n_txt, f"{need} pairs"))
+            limits.append(Limit(code="rank cannot reach alpha", test="Wilcoxon signed-rank", min_p=min_p, alpha=alpha,
+                                n=n, n_nonzero=n_nonzero, needed=wilcoxon_pairs_needed(alpha)))
     else:
-        limits.append(f"only {n} common seed(s): paired tests need >= 2 pairs")
+        limits.append(Limit(code="too few pairs", n=n))
 
     c = Comparison(
         kind="paired",
@@ -364,10 +353,10 @@ def compare_unpaired(
     """
     xa_all, xb_all = array1d(a), array1d(b)
     xa, xb = xa_all[np.isfinite(xa_all)], xb_all[np.isfinite(xb_all)]
-    limits: list[str] = []
+    limits: list[Limit] = []
     for nm, full, kept in ((name_a, xa_all, xa), (name_b, xb_all, xb)):
         if kept.size < full.size:
-            limits.append(f"{full.size - kept.size} non-finite loss(es) of {nm} (diverged?) were dropped")
+            limits.append(Limit(code="nonfinite losses", count=int(full.size - kept.size), name=str(nm)))
     na, nb = int(xa.size), int(xb.size)
     mean_a = num(np.mean(xa)) if na else None
     mean_b = num(np.mean(xb)) if nb else None
@@ -392,12 +381,13 @@ def compare_unpaired(
             tt = stats.ttest_ind(xb, xa, equal_var=False)
         t_stat, t_df, p = num(tt.statistic), num(tt.df), num(tt.pvalue)
         if np.var(xa) == 0 and np.var(xb) == 0:
-            limits.append("both arms have zero spread; the Welch t-test is degenerate")
+            limits.append(Limit(code="degenerate welch"))
         g = hedges_g(xa, xb)
         if g is None:
-            limits.append("Hedges' g is undefined (zero pooled sd)")
+            limits.append(Limit(code="hedges g undefined pooled"))
         ci_lo, ci_hi, ci_method = _difference_ci(
-            tt, (xb, xa), diff_of_means, min(na, nb), f"{na} vs {nb} runs", "Welch t-interval (n=2)",
+            tt, (xb, xa), diff_of_means, min(na, nb), Limit(code="bootstrap undercover", n_a=na, n_b=nb),
+            "Welch t-interval (n=2)",
             confidence, n_resamples, seed, limits,
         )
         pooled = np.concatenate([xa, xb])
@@ -419,12 +409,10 @@ def compare_unpaired(
         min_p = mannwhitney_min_p(na, nb)
         can_reach = min_p < alpha
         if not can_reach:
-            need = mannwhitney_n_per_arm_needed(alpha)
-            limits.append(
-                _rank_limit_note("Mann-Whitney U", min_p, alpha, f"{na} vs {nb} runs", f"{need} runs per arm")
-            )
+            limits.append(Limit(code="rank cannot reach alpha", test="Mann-Whitney U", min_p=min_p, alpha=alpha,
+                                n_a=na, n_b=nb, needed=mannwhitney_n_per_arm_needed(alpha)))
     else:
-        limits.append(f"{na} vs {nb} runs: unpaired tests need >= 2 runs per arm")
+        limits.append(Limit(code="too few runs", n_a=na, n_b=nb))
 
     c = Comparison(
         kind="unpaired",
