@@ -1,7 +1,8 @@
 """Build a replay table: real CPU trials of a study over a grid of its search space.
 
     python -m benchmarks.make_replay_table [--study muon_vs_adamw] [--scale NAME]
-        [--points KNOB=N ...] [--seeds 3] [--extra-seeds 3] [--out FILE] [--limit N]
+        [--points KNOB=N ...] [--values [ARM:]KNOB=V1,V2,... ...] [--seeds 3] [--extra-seeds 3]
+        [--out FILE] [--limit N] [--shard K/N]
 
 Every row is one real training run of `trainer.train` on the study's own trial spec (its preset,
 fixed and tied settings: e.g. the default study's Muon arm trains its AdamW leg at 0.1 x its LR),
@@ -11,7 +12,8 @@ in this process, on one thread (as the loop's executor runs trials), on the CPU.
   otherwise, every choice of a choice knob. N defaults to 8 for a log float, 3 for a linear float or
   an int; a conditional knob (`when`) takes 1 point, the middle of its range, and only where its
   condition holds. `--points KNOB=N` sets N for a knob of every arm that searches it (`--points
-  adamw_lr=6` for a study that searches the AdamW leg's LR in both arms);
+  adamw_lr=6` for a study that searches the AdamW leg's LR in both arms); `--values KNOB=V1,V2`
+  (or `ARM:KNOB=...` for one arm) gives the points themselves (e.g. denser around an optimum);
 * seeds 0..S-1 (`--seeds`) for every config, then `--extra-seeds` more for each arm's three best
   configs and the grid neighbours of its best along each log-scaled knob (its LRs: around each
   optimum, where the noise decides rankings).
@@ -19,7 +21,10 @@ in this process, on one thread (as the loop's executor runs trials), on the CPU.
 Columns: `arm` (the optimizer, as replay matches it), `lr` and `adamw_lr` (the hidden matrices' LR
 and the AdamW leg's LR as trained: both, in every arm), every other knob of every arm's space, then
 the results (research_agents/execution/replay.py RESULT_COLUMNS: curves at 25/50/75/100%).
-The run is resumable: rows already in the output file are kept and not trained again. The replay
+The run is resumable: rows already in the output file are kept and not trained again. `--shard K/N`
+trains only every N-th run of the base grid (from the K-th) and skips the extra seeds: run N shards
+at once into N files, concatenate them (one header) into the table, then run once more without
+`--shard` for the extra seeds. The replay
 executor (`--executor replay:FILE`) answers trials of any study whose knobs the table holds.
 The committed benchmarks/data/replay_tiny.csv was built for the default study before this grid
 existed (Muon LRs 1.93x apart over [3e-3, 1.12], momentum {0.8, 0.875, 0.95}, NS steps {3, 5, 8},
@@ -77,11 +82,12 @@ def default_points(param: Param) -> int:
     return 8 if param.log else 3
 
 
-def arm_configs(space: dict[str, Param], points: dict[str, int]) -> list[dict]:
+def arm_configs(space: dict[str, Param], points: dict[str, int],
+                values_of: dict[str, list[Any]] | None = None) -> list[dict]:
     """Every grid point of one arm's space, conditional knobs only where their condition holds."""
     configs: list[dict] = [{}]
     for key, param in space.items():
-        values = grid(param, points.get(key, default_points(param)))
+        values = (values_of or {}).get(key) or grid(param, points.get(key, default_points(param)))
         nxt = []
         for cfg in configs:
             if all(cfg.get(dep) in allowed for dep, allowed in param.when.items()):
@@ -166,6 +172,30 @@ def parse_points(items: list[str]) -> dict[str, int]:
     return out
 
 
+def parse_values(items: list[str], study: Study) -> dict[str, dict[str, list[Any]]]:
+    """`[ARM:]KNOB=V1,V2,...` as {arm: {knob: values}} (typed by the knob's space, checked in it)."""
+    out: dict[str, dict[str, list[Any]]] = {arm: {} for arm in study.arms}
+    for item in items:
+        target, sep, text = item.partition("=")
+        arm, colon, key = target.rpartition(":")
+        arms = [arm] if colon else [a for a, spec in study.arms.items() if key in spec.space]
+        if not sep or not text or not arms or any(a not in study.arms or key not in study.arms[a].space
+                                                  for a in arms):
+            raise SystemExit(f"--values: expected [ARM:]KNOB=V1,V2 for a searched knob, got {item!r}")
+        for a in arms:
+            param = study.arms[a].space[key]
+            try:
+                vals = [v if param.type == "choice" else int(v) if param.type == "int" else float(v)
+                        for v in text.split(",")]
+            except ValueError:
+                raise SystemExit(f"--values: {item!r} has a value that is not a number") from None
+            bad = [v for v in vals if param.check(v) is not None]
+            if bad:
+                raise SystemExit(f"--values: {a}:{key}={bad[0]!r}: {param.check(bad[0])}")
+            out[a][key] = vals
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", default="muon_vs_adamw", help="study name in experiments/ or a TOML file")
@@ -174,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 for every config (default 3)")
     ap.add_argument("--extra-seeds", type=int, default=3, help="more seeds near each optimum (default 3)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--values", nargs="*", default=[], metavar="[ARM:]KNOB=V1,V2", help="a knob's grid points")
     ap.add_argument("--limit", type=int, default=None, help="train at most N new runs (then stop)")
+    ap.add_argument("--shard", default="0/1", metavar="K/N", help="train every N-th base run from the K-th "
+                    "(no extra seeds); see the module's docstring")
     args = ap.parse_args(argv)
     try:
         study = load_study(args.study, ROOT / "experiments")
@@ -186,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(points) - {k for arm in study.arms.values() for k in arm.space})
     if unknown:
         raise SystemExit(f"--points: {unknown[0]!r} is not searched by study {study.name}")
+    values_of = parse_values(args.values, study)
+    k_text, _, n_text = args.shard.partition("/")
+    if not (k_text.isdigit() and n_text.isdigit() and int(k_text) < int(n_text)):
+        raise SystemExit(f"--shard: expected K/N with 0 <= K < N, got {args.shard!r}")
+    shard, shards = int(k_text), int(n_text)
     torch.set_num_threads(1)
     cols = columns(study)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -198,16 +236,19 @@ def main(argv: list[str] | None = None) -> int:
                                  "write to a new file")
             done = {row_key(cols, r): r for r in reader}
     fresh = not args.out.is_file()
-    grids = {arm: arm_configs(a.space, points) for arm, a in study.arms.items()}
-    trained, started = 0, time.perf_counter()
+    grids = {arm: arm_configs(a.space, points, values_of[arm]) for arm, a in study.arms.items()}
+    trained, started, index = 0, time.perf_counter(), -1
     with args.out.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, cols)
         if fresh:
             writer.writeheader()
 
         def todo(arm: str, configs: list[dict], seeds) -> bool:
-            nonlocal trained
+            nonlocal trained, index
             for seed, cfg in itertools.product(seeds, configs):
+                index += 1
+                if index % shards != shard:
+                    continue
                 k = row_key(cols, _row_of(study, arm, cfg, seed))
                 if k in done:
                     continue
@@ -224,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
         base = range(args.seeds)
         ok = all([todo(arm, configs, base) for arm, configs in grids.items()])
-        if ok:
+        if ok and shards == 1:
             extra = range(args.seeds, args.seeds + args.extra_seeds)
             for arm, configs in grids.items():
                 ok = todo(arm, near_optimum(study, arm, configs, done, cols, base), extra) and ok

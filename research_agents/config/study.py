@@ -120,9 +120,23 @@ class Scale(Strict):
     points: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
+# How a study treats the AdamW leg (embedding and tied head, norm gains, router: AdamW trains it
+# in every arm) across compared arms; the study names its choice, the fairness audit checks it.
+CONVENTIONS: dict[str, str] = {
+    "leg_searched_in_both": "the AdamW leg's LR (`adamw_lr`) is searched in every compared arm over the same range",
+    "leg_fixed_equal": "the AdamW leg's LR is fixed at one value in every compared arm (modded-nanogpt)",
+    "wen_ratio": "the Muon arm's leg LR is tied to its LR by a ratio; the AdamW arm has one LR for every "
+                 "parameter (Wen et al. 2025)",
+    "moonlight_rms": "one LR for every parameter in both arms, Muon's update RMS-matched to AdamW's (Moonlight)",
+    "custom": "the study's own choice (the audit lists what differs)",
+}
+Convention = Literal["leg_searched_in_both", "leg_fixed_equal", "wen_ratio", "moonlight_rms", "custom"]
+
+
 class Study(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     question: str
+    convention: Convention | None = None  # CONVENTIONS: how compared arms treat the AdamW leg
     preset: str = "tiny"
     base: dict[str, Any] = Field(default_factory=dict)  # TrialSpec overrides shared by every arm
     arms: dict[str, Arm] = Field(min_length=1)
