@@ -51,8 +51,54 @@ def confirmed(tmp_path: Path, muon: dict, adamw: dict) -> Builder:
     return b
 
 
-def test_default_study_lists_the_leg_lr_asymmetry():
+WEN = ROOT / "experiments" / "muon_vs_adamw_wen.toml"  # the old default: Muon's leg tied at 0.1x, AdamW one LR
+
+
+def test_default_study_is_fair_and_follows_its_convention():
+    """The default study: both arms search the AdamW leg's LR over the same range (convention
+    leg_searched_in_both), so no shared knob or parameter group is free in one arm only."""
     study = load_study(ROOT / "experiments" / "muon_vs_adamw.toml")
+    audit = fairness_audit(study)
+    assert audit.convention == "leg_searched_in_both" and audit.misses == []
+    (pair,) = audit.pairs
+    assert pair.asymmetries == [] and audit.equal
+    for arm in audit.arms:
+        leg = arm.knob("adamw_lr")
+        assert (leg.freedom, leg.low, leg.high, leg.log, leg.own) == ("searched", 0.003, 0.3, True, False)
+    assert study.arms["muon"].start["adamw_lr"] == study.arms["adamw"].start["adamw_lr"]
+    text = "\n".join(verdict_lines(audit))
+    assert "Convention for the AdamW leg: `leg_searched_in_both`" in text and "does not follow" not in text
+    assert "the arms had equal freedom over shared settings" in text
+
+
+def test_convention_misses_are_found_and_stated(tmp_path):
+    """A study that names a convention it does not follow gets each miss listed next to the verdict."""
+    leg = 'adamw_lr = { type = "float", low = 0.0001, high = 0.1, log = true }'
+    cases = [  # (convention, muon space, adamw space, muon base, expected misses)
+        ("leg_searched_in_both", leg, "", "", [("leg_not_searched", "adamw")]),
+        ("leg_searched_in_both", leg, leg.replace("0.1,", "0.05,"), "", [("leg_ranges_differ", "adamw")]),
+        ("leg_searched_in_both", leg, leg, "", []),
+        ("leg_fixed_equal", "", "", ", adamw_lr = 0.003", [("leg_not_fixed", "adamw")]),
+        ("wen_ratio", leg, "", "", [("leg_not_ratio", "muon")]),
+        ("wen_ratio", "", leg, ", adamw_lr = 0.003", [("adamw_not_one_lr", "adamw"), ("leg_not_ratio", "muon")]),
+        ("moonlight_rms", "", "", ", lr = 0.003, adamw_lr = 0.003", [("not_rms_matched", "muon")]),
+        ("moonlight_rms", "", "", ', lr = 0.003, adamw_lr = 0.003, update_scale = "match_rms_adamw"', []),
+        ("custom", leg, "", "", []),
+    ]
+    for convention, muon_space, adamw_space, muon_base, expected in cases:
+        study = write_study(tmp_path, muon_space=muon_space, adamw_space=adamw_space, muon_base=muon_base)
+        study = study.model_copy(update={"convention": convention})
+        if convention == "moonlight_rms":  # one fixed LR in both arms
+            study.arms["muon"].space.pop("lr")
+        audit = fairness_audit(study)
+        assert sorted((m.code, m.arm) for m in audit.misses) == sorted(expected), convention
+        text = "\n".join(verdict_lines(audit))
+        assert f"Convention for the AdamW leg: `{convention}`" in text
+        assert ("**The study does not follow it:**" in text) == bool(expected), convention
+
+
+def test_wen_study_lists_the_leg_lr_asymmetry():
+    study = load_study(WEN)
     audit = fairness_audit(study)
     muon = next(a for a in audit.arms if a.arm == "muon")
     assert muon.knob("lr").freedom == "searched" and muon.knob("lr").own
@@ -74,7 +120,7 @@ def test_default_study_lists_the_leg_lr_asymmetry():
 
 def test_leaders_leg_lr_as_trained(tmp_path):
     """The leaders' difference in the leg LR is the LR each trained with (muon: 0.1 x lr; adamw: lr)."""
-    study = load_study(ROOT / "experiments" / "muon_vs_adamw.toml")
+    study = load_study(WEN)
     b = confirmed(tmp_path, {"lr": 0.16, "momentum": 0.875}, {"lr": 0.0042})
     (pair,) = fairness_audit(study, analyze(study, b.records, make_plan())).pairs
     assert pair.leaders == "confirmed"
@@ -130,13 +176,14 @@ def test_symmetric_study_reports_equal_freedom(tmp_path):
 
 
 def test_final_report_states_the_asymmetry_right_after_the_recommendation(tmp_path):
-    study = load_study(ROOT / "experiments" / "muon_vs_adamw.toml")
+    study = load_study(WEN)
     b = confirmed(tmp_path, {"lr": 0.16, "momentum": 0.875}, {"lr": 0.0042})
     write_final_report(tmp_path, study, make_plan(), b.records, {"preset": "tiny"}, ["python -m research_agents"])
     lines = (tmp_path / "report.md").read_text().splitlines()
     at = lines.index("## Recommendation")
     confidence = next(i for i in range(at, len(lines)) if lines[i].startswith("Confidence: "))
     after = [line for line in lines[confidence + 1:] if line.strip()]
+    assert after.pop(0).startswith("Convention for the AdamW leg: `wen_ratio`")
     assert after[0].startswith("**Fairness: the arms did not have equal freedom over shared settings**")
     assert after[1].startswith("- The AdamW leg's LR") and "tied to lr at 0.1x" in after[1]
     assert "adamw's leader 0.0042, muon's 0.016" in "\n".join(after[:6])

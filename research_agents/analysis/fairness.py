@@ -130,9 +130,23 @@ class PairAudit(BaseModel):
         return not self.asymmetries and not self.differences
 
 
+MissCode = Literal["leg_not_searched", "leg_ranges_differ", "leg_not_fixed", "leg_values_differ", "leg_not_ratio",
+                   "adamw_not_one_lr", "leg_not_shared_lr", "not_rms_matched"]
+
+
+class ConventionMiss(BaseModel):
+    """One way a study does not follow the convention it names (config.study.CONVENTIONS)."""
+
+    code: MissCode
+    arm: str | None = None  # the arm concerned (None: the pair as a whole)
+    arm_b: str | None = None  # the pair's other arm, for codes about a pair
+
+
 class Audit(BaseModel):
     arms: list[ArmFreedom]
     pairs: list[PairAudit]
+    convention: str | None = None  # the study's named convention for the AdamW leg (None: it names none)
+    misses: list[ConventionMiss] = Field(default_factory=list)  # where the study does not follow it
 
     @property
     def equal(self) -> bool:
@@ -241,6 +255,49 @@ def _differences(study: Study, a: str, pa: dict[str, Any], b: str, pb: dict[str,
     return out
 
 
+def _leg_is_lr(f: ArmFreedom) -> bool:
+    """The arm's leg LR is its hidden matrices' LR itself: tied to `lr` at 1x (by the study or the
+    trainer), or both fixed at one value."""
+    k, lr = f.knob("adamw_lr"), f.knob("lr")
+    if k is None:
+        return False
+    if k.freedom == "tied":
+        return k.source == "lr" and _same(k.factor, 1.0)
+    return k.freedom == "fixed" and lr is not None and lr.freedom == "fixed" and _same(k.value, lr.value)
+
+
+def convention_misses(convention: str | None, freedoms: dict[str, ArmFreedom],
+                      pairs: list[tuple[str, str]]) -> list[ConventionMiss]:
+    """Where the study's freedoms do not follow its named convention (none when it names none or `custom`)."""
+    out: list[ConventionMiss] = []
+    for a, b in pairs:
+        fa, fb = freedoms[a], freedoms[b]
+        la, lb = fa.knob("adamw_lr"), fb.knob("adamw_lr")
+        if convention == "leg_searched_in_both":
+            out += [ConventionMiss(code="leg_not_searched", arm=f.arm) for f, k in ((fa, la), (fb, lb))
+                    if k is None or k.freedom != "searched"]
+            if la is not None and lb is not None and la.freedom == lb.freedom == "searched" and not la.same_freedom(lb):
+                out.append(ConventionMiss(code="leg_ranges_differ", arm=a, arm_b=b))
+        elif convention == "leg_fixed_equal":
+            out += [ConventionMiss(code="leg_not_fixed", arm=f.arm) for f, k in ((fa, la), (fb, lb))
+                    if k is None or k.freedom != "fixed"]
+            if la is not None and lb is not None and la.freedom == lb.freedom == "fixed" and not la.same_freedom(lb):
+                out.append(ConventionMiss(code="leg_values_differ", arm=a, arm_b=b))
+        elif convention == "wen_ratio":
+            for f, k in ((fa, la), (fb, lb)):
+                if f.optimizer == "adamw" and not _leg_is_lr(f):
+                    out.append(ConventionMiss(code="adamw_not_one_lr", arm=f.arm))
+                elif f.optimizer != "adamw" and (k is None or k.freedom != "tied" or k.source != "lr"):
+                    out.append(ConventionMiss(code="leg_not_ratio", arm=f.arm))
+        elif convention == "moonlight_rms":
+            out += [ConventionMiss(code="leg_not_shared_lr", arm=f.arm) for f in (fa, fb) if not _leg_is_lr(f)]
+            for f in (fa, fb):
+                scale = f.knob("update_scale")
+                if f.optimizer == "muon" and (scale is None or scale.value != "match_rms_adamw"):
+                    out.append(ConventionMiss(code="not_rms_matched", arm=f.arm))
+    return [m for i, m in enumerate(out) if m not in out[:i]]
+
+
 def fairness_audit(study: Study, fnd: Findings | None = None, preset: str | None = None,
                    overrides: dict[str, Any] | None = None) -> Audit:
     """The audit of `study` (run with `preset` and spec `overrides`); with findings, the leaders'
@@ -262,8 +319,9 @@ def fairness_audit(study: Study, fnd: Findings | None = None, preset: str | None
         if pa is not None and pb is not None:
             pair.differences = _differences(study, a, pa, b, pb, preset, overrides)
         out.append(pair)
-    return Audit(arms=list(freedoms.values()), pairs=out)
+    return Audit(arms=list(freedoms.values()), pairs=out, convention=study.convention,
+                 misses=convention_misses(study.convention, freedoms, pairs))
 
 
-__all__ = ["Audit", "ArmFreedom", "Asymmetry", "Difference", "KnobFreedom", "PairAudit", "arm_freedoms",
-           "fairness_audit", "is_own"]
+__all__ = ["Audit", "ArmFreedom", "Asymmetry", "ConventionMiss", "Difference", "KnobFreedom", "PairAudit",
+           "arm_freedoms", "convention_misses", "fairness_audit", "is_own"]

@@ -3,13 +3,42 @@ the verdict, and the section with each arm's knobs (searched, tied or fixed)."""
 
 from __future__ import annotations
 
-from research_agents.analysis.fairness import ArmFreedom, Asymmetry, Audit, Difference, KnobFreedom, PairAudit
+from research_agents.analysis.fairness import (ArmFreedom, Asymmetry, Audit, ConventionMiss, Difference, KnobFreedom,
+                                               PairAudit)
+from research_agents.config.study import CONVENTIONS
 from research_agents.fmt import fmt_value, table
 
 GROUP_WORDS = {
     "hidden": "the hidden matrices' LR (`lr`)",
     "adamw_leg": "the AdamW leg's LR (embedding and tied head, norm gains, router: `adamw_lr`)",
 }
+
+
+MISS_WORDS = {
+    "leg_not_searched": "{arm} does not search `adamw_lr`",
+    "leg_ranges_differ": "{arm} and {arm_b} search `adamw_lr` over different ranges",
+    "leg_not_fixed": "{arm} does not fix `adamw_lr`",
+    "leg_values_differ": "{arm} and {arm_b} fix `adamw_lr` at different values",
+    "leg_not_ratio": "{arm}'s leg LR is not tied to its own LR by a ratio",
+    "adamw_not_one_lr": "{arm} (AdamW) does not train every parameter at its one LR",
+    "leg_not_shared_lr": "{arm}'s leg LR is not its `lr`",
+    "not_rms_matched": "{arm}'s Muon update is not RMS-matched to AdamW's (`update_scale`)",
+}
+
+
+def miss_text(m: ConventionMiss) -> str:
+    return MISS_WORDS[m.code].format(arm=m.arm, arm_b=m.arm_b)
+
+
+def convention_line(audit: Audit) -> str:
+    """The study's named convention for the AdamW leg, and whether it follows it."""
+    if audit.convention is None:
+        return ("Convention for the AdamW leg: none named (a study names one with `convention`; see README, "
+                "Fairness conventions).")
+    line = f"Convention for the AdamW leg: `{audit.convention}` ({CONVENTIONS[audit.convention]})."
+    if audit.misses:
+        line += " **The study does not follow it:** " + "; ".join(miss_text(m) for m in audit.misses) + "."
+    return line
 
 
 def _knob_name(knob: str, group: str | None) -> str:
@@ -60,9 +89,9 @@ def verdict_lines(audit: Audit) -> list[str]:
     if audit.equal:
         leaders = ("; the leaders were trained with the same shared settings"
                    if all(p.leaders != "none" for p in audit.pairs) else "")
-        return ["Fairness: the arms had equal freedom over shared settings (everything outside the hidden-matrix "
+        return [convention_line(audit), "", "Fairness: the arms had equal freedom over shared settings (everything outside the hidden-matrix "
                 f"optimizer's own knobs was searched, tied or fixed alike){leaders}."]
-    lines = ["**Fairness: the arms did not have equal freedom over shared settings**, so the measured gap is not "
+    lines = [convention_line(audit), "", "**Fairness: the arms did not have equal freedom over shared settings**, so the measured gap is not "
              "the hidden-matrix optimizer's alone:"]
     for p in audit.pairs:
         if p.equal:
