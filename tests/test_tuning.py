@@ -70,7 +70,7 @@ def run_loop(tmp_path: Path, table: Path, budget: int, out: Path | None = None) 
     s = study()
     out = out or tmp_path / "run"
     store = OptunaStore.for_study(out, s)
-    loop = ResearchLoop(s, store, ReplayExecutor(table, seed=0), PolicyPlanner(seed=0), out,
+    loop = ResearchLoop(s, store, ReplayExecutor(table, seed=0, study=s), PolicyPlanner(seed=0), out,
                         make_plan(s, budget, adaptive=True))
     loop.run()
     return loop
@@ -225,3 +225,44 @@ def test_a_leader_barely_ahead_of_its_coarse_neighbour_is_bracketed_between_them
     records = [_rec(0, "adamw", 0.0005, 6.0), _rec(1, "adamw", 0.002, 5.50), _rec(2, "adamw", 0.002, 5.51, seed=1),
                _rec(3, "adamw", 0.008, 5.09)]
     assert _lr_proposals(records)[0] == 0.032
+
+
+def _two_lr_study() -> Study:
+    data = study().model_dump()
+    leg = {"type": "float", "low": 0.003, "high": 0.3, "log": True}
+    data["arms"]["adamw"]["space"].update(adamw_lr=leg, weight_decay={"type": "float", "low": 0.0, "high": 0.2})
+    data["arms"]["adamw"]["start"] = {"lr": 0.003, "adamw_lr": 0.01, "weight_decay": 0.1}
+    return Study.model_validate(data)
+
+
+def _proposed(s: Study, records: list[TrialRecord]) -> list[dict]:
+    from research_agents.actions import Proposal
+    from research_agents.planners.base import PlanningContext
+
+    ctx = PlanningContext(study=s, wanted={"adamw": 2}, history=records, round=3,
+                          evidence=tuning_evidence(s, records), search_left={"adamw": 10, "muon": 10})
+    return [a.params for a in PolicyPlanner(seed=0).propose(ctx) if isinstance(a, Proposal)]
+
+
+def test_the_policy_sweeps_every_lr_like_knob_before_the_others():
+    """An arm that searches two LRs (its matrices' and the AdamW leg's) gets a step of each LR's sweep
+    per round, interleaved, and no other knob is explored while either is open."""
+    s = _two_lr_study()
+    point = {"lr": 0.003, "adamw_lr": 0.01, "weight_decay": 0.1}
+
+    def rec(i: int, loss_: float, seed: int = 0, **change) -> TrialRecord:
+        return TrialRecord(id=i, order=i, arm="adamw", params={**point, **change}, seed=seed, origin="tpe",
+                           phase="search", round=1, status="completed", val_loss=loss_)
+
+    # both LRs open around the start (the noise measured: no replicate first): one sweep step of
+    # each, the matrices' LR first
+    got = _proposed(s, [rec(0, 5.0), rec(9, 5.01, seed=1), rec(1, 5.3, lr=0.012)])
+    assert [sorted(k for k in p if p[k] != point[k]) for p in got] == [["lr"], ["adamw_lr"]]
+    assert got[0]["lr"] < 0.003 and got[1]["adamw_lr"] != 0.01
+    # the matrices' LR bracketed, the leg's still open: the leg's sweep, never weight decay
+    records = [rec(0, 5.0), rec(9, 5.01, seed=1), rec(1, 5.1, lr=0.006), rec(2, 5.2, lr=0.0015),
+               rec(3, 5.4, adamw_lr=0.04)]
+    got = _proposed(s, records)
+    assert got and all(set(k for k in p if p[k] != point[k]) <= {"adamw_lr", "lr"} for p in got)
+    assert any(p["adamw_lr"] < 0.01 for p in got)
+    assert not any(p["weight_decay"] != 0.1 for p in got)

@@ -1,7 +1,8 @@
 """The default policy (`--planner auto` without an LLM): spend the budget on tuning evidence.
 
 Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
-1. the LR first, coarse to fine: a factor of 4 from the start point, then on towards whichever
+1. the LRs first (every LR-like knob the arm searches: `lr`, then e.g. the AdamW leg's
+   `adamw_lr`; one step of each open one per round, interleaved), each coarse to fine: a factor of 4 from the start point, then on towards whichever
    side has nothing measured yet, until the optimum is inside, then the factor-2 neighbours that
    bracket it; where a parabola through the leader and its two nearest points along the knob puts
    the minimum between the leader and a measured point (a leader barely ahead of its coarse
@@ -12,7 +13,7 @@ Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
    fewer than 3 runs (single-seed noise could flip the ranking);
 4. the leader's other knobs: a first coarse look halfway to the farther bound, then the same
    coarse-to-fine sweep as the LR on each numeric knob; each untried choice once;
-5. with all that settled, TPE proposes around the leader (LR within a factor of 2 of it).
+5. with all that settled, TPE proposes around the leader (each LR within a factor of 2 of it).
 Steps 4 and 5 only run while the arm has room to re-bracket the LR of a new leader they may find
 (EXPLORE_RESERVE runs); otherwise the last runs replicate the leader and its runner-up.
 The loop validates every action against the space, the budget and the history.
@@ -26,7 +27,7 @@ from typing import Any
 
 from research_agents.actions import Proposal, Replicate
 from research_agents.config.space import Param, active_params
-from research_agents.evidence import ArmEvidence
+from research_agents.evidence import ArmEvidence, KnobEvidence, lr_like
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.sampler import SamplerPlanner
 from research_agents.records import by_config
@@ -68,7 +69,8 @@ class PolicyPlanner(BasePlanner):
         if ev is None or ev.leader_config is None:
             return self._first(ctx, arm, n) or self._fill(ctx, arm, n, ev)
         actions: list = []
-        lr = ev.knob("lr")
+        lrs = [k for k in (ev.knob(key) for key in space if lr_like(key)) if k is not None]
+        open_lrs = [k for k in lrs if k.status.startswith("open")]
         search = [r for r in ctx.history if r.arm == arm and r.phase == "search" and r.ok]
         repeated = len(search) > len({r.config for r in search})
         if not repeated and not self._noise_known and len({r.config for r in search}) >= 2:
@@ -76,8 +78,8 @@ class PolicyPlanner(BasePlanner):
             self._noise_known = True
             actions.append(Replicate(arm=arm, params=ev.leader_params, seeds=1, origin="policy",
                                      rationale="measure the seed noise: the leader on one more seed"))
-        if lr is not None and lr.status.startswith("open"):
-            actions += self._sweep(ev, space["lr"], arm, "lr", search)
+        sweeps = [self._sweep(ev, space[k.knob], arm, k.knob, search) for k in open_lrs]
+        actions += [a for step in zip(*[sw + [None] * (2 - len(sw)) for sw in sweeps]) for a in step if a is not None]
         if repeated and ev.close_call and ev.runner_up_gap is not None:
             why = (f"the runner-up is {ev.runner_up_gap:.4f} behind, within the noise: one more seed before "
                    "trusting the ranking")
@@ -88,9 +90,9 @@ class PolicyPlanner(BasePlanner):
                 actions.append(Replicate(arm=arm, params=params, seeds=1, origin="policy", rationale=why))
         # a new leader on another knob needs its LR bracketed again (2 runs): explore only with room
         room = ctx.search_left.get(arm, n * len(ctx.study.seeds.search)) - len(actions) >= 1 + EXPLORE_RESERVE
-        room = room and not (lr is not None and lr.status.startswith("open"))  # the LR first
+        room = room and not open_lrs  # the LRs first
         for k in ev.open_knobs if room else []:
-            if k.knob == "lr" or len(actions) >= n:
+            if lr_like(k.knob) or len(actions) >= n:
                 continue
             p = space[k.knob]
             if p.type == "choice":
@@ -103,12 +105,13 @@ class PolicyPlanner(BasePlanner):
                                         rationale=f"first look at {k.knob}: halfway to its farther bound"))
             else:
                 actions += self._sweep(ev, p, arm, k.knob, search)[:1]
-        if lr is not None and lr.status == "bracketed":
-            actions += self._refine(ev, space["lr"], arm, only_close=True)
+        for k in lrs:
+            if k.status == "bracketed":
+                actions += self._refine(ev, space[k.knob], arm, k, only_close=True)
         actions = actions[:n]  # every action here costs one run
         used = len(actions)
-        if actions and lr is not None and lr.status.startswith("open"):
-            return actions  # the LR sweep goes on next round, from its result: keep the runs for that
+        if actions and open_lrs:
+            return actions  # the LR sweeps go on next round, from their results: keep the runs for that
         if used < n and len(space) > 1 and room:  # other knobs to explore: TPE around the leader
             actions += self._fill(ctx, arm, n - used, ev)
         elif used < n:  # settled, or no room to explore: more seeds where the ranking could still flip
@@ -118,7 +121,8 @@ class PolicyPlanner(BasePlanner):
                                                   key=lambda t: t[1])
                      if params is not None and n_runs < REPLICATE_UNTIL
                      and not any(isinstance(a, Replicate) and a.params == params for a in actions)]
-            extra += self._refine(ev, space["lr"], arm, only_close=False) if "lr" in space else []
+            for k in lrs:
+                extra += self._refine(ev, space[k.knob], arm, k, only_close=False)
             actions += extra[: n - used]
         return actions
 
@@ -214,18 +218,17 @@ class PolicyPlanner(BasePlanner):
         mid = (value * far) ** 0.5 if p.log else (value + far) / 2
         return int(round(mid)) if p.type == "int" else float(f"{mid:.4g}")
 
-    def _refine(self, ev: ArmEvidence, p: Param, arm: str, only_close: bool) -> list:
-        """Between the leader's LR and a neighbour (within the noise of it, with only_close): the
-        geometric midpoint."""
-        lr = ev.leader_params["lr"]
-        k = ev.knob("lr")
+    def _refine(self, ev: ArmEvidence, p: Param, arm: str, k: KnobEvidence, only_close: bool) -> list:
+        """Between the leader's value of an LR-like knob and a neighbour (within the noise of it,
+        with only_close): the geometric midpoint."""
+        lr = ev.leader_params[k.knob]
         out = []
         for side in sorted((x for x in (k.below, k.above) if x is not None), key=lambda x: x.gap):
             if (not only_close or side.within_noise is not False) and p.steps_between(lr, side.value) > 0.6:
                 mid = float(f"{(lr * side.value) ** 0.5 if p.log else (lr + side.value) / 2:.4g}")
                 noise = {True: ", within the noise", False: ", beyond the noise", None: ", noise not measured"}
-                out.append(Proposal(arm=arm, params={**ev.leader_params, "lr": mid}, origin="policy",
-                                    rationale=f"refine lr between {lr:.4g} and {side.value:.4g} "
+                out.append(Proposal(arm=arm, params={**ev.leader_params, k.knob: mid}, origin="policy",
+                                    rationale=f"refine {k.knob} between {lr:.4g} and {side.value:.4g} "
                                               f"({side.gap:+.4f}{noise[side.within_noise]})"))
         return out
 
@@ -239,15 +242,18 @@ class PolicyPlanner(BasePlanner):
                         rationale=f"try {knob}={choice} with the leader's other settings")
 
     def _fill(self, ctx: PlanningContext, arm: str, n: int, ev: ArmEvidence | None) -> list:
-        """TPE's points (it sees the whole history); once the arm has a leader, their LR is held
-        within a factor of 2 of the leader's, so the other knobs are explored around it."""
+        """TPE's points (it sees the whole history); once the arm has a leader, each LR-like knob is
+        held within a factor of 2 of the leader's, so the other knobs are explored around it."""
         got = self.sampler.propose(replace(ctx, wanted={arm: n}))
-        if ev is not None and ev.leader_config is not None and "lr" in ev.leader_params:
-            lr = ev.leader_params["lr"]
+        if ev is not None and ev.leader_config is not None:
+            lrs = {k: v for k, v in ev.leader_params.items() if lr_like(k) and isinstance(v, (int, float))}
             for g in got:
-                if "lr" in g.params:
-                    g.params["lr"] = float(f"{min(lr * 2, max(lr / 2, g.params['lr'])):.6g}")
-                g.rationale = f"tpe around the leader's lr {lr:.4g}: {g.rationale}"
+                for key, lr in lrs.items():
+                    if key in g.params:
+                        g.params[key] = float(f"{min(lr * 2, max(lr / 2, g.params[key])):.6g}")
+                if lrs:
+                    g.rationale = ("tpe around the leader's " + ", ".join(f"{k} {v:.4g}" for k, v in lrs.items())
+                                   + f": {g.rationale}")
         return got
 
 
