@@ -139,11 +139,41 @@ def truth(executor: ReplayExecutor, study) -> dict:
         sd = statistics.stdev([r.val_loss for r in configs[best]])
         arms[arm] = {"means": means, "best": best, "best_mean": means[best], "sd": sd,
                      "seeds": {r.seed: r.val_loss for r in configs[best]}}
-    (a, b) = list(study.arms)[:2]
+    (a, b) = study.comparisons[0] if study.comparisons else list(study.arms)[:2]
     comp = stats.compare_paired(arms[a]["seeds"], arms[b]["seeds"], name_a=a, name_b=b,
                                 min_effect=2 * max(arms[a]["sd"], arms[b]["sd"]))
     winner = {"b better": b, "a better": a}.get(comp.verdict)
-    return {"arms": arms, "winner": winner, "verdict": comp.verdict, "diff": comp.diff}
+    return {"arms": arms, "winner": winner, "verdict": comp.verdict, "diff": comp.diff, "pair": [a, b],
+            "effects": table_effects(executor, arms[a], arms[b])}
+
+
+SHARED_COLUMNS = ("adamw_lr",)  # the table's shared settings (outside each optimizer's own knobs)
+
+
+def table_effects(executor: ReplayExecutor, ta: dict, tb: dict) -> dict | None:
+    """The table's own 2x2 between the arms' best configs (arm a's and b's best, each also with the
+    other's shared settings: the AdamW leg's LR), from the table's means over seeds: the gap b - a,
+    the optimizer effect (b's optimizer minus a's, averaged over both shared settings), the
+    shared-settings effect (b's settings minus a's, averaged over both optimizers) and their
+    interaction. None when a swapped cell is not in the table."""
+    def swapped(key: tuple, other: tuple) -> tuple:
+        cfg, theirs = dict(executor.table[key][0].config), dict(executor.table[other][0].config)
+        cfg.update({k: theirs[k] for k in SHARED_COLUMNS if k in cfg})
+        return (key[0], *cfg.values())
+
+    def mean(key: tuple) -> float | None:
+        rows = executor.table.get(key)
+        losses = [r.val_loss for r in rows or [] if r.val_loss is not None]
+        return statistics.fmean(losses) if losses else None
+
+    ka, kb = ta["best"], tb["best"]
+    cells = {"a": mean(ka), "b": mean(kb), "a_with_b_settings": mean(swapped(ka, kb)),
+             "b_with_a_settings": mean(swapped(kb, ka))}
+    if any(v is None for v in cells.values()):
+        return None
+    A, B, A2, B2 = cells["a"], cells["b"], cells["a_with_b_settings"], cells["b_with_a_settings"]
+    return {"cells": cells, "gap": B - A, "optimizer": ((B - A2) + (B2 - A)) / 2,
+            "shared": ((B - B2) + (A2 - A)) / 2, "interaction": ((B - A2) - (B2 - A)) / 2}
 
 
 def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -> dict:
@@ -224,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"table {args.table.name}: " + "; ".join(
         f"{a} best {t['arms'][a]['best'][1:]} mean {t['arms'][a]['best_mean']:.4f} (seed sd {t['arms'][a]['sd']:.4f})"
         for a in arms) + f"; table verdict: {t['verdict']} ({t['winner'] or 'no winner'}, diff {t['diff']:+.4f})")
+    if t["effects"] is not None:
+        e = t["effects"]
+        print(f"table 2x2 ({t['pair'][1]} - {t['pair'][0]}): gap {e['gap']:+.4f} = optimizer {e['optimizer']:+.4f} "
+              f"+ shared settings {e['shared']:+.4f} (interaction {e['interaction']:+.4f})")
     results = []
     started = time.perf_counter()
     for budget in args.budgets:

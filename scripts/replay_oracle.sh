@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The regression oracle of a refactor, in about two minutes: the default study through the real loop,
-# store, analysis and reports on the replay executor (policy, tpe and random at budgets 20 and 40),
-# once at a base revision and once in this working tree, then compared: results.csv and summary.json
+# The regression oracle of a refactor, in about two minutes: a study through the real loop, store,
+# analysis and reports on the replay executor (policy, tpe and random at budgets 20 and 40), once
+# at a base revision and once in this working tree, then compared: results.csv and summary.json
 # (scripts/compare_runs.py) and every round report and report.md (run paths normalised).
-#   scripts/replay_oracle.sh [BASE_REV]      (default: HEAD)
+#   [ORACLE_STUDY=FILE] [ORACLE_TABLE=CSV] scripts/replay_oracle.sh [BASE_REV]      (default: HEAD)
+# The study file and the table are taken from this working tree and given to both trees (default:
+# experiments/muon_vs_adamw_wen.toml, the old default study, on benchmarks/data/replay_tiny.csv,
+# the table built for it; the default study replays on benchmarks/data/replay_fair.csv).
 # Prints "ORACLE: all reports identical" or the differing files; exits 1 on a difference.
 set -u
 cd "$(dirname "$0")/.."
@@ -11,11 +14,13 @@ ROOT=$PWD
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 REV=${1:-HEAD}
 WORK=$(mktemp -d /tmp/replay-oracle-XXXX)
+cp "${ORACLE_STUDY:-experiments/muon_vs_adamw_wen.toml}" "$WORK/study.toml" || exit 2
+cp "${ORACLE_TABLE:-benchmarks/data/replay_tiny.csv}" "$WORK/table.csv" || exit 2
 git worktree add -q --detach "$WORK/base" "$REV" || exit 2
 studies() {  # $1: source tree, $2: output folder
   for pl in policy tpe random; do for b in 20 40; do
-    (cd "$1" && PYTHONPATH="$1" "$PY" -m research_agents run --budget $b --planner $pl \
-        --executor replay:benchmarks/data/replay_tiny.csv --out "$2/$pl-$b" > "$2/$pl-$b.log" 2>&1) \
+    (cd "$1" && PYTHONPATH="$1" "$PY" -m research_agents run --budget $b --planner $pl --study "$WORK/study.toml" \
+        --executor "replay:$WORK/table.csv" --out "$2/$pl-$b" > "$2/$pl-$b.log" 2>&1) \
       || echo "run $pl $b failed in $1 (log $2/$pl-$b.log)"
   done; done
 }
