@@ -6,7 +6,7 @@
 
 Replay (the default): the real `run` command (research_agents.cli.main, in this process) on the
 default study (experiments/muon_vs_adamw.toml) with the replay executor
-(`replay:benchmarks/data/replay_tiny.csv`), so every trial goes through the real planner, store,
+(`replay:benchmarks/data/replay_fair.csv`), so every trial goes through the real planner, store,
 round reports, trial plots and console, only the training is answered from the table. Each
 trial's cost is the time from the end of the previous trial (its store.finish returning) to the
 end of this one, minus the replayed trial itself: planning, the store, the reports, the plots.
@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE = "benchmarks/data/replay_tiny.csv"
+TABLE = "benchmarks/data/replay_fair.csv"
 STUDY = "muon_vs_adamw"
 CHECKPOINTS = (20, 100, 500, 1000, 2000)
 

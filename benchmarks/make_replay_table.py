@@ -22,13 +22,23 @@ Columns: `arm` (the optimizer, as replay matches it), `lr` and `adamw_lr` (the h
 and the AdamW leg's LR as trained: both, in every arm), every other knob of every arm's space, then
 the results (research_agents/execution/replay.py RESULT_COLUMNS: curves at 25/50/75/100%).
 The run is resumable: rows already in the output file are kept and not trained again. `--shard K/N`
-trains only every N-th run of the base grid (from the K-th) and skips the extra seeds: run N shards
-at once into N files, concatenate them (one header) into the table, then run once more without
-`--shard` for the extra seeds. The replay
+trains only every N-th run (from the K-th): run N shards at once into N files and concatenate them
+(one header) into the table. The extra seeds start only once the base grid is complete in the file
+(the near-optimum configs come from it): to shard them too, copy the merged table into each
+shard's file and run the shards again, then merge their new rows. The replay
 executor (`--executor replay:FILE`) answers trials of any study whose knobs the table holds.
-The committed benchmarks/data/replay_tiny.csv was built for the default study before this grid
-existed (Muon LRs 1.93x apart over [3e-3, 1.12], momentum {0.8, 0.875, 0.95}, NS steps {3, 5, 8},
-fixed or linear 0.85 over 30 steps); regenerating it takes about 50 CPU minutes.
+The committed tables:
+* benchmarks/data/replay_fair.csv, for the default (fair) study: 511 runs (about 45 CPU minutes,
+  two shards at once), rebuilt by
+      python -m benchmarks.make_replay_table --out benchmarks/data/replay_fair.csv --seeds 2 \
+          --extra-seeds 4 --values muon:lr=0.02,0.05,0.1,0.2,0.5 adamw_lr=0.005,0.015,0.04,0.1,0.25 \
+          momentum=0.85,0.95 ns_steps=3,5 adamw:lr=0.0005,0.0015,0.003,0.006,0.012,0.024
+  (with `--shard 0/2` and `--shard 1/2` into two files at once, merged, then the extra seeds the
+  same way): Muon LR x leg LR x momentum x NS steps x schedule (200 configs) and AdamW LR x leg
+  LR (30), 2 seeds each, 6 for each arm's three best and their LR neighbours;
+* benchmarks/data/replay_tiny.csv, for muon_vs_adamw_wen (the old default: Muon's leg tied at
+  0.1x its LR), built before this grid existed (Muon LRs 1.93x apart over [3e-3, 1.12], momentum
+  {0.8, 0.875, 0.95}, NS steps {3, 5, 8}, fixed or linear 0.85 over 30 steps; about 50 CPU minutes).
 """
 
 from __future__ import annotations
@@ -265,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
 
         base = range(args.seeds)
         ok = all([todo(arm, configs, base) for arm, configs in grids.items()])
-        if ok and shards == 1:
+        base_done = all(row_key(cols, _row_of(study, arm, cfg, seed)) in done
+                        for arm, configs in grids.items() for cfg in configs for seed in base)
+        if ok and (shards == 1 or base_done):
             extra = range(args.seeds, args.seeds + args.extra_seeds)
             for arm, configs in grids.items():
                 ok = todo(arm, near_optimum(study, arm, configs, done, cols, base), extra) and ok

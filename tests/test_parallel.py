@@ -25,7 +25,7 @@ from research_agents.planners.base import BasePlanner
 from research_agents.store import OptunaStore
 
 ROOT = Path(__file__).resolve().parents[1]
-REPLAY = ROOT / "benchmarks" / "data" / "replay_tiny.csv"
+REPLAY = ROOT / "benchmarks" / "data" / "replay_fair.csv"
 
 
 def _numbers(out: Path) -> list[dict]:

@@ -14,6 +14,7 @@ import pytest
 
 from research_agents.cli import main
 from research_agents.config import Study, validate_params
+from research_agents.config.study import load_study
 from research_agents.execution.replay import RESULT_COLUMNS, ReplayExecutor
 from trainer.models import build_model
 from trainer.optim import build_optimizers
@@ -125,14 +126,31 @@ def test_a_study_knob_the_table_lacks_is_a_one_line_error(table, tmp_path, capsy
     assert len(err_lines) == 1 and "warmup_ratio" in err_lines[0]
 
 
-def test_the_default_table_keys_on_the_default_study_knobs():
+def test_the_old_table_keys_on_the_wen_study_knobs():
     """replay_tiny.csv: one configuration per (arm, lr, adamw_lr, momentum, schedule, ns_steps); the
-    default study's Muon arm counts lr, momentum, the schedule's kind and ns_steps (the schedule's
-    start and warmup are held at one value there, so they choose nothing)."""
-    executor = ReplayExecutor(Path(__file__).resolve().parents[1] / "benchmarks/data/replay_tiny.csv")
+    wen study's Muon arm counts lr, momentum, the schedule's kind and ns_steps (the schedule's start
+    and warmup are held at one value there, so they choose nothing)."""
+    root = Path(__file__).resolve().parents[1]
+    executor = ReplayExecutor(root / "benchmarks/data/replay_tiny.csv",
+                              study=load_study(root / "experiments" / "muon_vs_adamw_wen.toml"))
     assert sorted(executor.distances["muon"].knobs) == ["lr", "momentum", "momentum_schedule.kind", "ns_steps"]
     assert sorted(executor.distances["adamw"].knobs) == ["lr"]
     assert len([k for k in executor.table if k[0] == "muon"]) == 180
+
+
+def test_the_fair_table_keys_on_both_lrs_of_both_arms():
+    """replay_fair.csv answers the default study: both arms' two LRs (the leg's too) choose rows,
+    and every config of the grid is there for both arms' leg LRs (the 2x2 swaps find their cells)."""
+    executor = ReplayExecutor(Path(__file__).resolve().parents[1] / "benchmarks/data/replay_fair.csv")
+    assert sorted(executor.distances["muon"].knobs) == ["adamw_lr", "lr", "momentum", "momentum_schedule.kind",
+                                                        "ns_steps"]
+    assert sorted(executor.distances["adamw"].knobs) == ["adamw_lr", "lr"]
+    assert len([k for k in executor.table if k[0] == "muon"]) == 200
+    assert len([k for k in executor.table if k[0] == "adamw"]) == 30
+    legs = {arm: {dict(rows[0].config)["adamw_lr"] for k, rows in executor.table.items() if k[0] == arm}
+            for arm in ("muon", "adamw")}
+    assert legs["muon"] == legs["adamw"] and len(legs["muon"]) == 5
+    assert min(len(rows) for rows in executor.table.values()) >= 2
 
 
 def _to_toml(study: Study) -> str:

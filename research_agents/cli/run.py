@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      "process, forked from a server that has imported torch once), local-cold (a new "
                      "interpreter per trial), ray (Ray tasks: this machine or a cluster, see --ray-address) "
                      "or replay:TABLE (answers from a table of real results, e.g. "
-                     "benchmarks/data/replay_tiny.csv: a study in seconds)")
+                     "benchmarks/data/replay_fair.csv: a study in seconds)")
     run.add_argument("--workers", type=whole(1), help="trials that train at once (default: one per GPU on CUDA; "
                      "on CPU the cores divided by $OMP_NUM_THREADS, which defaults to 1 per trial; with Ray "
                      "the cluster's GPUs or CPUs); results do not depend on it")
