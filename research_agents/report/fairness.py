@@ -3,8 +3,15 @@ the verdict, and the section with each arm's knobs (searched, tied or fixed)."""
 
 from __future__ import annotations
 
-from research_agents.analysis.fairness import (ArmFreedom, Asymmetry, Audit, ConventionMiss, Difference, KnobFreedom,
-                                               PairAudit)
+from research_agents.analysis.fairness import (
+    ArmFreedom,
+    Asymmetry,
+    Audit,
+    ConventionMiss,
+    Difference,
+    KnobFreedom,
+    PairAudit,
+)
 from research_agents.config.study import CONVENTIONS
 from research_agents.fmt import fmt_value, table
 
@@ -89,9 +96,11 @@ def verdict_lines(audit: Audit) -> list[str]:
     if audit.equal:
         leaders = ("; the leaders were trained with the same shared settings"
                    if all(p.leaders != "none" for p in audit.pairs) else "")
-        return [convention_line(audit), "", "Fairness: the arms had equal freedom over shared settings (everything outside the hidden-matrix "
+        return [convention_line(audit), "",
+                "Fairness: the arms had equal freedom over shared settings (everything outside the hidden-matrix "
                 f"optimizer's own knobs was searched, tied or fixed alike){leaders}."]
-    lines = [convention_line(audit), "", "**Fairness: the arms did not have equal freedom over shared settings**, so the measured gap is not "
+    lines = [convention_line(audit), "",
+             "**Fairness: the arms did not have equal freedom over shared settings**, so the measured gap is not "
              "the hidden-matrix optimizer's alone:"]
     for p in audit.pairs:
         if p.equal:
