@@ -57,7 +57,7 @@ class WandbTracker(Tracker):
             data: dict[str, Any] = {}
             for which in ("ranking", "tuning"):
                 cols, rows = summary.rows(which)
-                data[which] = self.wandb.Table(columns=list(cols), data=[[_cell(v) for v in r] for r in rows])
+                data[which] = self.wandb.Table(columns=list(cols), data=rows, allow_mixed_types=True)
             data.update({f"plots/{title}": self.wandb.Image(str(path)) for title, path in summary.plots.items()})
             run.log(data)
             run.summary.update({"verdict": summary.verdict, "confidence": summary.confidence,
