@@ -18,7 +18,8 @@ from research_agents.config.space import config_id
 from trainer.metrics import HistoryPoint, TrialMetrics, read_metrics
 
 Origin = Literal["default", "grid", "random", "tpe", "policy", "llm", "confirm", "manual", "mcp"]
-ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "policy", "llm", "mcp", "manual", "confirm")  # report order
+# report order
+ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "policy", "llm", "mcp", "manual", "confirm")
 Phase = Literal["search", "confirm"]
 Status = Literal["running", "completed", "diverged", "failed", "timeout", "interrupted", "rejected"]
 COUNTED = ("completed", "diverged", "failed", "timeout")  # what spends budget

@@ -79,7 +79,7 @@ def calls(out: str | Path) -> list[dict]:
 def list_studies() -> list[dict]:
     from research_agents.config import load_study
 
-    out = []
+    out: list[dict[str, Any]] = []
     for path in sorted(_experiments().glob("*.toml")):
         try:
             s = load_study(path)
@@ -262,10 +262,11 @@ def vet(out: str | Path, action: dict, budget: int | None = None) -> tuple[Any, 
                         "resumed with (budget=...), then start_run with that budget"], []
     ledger = Ledger(session.study, snap.records, snap.evidence, snap.search_left, dict(need), seen,
                     {a: 0 for a in session.study.arms}, plan=plan, preset=run.preset, overrides=run.overrides)
-    reasons, runs = [], []
-    for item, why in expand(parsed, ledger):
-        if why:
-            reasons.append(why)
+    reasons: list[str] = []
+    runs: list[dict] = []
+    for item, reason in expand(parsed, ledger):
+        if reason:
+            reasons.append(reason)
             continue
         ledger.accept(item)
         if not isinstance(item, StopArm):
@@ -283,8 +284,9 @@ def propose(out: str | Path, action: dict, budget: int | None = None) -> dict:
     entry = {"id": uuid.uuid4().hex[:12], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
              "action": parsed.model_dump(mode="json", exclude={"origin"})}
     _append(session.out, queue_path(session.out).name, entry)
-    note = None if session.run.planner == "mcp" else (f"this run's planner is {session.run.planner}: resume it "
-                                                       "with planner 'mcp' to take queued actions")
+    note = None
+    if session.run.planner != "mcp":
+        note = f"this run's planner is {session.run.planner}: resume it with planner 'mcp' to take queued actions"
     return {"accepted": True, "id": entry["id"], "runs": runs, "note": note,
             "running": running(out) is not None}
 

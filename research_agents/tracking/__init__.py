@@ -5,8 +5,8 @@ Tracking sits beside the reports: it reads trial records, metrics.json and summa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from research_agents.tracking.base import TRACKING_DIR, Summary, Tracker, Tracking, Trial
 

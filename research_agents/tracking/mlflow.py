@@ -46,8 +46,8 @@ class MlflowTracker(Tracker):
     def trial_end(self, trial: Trial) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
-        tags = {"ra_kind": "trial", "study": trial.study, "arm": trial.arm, "mlflow.parentRunId": self._parent(trial.arm),
-                **{k: str(v) for k, v in trial.info.items()}}
+        tags = {"ra_kind": "trial", "study": trial.study, "arm": trial.arm,
+                "mlflow.parentRunId": self._parent(trial.arm), **{k: str(v) for k, v in trial.info.items()}}
         run_id = self.client.create_run(self.experiment, run_name=trial.name, tags=tags).info.run_id
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, int(p["step"])) for p in trial.curve for k, v in p.items() if k != "step"]

@@ -32,7 +32,7 @@ class WandbTracker(Tracker):
         self.dir = Path(out) / TRACKING_DIR / "wandb"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.study = study
-        self.mode = mode()
+        self.mode: Any = mode()  # (the client checks the value: a bad WANDB_MODE raises, and is recorded)
         self.project = os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
 
     def _init(self, name: str, job_type: str, config: dict[str, Any], tags: list[str]):
