@@ -118,3 +118,39 @@ def test_every_call_is_recorded_in_the_run(steered):
     assert tools.count("propose_action") == 4 and tools.count("start_run") == 2
     rejected = [c for c in lines if c["tool"] == "propose_action" and not c["result"]["accepted"]]
     assert len(rejected) == 3 and all(c["result"]["reasons"] for c in rejected)
+
+
+class _Meta:
+    """The store's metadata, as the planner uses it."""
+
+    def __init__(self):
+        self.meta: dict = {}
+
+    def get_meta(self, key, default=None):
+        return self.meta.get(key, default)
+
+    def append_meta(self, key, items):
+        self.meta.setdefault(key, []).extend(items)
+
+
+def test_the_mcp_planner_takes_queued_actions_first_once_then_the_policy(tmp_path):
+    from research_agents.config import load_study
+    from research_agents.planners.base import PlanningContext
+    from research_agents.planners.queued import QueuedPlanner, queue_path
+
+    study = load_study(STUDY, ROOT / "experiments")
+    point = {"lr": 0.04, "momentum": 0.95, "momentum_schedule.kind": "fixed", "ns_steps": 5}
+    queue_path(tmp_path).parent.mkdir(parents=True)
+    queue_path(tmp_path).write_text(
+        json.dumps({"id": "a1", "action": {"kind": "try", "arm": "muon", "params": point}}) + "\n"
+        + json.dumps({"id": "a2", "action": {"kind": "try", "arm": "adamw", "params": {"lr": 0.02}}})  # no newline yet
+    )
+    planner, store = QueuedPlanner(seed=0), _Meta()
+    planner.attach(store, tmp_path)
+    ctx = PlanningContext(study=study, wanted={"muon": 2, "adamw": 1}, history=[], round=1)
+    got = planner.propose(ctx)
+    assert (got[0].origin, got[0].arm, got[0].params) == ("mcp", "muon", point)
+    assert [p.arm for p in got[1:]] == ["muon", "adamw"] and all(p.origin != "mcp" for p in got[1:])
+    assert [t["id"] for t in store.meta["mcp_actions"]] == ["a1"]  # a2 is still being written
+    again = planner.propose(ctx)
+    assert all(p.origin != "mcp" for p in again)  # taken once
