@@ -194,3 +194,22 @@ def test_tracking_drops_a_failing_backend_and_keeps_the_others(tmp_path):
     assert seen == [("boom", "trial_end", "RuntimeError: backend down")]
     assert count.ended == ["0001-muon-x-s0", "0001-muon-x-s0"]
     assert json.dumps(tracking.failed)
+
+
+class _SlowBoom(Tracker):
+    name = "progress-boom"
+
+    def progress(self, record, entry):
+        raise ValueError("no live logging")
+
+
+def test_a_progress_failure_is_reported_on_the_drivers_next_call(tmp_path):
+    seen = []
+    tracking = Tracking("s", tmp_path, [_SlowBoom()], lambda b, h, m: seen.append((b, h)))
+    record = TrialRecord(id=1, order=1, arm="muon", params={}, seed=0, origin="policy", phase="search", round=1,
+                         status="running")
+    tracking.progress(record, {"step": 1})  # (a worker thread: nothing written there)
+    tracking.progress(record, {"step": 2})
+    assert seen == []
+    tracking.trial_start(record)
+    assert seen == [("progress-boom", "progress")] and tracking.trackers == []

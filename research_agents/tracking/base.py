@@ -139,25 +139,43 @@ class Tracking:
     on_error: Callable[[str, str, str], None] = lambda b, h, m: None
     failed: dict[str, str] = field(default_factory=dict)
 
+    _late: list[tuple[Tracker, str, str]] = field(default_factory=list)  # progress failures, not yet reported
+
     def _each(self, hook: str, *args: Any) -> None:
+        self._report_late()
         for t in list(self.trackers):
             try:
                 getattr(t, hook)(*args)
             except Exception as e:  # noqa: BLE001 - a tracking backend never fails a trial or the run
-                message = " ".join(f"{type(e).__name__}: {e}".split())[:400]
-                self.failed[t.name] = f"{hook}: {message}"
-                self.trackers.remove(t)
-                self.on_error(t.name, hook, message)
-                try:
-                    t.close()
-                except Exception:  # noqa: BLE001, S110 - it already failed and was recorded
-                    pass
+                self._failed(t, hook, " ".join(f"{type(e).__name__}: {e}".split())[:400])
+
+    def _failed(self, t: Tracker, hook: str, message: str) -> None:
+        self.failed[t.name] = f"{hook}: {message}"
+        if t in self.trackers:
+            self.trackers.remove(t)
+        self.on_error(t.name, hook, message)
+        try:
+            t.close()
+        except Exception:  # noqa: BLE001, S110 - it already failed and was recorded
+            pass
+
+    def _report_late(self) -> None:
+        while self._late:
+            self._failed(*self._late.pop(0))
 
     def trial_start(self, record: TrialRecord) -> None:
         self._each("trial_start", record)
 
     def progress(self, record: TrialRecord, entry: dict) -> None:
-        self._each("progress", record, entry)
+        """From a worker thread: a failure here is reported by the driver's next call (on_error
+        writes the store, which only the driver thread does)."""
+        for t in list(self.trackers):
+            if any(f is t for f, _, _ in self._late):
+                continue
+            try:
+                t.progress(record, entry)
+            except Exception as e:  # noqa: BLE001 - never fails the trial
+                self._late.append((t, "progress", " ".join(f"{type(e).__name__}: {e}".split())[:400]))
 
     def trial(self, record: TrialRecord) -> Trial:
         return Trial.of(self.study, record, record.metrics(self.out))
@@ -181,6 +199,7 @@ class Tracking:
 
     def close(self) -> None:
         self._each("close")
+        self._report_late()
 
 
 __all__ = ["TRACKING_DIR", "Summary", "Trial", "Tracker", "Tracking"]
