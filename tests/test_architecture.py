@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and those below, never above):
 fmt/argtypes/safefs/redact/signals -> config -> records/evidence/budget/actions/report.words
--> store/execution/planners -> analysis -> report -> loop/console/snapshot/rounds/session -> cli. trainer/
+-> store/execution/planners -> analysis -> report/tracking -> loop/console/snapshot/rounds/session -> cli/mcp. trainer/
 imports nothing of research_agents. report.words (the words for the evidence and open questions the
 planners also read) sits low so the LLM prompt renders with it.
 """
@@ -25,9 +25,9 @@ LAYERS = [
     {"records", "evidence", "budget", "actions", "report.words"},
     {"store", "execution", "planners"},
     {"analysis"},
-    {"report"},
+    {"report", "tracking"},
     {"loop", "console", "snapshot", "rounds", "session"},
-    {"cli", "__main__"},
+    {"cli", "__main__", "mcp"},
 ]
 
 

@@ -22,6 +22,7 @@ from research_agents.planners.hybrid import HybridPlanner
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMConfig
 from research_agents.planners.policy import PolicyPlanner
+from research_agents.planners.queued import QueuedPlanner
 from research_agents.records import TrialMetrics, TrialRecord
 from research_agents.store import BaseStore, OptunaStore
 from tests.openai_stub import StubLLM, batch
@@ -287,6 +288,7 @@ PLANNERS = {
     "llm": lambda study, stub: _llm(stub),
     "hybrid": lambda study, stub: HybridPlanner(_llm(stub), share=0.5, warmup=0),
     "policy": lambda study, stub: PolicyPlanner(seed=0),
+    "mcp": lambda study, stub: QueuedPlanner(seed=0),
 }
 
 

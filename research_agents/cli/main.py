@@ -1,4 +1,4 @@
-"""The argument parser and the dispatch to one module per command (run, report, status, list)."""
+"""The argument parser and the dispatch to one module per command (run, report, status, list, mcp)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from research_agents.cli import list as list_cmd
-from research_agents.cli import report, run, status
+from research_agents.cli import mcp, report, run, status
 from research_agents.cli.common import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, UsageError, experiments_dir
 from research_agents.config.plan import BadInput
 from research_agents.redact import mask_urls
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     status.add_parser(sub)
     list_cmd.add_parser(sub)
+    mcp.add_parser(sub)
     return parser
 
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except SystemExit as e:  # --help
         return int(e.code or 0)
-    commands = {"run": run.command, "report": report.command, "status": status.command, "list": list_cmd.command}
+    commands = {"run": run.command, "report": report.command, "status": status.command, "list": list_cmd.command,
+                "mcp": mcp.command}
     try:
         return commands[args.command](args, console)
     except (UsageError, BadInput, UnsafePath) as e:

@@ -57,6 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      "throws it away (default: on; results do not depend on it)")
     run.add_argument("--ray-address", help="--executor ray: the cluster to join (auto, or HOST:PORT); default "
                      "a new local Ray on this machine")
+    run.add_argument("--track", nargs="+", action="extend", choices=("wandb", "tensorboard", "mlflow"),
+                     metavar="BACKEND", help="log each trial's curves and final metrics and the study's summary to "
+                     "wandb (offline under OUT/tracking unless WANDB_API_KEY is set), tensorboard and/or mlflow "
+                     "(several allowed; a backend that fails is recorded and never fails a trial)")
     add_llm_arguments(run)  # --llm-base-url, --llm-model, --llm-share, --on-llm-error, ...
     form = run.add_mutually_exclusive_group()
     form.add_argument("--quick", action="store_true", help="run the study's quick experiments")
@@ -158,7 +162,7 @@ def command(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold]{escape(study.name)}[/bold]: {escape(study.question)}")  # user text is never markup
     if executor.trains_locally and (failed := _prepare_data(study, preset, overrides, console)) is not None:
         return failed
-    return _run(run, plan, planner, planner_line, executor, out, console)
+    return _run(run, plan, planner, planner_line, executor, out, console, args.track or [])
 
 
 def budget_lines(plan: Plan, study: Study, run: RunFile, out: Path) -> list[str]:
@@ -181,14 +185,30 @@ def budget_lines(plan: Plan, study: Study, run: RunFile, out: Path) -> list[str]
     return lines
 
 
-def _run(run: RunFile, plan: Plan, planner, planner_line: str, executor, out: Path, console: Console) -> int:
+def _run(run: RunFile, plan: Plan, planner, planner_line: str, executor, out: Path, console: Console,
+         track: list[str] | None = None) -> int:
     from research_agents.session import started
 
     with started(out, run) as session:  # one run per OUT; the kernel drops the lock however this process ends
-        return _run_locked(session, plan, planner, planner_line, executor, console)
+        return _run_locked(session, plan, planner, planner_line, executor, console, track or [])
 
 
-def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, executor, console: Console) -> int:
+def _tracking(session: RunSession, track: list[str], message):
+    """The chosen tracking backends; each failure goes into the store's meta ("tracking_errors")
+    and onto the console, and the backend is left out for the rest of the run."""
+    from research_agents.tracking import make_tracking
+
+    store = session.store
+
+    def failed(backend: str, hook: str, why: str) -> None:
+        store.append_meta("tracking_errors", [{"backend": backend, "hook": hook, "error": why}])
+        message(f"tracking: {backend} failed in {hook} ({why}); recorded, the run goes on without it")
+
+    return make_tracking(track, session.out, session.study.name, failed)
+
+
+def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, executor, console: Console,
+                track: list[str] | None = None) -> int:
     from research_agents.cli.final_report import write_report
     from research_agents.console import RunDisplay
     from research_agents.execution import TrialInterrupted
@@ -205,17 +225,30 @@ def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, exe
     records = store.records()
     display = RunDisplay(console, plan.budget, records)
 
+    tracking = _tracking(session, track or [], display.message)
+
     def round_end(round_no, round_records):  # (also for a round a kill cut short: its history then)
         history = [r for r in store.records() if r.round <= round_no]
-        return write_round_report(out, study, round_no, round_records, history, plan, run.preset, run.overrides)
+        text = write_round_report(out, study, round_no, round_records, history, plan, run.preset, run.overrides)
+        tracking.round_end(round_no, round_records)
+        return text
 
     plots = TrialPlots()  # the seeds' 4-panel metrics_plot.png of each trial, drawn by a helper process
+
+    def trial_start(record):
+        display.trial_start(record)
+        tracking.trial_start(record)
+
+    def progress(record, entry):
+        display.progress(record, entry)
+        tracking.progress(record, entry)
 
     def trial_end(record):
         display.trial_end(record)
         plots.submit(out / record.run_dir)
+        tracking.trial_end(record)
 
-    hooks = LoopHooks(on_trial_start=display.trial_start, on_progress=display.progress,
+    hooks = LoopHooks(on_trial_start=trial_start, on_progress=progress,
                       on_trial_end=trial_end, on_round_end=round_end, on_message=display.message)
     loop = ResearchLoop(study, store, executor, planner, out, plan, run.overrides, run.preset, hooks,
                         workers=run.workers or 1, speculate=run.speculate)
@@ -235,6 +268,8 @@ def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, exe
         llm_error = planner.unmet()  # e.g. an LLM that never gave a valid action, too few rounds to stop it
     plots.close()  # every trial's plot drawn before the report
     findings = write_report(session, plan)
+    tracking.summary()  # the ranking, verdict, tuning evidence and key plots, as the report computed them
+    tracking.close()
     console.print(f"recommendation ({findings.recommendation.confidence} confidence): "
                   f"{recommendation_text(findings.recommendation)}", markup=False)
     console.print(f"report: {out / 'report.md'}", markup=False)

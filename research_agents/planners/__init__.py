@@ -60,6 +60,15 @@ def _policy(study: Study, grid: str | None, llm) -> tuple[BasePlanner, str]:
                                                          "the measured noise)")
 
 
+def _queued(study: Study, grid: str | None, llm) -> tuple[BasePlanner, str]:
+    from research_agents.planners.queued import QueuedPlanner
+
+    s = study.planner
+    return QueuedPlanner(s.seed, s.tpe_startup_trials), ("planner: mcp (research actions queued through the MCP "
+                                                         "server first, each vetted like any planner's; the "
+                                                         "default policy plans the rest)")
+
+
 def _llm(kind: str) -> Callable[[Study, str | None, object], tuple[BasePlanner, str]]:
     def make(study: Study, grid: str | None, llm) -> tuple[BasePlanner, str]:
         return _llm_planner(kind, study, llm)
@@ -74,6 +83,7 @@ _FACTORIES: dict[str, Callable[[Study, str | None, object], tuple[BasePlanner, s
     "policy": _policy,
     "llm": _llm("llm"),
     "hybrid": _llm("hybrid"),
+    "mcp": _queued,
 }
 PLANNERS = ("auto", *_FACTORIES)
 
@@ -131,8 +141,9 @@ def sizes_confirmation(name: str | None) -> bool:
     """Whether the planner a run saved under `name` has an adaptive plan (the confirmation sized by
     the measured noise): its class says so (`BasePlanner.sizes_confirmation`)."""
     from research_agents.planners.policy import PolicyPlanner
+    from research_agents.planners.queued import QueuedPlanner
 
-    classes: list[type[BasePlanner]] = [GridPlanner, SamplerPlanner, PolicyPlanner]
+    classes: list[type[BasePlanner]] = [GridPlanner, SamplerPlanner, PolicyPlanner, QueuedPlanner]
     return any(cls.sizes_confirmation for cls in classes if cls.name == name)
 
 

@@ -1,0 +1,215 @@
+"""Experiment tracking (`run --track`): W&B offline, TensorBoard and MLflow runs of a small replay
+study hold every trial's curve and final metrics under its trial name, grouped by study and arm,
+and the study's summary; the W&B key is never written; a backend that raises is recorded and fails
+no trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from research_agents.records import TrialRecord
+from research_agents.tracking import Summary, Tracker, Tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+REPLAY = ROOT / "benchmarks" / "data" / "replay_tiny.csv"
+STUDY = "muon_vs_adamw_wen"
+KEY = "0123456789abcdef0123456789abcdef01234567"  # a W&B-shaped key that must never reach a file
+
+
+def _run(out: Path, track: list[str], **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MLFLOW_"))}
+    base.update({"PYTHONPATH": str(ROOT), **env})
+    return subprocess.run([sys.executable, "-m", "research_agents", "run", "--study", STUDY, "--budget", "8",
+                           "--executor", f"replay:{REPLAY}", "--out", str(out), "--track", *track],
+                          cwd=ROOT, env=base, capture_output=True, text=True, timeout=900)
+
+
+def _trials(out: Path) -> dict[str, str]:
+    """trial name -> arm, from the run's trial directories."""
+    return {p.name: p.name.split("-")[1] for p in sorted((out / "trials").iterdir())}
+
+
+def _wandb_records(path: Path):
+    """The records of a W&B offline run file (LevelDB log blocks of the client's own protobuf Record)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, buf = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _crc, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and n == 0:
+            pos += left
+            continue
+        buf += data[pos + 7:pos + 7 + n]
+        pos += 7 + n
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(buf)
+            buf = b""
+            yield record
+
+
+def _wandb_runs(out: Path) -> dict[str, dict]:
+    runs = {}
+    for path in (out / "tracking" / "wandb").rglob("run-*.wandb"):
+        info: dict = {"history": set(), "summary": set()}
+        for r in _wandb_records(path):
+            kind = r.WhichOneof("record_type")
+            if kind == "run":
+                info.update(name=r.run.display_name, group=r.run.run_group, job_type=r.run.job_type)
+            elif kind == "history":
+                info["history"] |= {i.key or "/".join(i.nested_key) for i in r.history.item}
+            elif kind == "summary":
+                info["summary"] |= {i.key or "/".join(i.nested_key) for i in r.summary.update}
+        runs[info["name"]] = info
+    return runs
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory) -> Path:
+    pytest.importorskip("wandb")
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    out = tmp_path_factory.mktemp("tracked") / "run"
+    done = _run(out, ["wandb", "tensorboard", "mlflow"], WANDB_MODE="offline", WANDB_API_KEY=KEY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tracking:" not in done.stdout, done.stdout  # no backend failed
+    return out
+
+
+def test_wandb_offline_run_per_trial_grouped_by_study_and_arm(tracked):
+    runs = _wandb_runs(tracked)
+    trials = _trials(tracked)
+    assert set(trials) <= set(runs)
+    for name, arm in trials.items():
+        run = runs[name]
+        assert (run["group"], run["job_type"]) == (STUDY, arm)
+        assert {"val_loss", "train_loss", "lr"} <= run["history"], run["history"]
+        assert "final/val_loss" in run["summary"]
+    summary = runs[f"{STUDY}-summary"]
+    assert {"ranking", "tuning", "plots"} <= {k.split("/")[0] for k in summary["history"]}
+    assert {"verdict", "confidence"} <= summary["summary"]
+    table = next((tracked / "tracking" / "wandb").rglob("media/table/ranking_*.table.json"))
+    ranking = json.loads(table.read_text())
+    assert ranking["columns"] == list(Summary.RANKING_COLUMNS)
+    assert len(ranking["data"]) == len(json.loads((tracked / "summary.json").read_text())["configs"])
+
+
+def test_the_wandb_key_is_written_nowhere(tracked):
+    for path in tracked.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_tensorboard_event_files_per_trial_and_summary(tracked):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root = tracked / "tracking" / "tensorboard" / STUDY
+    for name, arm in _trials(tracked).items():
+        acc = EventAccumulator(str(root / arm / name))
+        acc.Reload()
+        assert {"curve/val_loss", "curve/train_loss", "curve/lr", "final/val_loss"} <= set(acc.Tags()["scalars"])
+        assert len(acc.Scalars("curve/val_loss")) > 1  # a curve, not a point
+    acc = EventAccumulator(str(root / "summary"))
+    acc.Reload()
+    texts = {t.split("/")[0] for t in acc.Tags()["tensors"]}
+    assert {"verdict", "ranking", "tuning_evidence"} <= texts
+    assert any(t.startswith("plots/") for t in acc.Tags()["images"])
+
+
+def test_mlflow_runs_per_trial_under_arm_parents_and_a_summary(tracked):
+    from mlflow.tracking import MlflowClient
+
+    from research_agents.tracking.mlflow import tracking_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri(tracked))
+    exp = client.get_experiment_by_name(STUDY)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    by_name = {r.info.run_name: r for r in runs}
+    parents = {r.data.tags["arm"]: r.info.run_id for r in runs if r.data.tags.get("ra_kind") == "arm"}
+    for name, arm in _trials(tracked).items():
+        run = by_name[name]
+        assert run.data.tags["mlflow.parentRunId"] == parents[arm]
+        assert "final_val_loss" in run.data.metrics
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) > 1
+    summary = by_name["summary"]
+    assert summary.data.tags["confidence"] and summary.data.tags["verdict"]
+    files = {a.path for a in client.list_artifacts(summary.info.run_id)}
+    assert {"ranking.json", "tuning.json", "verdict.md", "plots"} <= files
+
+
+def test_a_backend_that_raises_is_recorded_and_fails_no_trial(tmp_path):
+    pytest.importorskip("wandb")
+    out = tmp_path / "run"
+    done = _run(out, ["wandb", "tensorboard"], WANDB_MODE="no-such-mode")  # wandb.init raises on each trial
+    assert done.returncode == 0, done.stderr[-3000:]
+    from research_agents.session import open_run
+
+    session = open_run(out)
+    records = session.store.records()
+    assert len(records) == 8 and all(r.status == "completed" for r in records)
+    errors = session.store.get_meta("tracking_errors")
+    assert [e["backend"] for e in errors] == ["wandb"] and errors[0]["hook"] == "trial_end"
+    assert "tracking: wandb failed" in done.stdout
+    assert len(list((out / "tracking" / "tensorboard" / STUDY).glob("*/*"))) == 8 + 1  # the others go on
+
+
+class _Boom(Tracker):
+    name = "boom"
+
+    def trial_end(self, trial):
+        raise RuntimeError("backend down")
+
+
+class _Count(Tracker):
+    name = "count"
+
+    def __init__(self):
+        self.ended = []
+
+    def trial_end(self, trial):
+        self.ended.append(trial.name)
+
+
+def test_tracking_drops_a_failing_backend_and_keeps_the_others(tmp_path):
+    seen = []
+    count = _Count()
+    tracking = Tracking("s", tmp_path, [_Boom(), count], lambda b, h, m: seen.append((b, h, m)))
+    record = TrialRecord(id=1, order=1, arm="muon", params={"lr": 0.1}, seed=0, origin="policy", phase="search",
+                         round=1, status="completed", val_loss=4.2, run_dir="trials/0001-muon-x-s0")
+    tracking.trial_end(record)
+    tracking.trial_end(record)
+    assert seen == [("boom", "trial_end", "RuntimeError: backend down")]
+    assert count.ended == ["0001-muon-x-s0", "0001-muon-x-s0"]
+    assert json.dumps(tracking.failed)
+
+
+class _SlowBoom(Tracker):
+    name = "progress-boom"
+
+    def progress(self, record, entry):
+        raise ValueError("no live logging")
+
+
+def test_a_progress_failure_is_reported_on_the_drivers_next_call(tmp_path):
+    seen = []
+    tracking = Tracking("s", tmp_path, [_SlowBoom()], lambda b, h, m: seen.append((b, h)))
+    record = TrialRecord(id=1, order=1, arm="muon", params={}, seed=0, origin="policy", phase="search", round=1,
+                         status="running")
+    tracking.progress(record, {"step": 1})  # (a worker thread: nothing written there)
+    tracking.progress(record, {"step": 2})
+    assert seen == []
+    tracking.trial_start(record)
+    assert seen == [("progress-boom", "progress")] and tracking.trackers == []
