@@ -78,10 +78,8 @@ def pair_lines(d: PairDecomposition) -> list[str]:
 
 
 def decomposition_section(fnd: Findings) -> list[str]:
-    """The final report's section (its own heading; nothing when no pair has both leaders confirmed)."""
-    if not fnd.decompositions:
-        return []
-    lines = [f"## {HEADING}", ""]
+    """The final report's section (nothing when no compared pair has both leaders confirmed)."""
+    lines: list[str] = []
     for i, d in enumerate(fnd.decompositions):
         lines += ([""] if i else []) + pair_lines(d)
     return lines

@@ -18,7 +18,7 @@ from research_agents.evidence import OpenQuestion
 from research_agents.fmt import f4, fs, mean_ci, params_text, table
 from research_agents.records import BAD, TrialRecord
 from research_agents.report import sections
-from research_agents.report.decomposition import decomposition_section
+from research_agents.report.decomposition import HEADING, decomposition_section
 from research_agents.report.fairness import fairness_section, verdict_lines
 from research_agents.report.recommendation import recommendation_text
 from research_agents.report.words import question_lines
@@ -46,6 +46,7 @@ class ReportContext:
 class Section:
     heading: str | None  # None: the renderer writes its own headings (the study's extra sections)
     render: Callable[[ReportContext], list[str]]
+    optional: bool = False  # left out, heading and all, when it has nothing to say
 
 
 # ------------------------------------------------------------------------------ renderers not in sections.py
@@ -142,7 +143,7 @@ SECTIONS: dict[str, Section] = {
     "tuning": Section("Tuning evidence", lambda c: sections.tuning_section(c.fnd.tuning)),
     "comparisons": Section("Comparisons", lambda c: sections.comparison_section(c.fnd)),
     "recommendation": Section("Recommendation", _recommendation),
-    "decomposition": Section(None, lambda c: decomposition_section(c.fnd)),  # its own heading, when there is a pair
+    "decomposition": Section(HEADING, lambda c: decomposition_section(c.fnd), optional=True),
     "fairness": Section("Fairness audit", lambda c: fairness_section(c.audit, statement=False)),
     "fairness-round": Section("Fairness audit", lambda c: fairness_section(c.audit)),
     "extra": Section(None, _extra),
@@ -171,9 +172,9 @@ def render(layout: Sequence[str], ctx: ReportContext) -> list[str]:
     for name in layout:
         section = SECTIONS[name]
         body = section.render(ctx)
-        if section.heading is None:
+        if section.heading is None or section.optional:
             if body:
-                lines += ["", *body]
+                lines += ["", *body] if section.heading is None else ["", f"## {section.heading}", "", *body]
             continue
         lines += ["", f"## {section.heading}", "", *body]
     return lines[1:]
