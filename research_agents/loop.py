@@ -29,7 +29,7 @@ from research_agents.config.study import Study
 from research_agents.execution.base import BaseExecutor, TrialInterrupted
 from research_agents.execution.scheduler import TrialScheduler, trial_dir
 from research_agents.planners.base import BasePlanner, PlanningContext
-from research_agents.records import COUNTED, CurveSummary, TrialRecord, curve_summary
+from research_agents.records import COUNTED, CurveSummary, TrialRecord, curve_summary, without_swaps
 from research_agents.report.round import round_path
 from research_agents.rounds import RoundPlan, confirm_round, search_round, swap_options, swap_round
 from research_agents.snapshot import Snapshot
@@ -167,7 +167,7 @@ class ResearchLoop:
 
     def context(self, snap: Snapshot) -> PlanningContext:
         """What the planner reads (its wanted slots and rejections are set per attempt)."""
-        return PlanningContext(study=self.study, wanted={}, history=snap.records, round=snap.next_round,
+        return PlanningContext(study=self.study, wanted={}, history=without_swaps(snap.records), round=snap.next_round,
                                open_questions=round_questions(self.study, snap.records, self.plan),
                                budget_left=snap.budget_left,
                                noise_sd=snap.noise_sd, evidence=dict(snap.evidence),
