@@ -5,7 +5,9 @@ space, the budget and the history, how many of a round's slots it fills, and the
   replicate  (`Replicate`) a measured configuration on more replicate seeds; one slot per search-seed set
   bracket    (`Bracket`)   the leader's missing one-knob neighbours (tuning evidence); one slot each
   stop       (`StopArm`)   no more search runs for an arm; ends the arm's slots
-  confirm    (`Confirm`)   the loop's own last action: each arm's leaders on fresh paired seeds
+  confirm    (`Confirm`)   the loop's own action: each arm's leaders on fresh paired seeds
+  swap       (`Swap`)      after confirmation: each confirmed leader of a compared pair re-run with the
+                           other leader's shared settings, on the seeds both were confirmed on (paired)
 
 The loop expands what a planner proposes through `expand` (on a `Ledger`: what this round has
 accepted so far); the LLM's vetting and the hybrid's slot count use the same checks and costs.
@@ -26,7 +28,7 @@ from research_agents.config.plan import Plan
 from research_agents.config.space import config_id
 from research_agents.config.study import Study, validate_params
 from research_agents.evidence import ArmEvidence, KnobEvidence
-from research_agents.records import Origin, TrialRecord, clip_expected
+from research_agents.records import COUNTED, Origin, SwapOf, TrialRecord, clip_expected
 
 Item = Any  # an accepted Work or StopArm, or the Proposal a rejection is recorded as
 
@@ -58,6 +60,7 @@ class Run:
     rationale: str = ""
     point: str | None = None
     expected: str | None = None
+    swap: SwapOf | None = None  # a swap run: the other leader's settings, its trial spec's last layer
 
 
 @dataclass
@@ -275,6 +278,75 @@ class Confirm:
                 for arm, params, seed in todo[: max(0, budget_left)]]
 
 
+@dataclass
+class SwapOption:
+    """A compared pair whose confirmed leaders were trained with different shared settings: what a
+    swap of it would run. `settings_a` is what arm_a's leader trains with in its swap runs (arm_b's
+    leader's values of the differing settings) and `settings_b` the reverse; `seeds`: the
+    confirmation seeds both leaders completed (the swap runs pair on them)."""
+
+    arm_a: str
+    arm_b: str
+    params_a: dict[str, Any]
+    params_b: dict[str, Any]
+    settings_a: dict[str, Any]
+    settings_b: dict[str, Any]
+    seeds: list[int]
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.arm_a, self.arm_b)
+
+    def runs(self, records: Iterable[TrialRecord], round_no: int, origin: str, rationale: str) -> list[Run]:
+        """Both swapped leaders on each seed, interleaved by seed, skipping what was run already
+        (a swap run that spent budget: a resume repeats nothing)."""
+        out = []
+        done = swapped(records)
+        for seed in self.seeds:
+            for arm, params, settings in ((self.arm_a, self.params_a, self.settings_a),
+                                          (self.arm_b, self.params_b, self.settings_b)):
+                swap = SwapOf(pair=self.pair, settings=settings)
+                if (config_id(arm, params), seed, swap.key) not in done:
+                    out.append(Run(arm, params, seed, origin, "swap", round_no, rationale, swap=swap))
+        return out
+
+
+def swapped(records: Iterable[TrialRecord]) -> set[tuple[str, int, str]]:
+    """(config, seed, swap key) of every swap run that spent budget."""
+    return {(r.config, r.seed, r.swap.key) for r in records
+            if r.phase == "swap" and r.swap is not None and r.status in COUNTED}
+
+
+class Swap(BaseModel):
+    """Research action (after confirmation): run the swaps of one compared pair, i.e. each confirmed
+    leader with the other leader's shared settings on the seeds both were confirmed on; valid when the
+    pair has a `SwapOption` and the budget left holds all of its runs still to make."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["swap"] = "swap"
+    arm_a: str
+    arm_b: str
+    origin: Origin
+    rationale: str = ""
+
+    def expand(self, options: list[SwapOption], records: list[TrialRecord], round_no: int,
+               budget_left: int) -> tuple[list[Run], str | None]:
+        """The runs of this swap, or none and why it is rejected."""
+        option = next((o for o in options if {o.arm_a, o.arm_b} == {self.arm_a, self.arm_b}), None)
+        if option is None:
+            known = ", ".join(f"{o.arm_a}/{o.arm_b}" for o in options) or "none"
+            return [], (f"swap: {self.arm_a}/{self.arm_b} is not a compared pair whose confirmed leaders differ in "
+                        f"shared settings (swappable: {known})")
+        runs = option.runs(records, round_no, self.origin, self.rationale or "swap: the other leader's shared settings")
+        if not runs:
+            return [], f"swap: {self.arm_a}/{self.arm_b} is swapped already"
+        if len(runs) > budget_left:
+            return [], (f"swap: {self.arm_a}/{self.arm_b} needs {len(runs)} runs, the budget has "
+                        f"{max(0, budget_left)} left")
+        return runs, None
+
+
 # ------------------------------------------------------------------------------ one home for the rules
 
 
@@ -318,4 +390,5 @@ def search_runs(work: list[Work], search_left: dict[str, int], round_no: int) ->
 
 
 __all__ = ["Work", "Run", "Ledger", "Proposal", "Replicate", "Bracket", "StopArm", "Action", "Confirm", "DUPLICATE",
+           "Swap", "SwapOption", "swapped",
            "as_proposal", "expand", "seed_sets", "slots_left", "search_runs"]

@@ -2,7 +2,8 @@
 confirm the leaders, which seeds replicate a configuration. Pure arithmetic on a plan
 (config/plan.py splits the budget up front), the trial records and the tuning evidence.
 
-Every training run counts, search and confirmation alike. An adaptive plan sizes the confirmation
+Every training run counts, search, confirmation and swaps alike (the swaps of a plan's swap pairs
+are held back on the confirmation seeds, like the confirmation). An adaptive plan sizes the confirmation
 by the measured noise (MIN_CONFIRM to the plan's most seeds per leader) and gives the search what
 is left, split across arms by `config.plan.split_shares` (the plan's own rounding rule).
 """
@@ -74,13 +75,26 @@ def search_allowance(study: Study, plan: Plan, records: list[TrialRecord],
     seeds = confirm_seeds(plan, evidence)
     made = sum(1 for r in records if r.phase == "confirm" and r.status in COUNTED)
     done = confirmed(records)
-    reserve = 0
+    reserve = swap_reserve(plan, records, len(seeds))
+    made += swaps_made(records)
     for a in study.arms:
         tops = leaders(study, records, a)
         reserve += (study.budget.leaders_per_arm - len(tops)) * len(seeds)
         reserve += sum(1 for params in tops for seed in seeds if (config_id(a, params), seed) not in done)
     search = max(0, plan.budget - made - reserve)
     return split_shares(search, {a: study.arms[a].share for a in study.arms})
+
+
+def swaps_made(records: Iterable[TrialRecord]) -> int:
+    """Swap runs that spent budget."""
+    return sum(1 for r in records if r.phase == "swap" and r.status in COUNTED)
+
+
+def swap_reserve(plan: Plan, records: Iterable[TrialRecord], n_seeds: int) -> int:
+    """Runs still held for the plan's swaps on `n_seeds` confirmation seeds (none without swap pairs)."""
+    if not plan.swap_pairs:
+        return 0
+    return max(0, plan.swap_reserve(n_seeds) - swaps_made(records))
 
 
 def round_slots(study: Study, search_left: dict[str, int]) -> dict[str, int]:
@@ -111,4 +125,4 @@ def replicate_seeds(study: Study, plan: Plan, records: Iterable[TrialRecord], ar
 
 
 __all__ = ["MIN_CONFIRM", "paired_t_size", "confirm_count", "confirm_seeds", "leaders", "confirmed",
-           "search_allowance", "round_slots", "replicate_seeds"]
+           "search_allowance", "swaps_made", "swap_reserve", "round_slots", "replicate_seeds"]

@@ -69,7 +69,8 @@ class RunDisplay:
         self.records.append(r)
         self.trial_tasks[r.id] = self.trial.add_task(escape(f"trial {r.order} {r.arm} s{r.seed}"), total=None, loss="")
         if not self.live_mode:
-            self.message(f"trial {r.order}: {r.phase} {r.arm} seed {r.seed} ({r.origin}) {r.params}")
+            swapped = f" with the other leader's {r.swap.settings}" if r.swap is not None else ""
+            self.message(f"trial {r.order}: {r.phase} {r.arm} seed {r.seed} ({r.origin}) {r.params}{swapped}")
         self._refresh()
 
     def progress(self, r: TrialRecord, event: dict) -> None:

@@ -29,9 +29,9 @@ from research_agents.config.study import Study
 from research_agents.execution.base import BaseExecutor, TrialInterrupted
 from research_agents.execution.scheduler import TrialScheduler, trial_dir
 from research_agents.planners.base import BasePlanner, PlanningContext
-from research_agents.records import COUNTED, CurveSummary, TrialRecord, curve_summary
+from research_agents.records import COUNTED, CurveSummary, TrialRecord, curve_summary, without_swaps
 from research_agents.report.round import round_path
-from research_agents.rounds import RoundPlan, confirm_round, search_round
+from research_agents.rounds import RoundPlan, confirm_round, search_round, swap_options, swap_round
 from research_agents.snapshot import Snapshot
 from research_agents.signals import deferred_stop
 from research_agents.store.base import BaseStore
@@ -84,6 +84,8 @@ class ResearchLoop:
                 self.search()
                 self.check_stop()
                 self.confirm()
+                self.check_stop()
+                self.swap()
             finally:
                 self.close()
 
@@ -100,6 +102,22 @@ class ResearchLoop:
         """Re-run each arm's leaders on the fresh confirmation seeds, interleaved so pairs line up."""
         runs = confirm_round(self.snapshot())
         self.execute(runs[0].round if runs else 0, runs)
+
+    def swap(self) -> None:
+        """After confirmation: the swaps the planner chooses (each confirmed leader of a compared pair
+        with the other's shared settings, paired on the confirmation seeds); choices and rejections
+        recorded among the actions."""
+        snap = self.snapshot()
+        rnd = swap_round(snap, self.planner, swap_options(snap, self.preset, self.overrides))
+        entries = [{"round": snap.next_round, "kind": "swap", "arm": f"{s.arm_a}/{s.arm_b}", "origin": s.origin,
+                    "reason": s.rationale} for s in rnd.chosen]
+        entries += [{"round": snap.next_round, "kind": "swap", "arm": f"{s.arm_a}/{s.arm_b}", "origin": s.origin,
+                     "reason": s.rationale, "rejected": why} for s, why in rnd.rejected]
+        if entries:
+            self.store.append_meta("actions", entries)
+        for s, why in rnd.rejected:
+            self.hooks.on_message(f"rejected {s.origin} swap of {s.arm_a}/{s.arm_b}: {why}")
+        self.execute(snap.next_round, rnd.runs)
 
     def execute(self, round_no: int, runs: list[Run]) -> list[TrialRecord]:
         """Train the round's runs, then analyse and report it (the round-end hook)."""
@@ -149,7 +167,7 @@ class ResearchLoop:
 
     def context(self, snap: Snapshot) -> PlanningContext:
         """What the planner reads (its wanted slots and rejections are set per attempt)."""
-        return PlanningContext(study=self.study, wanted={}, history=snap.records, round=snap.next_round,
+        return PlanningContext(study=self.study, wanted={}, history=without_swaps(snap.records), round=snap.next_round,
                                open_questions=round_questions(self.study, snap.records, self.plan),
                                budget_left=snap.budget_left,
                                noise_sd=snap.noise_sd, evidence=dict(snap.evidence),
@@ -183,7 +201,8 @@ class ResearchLoop:
         return self._trials
 
     def spec(self, run: Run):
-        return self.study.trial_spec(run.arm, run.params, run.seed, preset=self.preset, overrides=self.overrides)
+        return self.study.trial_spec(run.arm, run.params, run.seed, preset=self.preset, overrides=self.overrides,
+                                     swapped=run.swap.settings if run.swap is not None else None)
 
     def run_dir(self, arm: str, params: dict, seed: int) -> str:
         return trial_dir(self.out, len(self.records()) + 1, arm, params, seed)
@@ -201,7 +220,7 @@ class ResearchLoop:
         last: dict[tuple, TrialRecord] = {}
         counted: set[tuple] = set()
         for r in self.records():
-            key = (r.config, r.seed, r.phase)
+            key = (r.config, r.seed, r.phase, r.swap.key if r.swap is not None else None)
             last[key] = r
             if r.status in COUNTED:
                 counted.add(key)
@@ -213,8 +232,8 @@ class ResearchLoop:
         for r in again:
             self.hooks.on_message(f"re-running trial {r.order} ({r.arm}, seed {r.seed}) left unfinished: "
                                   f"{r.reason or 'interrupted'}")
-        self.trials.run([Run(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale, r.point, r.expected)
-                         for r in again])
+        self.trials.run([Run(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale, r.point, r.expected,
+                             r.swap) for r in again])
 
     def write_missing_round_reports(self) -> None:
         """The report of every round in the store that has none (a kill cut its round short)."""

@@ -6,21 +6,22 @@ Every list of statuses the project uses is defined here, once.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from research_agents.config.space import config_id
 from trainer.metrics import HistoryPoint, TrialMetrics, read_metrics
 
-Origin = Literal["default", "grid", "random", "tpe", "policy", "llm", "confirm", "manual", "mcp"]
+Origin = Literal["default", "grid", "random", "tpe", "policy", "llm", "confirm", "manual", "mcp", "swap"]
 # report order
-ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "policy", "llm", "mcp", "manual", "confirm")
-Phase = Literal["search", "confirm"]
+ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "policy", "llm", "mcp", "manual", "confirm", "swap")
+Phase = Literal["search", "confirm", "swap"]  # swap: a confirmed leader with the other leader's shared settings
 Status = Literal["running", "completed", "diverged", "failed", "timeout", "interrupted", "rejected"]
 COUNTED = ("completed", "diverged", "failed", "timeout")  # what spends budget
 FAILED = ("failed", "timeout")  # the run produced no result
@@ -39,6 +40,22 @@ def clip_expected(value: Any) -> str | None:
     return str(value).strip()[:EXPECTED_CHARS].replace("]", ")")
 
 
+class SwapOf(BaseModel):
+    """What a swap run (phase "swap") changed: the compared pair (arm_a, arm_b) whose confirmed leaders
+    were swapped, and the other leader's shared settings (dotted key -> value as trained) that this
+    run's leader trained with instead of its own (the last layer of its trial spec)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pair: tuple[str, str]
+    settings: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """The swap's identity beside a run's config and seed (one run per pair, leader and seed)."""
+        return json.dumps([list(self.pair), self.settings], sort_keys=True, default=str)
+
+
 class TrialRecord(BaseModel):
     """One training run as the loop sees it; metrics come from the trainer's metrics.json.
     `rationale` is the proposer's why, `point` the named experiment the run belongs to, `expected`
@@ -55,6 +72,7 @@ class TrialRecord(BaseModel):
     rationale: str = ""
     point: str | None = None
     expected: str | None = None
+    swap: SwapOf | None = None  # a swap run: the pair and the other leader's settings it trained with
     status: Status
     reason: str | None = None
     val_loss: float | None = None
@@ -148,6 +166,12 @@ def counted(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     return [r for r in records if r.status in COUNTED]
 
 
+def without_swaps(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """The records the search, its tuning evidence, the leaders and the confirmation statistics read:
+    every run but the swap runs (which train a leader with another arm's shared settings)."""
+    return [r for r in records if r.phase != "swap"]
+
+
 def spent(records: Iterable[TrialRecord], phase: str | None = None, arm: str | None = None,
           statuses: tuple[str, ...] = COUNTED) -> int:
     """How many records spent budget (or have one of `statuses`), optionally of one phase and one arm."""
@@ -192,6 +216,7 @@ def split_rationale(text: str) -> dict[str, Any]:
 
 
 __all__ = ["Origin", "ORIGINS", "Phase", "Status", "COUNTED", "FAILED", "BAD", "POINT_PREFIX", "CURVE_POINTS",
-           "CurveSummary", "curve_summary", "EXPECTED_CHARS", "clip_expected", "split_rationale",
+           "CurveSummary", "curve_summary",
+           "SwapOf", "without_swaps", "EXPECTED_CHARS", "clip_expected", "split_rationale",
            "TrialRecord", "TrialMetrics", "HistoryPoint", "read_metrics", "result_fields", "counted", "by_config",
            "mean_loss", "ranked_configs"]

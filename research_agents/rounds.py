@@ -1,6 +1,6 @@
 """One round's runs from a snapshot: ask the planner for research actions, validate and expand them
 (actions.py), ask again for what was rejected (bounded), and cut the runs at each arm's allowance;
-or, once the search is over, the confirmation runs.
+or, once the search is over, the confirmation runs; after them, the swap runs the planner chooses.
 
 Planning here has no side effects of its own (the planner may keep its records): the stops and the
 rejections come back in the result, so the loop records them and a prediction simply does not.
@@ -9,9 +9,26 @@ rejections come back in the result, so the loop records them and a prediction si
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydantic import ValidationError
 
 from research_agents import budget
-from research_agents.actions import Confirm, Ledger, Proposal, Run, StopArm, Work, expand, search_runs, seed_sets
+from research_agents.actions import (
+    Confirm,
+    Ledger,
+    Proposal,
+    Run,
+    StopArm,
+    Swap,
+    SwapOption,
+    Work,
+    expand,
+    search_runs,
+    seed_sets,
+)
+from research_agents.analysis.fairness import leader_differences
+from research_agents.analysis.findings import analyze
 from research_agents.config.space import config_id
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.snapshot import Snapshot
@@ -83,4 +100,67 @@ def confirm_round(snap: Snapshot) -> list[Run]:
     return confirm.runs(snap.next_round, snap.budget_left)
 
 
-__all__ = ["MAX_PLANNER_RETRIES", "RoundPlan", "search_round", "confirm_round"]
+def swap_options(snap: Snapshot, preset: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> list[SwapOption]:
+    """The compared pairs that can be swapped now: both leaders confirmed, trained with different
+    shared settings (fairness.leader_differences, the leg LR as trained), on at least 2 seeds both
+    completed; each swapped spec valid. Empty for a point run (no confirmation)."""
+    if not snap.plan.confirm_seeds:
+        return []
+    records = [r for r in snap.records if r.phase != "swap"]
+    fnd = analyze(snap.study, records, snap.plan)
+    out = []
+    for c in fnd.comparisons:
+        if c.config_a is None or c.config_b is None or c.params_a is None or c.params_b is None:
+            continue
+        diffs = leader_differences(snap.study, c.arm_a, c.params_a, c.arm_b, c.params_b, preset, overrides)
+        if not diffs:
+            continue  # the leaders share every setting: the gap is all optimizer, nothing to swap
+        seeds = [{r.seed for r in records if r.phase == "confirm" and r.ok and r.config == cid}
+                 for cid in (c.config_a, c.config_b)]
+        both = sorted(seeds[0] & seeds[1])
+        option = SwapOption(c.arm_a, c.arm_b, c.params_a, c.params_b, {d.knob: d.value_b for d in diffs},
+                            {d.knob: d.value_a for d in diffs}, both)
+        try:
+            for arm, params, settings in ((c.arm_a, c.params_a, option.settings_a),
+                                          (c.arm_b, c.params_b, option.settings_b)):
+                snap.study.trial_spec(arm, params, seed=0, preset=preset, overrides=overrides, swapped=settings)
+        except ValidationError:
+            continue
+        if len(both) >= 2:
+            out.append(option)
+    return out
+
+
+@dataclass
+class SwapPlan:
+    runs: list[Run]
+    chosen: list[Swap]  # the accepted swaps
+    rejected: list[tuple[Swap, str]]
+
+
+def swap_round(snap: Snapshot, planner: BasePlanner, options: list[SwapOption]) -> SwapPlan:
+    """The swaps the planner chooses among `options`, each validated against them, the history and
+    the budget left (Swap.expand)."""
+    if not options:
+        return SwapPlan([], [], [])
+    left = snap.budget_left
+    runs: list[Run] = []
+    chosen: list[Swap] = []
+    rejected: list[tuple[Swap, str]] = []
+    for swap in planner.choose_swaps(options, snap.records, snap.next_round, left):
+        if any({s.arm_a, s.arm_b} == {swap.arm_a, swap.arm_b} for s in chosen):
+            rejected.append((swap, f"swap: {swap.arm_a}/{swap.arm_b} was chosen twice"))
+            continue
+        got, why = swap.expand(options, snap.records, snap.next_round, left)
+        if why is not None:
+            rejected.append((swap, why))
+            continue
+        runs += got
+        chosen.append(swap)
+        left -= len(got)
+    return SwapPlan(runs, chosen, rejected)
+
+
+__all__ = ["MAX_PLANNER_RETRIES", "RoundPlan", "SwapPlan", "search_round", "confirm_round", "swap_options",
+           "swap_round"]

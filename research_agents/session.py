@@ -107,9 +107,11 @@ class RunFile(BaseModel):
         """The budget plan this run was started with."""
         if self.experiments is not None:
             return point_plan(self.study, self.study.select_points(self.experiments), self.budget)
+        from research_agents.analysis.fairness import swap_pairs
         from research_agents.planners import sizes_confirmation
 
-        return make_plan(self.study, self.budget, self.confirm_seeds, adaptive=sizes_confirmation(self.planner))
+        return make_plan(self.study, self.budget, self.confirm_seeds, adaptive=sizes_confirmation(self.planner),
+                         swap_pairs=swap_pairs(self.study))
 
     def resumes(self, before: RunFile) -> bool:
         """May this run continue the run saved as `before`? The same study definition (RESUME_KEEPS),

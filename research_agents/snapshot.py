@@ -17,7 +17,7 @@ from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
-from research_agents.records import COUNTED, TrialRecord, by_config, spent
+from research_agents.records import COUNTED, TrialRecord, by_config, spent, without_swaps
 
 
 @dataclass
@@ -41,11 +41,12 @@ class Snapshot:
 
     @cached_property
     def evidence(self) -> dict[str, ArmEvidence]:
-        return tuning_evidence(self.study, self.records)
+        return tuning_evidence(self.study, without_swaps(self.records))
 
     @cached_property
     def noise_sd(self) -> float | None:
-        groups = {cid: [r.val_loss for r in rs] for cid, rs in by_config(r for r in self.records if r.ok).items()}
+        ok = (r for r in without_swaps(self.records) if r.ok)
+        groups = {cid: [r.val_loss for r in rs] for cid, rs in by_config(ok).items()}
         return noise_floor(groups).pooled_sd
 
     @cached_property

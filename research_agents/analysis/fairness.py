@@ -298,6 +298,31 @@ def convention_misses(convention: str | None, freedoms: dict[str, ArmFreedom],
     return [m for i, m in enumerate(out) if m not in out[:i]]
 
 
+def leader_differences(study: Study, a: str, pa: dict[str, Any], b: str, pb: dict[str, Any],
+                       preset: str | None = None, overrides: dict[str, Any] | None = None) -> list[Difference]:
+    """The shared settings in which leader `pa` of arm `a` and `pb` of arm `b` are trained differently
+    (outside the hidden-matrix optimizers' own knobs; the leg LR as trained): what a swap exchanges."""
+    return _differences(study, a, pa, b, pb, preset, overrides or {})
+
+
+def swap_pairs(study: Study, preset: str | None = None,
+               overrides: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """The compared pairs whose leaders can be trained with different shared settings: a shared knob
+    the search moves in either arm (searched, or tied to a searched knob), or one whose freedom
+    differs between the two (range, tie or fixed value). Their swaps are planned into the budget."""
+    freedoms = {f.arm: f for f in arm_freedoms(study, preset, overrides)}
+    pairs = list(study.comparisons) or list(itertools.combinations(list(study.arms), 2))
+    out = []
+    for a, b in pairs:
+        fa, fb = freedoms[a], freedoms[b]
+        shared = [k for k in dict.fromkeys([k.knob for k in fa.knobs] + [k.knob for k in fb.knobs])
+                  if not is_own(k, fa.optimizer) and not is_own(k, fb.optimizer)]
+        moves = any(k.moves for f in (fa, fb) for k in f.knobs if k.knob in shared)
+        if moves or any(x.knob != "lr" for x in _asymmetries(fa, fb)):
+            out.append((a, b))
+    return out
+
+
 def fairness_audit(study: Study, fnd: Findings | None = None, preset: str | None = None,
                    overrides: dict[str, Any] | None = None) -> Audit:
     """The audit of `study` (run with `preset` and spec `overrides`); with findings, the leaders'
@@ -324,4 +349,4 @@ def fairness_audit(study: Study, fnd: Findings | None = None, preset: str | None
 
 
 __all__ = ["Audit", "ArmFreedom", "Asymmetry", "ConventionMiss", "Difference", "KnobFreedom", "PairAudit",
-           "arm_freedoms", "convention_misses", "fairness_audit", "is_own"]
+           "arm_freedoms", "convention_misses", "fairness_audit", "is_own", "leader_differences", "swap_pairs"]

@@ -14,12 +14,14 @@ from statistics import fmean
 from typing import Any
 
 from research_agents.analysis import stats as analyzer
+from research_agents.analysis.fairness import leader_differences
 from research_agents.analysis.models import (
     BudgetUse,
     ComparisonResult,
     ConfigRow,
     Findings,
     OriginStats,
+    PairDecomposition,
     Spread,
     confirmed_leader,
 )
@@ -29,7 +31,7 @@ from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.fmt import params_text
-from research_agents.records import FAILED, ORIGINS, TrialRecord, by_config, counted
+from research_agents.records import FAILED, ORIGINS, TrialRecord, by_config, counted, without_swaps
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -170,6 +172,38 @@ def _comparisons(study: Study, records: list[TrialRecord], rows: list[ConfigRow]
     return results
 
 
+def _decompositions(study: Study, everything: list[TrialRecord],
+                    comps: list[ComparisonResult]) -> list[PairDecomposition]:
+    """Per comparison whose leaders are both confirmed: the 2x2 from the confirmation runs (A, B) and
+    the swap runs of that pair made with these very leaders (A': a's leader with b's settings, B':
+    b's with a's); without swap runs, whether one was needed (the leaders' shared settings differ)."""
+    out = []
+    for c in comps:
+        if c.config_a is None or c.config_b is None:
+            continue
+        pair = {c.arm_a, c.arm_b}
+        swaps = [r for r in everything if r.phase == "swap" and r.swap is not None and set(r.swap.pair) == pair]
+        own = {k: {r.seed: x for r in everything if r.phase == "confirm" and r.config == cid
+                   and (x := _loss_or_nan(r)) is not None} for k, cid in (("A", c.config_a), ("B", c.config_b))}
+        mine = {k: [r for r in swaps if r.config == cid] for k, cid in (("A'", c.config_a), ("B'", c.config_b))}
+        d = PairDecomposition(arm_a=c.arm_a, arm_b=c.arm_b, config_a=c.config_a, config_b=c.config_b,
+                              status="no swap runs")
+        if mine["A'"] or mine["B'"]:
+            d.status = "measured"
+            d.settings_a = dict(mine["A'"][0].swap.settings) if mine["A'"] and mine["A'"][0].swap else {}
+            d.settings_b = dict(mine["B'"][0].swap.settings) if mine["B'"] and mine["B'"][0].swap else {}
+            cells = {**own, **{k: {r.seed: x for r in rs if (x := _loss_or_nan(r)) is not None}
+                               for k, rs in mine.items()}}
+            d.decomposition = analyzer.decompose(cells)
+        elif c.params_a is not None and c.params_b is not None:
+            diffs = leader_differences(study, c.arm_a, c.params_a, c.arm_b, c.params_b)
+            d.status = "no swap runs" if diffs else "not needed"
+            d.settings_a = {x.knob: x.value_b for x in diffs}
+            d.settings_b = {x.knob: x.value_a for x in diffs}
+        out.append(d)
+    return out
+
+
 def _lr_sensitivity(study: Study, records: list[TrialRecord]) -> dict[str, LRRange]:
     out = {}
     for arm in study.arms:
@@ -205,17 +239,19 @@ def _budget(study: Study, records: list[TrialRecord], plan: Plan | None) -> Budg
     b = BudgetUse(used=len(used),
                   by_phase={p: sum(r.phase == p for r in used) for p in ("search", "confirm")},
                   by_arm={a: sum(r.arm == a for r in used) for a in study.arms})
+    if swaps := sum(r.phase == "swap" for r in used):
+        b.by_phase["swap"] = swaps
     if plan is not None:
         b.total = plan.budget
         b.left = max(0, plan.budget - len(used))
         b.search_budget = plan.search_budget
-        b.confirm_reserve = plan.budget - plan.search_budget
+        b.confirm_reserve = plan.budget - plan.search_budget - plan.swap_reserve()
         b.confirm_seeds = list(plan.confirm_seeds)
         seeds = sorted({r.seed for r in used if r.phase == "confirm"})
         if plan.adaptive and seeds:  # the confirmation was sized by the noise: report what it used
             b.confirm_seeds = seeds
             b.confirm_reserve = b.by_phase["confirm"]
-            b.search_budget = plan.budget - b.confirm_reserve
+            b.search_budget = plan.budget - b.confirm_reserve - swaps
     return b
 
 
@@ -233,7 +269,8 @@ def _best_so_far(records: list[TrialRecord], arm: str | None = None) -> list[tup
 def analyze(study: Study, records: list[TrialRecord], plan: Plan | None = None,
             correction: str = "holm") -> Findings:
     """Everything the reports need, from the trial records (statistics from `analyzer`)."""
-    records = sorted(records, key=lambda r: r.order)
+    everything = sorted(records, key=lambda r: r.order)
+    records = without_swaps(everything)  # swap runs decide nothing; they decompose the gap (below)
     # a point run (named experiments, no confirmation phase) decides on the experiments' own seeds
     decide = "search" if plan is not None and not plan.confirm_seeds else "confirm"
     rows = _config_rows(records, decide)
@@ -244,12 +281,15 @@ def analyze(study: Study, records: list[TrialRecord], plan: Plan | None = None,
     noise = analyzer.noise_floor({c.config: ok_losses[c.config] for c in rows if c.n >= 2})
     comps = _comparisons(study, records, rows, noise, correction, decide)
     tuning = tuning_evidence(study, records)
-    rec = recommend(study, rows, comps, decide, tuning=tuning if decide == "confirm" else None, plan=plan)
+    decompositions = _decompositions(study, everything, comps) if decide == "confirm" else []
+    rec = recommend(study, rows, comps, decide, tuning=tuning if decide == "confirm" else None, plan=plan,
+                    decompositions=decompositions)
     return Findings(
         study=study.name, question=study.question, correction=correction, decided_on=decide,
-        n_records=len(records), configs=rows, noise=noise, spread=_spread(rows, noise), comparisons=comps,
+        n_records=len(everything), configs=rows, noise=noise, spread=_spread(rows, noise), comparisons=comps,
         recommendation=rec,
         lr_sensitivity=_lr_sensitivity(study, records), by_origin=_by_origin(records),
-        budget=_budget(study, records, plan), best_so_far=_best_so_far(records),
+        budget=_budget(study, everything, plan), best_so_far=_best_so_far(records),
         best_so_far_by_arm={a: _best_so_far(records, a) for a in study.arms}, tuning=tuning,
+        decompositions=decompositions,
     )

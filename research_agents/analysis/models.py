@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from research_agents.analysis.stats import Comparison, LRRange, NoiseFloor, Summary
+from research_agents.analysis.stats import Comparison, Decomposition, Effect, LRRange, NoiseFloor, Summary
 from research_agents.evidence import ArmEvidence, KnobEvidence
 from research_agents.fmt import params_text
 
@@ -75,6 +75,42 @@ class ComparisonResult(BaseModel):
     params_b: dict[str, Any] | None = None
     comparison: Comparison | None = None  # None when an arm has no confirmed config
     missing: list[str] = Field(default_factory=list)  # the arms without a confirmed config (not compared)
+
+
+DecompositionStatus = Literal[
+    "measured",  # swap runs on the confirmation seeds: the 2x2 decomposition (it may have n 0 if none completed)
+    "no swap runs",  # the confirmed leaders differ in shared settings, and no swap runs were made
+    "not needed",  # the confirmed leaders share every shared setting: the gap is all optimizer
+]
+
+
+class PairDecomposition(BaseModel):
+    """Where a compared pair's gap comes from: its confirmed leaders, what the swap runs exchanged
+    (`settings_a`: what arm_a's leader trained with in its swaps, i.e. arm_b's leader's values), and
+    the 2x2 decomposition (stats.decompose) when measured."""
+
+    arm_a: str
+    arm_b: str
+    config_a: str
+    config_b: str
+    status: DecompositionStatus
+    settings_a: dict[str, Any] = Field(default_factory=dict)
+    settings_b: dict[str, Any] = Field(default_factory=dict)
+    decomposition: Decomposition | None = None
+
+
+class HowMuch(BaseModel):
+    """The recommendation's "by how much" against one beaten arm: the optimizer effect when the pair's
+    gap was decomposed (`status` measured), else what the measured gap is (`status` says why)."""
+
+    arm: str  # the winner
+    versus: str
+    status: DecompositionStatus
+    gap: float | None = None  # winner's confirmed advantage in nats (the paired mean difference, > 0: it is better)
+    optimizer: Effect | None = None  # measured: the optimizer effect, signed as the winner's advantage
+    shared: Effect | None = None
+    interaction: Effect | None = None
+    settings: list[str] = Field(default_factory=list)  # the shared settings in which the leaders differ
 
 
 RecommendationCase = Literal[
@@ -179,6 +215,8 @@ class Recommendation(BaseModel):
     troubled: list[TroubledLeader] = Field(default_factory=list)
     chosen_among: list[tuple[str, int]] = Field(default_factory=list)  # point run: arms whose leader was
     # chosen among several experiments on the same seeds (arm, how many)
+    how_much: list[HowMuch] = Field(default_factory=list)  # better, mixed: per beaten arm, what the advantage
+    # measures (the optimizer effect once decomposed)
 
 
 class OriginStats(BaseModel):
@@ -221,6 +259,8 @@ class Findings(BaseModel):
     best_so_far: list[tuple[int, float | None]]  # (search run index from 1, best val loss so far)
     best_so_far_by_arm: dict[str, list[tuple[int, float | None]]]
     tuning: dict[str, ArmEvidence] = Field(default_factory=dict)  # per arm: is each knob bracketed?
+    decompositions: list[PairDecomposition] = Field(default_factory=list)  # per compared pair with both
+    # leaders confirmed: where its gap comes from (optimizer x shared settings)
 
     def config(self, config_id: str) -> ConfigRow | None:
         return next((c for c in self.configs if c.config == config_id), None)

@@ -14,7 +14,9 @@ from research_agents.analysis.models import (
     ComparisonResult,
     Confidence,
     ConfigRow,
+    HowMuch,
     Leader,
+    PairDecomposition,
     Pair,
     Recommendation,
     SeedsAdvice,
@@ -23,7 +25,7 @@ from research_agents.analysis.models import (
     Versus,
     confirmed_leader,
 )
-from research_agents.analysis.stats import Comparison
+from research_agents.analysis.stats import Comparison, Effect
 from research_agents.analysis.tuning import settle_runs
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
@@ -56,7 +58,7 @@ def seeds_advice(c: Comparison | None) -> SeedsAdvice:
 
 def recommend(study: Study, rows: list[ConfigRow], comps: list[ComparisonResult],
               decided_on: str = "confirm", tuning: dict[str, ArmEvidence] | None = None,
-              plan: Plan | None = None) -> Recommendation:
+              plan: Plan | None = None, decompositions: list[PairDecomposition] | None = None) -> Recommendation:
     """The recommendation: never more than the comparisons' verdicts and the tuning evidence support.
 
     `decided_on` "search" is a point run (named experiments, no confirmation phase): the leaders
@@ -68,8 +70,12 @@ def recommend(study: Study, rows: list[ConfigRow], comps: list[ComparisonResult]
     the loss of the arm already ahead, so its measured advantage is a lower bound and the confidence
     follows the paired test. Either way the recommendation names the arm and the runs that would
     settle (or measure) it.
+    `decompositions`: where each pair's gap comes from; the winner's "by how much" (`how_much`) is
+    the optimizer effect where its pair was decomposed, else the gap as measured and why.
     """
     rec = _recommend_core(study, rows, comps)
+    if decompositions is not None:
+        rec.how_much = how_much(rec, comps, decompositions)
     rec.decided_on = "search" if decided_on == "search" else "confirm"
     rec.paired_confidence = rec.confidence
     if tuning is not None:
@@ -82,6 +88,40 @@ def recommend(study: Study, rows: list[ConfigRow], comps: list[ComparisonResult]
         if rec.chosen_among and rec.confidence == "high":
             rec.confidence = "moderate"
     return rec
+
+
+def _as_advantage(e: Effect, flip: bool) -> Effect:
+    """An effect signed as "arm a has the higher loss", re-signed as the winner's advantage."""
+    if not flip or e.mean is None:
+        return e
+    return e.model_copy(update={"mean": -e.mean, "ci_low": None if e.ci_high is None else -e.ci_high,
+                                "ci_high": None if e.ci_low is None else -e.ci_low})
+
+
+def how_much(rec: Recommendation, comps: list[ComparisonResult],
+             decompositions: list[PairDecomposition]) -> list[HowMuch]:
+    """Per arm the candidate beat: what its advantage measures. Decomposed (swap runs): the optimizer
+    effect, the shared-settings effect and their interaction, signed as the winner's advantage; else
+    the paired gap as measured, with why it is not decomposed (no swap runs; or not needed: the
+    leaders share every setting, so the gap is all optimizer)."""
+    if rec.case not in ("better", "mixed") or rec.leader is None:
+        return []
+    cand = rec.leader.arm
+    out = []
+    for v in rec.wins:
+        d = next((d for d in decompositions if {d.arm_a, d.arm_b} == {cand, v.arm}), None)
+        if d is None:
+            continue
+        gap = abs(v.comparison.diff) if v.comparison.diff is not None else None
+        item = HowMuch(arm=cand, versus=v.arm, status=d.status, gap=gap,
+                       settings=list(d.settings_a))
+        if d.status == "measured" and d.decomposition is not None:
+            flip = d.arm_a == cand  # effects are "a has the higher loss": the winner a's advantage is minus that
+            item.optimizer = _as_advantage(d.decomposition.optimizer, flip)
+            item.shared = _as_advantage(d.decomposition.shared, flip)
+            item.interaction = _as_advantage(d.decomposition.interaction, flip)
+        out.append(item)
+    return out
 
 
 def _confirmed(row: ConfigRow) -> Leader:
@@ -184,4 +224,4 @@ def _tuning(study: Study, rec: Recommendation, comps: list[ComparisonResult], tu
     rec.winner_arm = rec.winner_config = rec.winner_params = None
 
 
-__all__ = ["recommend", "seeds_advice"]
+__all__ = ["recommend", "seeds_advice", "how_much"]

@@ -110,6 +110,7 @@ def llm_config(args: argparse.Namespace, env: dict[str, str] | None = None) -> L
 
 def command(args: argparse.Namespace, console: Console) -> int:
     """Check every argument, then start (or resume) the session and run it."""
+    from research_agents.analysis.fairness import swap_pairs
     from research_agents.config import BadInput, load_study, make_plan, runforms
     from research_agents.execution import make_executor
     from research_agents.planners import make_planner, point_planner
@@ -127,7 +128,7 @@ def command(args: argparse.Namespace, console: Console) -> int:
         if points is None:
             planner, planner_line = make_planner(args.planner, study, args.grid, llm=llm_config(args))
             plan = make_plan(study, args.budget or runforms.DEFAULT_BUDGET, args.seeds,
-                             adaptive=planner.sizes_confirmation)
+                             adaptive=planner.sizes_confirmation, swap_pairs=swap_pairs(study))
         else:
             if args.grid or args.seeds is not None or args.planner not in ("auto", "grid"):
                 raise ValueError("named experiments run as defined on the study's seeds: "
@@ -176,6 +177,10 @@ def budget_lines(plan: Plan, study: Study, run: RunFile, out: Path) -> list[str]
         lines = [f"budget {plan.budget} runs: search {plan.search_budget} "
                  f"({', '.join(f'{a} {n}' for a, n in plan.search_share.items())}), confirmation "
                  f"{plan.budget - plan.search_budget} on seeds {plan.confirm_seeds}; out: {out}"]
+    if plan.swap_pairs:
+        from research_agents.report.decomposition import swap_plan_text
+
+        lines.append(swap_plan_text(plan))
     workers = run.workers or 1
     lines.append(f"trials: {run.executor}, {workers} at a time")
     if workers > study.planner.trials_per_round:

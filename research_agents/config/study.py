@@ -288,14 +288,17 @@ class Study(Strict):
         return Study.model_validate(data)
 
     def trial_spec(self, arm: str, params: dict[str, Any], seed: int,
-                   preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrialSpec:
-        """preset -> study base -> arm base -> overrides -> params -> seed, validated.
+                   preset: str | None = None, overrides: dict[str, Any] | None = None,
+                   swapped: dict[str, Any] | None = None) -> TrialSpec:
+        """preset -> study base -> arm base -> overrides -> params -> ties -> swapped -> seed, validated.
+        `swapped`: a swap run's settings (another arm's leader's shared settings), the last layer, so
+        they hold even where this arm ties or fixes the key.
 
         Built once per distinct input: a trial's spec is asked for when its action is validated,
         when it is trained, predicted and planned around; the same layers give the same (frozen)
         spec. An invalid spec raises ValidationError every time (failures are not kept)."""
         a = self.arms[arm]
-        layers = (self.base, a.base, overrides or {}, params, a.tied({**a.base, **params}))
+        layers = (self.base, a.base, overrides or {}, params, a.tied({**a.base, **params}), swapped or {})
         key = json.dumps([preset or self.preset, seed, *layers], default=repr)  # the layers' order kept
         spec = _SPECS.get(key)
         if spec is None:

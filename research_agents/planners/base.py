@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import optuna
 
-from research_agents.actions import Proposal
+from research_agents.actions import Proposal, Swap, SwapOption
 from research_agents.config.space import Param
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence, OpenQuestion
@@ -79,6 +79,14 @@ class BasePlanner(abc.ABC):
         context)."""
         return copy.copy(self) if self.pure else None
 
+    def choose_swaps(self, options: list[SwapOption], history: list[TrialRecord], round_no: int,
+                     budget_left: int) -> list[Swap]:
+        """After confirmation: which compared pairs to swap (each confirmed leader re-run with the
+        other's shared settings; `options`: the pairs whose confirmed leaders differ in them). The
+        loop validates each choice (Swap.expand). Default: every option whose runs the budget left
+        still holds, in study order."""
+        return default_swaps(options, history, round_no, budget_left)
+
     def unmet(self) -> str | None:
         """Why this planner never did what it was chosen for in this run (the run then ends with
         exit 1 and this line), or None. An LLM planner that never gave one valid action says so
@@ -91,6 +99,20 @@ class BasePlanner(abc.ABC):
 
 
 Planner = BasePlanner  # the name the loop and the CLI use
+
+
+def default_swaps(options: list[SwapOption], history: list[TrialRecord], round_no: int,
+                  budget_left: int) -> list[Swap]:
+    """The default choice of swaps: each option (in order) whose runs still to make fit in the budget left."""
+    out = []
+    for o in options:
+        need = len(o.runs(history, round_no, "swap", ""))
+        if 0 < need <= budget_left:
+            out.append(Swap(arm_a=o.arm_a, arm_b=o.arm_b, origin="swap",
+                            rationale=f"the confirmed leaders differ in {', '.join(o.settings_a)}: separate the "
+                                      "optimizer from the shared settings"))
+            budget_left -= need
+    return out
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:

@@ -37,16 +37,28 @@ from pathlib import Path
 from typing import Any, Callable
 
 from research_agents import safefs
-from research_agents.actions import DUPLICATE, Bracket, Ledger, Proposal, Replicate, StopArm, Work, slots_left
+from research_agents.actions import (
+    DUPLICATE,
+    Bracket,
+    Ledger,
+    Proposal,
+    Replicate,
+    StopArm,
+    Swap,
+    SwapOption,
+    Work,
+    slots_left,
+)
 from research_agents.config.space import Param, active_params, config_id, near_duplicate
 from research_agents.fmt import fmt_value, params_line
-from research_agents.planners.base import BasePlanner, PlanningContext
-from research_agents.planners.llm_actions import LLMBracket, LLMReplicate, LLMStop, LLMTry, action_schema, \
-    parse_actions
+from research_agents.planners.base import BasePlanner, PlanningContext, default_swaps
+from research_agents.planners.llm_actions import RATIONALE_CHARS, LLMBracket, LLMReplicate, LLMStop, LLMTry, \
+    action_schema, parse_actions, parse_swaps, swap_schema
 from research_agents.planners.llm_client import LLMClient, LLMConfig, LLMUnavailable
 from research_agents.planners.llm_prompt import config_labels, load_prompts, repair_message, replicable, \
-    round_message, system_message
+    round_message, swap_message, system_message
 from research_agents.planners.sampler import SamplerPlanner
+from research_agents.records import TrialRecord
 
 REPLY_KEEP_CHARS = 3000  # of the model's last reply, carried into the repair conversation
 
@@ -335,6 +347,50 @@ class LLMPlanner(BasePlanner):
         if streak >= self.cfg.bad_rounds:
             raise LLMUnavailable(f"LLM endpoint {self.cfg.shown} (model {self.cfg.model}) gave no valid action "
                                  f"in {streak} rounds in a row; last problem: {problem}")
+
+    # -- after confirmation: the swaps
+    def choose_swaps(self, options: list[SwapOption], history: list[TrialRecord], round_no: int,
+                     budget_left: int) -> list[Swap]:
+        """The model chooses which pairs to swap (one call, no repairs); its reply is data: a reply
+        that is not a valid choice among `options`, or a failed call, falls back to the default
+        choice with the reason recorded (meta `llm_swaps`), never a traceback."""
+        default = default_swaps(options, history, round_no, budget_left)
+        if not options:
+            return default
+        if self.fallen_back:
+            return self._swap_outcome(round_no, default, f"the LLM planner fell back earlier: {self.fallen_back}")
+        entry = {"round": round_no, "attempt": 0, "arms": {}, "model": self.cfg.model, "swap": True}
+        messages = [{"role": "user", "content": swap_message(options, budget_left)}]
+        try:
+            result = self._call(round_no, entry, messages, swap_schema([o.pair for o in options]))
+        except LLMUnavailable as err:
+            return self._swap_outcome(round_no, default, f"the LLM call failed: {err}")
+        problem = result.problem
+        chosen: list[Swap] = []
+        if problem is None:
+            try:
+                chosen = [Swap(arm_a=s.pair.split("/")[0], arm_b=s.pair.split("/")[1], origin="llm",
+                               rationale=s.rationale[:RATIONALE_CHARS])
+                          for s in parse_swaps(result.text, [o.pair for o in options])]
+            except ValueError as err:
+                problem = str(err)
+        self._transcript(round_no, {**entry, "messages": messages, "raw_response": result.text,
+                                    "accepted": [c.model_dump() for c in chosen], "problem": problem})
+        self._record_call({**entry, "mode": result.mode, "prompt_tokens": result.prompt_tokens,
+                           "completion_tokens": result.completion_tokens, "latency_s": round(result.latency_s, 3),
+                           "cost": self.cfg.cost(result.prompt_tokens, result.completion_tokens), "ok": True,
+                           "error": None, "accepted": len(chosen), "kinds": {"swap": len(chosen)},
+                           "rejected": int(problem is not None), "invalid": problem is not None})
+        if problem is not None:
+            return self._swap_outcome(round_no, default, f"the reply is not a valid swap choice: {problem}")
+        return self._swap_outcome(round_no, chosen, None)
+
+    def _swap_outcome(self, round_no: int, chosen: list[Swap], fallback: str | None) -> list[Swap]:
+        self._meta_append("llm_swaps", {"round": round_no, "chosen": [f"{s.arm_a}/{s.arm_b}" for s in chosen],
+                                        "fallback": fallback})
+        if fallback is not None:
+            self.message(f"{fallback}; the default swap choice is used (recorded in the run)")
+        return chosen
 
     # -- planning
     def propose(self, ctx: PlanningContext) -> list:

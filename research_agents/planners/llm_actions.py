@@ -68,6 +68,22 @@ class LLMStop(_Action):
     kind: Literal["stop"]
 
 
+class LLMSwap(BaseModel):
+    """After confirmation: swap one compared pair's confirmed leaders (each re-run with the other's
+    shared settings); `pair` names it as "arm_a/arm_b" (either order)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: Literal["swap"]
+    pair: str
+    rationale: str = ""
+
+    @field_validator("pair", mode="before")
+    @classmethod
+    def _pair(cls, v: Any) -> Any:  # ["a", "b"] is read as "a/b"
+        return "/".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+
+
 LLMAction = Annotated[Union[LLMTry, LLMReplicate, LLMBracket, LLMStop], Field(discriminator="kind")]
 _ACTION = TypeAdapter(LLMAction)
 KINDS = ("try", "replicate", "bracket", "stop")
@@ -153,6 +169,31 @@ def parse_actions(text: str) -> tuple[list[LLMTry | LLMReplicate | LLMBracket | 
     return out, value
 
 
+def parse_swaps(text: str, pairs: list[tuple[str, str]]) -> list[LLMSwap]:
+    """The swaps a reply chooses, each naming one of `pairs` ("a/b", either order), each pair at most
+    once; an empty list chooses none. ValueError (one line) for anything else: the caller falls back."""
+    value = extract_json(text)
+    items = value.get("actions") if isinstance(value, dict) else value
+    if not isinstance(items, list):
+        raise ValueError('expected an object {"actions": [...]}')
+    known = {frozenset(p): p for p in pairs}
+    out: list[LLMSwap] = []
+    for item in items:
+        try:
+            swap = LLMSwap.model_validate(item)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ValueError(f"{'.'.join(str(x) for x in first['loc']) or 'action'}: {first['msg']}") from None
+        names = frozenset(swap.pair.split("/"))
+        if names not in known:
+            raise ValueError(f"swap: {swap.pair!r} is not one of the swappable pairs "
+                             f"({', '.join('/'.join(p) for p in pairs)})")
+        if any(frozenset(x.pair.split("/")) == names for x in out):
+            raise ValueError(f"swap: {swap.pair!r} chosen twice")
+        out.append(swap.model_copy(update={"pair": "/".join(known[names])}))
+    return out
+
+
 # ------------------------------------------------------------------------------ schema
 
 
@@ -222,5 +263,19 @@ def action_schema(study: Study, arms: list[str], n_max: int, labels: dict[str, l
             "required": ["actions"]}
 
 
+def swap_schema(pairs: list[tuple[str, str]]) -> dict:
+    """JSON schema of the reply after confirmation: {"actions": [0..len(pairs) swaps]}, each naming one
+    of the swappable pairs (an empty list: no swaps)."""
+    item = {"type": "object",
+            "properties": {"kind": {"const": "swap"}, "pair": {"enum": ["/".join(p) for p in pairs]},
+                           "rationale": {"type": "string", "maxLength": RATIONALE_CHARS,
+                                         "description": "one short sentence: why"}},
+            "required": ["kind", "pair", "rationale"]}
+    return {"type": "object",
+            "properties": {"actions": {"type": "array", "items": item, "minItems": 0, "maxItems": len(pairs)}},
+            "required": ["actions"]}
+
+
 __all__ = ["LLMTry", "LLMReplicate", "LLMBracket", "LLMStop", "LLMAction", "MAX_REPLICATE_SEEDS",
+           "LLMSwap", "parse_swaps", "swap_schema",
            "extract_json", "nesting_depth", "parse_actions", "param_schema", "params_schema", "action_schema"]

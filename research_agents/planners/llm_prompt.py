@@ -24,7 +24,7 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
-from research_agents.actions import Proposal
+from research_agents.actions import Proposal, SwapOption
 from research_agents.fmt import fmt_value, params_line
 from research_agents.planners.base import PlanningContext
 from research_agents.records import BAD, CURVE_POINTS, TrialRecord
@@ -337,6 +337,24 @@ def round_message(templates: dict[str, string.Template], ctx: PlanningContext, w
     return render(templates["round"], sections, {"round": ctx.round, "n_total": sum(wanted.values())}, ROUND_CHARS)
 
 
+def swap_message(options: list[SwapOption], budget_left: int) -> str:
+    """After confirmation: the pairs whose confirmed leaders were trained with different shared
+    settings, what swapping them costs and what it measures; the model answers with swap actions."""
+    lines = ["The search and the confirmation are done. For these compared pairs the confirmed leaders were "
+             "trained with different shared settings (outside the hidden-matrix optimizer's own knobs), so "
+             "their measured gap mixes the optimizer with those settings. A swap re-runs each leader with the "
+             "other leader's shared settings on the confirmation seeds (paired), which splits the gap into an "
+             "optimizer effect, a shared-settings effect and their interaction.", ""]
+    for o in options:
+        lines.append(f"- pair {o.arm_a}/{o.arm_b}: {o.arm_a}'s leader ({params_line(o.params_a)}) would train "
+                     f"with {params_line(o.settings_a)}; {o.arm_b}'s leader ({params_line(o.params_b)}) with "
+                     f"{params_line(o.settings_b)}; seeds {o.seeds}: {2 * len(o.seeds)} runs")
+    lines += ["", f"Runs left in the budget: {budget_left}.",
+              'Answer with JSON {"actions": [{"kind": "swap", "pair": "A/B", "rationale": "..."}]} naming each '
+              'pair to swap, or {"actions": []} for none.']
+    return "\n".join(lines)
+
+
 def repair_message(templates: dict[str, string.Template], errors: list[str], wanted: dict[str, int]) -> str:
     return render(templates["repair"], {"errors": [f"- {e}" for e in errors], "wanted": wanted_text(wanted)},
                   {"n_total": sum(wanted.values())}, REPAIR_CHARS)
@@ -344,4 +362,4 @@ def repair_message(templates: dict[str, string.Template], errors: list[str], wan
 
 __all__ = ["PROMPT_FILES", "SYSTEM_CHARS", "ROUND_CHARS", "REPAIR_CHARS", "SECTION_CHARS", "load_prompts",
            "prompts_dir", "clip", "config_labels", "replicable", "system_message", "round_message",
-           "repair_message"]
+           "repair_message", "swap_message"]

@@ -21,6 +21,7 @@ from research_agents.config.study import Study
 from research_agents.fmt import json_safe
 from research_agents.records import HistoryPoint, TrialMetrics, TrialRecord
 from research_agents.report import plots, sections
+from research_agents.report.decomposition import decomposition_json
 from research_agents.report.recommendation import recommendation_text
 from research_agents.report.registry import FINAL_LAYOUT, ReportContext, render
 from research_agents.report.words import comparison_json, comparison_summary, knob_text
@@ -88,11 +89,16 @@ def summary_json(fnd: Findings) -> dict[str, Any]:
     (the recommendation's, the spread's, each comparison's note and each knob's line) in place of
     the data they are made from."""
     out = fnd.model_dump(mode="json")
+    out.pop("decompositions")
+    if fnd.decompositions:  # (studies without a compared pair keep the summary they always had)
+        out["decomposition"] = decomposition_json(fnd)
     rec = out["recommendation"]
     out["recommendation"] = {"text": recommendation_text(fnd.recommendation), **{k: rec[k] for k in _REC_KEYS},
                              "basis": [comparison_summary(c) for c in fnd.recommendation.basis],
                              "untuned": [{"arm": u.arm, "role": u.role, "knobs": {k.knob: k.status for k in u.knobs}}
                                          for u in fnd.recommendation.untuned]}
+    if fnd.recommendation.how_much:
+        out["recommendation"]["how_much"] = rec["how_much"]
     out["spread"]["text"] = sections.spread_text(fnd.spread)
     for res, dumped in zip(fnd.comparisons, out["comparisons"]):
         dumped.pop("missing")

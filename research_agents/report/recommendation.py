@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from research_agents.analysis.models import Leader, Recommendation, SeedsAdvice, UntunedArm
 from research_agents.analysis.stats import Comparison
 from research_agents.fmt import fmt_value, params_text
+from research_agents.report.decomposition import how_much_lines
 from research_agents.report.words import knob_text
 
 
@@ -151,7 +152,10 @@ def _tuning_text(rec: Recommendation, text: str) -> str:
 def recommendation_text(rec: Recommendation) -> str:
     """The recommendation as the report's "Recommendation" section and the console say it."""
     w = POINT_RUN if rec.decided_on == "search" else CONFIRMED
-    text = _tuning_text(rec, _core_text(rec, w))
+    text = _core_text(rec, w)
+    if rec.how_much:  # by how much: the optimizer effect once the gap is decomposed, else what was measured
+        text += " " + how_much_lines(rec)
+    text = _tuning_text(rec, text)
     if rec.troubled:
         text += " Note: " + "; ".join(f"{t.arm}'s confirmed leader ({params_text(t.params)}) had {t.n_diverged} "
                                       f"diverged and {t.n_failed} failed run(s), which are not in its mean"

@@ -18,6 +18,7 @@ from research_agents.evidence import OpenQuestion
 from research_agents.fmt import f4, fs, mean_ci, params_text, table
 from research_agents.records import BAD, TrialRecord
 from research_agents.report import sections
+from research_agents.report.decomposition import HEADING, decomposition_section
 from research_agents.report.fairness import fairness_section, verdict_lines
 from research_agents.report.recommendation import recommendation_text
 from research_agents.report.words import question_lines
@@ -45,6 +46,7 @@ class ReportContext:
 class Section:
     heading: str | None  # None: the renderer writes its own headings (the study's extra sections)
     render: Callable[[ReportContext], list[str]]
+    optional: bool = False  # left out, heading and all, when it has nothing to say
 
 
 # ------------------------------------------------------------------------------ renderers not in sections.py
@@ -141,6 +143,7 @@ SECTIONS: dict[str, Section] = {
     "tuning": Section("Tuning evidence", lambda c: sections.tuning_section(c.fnd.tuning)),
     "comparisons": Section("Comparisons", lambda c: sections.comparison_section(c.fnd)),
     "recommendation": Section("Recommendation", _recommendation),
+    "decomposition": Section(HEADING, lambda c: decomposition_section(c.fnd), optional=True),
     "fairness": Section("Fairness audit", lambda c: fairness_section(c.audit, statement=False)),
     "fairness-round": Section("Fairness audit", lambda c: fairness_section(c.audit)),
     "extra": Section(None, _extra),
@@ -157,8 +160,8 @@ SECTIONS: dict[str, Section] = {
     "questions": Section("Open questions", lambda c: question_lines(c.questions)),
 }
 
-FINAL_LAYOUT = ("question", "setup", "ranking", "noise", "tuning", "comparisons", "recommendation", "fairness",
-                "extra", "lr", "origins", "budget", "plots", "reproduce")
+FINAL_LAYOUT = ("question", "setup", "ranking", "noise", "tuning", "comparisons", "recommendation", "decomposition",
+                "fairness", "extra", "lr", "origins", "budget", "plots", "reproduce")
 ROUND_LAYOUT = ("tried", "results", "tuning", "fairness-round", "noise-round", "budget-round", "failures",
                 "questions")
 
@@ -169,9 +172,9 @@ def render(layout: Sequence[str], ctx: ReportContext) -> list[str]:
     for name in layout:
         section = SECTIONS[name]
         body = section.render(ctx)
-        if section.heading is None:
+        if section.heading is None or section.optional:
             if body:
-                lines += ["", *body]
+                lines += ["", *body] if section.heading is None else ["", f"## {section.heading}", "", *body]
             continue
         lines += ["", f"## {section.heading}", "", *body]
     return lines[1:]

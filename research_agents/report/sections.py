@@ -189,7 +189,8 @@ def budget_section(fnd: Findings) -> list[str]:
              f"- by phase: search {b.by_phase.get('search', 0)}" +
              (f" of {b.search_budget}" if b.search_budget is not None else "") +
              f", confirmation {b.by_phase.get('confirm', 0)}" +
-             (f" of {b.confirm_reserve} reserved" if b.confirm_reserve is not None else ""),
+             (f" of {b.confirm_reserve} reserved" if b.confirm_reserve is not None else "") +
+             (f", swap {b.by_phase['swap']}" if "swap" in b.by_phase else ""),
              "- by arm: " + ", ".join(f"{a} {n}" for a, n in b.by_arm.items())]
     if b.confirm_seeds:
         lines.append(f"- confirmation seeds: {', '.join(map(str, b.confirm_seeds))}")

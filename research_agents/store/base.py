@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from research_agents.records import Origin, Phase, Status, TrialMetrics, TrialRecord, spent
+from research_agents.records import Origin, Phase, Status, SwapOf, TrialMetrics, TrialRecord, spent
 
 
 class StoreError(Exception):
@@ -23,10 +23,10 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def start(self, arm: str, params: dict[str, Any], seed: int, origin: Origin, phase: Phase,
               round: int, rationale: str, run_dir: str, point: str | None = None,
-              expected: str | None = None) -> TrialRecord:
+              expected: str | None = None, swap: SwapOf | None = None) -> TrialRecord:
         """Record a trial about to run; its `order` counts every trial so far, this one included (from 1).
         `point`: the named experiment it runs; `expected`: its proposer's forecast (kept beside the
-        rationale, each in its own field)."""
+        rationale, each in its own field); `swap`: a swap run's pair and swapped settings."""
 
     @abc.abstractmethod
     def finish(self, record: TrialRecord, status: Status, metrics: TrialMetrics | None,

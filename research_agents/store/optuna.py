@@ -332,7 +332,7 @@ class OptunaStore(BaseStore):
 
     # -- trials
     def start(self, arm, params, seed, origin, phase, round, rationale, run_dir, point=None,
-              expected=None) -> TrialRecord:
+              expected=None, swap=None) -> TrialRecord:
         """One transaction: a process killed at any point leaves either no trial or a whole one."""
         fixed = searchable(self.spaces[arm], params)
         started = datetime.now(timezone.utc).isoformat()
@@ -342,6 +342,8 @@ class OptunaStore(BaseStore):
             attrs = dict(seed=seed, origin=origin, phase=phase, round=round, rationale=rationale,
                          point=point, expected=expected, run_dir=run_dir, order=order, status="running",
                          started=started, driver=driver)
+            if swap is not None:  # (only swap runs carry it: other trials' attributes stay as they were)
+                attrs["swap"] = swap.model_dump(mode="json")
             return FrozenTrial(number=0, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
                                datetime_complete=None, params=fixed,
                                distributions=distributions(self.spaces[arm], fixed),
@@ -352,7 +354,7 @@ class OptunaStore(BaseStore):
         # as records() reads it back: the JSON the database holds (a tuple comes back a list)
         record = TrialRecord(id=trial_id, arm=arm, params=json.loads(json.dumps(params)), seed=seed, origin=origin,
                              phase=phase, round=round, rationale=rationale, point=point, expected=expected,
-                             run_dir=run_dir, order=order,
+                             swap=swap, run_dir=run_dir, order=order,
                              status="running")
         self._drivers[trial_id] = driver
         self._remember(record, created=True)

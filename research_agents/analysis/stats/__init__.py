@@ -24,13 +24,15 @@ conservative; see its docstring.
 One module per topic: ``values`` (None for what does not exist), ``bootstrap``, ``rank``
 (smallest reachable p), ``summary``, ``noise`` (noise floor), ``effect`` (effect sizes),
 ``compare`` (paired and unpaired comparisons, verdicts), ``multiple`` (Holm, BH), ``lr``
-(LR sensitivity), ``curves`` (steps to target, stability).  This package re-exports them.
+(LR sensitivity), ``curves`` (steps to target, stability), ``decompose`` (a leaders' gap as
+optimizer x shared-settings effects).  This package re-exports them.
 """
 
 from __future__ import annotations
 
 from research_agents.analysis.stats.compare import VERDICTS, Comparison, Verdict, compare_paired, compare_unpaired
 from research_agents.analysis.stats.curves import stability, steps_to_target
+from research_agents.analysis.stats.decompose import Decomposition, Effect, decompose
 from research_agents.analysis.stats.effect import cohens_d, hedges_correction, hedges_g
 from research_agents.analysis.stats.lr import LRRange, lr_sensitivity
 from research_agents.analysis.stats.multiple import adjust_pvalues, apply_correction
@@ -44,6 +46,9 @@ from research_agents.analysis.stats.rank import (
 from research_agents.analysis.stats.summary import Summary, summarize
 
 __all__ = [
+    "Decomposition",
+    "Effect",
+    "decompose",
     "Summary",
     "NoiseFloor",
     "Comparison",
