@@ -1,6 +1,7 @@
 """How good is each planner's answer? The real loop, store, analysis and round reports, trials
 answered from the replay table (benchmarks/data/replay_fair.csv: real CPU runs of the default
-study; `--study experiments/muon_vs_adamw_wen.toml --table benchmarks/data/replay_tiny.csv` for the old one), many repetitions per planner and budget.
+study; `--study experiments/muon_vs_adamw_wen.toml --table benchmarks/data/replay_tiny.csv` for
+the old one), many repetitions per planner and budget.
 
     python -m benchmarks.planner_efficiency [--reps 30] [--budgets 20 40] [--planners grid random tpe policy]
                                             [--table benchmarks/data/replay_fair.csv] [--json out.json]
@@ -15,6 +16,10 @@ Per planner and budget it prints:
   table's own paired verdict between the arms' best configs;
 * "wrong+confident": share with a wrong verdict stated with moderate or high confidence;
 * "tuned": share where every arm's LR ended bracketed; confidence shares;
+* "by how much": the table's own 2x2 between the arms' best configs (optimizer, shared-settings and
+  interaction effects) is printed first; per repetition the study's answer (the optimizer effect of
+  its swap runs' 2x2, else its confirmed gap) and the share within +-50% of the table's optimizer
+  effect ("effect +-50%"), and the share whose answer was a measured 2x2 ("2x2 measured");
 * planner+analysis time per trial (everything but the replayed trials themselves).
 The grid baseline is a manual LR grid (6 log-spaced LRs over each arm's space, other knobs at
 the arm's start point), run in ascending order as a user would write it.
@@ -39,6 +44,7 @@ from pathlib import Path
 
 from research_agents.actions import Proposal
 from research_agents.analysis import stats
+from research_agents.analysis.fairness import swap_pairs
 from research_agents.analysis.findings import analyze
 from research_agents.config import load_study, make_plan
 from research_agents.execution.replay import ReplayExecutor
@@ -182,9 +188,9 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         store = OptunaStore.for_study(out, study)
-        plan = make_plan(study, budget, adaptive=planner == "policy")
-        hooks = LoopHooks(on_round_end=lambda n, rs: write_round_report(out, study, n, rs, store.records(), plan))
         made = make(planner, study, rep)
+        plan = make_plan(study, budget, adaptive=made.sizes_confirmation, swap_pairs=swap_pairs(study))
+        hooks = LoopHooks(on_round_end=lambda n, rs: write_round_report(out, study, n, rs, store.records(), plan))
         loop = ResearchLoop(study, store, executor, made, out, plan, {}, None, hooks)
         t = time.perf_counter()
         loop.run()
@@ -206,6 +212,10 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
         regret[arm] = t_["means"].get(key, math.inf) - t_["best_mean"]
     verdict = c.comparison.verdict if c.comparison is not None else "not compared"
     winner = {"b better": c.arm_b, "a better": c.arm_a}.get(verdict)
+    effect, measured = reported_effect(fnd, c, truth_["pair"])
+    own = (truth_["effects"] or {}).get("optimizer")
+    res.update(effect=effect, effect_measured=measured,
+               effect_within_50=(effect is not None and own is not None and abs(effect - own) <= 0.5 * abs(own)))
     res.update(regret=regret,
                within=({a: r is not None and r <= 2 * truth_["arms"][a]["sd"] for a, r in regret.items()}),
                verdict=verdict, winner=winner, verdict_ok=winner == truth_["winner"],
@@ -213,6 +223,18 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
                wrong_confident=winner != truth_["winner"] and fnd.recommendation.confidence in ("moderate", "high"),
                tuned=all(ev.tuned is not False for ev in fnd.tuning.values()))
     return res
+
+
+def reported_effect(fnd, c, pair: list[str]) -> tuple[float | None, bool]:
+    """The study's answer to "by how much", as pair[1] - pair[0] in nats: the optimizer effect of the
+    2x2 when the swaps measured it (True), else the confirmed leaders' paired gap (False)."""
+    for d in fnd.decompositions:
+        opt = d.decomposition.optimizer.mean if d.decomposition is not None else None
+        if {d.arm_a, d.arm_b} == set(pair) and opt is not None:  # optimizer: arm_a's minus arm_b's
+            return (-opt if d.arm_a == pair[0] else opt), True
+    if c.comparison is None or c.comparison.diff is None:
+        return None, False
+    return (c.comparison.diff if c.arm_a == pair[0] else -c.comparison.diff), False
 
 
 def summarise(results: list[dict], arms: list[str]) -> list[dict]:
@@ -228,6 +250,10 @@ def summarise(results: list[dict], arms: list[str]) -> list[dict]:
         row["verdict_ok"] = sum(r["verdict_ok"] for r in rs) / len(rs)
         row["wrong_confident"] = sum(r["wrong_confident"] for r in rs) / len(rs)
         row["tuned"] = sum(r["tuned"] for r in rs) / len(rs)
+        row["effect_within_50"] = sum(r["effect_within_50"] for r in rs) / len(rs)
+        row["effect_measured"] = sum(r["effect_measured"] for r in rs) / len(rs)
+        effects = sorted(r["effect"] for r in rs if r["effect"] is not None)
+        row["effect_median"] = statistics.median(effects) if effects else None
         for level in ("high", "moderate", "low", "none"):
             row[f"conf_{level}"] = sum(r["confidence"] == level for r in rs) / len(rs)
         row["overhead_ms_per_trial"] = 1000 * statistics.median(r["overhead_s_per_trial"] for r in rs)
@@ -268,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
     rows = summarise(results, arms)
     head = (["planner", "budget"] + [f"{a} regret med/p90" for a in arms] + [f"{a} within 2sd" for a in arms]
-            + ["verdict ok", "wrong+confident", "LR tuned", "conf high/mod/low", "ms/trial"])
+            + ["verdict ok", "wrong+confident", "LR tuned", "conf high/mod/low", "effect median", "effect +-50%",
+               "2x2 measured", "ms/trial"])
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -277,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         cells += [f"{r[f'{a}_within_2sd']:.0%}" for a in arms]
         cells += [f"{r['verdict_ok']:.0%}", f"{r['wrong_confident']:.0%}", f"{r['tuned']:.0%}",
                   f"{r['conf_high']:.0%}/{r['conf_moderate']:.0%}/{r['conf_low']:.0%}",
+                  "-" if r["effect_median"] is None else f"{r['effect_median']:+.4f}",
+                  f"{r['effect_within_50']:.0%}", f"{r['effect_measured']:.0%}",
                   f"{r['overhead_ms_per_trial']:.0f}"]
         print("| " + " | ".join(cells) + " |")
     for (planner, budget) in dict.fromkeys((r["planner"], r["budget"]) for r in results if "llm" in r):
@@ -291,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{statistics.fmean(r['rejected'] for r in rs):.1f} rejected")
     if args.json:
         args.json.write_text(json.dumps({"table": str(args.table), "truth": {
-            "winner": t["winner"], "verdict": t["verdict"], "diff": t["diff"],
+            "winner": t["winner"], "verdict": t["verdict"], "diff": t["diff"], "pair": t["pair"],
+            "effects": t["effects"],
             "arms": {a: {"best": list(t["arms"][a]["best"]), "best_mean": t["arms"][a]["best_mean"],
                          "sd": t["arms"][a]["sd"]} for a in arms}}, "summary": rows, "runs": results}, indent=1,
             default=str))
