@@ -74,6 +74,7 @@ def llm_slots(ctx: PlanningContext, share: float, warmup: int) -> dict[str, int]
 
 class HybridPlanner(BasePlanner):
     name = "hybrid"
+    wants_open_questions = True  # the prompt quotes them
 
     def __init__(self, llm: LLMPlanner, share: float = 0.3, warmup: int = 4):
         self.llm = llm
