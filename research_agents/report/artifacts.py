@@ -18,6 +18,7 @@ from research_agents.config.study import Study
 from research_agents.fmt import json_safe
 from research_agents.records import TrialRecord
 from research_agents.report import plots, sections
+from research_agents.report.claims import claim_json
 
 SUMMARY_KEYS = {
     "study": "study name", "scale": "the study's scale this run used (seed, cpu, ...)",
@@ -52,7 +53,7 @@ def comparison_summary(out: Path, study: Study, fnd: Findings, claims: list[Clai
     summary = {"study": study.name, "scale": study.scale, "question": study.question,
                "metric": "final val loss (nats, lower is better), mean over seeds",
                "keys": SUMMARY_KEYS, "configs": configs, "best": configs[0] if configs else None,
-               "claims": [c.model_dump(mode="json") for c in claims]}
+               "claims": [claim_json(c) for c in claims]}
     path = Path(out) / "comparison_summary.json"
     safefs.write_text(path, json.dumps(json_safe(summary), indent=1, allow_nan=False), root=out)
     return path

@@ -1,4 +1,4 @@
-"""The words for what the planners also read: tuning evidence and open questions.
+"""The words for what the planners also read: tuning evidence, open questions, the hybrid's LLM share.
 
 One renderer for the round report, the final report and the LLM prompt: analysis hands over data
 (research_agents.evidence) and these functions word it. This module sits below the planners (it
@@ -86,6 +86,16 @@ def question_lines(questions: list[OpenQuestion]) -> list[str]:
     return [f"- {question_text(q)}" for q in questions] or ["- None flagged."]
 
 
+
+def hybrid_plan_text(share: float, arms: dict[str, dict[str, int]]) -> str:
+    """What the hybrid planner's LLM share gives at this budget (arm -> its search points, warm-up and
+    LLM points), as the console announces it and the LLM usage section repeats it."""
+    per_arm = "; ".join(f"{a} {v['llm']} of {v['points']} (warm-up {v['warmup']})" for a, v in arms.items())
+    if any(v["llm"] for v in arms.values()):
+        return (f"hybrid at this budget: the LLM chooses about {share:.0%} of each arm's search points "
+                f"after its warm-up: {per_arm}")
+    return (f"hybrid at this budget: the LLM will never be asked ({per_arm}): too few search points per "
+            f"arm for a {share:.0%} share after the warm-up; raise --budget or --llm-share")
 
 
 # --- a comparison's words (research_agents.analysis.stats.compare.Comparison and its Limit codes). The
@@ -179,5 +189,5 @@ def comparison_json(c) -> dict:
     return out
 
 
-__all__ = ["knob_text", "question_text", "question_lines", "limit_text", "verdict_reason_text",
+__all__ = ["knob_text", "question_text", "question_lines", "hybrid_plan_text", "limit_text", "verdict_reason_text",
            "comparison_summary", "comparison_json"]
