@@ -47,7 +47,8 @@ class Snapshot:
 
     @cached_property
     def noise_sd(self) -> float | None:
-        groups = {cid: [r.val_loss for r in rs] for cid, rs in by_config(r for r in self.records if r.ok).items()}
+        groups = {cid: [r.val_loss for r in rs if r.val_loss is not None]  # (ok: it has one)
+                  for cid, rs in by_config(r for r in self.records if r.ok).items()}
         return noise_floor(groups).pooled_sd
 
     @cached_property

@@ -6,6 +6,7 @@ and the analyses a study asks for (statistical_analysis.json and momentum_schedu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def _diagnostics(out: Path, rows: list[DiagnosticsRow]) -> str:
     return sections.diagnostics_section(rows)
 
 
-_RENDER = {"momentum": _momentum, "diagnostics": _diagnostics}
+_RENDER: dict[str, Callable[[Path, Any], str]] = {"momentum": _momentum, "diagnostics": _diagnostics}
 assert set(_RENDER) == set(catalog.ANALYSES), "config.catalog.ANALYSES and report.artifacts disagree"
 
 

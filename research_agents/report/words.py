@@ -22,6 +22,7 @@ def _side_words(k: KnobEvidence, direction: int) -> str:
         return (f"{word}: the leader sits at the space's {'lower' if direction < 0 else 'upper'} bound "
                 "(the optimum may lie outside the space)")
     if state == "closed":
+        assert nb is not None, f"{name}: a closed side has a measured neighbour"
         close = " (within the noise)" if nb.within_noise else ""
         return f"{word}: {fmt_value(nb.value)} measured, {nb.gap:+.4f}{close}"
     far = f"; nearest measured {fmt_value(nb.value)}, {nb.steps:.1f} steps away" if nb is not None else ""

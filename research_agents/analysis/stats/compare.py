@@ -147,7 +147,7 @@ def _verdict(c: Comparison, p_adj: float | None, alpha: float,
             reasons.append("ci includes 0")
     if min_effect is not None and c.diff is not None and not abs(c.diff) > min_effect:
         reasons.append("within noise")
-    if reasons:
+    if reasons or c.diff is None:
         return "no evidence of a difference", reasons
     return ("b better" if c.diff < 0 else "a better"), []
 
@@ -191,7 +191,8 @@ def _difference_ci(tt, samples, statistic, n: int, undercover: Limit, t_label: s
 def _comparison(kind: Literal["paired", "unpaired"], names: tuple[Any, Any], sizes: tuple[int, int],
                 means: tuple[float | None, float | None], diff: float | None,
                 ci: tuple[float | None, float | None, str | None], t: tuple[float | None, float | None, float | None],
-                rank: tuple[float | None, float | None, str | None, float, bool], g: float | None, poi: float | None,
+                rank: tuple[float | None, float | None, str | None, float | None, bool | None], g: float | None,
+                poi: float | None,
                 limits: list[Limit], confidence: float, alpha: float, min_effect: float | None,
                 pairs: tuple[int | None, list[int] | None, list[int] | None] = (None, None, None)) -> Comparison:
     """The one place a comparison is built from its numbers (ci: low, high, method; t: statistic, df, p;
@@ -355,7 +356,7 @@ def compare_unpaired(
     na, nb = int(xa.size), int(xb.size)
     mean_a = num(np.mean(xa)) if na else None
     mean_b = num(np.mean(xb)) if nb else None
-    diff = num(mean_b - mean_a) if (na and nb) else None
+    diff = num(mean_b - mean_a) if mean_a is not None and mean_b is not None else None
 
     t_stat = t_df = p = None
     ci_lo = ci_hi = None
