@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from research_agents.fmt import f4, fmt_value
@@ -43,7 +43,7 @@ class RunDisplay:
                                                 completed=sum(r.status in COUNTED for r in records))
         self.trial = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                               TextColumn("{task.fields[loss]}"), console=console)
-        self.trial_tasks: dict[int, int] = {}  # record id -> its progress bar (several when trials run in parallel)
+        self.trial_tasks: dict[int, TaskID] = {}  # record id -> its progress bar (several when trials run in parallel)
         self.live = Live(self._render(), console=console, refresh_per_second=4) if self.live_mode else None
 
     def __enter__(self):

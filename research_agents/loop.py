@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from research_agents.actions import Proposal, Run
-from research_agents.analysis.questions import round_questions
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.execution.base import BaseExecutor, TrialInterrupted
@@ -133,7 +132,8 @@ class ResearchLoop:
         wanted = {a: n for a, n in snap.round_slots.items() if a not in self._exhausted}
         if not any(wanted.values()):
             return None
-        return search_round(snap, planner or self.planner, wanted, self.context(snap))
+        planner = planner or self.planner
+        return search_round(snap, planner, wanted, self.context(snap, planner))
 
     def _record_plan(self, rnd: RoundPlan) -> None:
         """The round's stops and rejections into the store; arms stopped or left without a proposal
@@ -165,10 +165,10 @@ class ResearchLoop:
         busy = {r.arm for r in snap.running}
         return [r for r in runs if r.arm not in busy]
 
-    def context(self, snap: Snapshot) -> PlanningContext:
+    def context(self, snap: Snapshot, planner: BasePlanner) -> PlanningContext:
         """What the planner reads (its wanted slots and rejections are set per attempt)."""
         return PlanningContext(study=self.study, wanted={}, history=without_swaps(snap.records), round=snap.next_round,
-                               open_questions=round_questions(self.study, snap.records, self.plan),
+                               open_questions=snap.open_questions if planner.wants_open_questions else None,
                                budget_left=snap.budget_left,
                                noise_sd=snap.noise_sd, evidence=dict(snap.evidence),
                                search_left=dict(snap.search_left), preset=self.preset, overrides=self.overrides,

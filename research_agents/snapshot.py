@@ -1,5 +1,6 @@
 """What one planning step reads, computed once and passed explicitly: the trial records, the
-trials still running, the tuning evidence, the seed noise, the budget spent and left.
+trials still running, the tuning evidence, the seed noise, the budget spent and left, the open
+questions (on first use).
 
 A prediction (what the next round would make, to fill an idle worker) is planning on a
 `projected` snapshot: the running trials count as spent, as they will once they end; planning on
@@ -12,11 +13,12 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from research_agents import budget
+from research_agents.analysis.questions import round_questions
 from research_agents.analysis.stats import noise_floor
 from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
-from research_agents.evidence import ArmEvidence
+from research_agents.evidence import ArmEvidence, OpenQuestion
 from research_agents.records import COUNTED, TrialRecord, by_config, spent, without_swaps
 
 
@@ -45,9 +47,15 @@ class Snapshot:
 
     @cached_property
     def noise_sd(self) -> float | None:
-        ok = (r for r in without_swaps(self.records) if r.ok)
-        groups = {cid: [r.val_loss for r in rs] for cid, rs in by_config(ok).items()}
+        groups = {cid: [r.val_loss for r in rs if r.val_loss is not None]  # (ok: it has one)
+                  for cid, rs in by_config(r for r in without_swaps(self.records) if r.ok).items()}
         return noise_floor(groups).pooled_sd
+
+    @cached_property
+    def open_questions(self) -> list[OpenQuestion] | None:
+        """What the search has not settled (None before any trial): a full analysis, so computed once
+        per snapshot and only when a planner reads it (BasePlanner.wants_open_questions)."""
+        return round_questions(self.study, self.records, self.plan)
 
     @cached_property
     def allowance(self) -> dict[str, int]:

@@ -15,6 +15,7 @@ from research_agents.cli import main
 from research_agents.config import Plan, Study, load_study
 from research_agents.config.runforms import point_plan, selected_points
 from research_agents.records import TrialRecord
+from research_agents.report.claims import claim_details, claim_statistics
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 STUDIES = sorted(EXPERIMENTS.glob("*.toml"))
@@ -295,9 +296,11 @@ def test_lr_range_claim_on_synthetic_sweeps():
         runs += [_run(f"adam_{lr}", s, 4.3 + w + 0.5 * abs(math.log10(lr / 1e-3)), optimizer="adamw", lr=lr)
                  for s, w in enumerate(wiggle)]
     lr_range, beats = evaluate(study, runs, analyze(study, [r.record for r in runs]))
-    assert lr_range.verdict == "agrees" and lr_range.details["width_ratio_muon_over_adam"] == pytest.approx(4.0)
-    assert "reaches the end of its sweep" in lr_range.statistics
-    assert beats.verdict == "agrees" and "best of 7 (Muon) and 5 (Adam)" in beats.statistics
+    assert lr_range.verdict == "agrees" and lr_range.lr_ranges.width_ratio == pytest.approx(4.0)
+    assert claim_details(lr_range)["width_ratio_muon_over_adam"] == pytest.approx(4.0)
+    assert "reaches the end of its sweep" in claim_statistics(lr_range)
+    assert beats.verdict == "agrees" and beats.configs == {"muon": 7, "adamw": 5}
+    assert "best of 7 (Muon) and 5 (Adam)" in claim_statistics(beats)
 
 
 def test_ablation_heatmap_shows_all_18_cells(tmp_path):

@@ -132,6 +132,55 @@ def test_duplicates_and_out_of_range_are_rejected_with_reasons(tmp_path, fast_st
     assert len({(r.arm, r.config) for r in search}) == len(search)  # nothing ran twice
 
 
+class QuestionReader(BasePlanner):
+    """Records the open questions each planning context carries; proposes a new lr each time."""
+
+    name = "reader"
+
+    def __init__(self, wants: bool):
+        self.wants_open_questions = wants
+        self.seen: list = []
+
+    def propose(self, ctx: PlanningContext) -> list[Proposal]:
+        self.seen.append((ctx.round, ctx.open_questions))
+        return [Proposal(arm=arm, params={"lr": 0.001 * (ctx.round + i + 1)}, origin="manual")
+                for arm, n in ctx.wanted.items() for i in range(n)]
+
+
+def test_open_questions_are_computed_once_per_snapshot_and_only_for_a_planner_that_reads_them(
+        tmp_path, fast_study, monkeypatch):
+    from research_agents import snapshot
+    from research_agents.analysis.questions import round_questions
+
+    calls = []
+
+    def counted(study, records, plan):
+        calls.append(len(records))
+        return round_questions(study, records, plan)
+
+    monkeypatch.setattr(snapshot, "round_questions", counted)
+    study = load_study(fast_study)
+    reader = QuestionReader(wants=True)
+    loop = _loop(tmp_path / "a", study, budget=8, planner=reader)
+    snap = loop.snapshot()
+    assert loop.context(snap, reader).open_questions is None and calls == [0]  # no trial yet
+    loop.context(snap, reader)
+    assert calls == [0]  # once per snapshot
+    loop.run()
+    asked = [(rnd, qs) for rnd, qs in reader.seen if rnd > 1]
+    assert asked and all(qs is not None for _, qs in asked)
+    # the planner reads the questions of the records it plans on (those the round report shows)
+    records = loop.records()
+    rnd, qs = asked[-1]
+    assert qs == round_questions(study, [r for r in records if r.round < rnd], loop.plan)
+
+    calls.clear()
+    blind = QuestionReader(wants=False)
+    loop = _loop(tmp_path / "b", study, budget=8, planner=blind)
+    loop.run()
+    assert calls == [] and all(qs is None for _, qs in blind.seen)
+
+
 def test_grid_planner_runs_each_point_once(tmp_path, fast_study):
     study = load_study(fast_study)
     from research_agents.planners import make_planner

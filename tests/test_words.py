@@ -17,7 +17,7 @@ import pytest
 from research_agents.analysis.findings import analyze
 from research_agents.analysis.models import ComparisonResult, Recommendation, Spread
 from research_agents.analysis.stats import Comparison, apply_correction, compare_paired, compare_unpaired
-from research_agents.analysis.stats.compare import Limit, LimitCode
+from research_agents.analysis.stats.compare import Limit, LimitCode, VerdictReason
 from research_agents.analysis.questions import open_questions, round_questions
 from research_agents.evidence import KnobEvidence, OpenQuestion
 from research_agents.planners import llm_prompt
@@ -32,6 +32,7 @@ from research_agents.report.words import (
     limit_text,
     question_lines,
     question_text,
+    verdict_reason_text,
 )
 from tests.test_reports import build, make_plan, make_study
 
@@ -149,6 +150,19 @@ def test_a_comparison_carries_no_sentence():
 def test_the_old_cases_cover_every_limit_kind():
     codes = {lim.code for make in _COMPARISONS.values() for lim in make().limits}
     assert codes == set(get_args(LimitCode))
+
+
+def test_every_limit_and_verdict_reason_has_one_template_and_an_unknown_code_is_an_error():
+    from research_agents.report import words
+
+    assert set(words.LIMITS) == set(get_args(LimitCode))
+    assert set(words.VERDICT_REASONS) == set(get_args(VerdictReason))
+    c = _COMPARISONS["within noise"]()
+    assert verdict_reason_text(c, "within noise").startswith("|diff| = 0.0")
+    with pytest.raises(ValueError, match="unknown verdict reason 'nope'"):
+        verdict_reason_text(c, "nope")
+    with pytest.raises(ValueError, match="unknown limit code 'nope'"):
+        limit_text(Limit.model_construct(code="nope"))
 
 
 @pytest.mark.parametrize("case", sorted(_COMPARISONS))

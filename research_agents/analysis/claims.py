@@ -7,7 +7,10 @@ finished trials that returns a ClaimResult with a verdict:
   or for "as good as" claims: no evidence of a difference AND the 95% CI of the difference within
   the study's `equivalence_margin`);
 * "disagrees": they support the opposite;
-* "inconclusive": neither, or the run lacks the experiments the claim needs (the text says which).
+* "inconclusive": neither, or the run lacks the experiments the claim needs (`missing` says which).
+
+A result is data: the verdict, the comparisons and numbers it rests on, a code for what the run
+lacks; research_agents.report.claims words it (the report's table, comparison_summary.json).
 
 Configurations are matched on their effective trial spec (metrics.json), not on their names: a
 knob's effect is measured between runs that differ only in that knob, paired by seed (same data
@@ -32,13 +35,37 @@ from research_agents.analysis.models import Findings
 from research_agents.config import catalog
 from research_agents.config.catalog import claim_text
 from research_agents.config.study import Study
-from research_agents.fmt import f4, fd, fp
 from research_agents.records import COUNTED, HistoryPoint, TrialRecord
-from research_agents.report.words import comparison_json, comparison_summary
 from trainer.spec import load_spec
 
 Verdict = Literal["agrees", "disagrees", "inconclusive"]
+# what a run lacks to test a claim (report.claims words each)
+Missing = Literal["muon and adamw runs", "lr sweeps", "ns_steps pairs", "momentum values", "momentum pairs",
+                  "warmup pairs", "schedule baseline", "svd entropy runs"]
 IGNORED_KEYS = ("seed", "save_checkpoint", "device", "compile", "log_every")
+
+
+class KnobPairs(BaseModel):
+    """Runs paired on one knob (knob_pairs): the values met on each side, how many pairs and groups."""
+
+    a_values: list[Any]
+    b_values: list[Any]
+    n_pairs: int
+    n_matched_groups: int
+
+
+class LRRanges(BaseModel):
+    """muon_wider_lr_range: each optimizer's near-optimal LR range and the seed bootstrap of their ratio."""
+
+    muon: analyzer.LRRange
+    adamw: analyzer.LRRange
+    margin: float  # nats within the best (study.lr_margin)
+    width_ratio: float  # Muon's range width / Adam's
+    interval: tuple[float, float]  # its seed-bootstrap 95% interval
+    p_wider: float  # P(Muon's range wider)
+    p_at_least_2x: float
+    n_boot: int
+    n_seeds: int  # the fewest seeds behind one LR
 
 
 class ClaimResult(BaseModel):
@@ -46,8 +73,18 @@ class ClaimResult(BaseModel):
     seed_source: str
     statement: str  # the seed's words
     verdict: Verdict
-    statistics: str  # how this run judged it, with its numbers
-    details: dict[str, Any] = Field(default_factory=dict)
+    missing: Missing | None = None  # not tested: what the run lacks
+    comparison: analyzer.Comparison | None = None  # the paired comparison that decides it
+    pairs: KnobPairs | None = None  # a knob's effect: the runs paired on it
+    configs: dict[str, int] = Field(default_factory=dict)  # muon_beats_adam: each side is its best of these
+    equivalence_margin: float | None = None  # "as good as": the margin the CI must sit inside
+    within_margin: bool | None = None
+    lr_ranges: LRRanges | None = None
+    baseline: str | None = None  # each of `comparisons` is a configuration against it
+    comparisons: dict[str, analyzer.Comparison] = Field(default_factory=dict)
+    better: list[str] = Field(default_factory=list)  # configurations that support the claim
+    worse: list[str] = Field(default_factory=list)  # and that contradict it
+    noise_threshold: float | None = None  # the threshold a "better" verdict had to clear
 
 
 # ----------------------------------------------------------------------------- run data
@@ -94,12 +131,12 @@ def _key(spec: dict[str, Any], drop: Callable[[str], bool]) -> str:
 
 
 def knob_pairs(runs: list[Run], knob: str, a: Callable[[Any], bool], b: Callable[[Any], bool],
-               where: Callable[[dict], bool] = lambda s: True):
+               where: Callable[[dict], bool] = lambda s: True) -> tuple[dict[int, float], dict[int, float], KnobPairs]:
     """Paired losses for a knob: runs that differ only in `knob`, on the same seed.
 
     For every group of otherwise identical runs and every seed, the mean loss over the runs whose
     knob value satisfies `a` is paired with the mean over those satisfying `b`. Returns
-    ({pair: a loss}, {pair: b loss}, description with the values met on each side).
+    ({pair: a loss}, {pair: b loss}, KnobPairs: the values met on each side and the counts).
     """
     groups: dict[str, dict[int, list[tuple[Any, float]]]] = {}
     for run in runs:
@@ -109,7 +146,9 @@ def knob_pairs(runs: list[Run], knob: str, a: Callable[[Any], bool], b: Callable
         groups.setdefault(key, {}).setdefault(run.record.seed, []).append((run.spec[knob], run.loss))
     side_a: dict[int, float] = {}
     side_b: dict[int, float] = {}
-    values_a, values_b, matched = set(), set(), set()
+    values_a: set[Any] = set()
+    values_b: set[Any] = set()
+    matched: set[int] = set()
     for gi, by_seed in enumerate(groups.values()):
         for vals in by_seed.values():
             xa = [x for v, x in vals if a(v)]
@@ -120,17 +159,16 @@ def knob_pairs(runs: list[Run], knob: str, a: Callable[[Any], bool], b: Callable
                 values_a.update(v for v, _ in vals if a(v))
                 values_b.update(v for v, _ in vals if b(v))
                 matched.add(gi)
-    return side_a, side_b, {"a_values": sorted(values_a), "b_values": sorted(values_b), "n_pairs": len(side_a),
-                            "n_matched_groups": len(matched)}
+    return side_a, side_b, KnobPairs(a_values=sorted(values_a), b_values=sorted(values_b), n_pairs=len(side_a),
+                                     n_matched_groups=len(matched))
 
 
 def _noise(findings: Findings) -> float | None:
     return findings.noise.threshold
 
 
-def _not_tested(claim: str, source: str, statement: str, need: str) -> ClaimResult:
-    return ClaimResult(claim=claim, seed_source=source, statement=statement, verdict="inconclusive",
-                       statistics=f"Not tested in this run: {need}.")
+def _not_tested(claim: str, source: str, statement: str, missing: Missing) -> ClaimResult:
+    return ClaimResult(claim=claim, seed_source=source, statement=statement, verdict="inconclusive", missing=missing)
 
 
 def _is_muon(spec: dict) -> bool:
@@ -158,19 +196,16 @@ def muon_beats_adam(runs: list[Run], study: Study, findings: Findings) -> ClaimR
             label = min(by_label, key=lambda k: fmean(by_label[k].values()))
             best[opt] = (label, by_label[label])
     if len(best) < 2:
-        return _not_tested(name, source, statement, "it needs completed Muon and AdamW runs")
+        return _not_tested(name, source, statement, "muon and adamw runs")
     (la, sa), (lb, sb) = best["adamw"], best["muon"]
     c = analyzer.compare_paired(sa, sb, name_a=la, name_b=lb, min_effect=_noise(findings))
-    verdict = {"b better": "agrees", "a better": "disagrees"}.get(c.verdict, "inconclusive")
-    rel = ""
-    if c.diff is not None and c.mean_a:
-        rel = f" (Muon's loss {abs(c.diff) / c.mean_a * 100:.2f}% {'lower' if c.diff < 0 else 'higher'} than Adam's)"
-    text = f"Best Muon vs best Adam, paired by seed{rel}: {comparison_summary(c)}"
-    if max(counts.values()) > 1:
-        text += (f" Each side is its best of {counts['muon']} (Muon) and {counts['adamw']} (Adam) configurations on "
-                 "these same seeds, so both are optimistic.")
-    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
-                       details={"comparison": comparison_json(c)})
+    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=_verdict(c), comparison=c,
+                       configs=counts)
+
+
+def _verdict(c: analyzer.Comparison) -> Verdict:
+    """The claim is "b has the lower loss than a"."""
+    return "agrees" if c.verdict == "b better" else "disagrees" if c.verdict == "a better" else "inconclusive"
 
 
 def _lr_sweep(runs: list[Run], optimizer: str) -> dict[float, dict[int, float]]:
@@ -199,14 +234,13 @@ def muon_wider_lr_range(runs: list[Run], study: Study, findings: Findings, n_boo
     name, source, statement = claim_text("muon_wider_lr_range")
     sweeps = {"muon": _lr_sweep(runs, "muon"), "adamw": _lr_sweep(runs, "adamw")}
     if any(len(s) < 3 for s in sweeps.values()):
-        return _not_tested(name, source, statement, "it needs LR sweeps of at least 3 learning rates for both "
-                           "optimizers (run -e lr_sweep)")
+        return _not_tested(name, source, statement, "lr sweeps")
     margin = study.lr_margin
     ranges = {opt: _width(s, margin) for opt, s in sweeps.items()}
     ratio = (ranges["muon"].width_ratio or 0) / (ranges["adamw"].width_ratio or 1)
     # uncertainty: resample each LR's seeds with replacement and recompute both ranges
     rng = np.random.default_rng(0)
-    wider = []
+    wider: list[float] = []
     for _ in range(n_boot):
         w = {}
         for opt, sweep in sweeps.items():
@@ -217,8 +251,9 @@ def muon_wider_lr_range(runs: list[Run], study: Study, findings: Findings, n_boo
     p_wider = float(np.mean(wider_arr > 1.0))
     p_far = float(np.mean(wider_arr >= 2.0))
     lo, hi = (float(x) for x in np.percentile(wider_arr, [2.5, 97.5]))
-    m, a = ranges["muon"], ranges["adamw"]
+    m = ranges["muon"]
     muon_edge = m.lo_at_edge or m.hi_at_edge
+    verdict: Verdict
     if ratio >= 2.0 and p_far >= 0.95:
         verdict = "agrees"
     elif ratio <= 1.0 and p_wider <= 0.05 and not muon_edge:
@@ -226,78 +261,59 @@ def muon_wider_lr_range(runs: list[Run], study: Study, findings: Findings, n_boo
     else:
         verdict = "inconclusive"
     n_seeds = min(len(s) for sw in sweeps.values() for s in sw.values())
-    text = (f"LRs within {margin:g} nats of each optimizer's best (mean over seeds): Muon [{m.lr_lo:.3g}, "
-            f"{m.lr_hi:.3g}] = {m.width_ratio:.3g}x of a {max(m.lrs) / min(m.lrs):.3g}x sweep, Adam "
-            f"[{a.lr_lo:.3g}, {a.lr_hi:.3g}] = {a.width_ratio:.3g}x of a {max(a.lrs) / min(a.lrs):.3g}x sweep; "
-            f"Muon's range is {ratio:.3g}x as wide (seed-bootstrap 95% interval [{lo:.3g}, {hi:.3g}], P(Muon wider) "
-            f"{p_wider:.2f}, P(at least 2x wider) {p_far:.2f}; {n_boot} resamples of >= {n_seeds} seeds per LR). "
-            "'Agrees' needs >= 2x with P >= 0.95.")
-    edges = [f"{label}'s range reaches the end of its sweep, so it may be wider than measured"
-             for label, r in (("Muon", m), ("Adam", a)) if r.lo_at_edge or r.hi_at_edge]
-    if edges:
-        text += " " + "; ".join(edges) + "."
-    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
-                       details={"muon": m.model_dump(mode="json"), "adamw": a.model_dump(mode="json"),
-                                "width_ratio_muon_over_adam": ratio, "bootstrap_interval": [lo, hi],
-                                "p_muon_wider": p_wider, "p_at_least_2x": p_far})
+    facts = LRRanges(muon=m, adamw=ranges["adamw"], margin=margin, width_ratio=ratio, interval=(lo, hi),
+                     p_wider=p_wider, p_at_least_2x=p_far, n_boot=n_boot, n_seeds=n_seeds)
+    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, lr_ranges=facts)
 
 
-def _effect(name: str, source: str, statement: str, findings: Findings, a: dict, b: dict, desc: dict,
+def _effect(name: str, source: str, statement: str, findings: Findings, a: dict, b: dict, desc: KnobPairs,
             name_a: str, name_b: str) -> ClaimResult:
     """The claim is "b has the lower loss than a"."""
     c = analyzer.compare_paired(a, b, name_a=name_a, name_b=name_b, min_effect=_noise(findings))
-    verdict = {"b better": "agrees", "a better": "disagrees"}.get(c.verdict, "inconclusive")
-    text = (f"{desc['n_pairs']} pairs (runs identical but for this knob, same seed; {desc['n_matched_groups']} "
-            f"matched configuration group(s)): {comparison_summary(c)}")
-    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
-                       details={**desc, "comparison": comparison_json(c)})
+    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=_verdict(c), comparison=c,
+                       pairs=desc)
 
 
 def lower_muon_momentum_better(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
     name, source, statement = claim_text("lower_muon_momentum_better")
     values = sorted({r.spec["momentum"] for r in runs if r.loss is not None and _fixed_momentum(r.spec)})
     if len(values) < 2:
-        return _not_tested(name, source, statement, "it needs Muon runs at two or more fixed momentum values")
+        return _not_tested(name, source, statement, "momentum values")
     mid = median(values)
     a, b, desc = knob_pairs(runs, "momentum", a=lambda v: v > mid, b=lambda v: v < mid, where=_fixed_momentum)
     if not a:
-        return _not_tested(name, source, statement, "no two Muon runs differ only in their momentum")
+        return _not_tested(name, source, statement, "momentum pairs")
     return _effect(name, source, statement, findings, a, b, desc,
-                   f"momentum {desc['a_values']}", f"momentum {desc['b_values']}")
+                   f"momentum {desc.a_values}", f"momentum {desc.b_values}")
 
 
 def ns_3_4_as_good_as_5_plus(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
     name, source, statement = claim_text("ns_3_4_as_good_as_5_plus")
     a, b, desc = knob_pairs(runs, "ns_steps", a=lambda v: v >= 5, b=lambda v: v in (3, 4), where=_is_muon)
     if not a:
-        return _not_tested(name, source, statement, "it needs Muon runs that differ only in ns_steps, "
-                           "with 3 or 4 steps on one side and 5 or more on the other")
+        return _not_tested(name, source, statement, "ns_steps pairs")
     margin = study.equivalence_margin
-    c = analyzer.compare_paired(a, b, name_a=f"ns_steps {desc['a_values']}", name_b=f"ns_steps {desc['b_values']}",
+    c = analyzer.compare_paired(a, b, name_a=f"ns_steps {desc.a_values}", name_b=f"ns_steps {desc.b_values}",
                                 min_effect=_noise(findings))
     within = c.diff_ci_low is not None and c.diff_ci_high is not None and -margin <= c.diff_ci_low \
         and c.diff_ci_high <= margin
+    verdict: Verdict
     if c.verdict == "a better" or (c.diff_ci_low is not None and c.diff_ci_low > margin):
         verdict = "disagrees"  # fewer steps are worse
     elif c.verdict == "b better" or (c.verdict == "no evidence of a difference" and within):
         verdict = "agrees"  # fewer steps are better, or equivalent within the margin
     else:
         verdict = "inconclusive"
-    ci = ("no CI" if c.diff_ci_low is None else f"95% CI of the difference [{c.diff_ci_low:+.4f}, "
-          f"{c.diff_ci_high:+.4f}] {'inside' if within else 'not inside'} the equivalence margin +-{margin:g} nats")
-    text = (f"{desc['n_pairs']} pairs ({desc['n_matched_groups']} matched group(s)): {comparison_summary(c)} {ci}. "
-            "'As good as' = no evidence of a difference and the CI inside the margin (or fewer steps better).")
-    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
-                       details={**desc, "equivalence_margin": margin, "comparison": comparison_json(c)})
+    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, comparison=c,
+                       pairs=desc, equivalence_margin=margin, within_margin=within)
 
 
 def warmup_helps_muon(runs: list[Run], study: Study, findings: Findings) -> ClaimResult:
     name, source, statement = claim_text("warmup_helps_muon")
     a, b, desc = knob_pairs(runs, "warmup_ratio", a=lambda v: v == 0, b=lambda v: v > 0, where=_is_muon)
     if not a:
-        return _not_tested(name, source, statement, "it needs Muon runs that differ only in warmup_ratio, "
-                           "one of them 0 (run -e muon_no_warmup muon_optimal)")
-    return _effect(name, source, statement, findings, a, b, desc, "no warmup", f"warmup {desc['b_values']}")
+        return _not_tested(name, source, statement, "warmup pairs")
+    return _effect(name, source, statement, findings, a, b, desc, "no warmup", f"warmup {desc.b_values}")
 
 
 def schedule_comparisons(runs: list[Run], baseline: str = "fixed_095", warmups_only: bool = False,
@@ -337,21 +353,13 @@ def momentum_warmup_helps_muon(runs: list[Run], study: Study, findings: Findings
     name, source, statement = claim_text("momentum_warmup_helps_muon")
     base, comps = schedule_comparisons(runs, warmups_only=True, min_effect=_noise(findings))
     if base is None or not comps:
-        return _not_tested(name, source, statement, "it needs the fixed 0.95 baseline and at least one warmup "
-                           "schedule with the same other settings")
+        return _not_tested(name, source, statement, "schedule baseline")
     paired = {lab: p for lab, (_, p) in comps.items()}
     better = [lab for lab, c in paired.items() if c.verdict == "b better"]
     worse = [lab for lab, c in paired.items() if c.verdict == "a better"]
     verdict: Verdict = "agrees" if better else ("disagrees" if worse else "inconclusive")
-    lines = [f"{lab}: diff {fd(c.diff)} (95% CI {fd(c.diff_ci_low)}, {fd(c.diff_ci_high)}), paired t p_holm "
-             f"{fp(c.p_adjusted)} -> {c.verdict}" for lab, c in paired.items()]
-    text = (f"Each of {len(paired)} warmup schedules vs {base}, paired by seed, Holm across schedules, "
-            f"beyond the noise threshold {f4(_noise(findings))} (negative diff: the schedule has the lower "
-            f"loss). Better: {', '.join(better) or 'none'}; worse: "
-            f"{', '.join(worse) or 'none'}. " + "; ".join(lines) + ".")
-    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
-                       details={"baseline": base, "better": better, "worse": worse,
-                                "comparisons": {lab: comparison_json(c) for lab, c in paired.items()}})
+    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, baseline=base,
+                       comparisons=paired, better=better, worse=worse, noise_threshold=_noise(findings))
 
 
 def final_svd_entropy(run: Run) -> float | None:
@@ -374,7 +382,7 @@ def muon_higher_svd_entropy(runs: list[Run], study: Study, findings: Findings) -
     adam = [lab for lab in ent if opt[lab] == "adamw"]
     muon = [lab for lab in ent if opt[lab] == "muon"]
     if not adam or not muon:
-        return _not_tested(name, source, statement, "it needs Muon and AdamW runs with diagnostics.svd_entropy")
+        return _not_tested(name, source, statement, "svd entropy runs")
     base = adam[0]
     comps = analyzer.apply_correction([analyzer.compare_paired(ent[base], ent[lab], name_a=base, name_b=lab)
                                        for lab in muon], "holm")
@@ -382,13 +390,8 @@ def muon_higher_svd_entropy(runs: list[Run], study: Study, findings: Findings) -
     higher = [c.name_b for c in comps if c.verdict == "a better"]
     lower = [c.name_b for c in comps if c.verdict == "b better"]
     verdict: Verdict = "agrees" if len(higher) == len(comps) else ("disagrees" if lower else "inconclusive")
-    lines = [f"{c.name_b}: {f4(c.mean_b)} vs {f4(c.mean_a)} (diff {fd(c.diff)}, p_holm {fp(c.p_adjusted)})"
-             for c in comps]
-    text = (f"Final mean SVD entropy (normalised, 1 = all directions equal) of each Muon configuration vs {base}, "
-            f"paired by seed, Holm across {len(comps)}: higher in {len(higher)}, lower in {len(lower)}. "
-            + "; ".join(lines) + ".")
-    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, statistics=text,
-                       details={"baseline": base, "comparisons": [comparison_json(c) for c in comps]})
+    return ClaimResult(claim=name, seed_source=source, statement=statement, verdict=verdict, baseline=base,
+                       comparisons={c.name_b: c for c in comps}, better=higher, worse=lower)
 
 
 CLAIMS: dict[str, Callable[[list[Run], Study, Findings], ClaimResult]] = {
@@ -409,5 +412,5 @@ def evaluate(study: Study, runs: list[Run], findings: Findings) -> list[ClaimRes
     return [CLAIMS[name](runs, study, findings) for name in study.claims]
 
 
-__all__ = ["ClaimResult", "Run", "CLAIMS", "load_runs", "evaluate", "knob_pairs",
+__all__ = ["ClaimResult", "KnobPairs", "LRRanges", "Missing", "Run", "CLAIMS", "load_runs", "evaluate", "knob_pairs",
            "schedule_comparisons", "final_svd_entropy"]

@@ -280,8 +280,8 @@ class Findings(BaseModel):
 
 def confirmed_leader(rows: list[ConfigRow], arm: str) -> ConfigRow | None:
     """The arm's configuration with the lowest mean over the runs that decide (confirmation runs)."""
-    conf = [c for c in rows if c.arm == arm and c.confirm_summary is not None
+    conf = [(c.confirm_summary.mean, c) for c in rows if c.arm == arm and c.confirm_summary is not None
             and c.confirm_summary.mean is not None]
     if not conf:
         return None
-    return min(conf, key=lambda c: c.confirm_summary.mean)
+    return min(conf, key=lambda mc: mc[0])[1]

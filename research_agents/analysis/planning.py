@@ -23,6 +23,21 @@ class RoundUsage(BaseModel):
     cost: float | None
 
 
+class ArmShare(BaseModel):
+    """The hybrid's plan for one arm at this budget."""
+
+    points: int  # search points the arm gets
+    warmup: int  # of them TPE's warm-up
+    llm: int  # of them the LLM chooses
+
+
+class HybridPlan(BaseModel):
+    """What the hybrid planner's LLM share gives at this budget (report.words.hybrid_plan_text words it)."""
+
+    share: float
+    arms: dict[str, ArmShare]
+
+
 class LLMUsage(BaseModel):
     endpoint: str
     model: str
@@ -44,7 +59,7 @@ class LLMUsage(BaseModel):
     rounds_without_action: list[int] = Field(default_factory=list)
     stops: list[dict[str, Any]] = Field(default_factory=list)  # the run stopped on an LLM failure (round, reason)
     resumed_after_stop: bool = False  # the LLM was asked again after the last stop
-    plan: str | None = None  # hybrid: what the LLM's share gives at this budget (or that it never will be asked)
+    plan: HybridPlan | None = None  # hybrid: what the LLM's share gives at this budget (None: not a hybrid run)
 
 
 class PlanningSummary(BaseModel):
@@ -86,11 +101,11 @@ def llm_usage(meta: dict[str, Any]) -> LLMUsage | None:
     asked = meta.get("llm_rounds") or []
     stops = list(meta.get("llm_stop") or [])
     last_stop = max((st["round"] for st in stops), default=None)
-    plan = meta.get("llm_plan") or {}
+    plan = meta.get("llm_plan")
     return LLMUsage(
         kinds=kinds, rounds_asked=len(asked), rounds_without_action=[r["round"] for r in asked if not r["valid"]],
         stops=stops, resumed_after_stop=last_stop is not None and any(c["round"] > last_stop for c in calls),
-        plan=plan.get("text"),
+        plan=HybridPlan.model_validate(plan) if plan else None,
         endpoint=info.get("endpoint", "?"), model=info.get("model", "?"), modes=sorted({c["mode"] for c in ok}),
         answered=len(ok), failed_tries=len(calls) - len(ok), prompt_tokens=_tokens(calls, "prompt_tokens"),
         completion_tokens=_tokens(calls, "completion_tokens"),
@@ -110,4 +125,4 @@ def planning_summary(meta: dict[str, Any]) -> PlanningSummary:
 META_KEYS = ("llm", "llm_calls", "llm_fallback", "llm_fills", "llm_rounds", "llm_stop", "llm_plan", "actions",
              "rejections")
 
-__all__ = ["PlanningSummary", "LLMUsage", "RoundUsage", "planning_summary", "META_KEYS"]
+__all__ = ["PlanningSummary", "LLMUsage", "RoundUsage", "HybridPlan", "ArmShare", "planning_summary", "META_KEYS"]

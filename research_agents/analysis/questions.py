@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from research_agents.analysis.findings import analyze
-from research_agents.analysis.models import Findings
+from research_agents.analysis.models import ConfigRow, Findings
 from research_agents.config.plan import Plan
 from research_agents.config.space import active_params
 from research_agents.config.study import Study
@@ -30,6 +31,12 @@ def _distinct(value) -> tuple:
     return ("j", json.dumps(value, sort_keys=True, default=str))
 
 
+def _mean(c: ConfigRow) -> float:
+    """A measured configuration's mean loss (fnd.configs rows with n > 0 have one)."""
+    assert c.summary.mean is not None, f"{c.config}: measured, yet no mean"
+    return c.summary.mean
+
+
 def open_questions(study: Study, records: list[TrialRecord], fnd: Findings) -> list[OpenQuestion]:
     """What the search has not settled yet: untested LR regions, knobs tried at few values, leaders
     resting on one run, rankings within the noise (the round report's "Open questions")."""
@@ -50,7 +57,9 @@ def open_questions(study: Study, records: list[TrialRecord], fnd: Findings) -> l
             elif rng.best_lr == rng.lrs[-1]:
                 at_bound = bound is not None and bound.high is not None and rng.best_lr >= bound.high
                 qs.append(OpenQuestion(code="lr largest", arm=arm, lr=rng.best_lr, at_bound=at_bound))
-            edges = [side for side, hit in (("lowest", rng.lo_at_edge), ("highest", rng.hi_at_edge)) if hit]
+            sides: tuple[tuple[Literal["lowest", "highest"], bool], ...] = (("lowest", rng.lo_at_edge),
+                                                                             ("highest", rng.hi_at_edge))
+            edges = [side for side, hit in sides if hit]
             if edges:
                 qs.append(OpenQuestion(code="lr range at edge", arm=arm, lo=rng.lr_lo, hi=rng.lr_hi,
                                        margin=rng.margin, edges=edges))
@@ -58,7 +67,7 @@ def open_questions(study: Study, records: list[TrialRecord], fnd: Findings) -> l
             n_lr = len({r.params.get("lr") for r in search_ok if "lr" in r.params})
             qs.append(OpenQuestion(code="lr unmeasured", arm=arm, n=n_lr))
         little = []
-        tried: dict[str, set[str]] = {key: set() for key in spec.space}  # each knob's values, where active
+        tried: dict[str, set[tuple]] = {key: set() for key in spec.space}  # each knob's values, where active
         for r in search_ok:
             for key in active_params(spec.space, r.params):
                 if key in r.params and key in tried:
@@ -66,7 +75,7 @@ def open_questions(study: Study, records: list[TrialRecord], fnd: Findings) -> l
         for key in spec.space:
             vals = tried[key]
             p = spec.space[key]
-            enough = min(3, len(p.choices)) if p.type == "choice" else 3
+            enough = min(3, len(p.choices or [])) if p.type == "choice" else 3
             if len(vals) < enough:
                 little.append((key, len(vals)))
         if little:
@@ -78,14 +87,14 @@ def open_questions(study: Study, records: list[TrialRecord], fnd: Findings) -> l
                 qs.append(OpenQuestion(code="single-run leader", arm=arm, leader=top.describe()))
             if len(arm_rows) > 1:
                 second = arm_rows[1]
-                gap = second.summary.mean - top.summary.mean
+                gap = _mean(second) - _mean(top)
                 thr = fnd.noise.threshold_for(top.config, second.config)
                 if thr is not None and gap <= thr:
                     qs.append(OpenQuestion(code="top two close", arm=arm, gap=gap, threshold=thr))
     leaders = {a: rows[0] for a in study.arms if (rows := [c for c in fnd.configs if c.arm == a and c.n])}
     if len(leaders) >= 2:
-        ordered = sorted(leaders.values(), key=lambda c: c.summary.mean)
-        gap = ordered[1].summary.mean - ordered[0].summary.mean
+        ordered = sorted(leaders.values(), key=_mean)
+        gap = _mean(ordered[1]) - _mean(ordered[0])
         thr = fnd.noise.threshold_for(ordered[0].config, ordered[1].config)
         if thr is None:
             qs.append(OpenQuestion(code="leaders noise unknown", arm=ordered[0].arm, gap=gap))

@@ -34,7 +34,9 @@ class PlanningContext:
     wanted: dict[str, int]  # arm -> how many proposals this round
     history: list[TrialRecord]  # every trial so far, all arms, in order
     round: int
-    open_questions: list[OpenQuestion] | None = None  # what the search has not settled (None: no round yet)
+    # what the search has not settled (None: no round yet); the loop computes them only for a
+    # planner that reads them (BasePlanner.wants_open_questions), else None
+    open_questions: list[OpenQuestion] | None = None
     budget_left: int = 0  # runs left in the whole budget, confirmation included
     noise_sd: float | None = None
     rejections: list[tuple[Proposal, str]] = field(default_factory=list)  # earlier this round
@@ -58,6 +60,7 @@ class BasePlanner(abc.ABC):
     # what the loop does differently per planner (never by its name):
     starts_at_study_point: bool = True  # the loop runs each arm's study start point first
     sizes_confirmation: bool = False  # its plan is adaptive: the confirmation sized by the measured noise
+    wants_open_questions: bool = False  # it reads ctx.open_questions (a full analysis: computed only if so)
 
     @abc.abstractmethod
     def propose(self, ctx: PlanningContext) -> list[Proposal]:

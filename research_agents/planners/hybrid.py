@@ -26,6 +26,7 @@ from research_agents.actions import Proposal, StopArm
 from research_agents.planners.base import BasePlanner, PlanningContext
 from research_agents.planners.llm import LLMPlanner
 from research_agents.planners.llm_client import LLMUnavailable
+from research_agents.report.words import hybrid_plan_text
 
 
 def warmup_for(setting: int, points: int) -> int:
@@ -74,6 +75,7 @@ def llm_slots(ctx: PlanningContext, share: float, warmup: int) -> dict[str, int]
 
 class HybridPlanner(BasePlanner):
     name = "hybrid"
+    wants_open_questions = True  # the prompt quotes them
 
     def __init__(self, llm: LLMPlanner, share: float = 0.3, warmup: int = 4):
         self.llm = llm
@@ -114,16 +116,9 @@ class HybridPlanner(BasePlanner):
             arms[arm] = {"points": total, "warmup": w, "llm": llm_points(total, w, self.share)}
         if not arms:
             return
-        per_arm = "; ".join(f"{a} {v['llm']} of {v['points']} (warm-up {v['warmup']})" for a, v in arms.items())
-        if any(v["llm"] for v in arms.values()):
-            text = (f"hybrid at this budget: the LLM chooses about {self.share:.0%} of each arm's search points "
-                    f"after its warm-up: {per_arm}")
-        else:
-            text = (f"hybrid at this budget: the LLM will never be asked ({per_arm}): too few search points per "
-                    f"arm for a {self.share:.0%} share after the warm-up; raise --budget or --llm-share")
-        self.llm.message(text)
+        self.llm.message(hybrid_plan_text(self.share, arms))
         if self.llm.store is not None:
-            self.llm.store.set_meta("llm_plan", {"share": self.share, "arms": arms, "text": text})
+            self.llm.store.set_meta("llm_plan", {"share": self.share, "arms": arms})
 
     def propose(self, ctx: PlanningContext) -> list:
         self.announce(ctx)

@@ -245,6 +245,7 @@ class LLMPlanner(BasePlanner):
     """Pure LLM planning (`--planner llm`); HybridPlanner uses `ask` for its share of the slots."""
 
     name = "llm"
+    wants_open_questions = True  # the prompt quotes them
 
     def __init__(self, cfg: LLMConfig, seed: int = 0, startup_trials: int = 3,
                  client: LLMClient | None = None, prompts: dict[str, string.Template] | None = None):

@@ -6,6 +6,7 @@ and the analyses a study asks for (statistical_analysis.json and momentum_schedu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from research_agents.config.study import Study
 from research_agents.fmt import json_safe
 from research_agents.records import TrialRecord
 from research_agents.report import plots, sections
+from research_agents.report.claims import claim_json
 
 SUMMARY_KEYS = {
     "study": "study name", "scale": "the study's scale this run used (seed, cpu, ...)",
@@ -52,7 +54,7 @@ def comparison_summary(out: Path, study: Study, fnd: Findings, claims: list[Clai
     summary = {"study": study.name, "scale": study.scale, "question": study.question,
                "metric": "final val loss (nats, lower is better), mean over seeds",
                "keys": SUMMARY_KEYS, "configs": configs, "best": configs[0] if configs else None,
-               "claims": [c.model_dump(mode="json") for c in claims]}
+               "claims": [claim_json(c) for c in claims]}
     path = Path(out) / "comparison_summary.json"
     safefs.write_text(path, json.dumps(json_safe(summary), indent=1, allow_nan=False), root=out)
     return path
@@ -70,7 +72,7 @@ def _diagnostics(out: Path, rows: list[DiagnosticsRow]) -> str:
     return sections.diagnostics_section(rows)
 
 
-_RENDER = {"momentum": _momentum, "diagnostics": _diagnostics}
+_RENDER: dict[str, Callable[[Path, Any], str]] = {"momentum": _momentum, "diagnostics": _diagnostics}
 assert set(_RENDER) == set(catalog.ANALYSES), "config.catalog.ANALYSES and report.artifacts disagree"
 
 

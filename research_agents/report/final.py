@@ -39,7 +39,7 @@ def setup_from_metrics(metrics: TrialMetrics, study: Study | None = None, preset
     model = spec.get("model") or {}
     out: dict[str, Any] = {}
     if study is not None or preset:
-        out["preset"] = preset or study.preset
+        out["preset"] = preset or (study.preset if study is not None else None)
     out["model"] = model
     out["n_params"] = env.get("n_params")
     out["data"] = {**(spec.get("data") or {}), **({"fingerprint": env["data"]} if env.get("data") else {})}

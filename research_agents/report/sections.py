@@ -12,7 +12,8 @@ from research_agents.analysis.stats import Comparison
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
 from research_agents.fmt import ci, f4, fmt_value, fp, fs, params_text, setup_value, table
-from research_agents.report.words import comparison_summary, limit_text
+from research_agents.report.claims import claim_statistics
+from research_agents.report.words import comparison_summary, hybrid_plan_text, limit_text
 
 
 def setup_section(setup: dict) -> list[str]:
@@ -203,7 +204,7 @@ def budget_section(fnd: Findings) -> list[str]:
 
 
 def claims_section(results: list[ClaimResult]) -> str:
-    rows = [[r.claim, r.seed_source, r.statement, f"**{r.verdict}**", r.statistics] for r in results]
+    rows = [[r.claim, r.seed_source, r.statement, f"**{r.verdict}**", claim_statistics(r)] for r in results]
     return ("Each seed claim this run can test, judged by its statistics: *agrees* needs a Holm-adjusted test "
             "beyond the noise floor (or, for 'as good as', no evidence of a difference with the CI inside the "
             "equivalence margin); *disagrees* needs the same for the opposite; otherwise *inconclusive*.\n\n"
@@ -249,8 +250,8 @@ def diagnostics_section(rows: list[DiagnosticsRow]) -> str:
 def llm_usage_section(u: LLMUsage) -> str:
     lines = [f"Endpoint {u.endpoint}, model {u.model}; structured output: "
              + (", ".join(u.modes) or "none succeeded") + ".", ""]
-    if u.plan:
-        lines.append(f"- {u.plan}")
+    if u.plan is not None:
+        lines.append(f"- {hybrid_plan_text(u.plan.share, u.plan.model_dump()['arms'])}")
     if not u.answered and not u.failed_tries:
         lines.append("- the LLM was never asked: every point came from the other planner")
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(u.kinds.items()))

@@ -1,4 +1,4 @@
-"""The words for what the planners also read: tuning evidence and open questions.
+"""The words for what the planners also read: tuning evidence, open questions, the hybrid's LLM share.
 
 One renderer for the round report, the final report and the LLM prompt: analysis hands over data
 (research_agents.evidence) and these functions word it. This module sits below the planners (it
@@ -6,6 +6,9 @@ imports only fmt and evidence), so the LLM prompt renders with it what the repor
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from research_agents.evidence import KnobEvidence, Neighbour, OpenQuestion
 from research_agents.fmt import fmt_value, fp4, fs
@@ -19,6 +22,7 @@ def _side_words(k: KnobEvidence, direction: int) -> str:
         return (f"{word}: the leader sits at the space's {'lower' if direction < 0 else 'upper'} bound "
                 "(the optimum may lie outside the space)")
     if state == "closed":
+        assert nb is not None, f"{name}: a closed side has a measured neighbour"
         close = " (within the noise)" if nb.within_noise else ""
         return f"{word}: {fmt_value(nb.value)} measured, {nb.gap:+.4f}{close}"
     far = f"; nearest measured {fmt_value(nb.value)}, {nb.steps:.1f} steps away" if nb is not None else ""
@@ -87,62 +91,87 @@ def question_lines(questions: list[OpenQuestion]) -> list[str]:
 
 
 
+def hybrid_plan_text(share: float, arms: dict[str, dict[str, int]]) -> str:
+    """What the hybrid planner's LLM share gives at this budget (arm -> its search points, warm-up and
+    LLM points), as the console announces it and the LLM usage section repeats it."""
+    per_arm = "; ".join(f"{a} {v['llm']} of {v['points']} (warm-up {v['warmup']})" for a, v in arms.items())
+    if any(v["llm"] for v in arms.values()):
+        return (f"hybrid at this budget: the LLM chooses about {share:.0%} of each arm's search points "
+                f"after its warm-up: {per_arm}")
+    return (f"hybrid at this budget: the LLM will never be asked ({per_arm}): too few search points per "
+            f"arm for a {share:.0%} share after the warm-up; raise --budget or --llm-share")
+
 
 # --- a comparison's words (research_agents.analysis.stats.compare.Comparison and its Limit codes). The
 # objects are read by their fields, not imported: this module sits below analysis, so the claims,
 # the reports and summary.json word a comparison with the same functions.
 
+class _Fields(dict):
+    """What a template's {placeholders} read: a derived field where `derived` names one (computed only
+    when the template uses it), else the object's attribute of that name."""
+
+    def __init__(self, obj, derived: dict[str, Callable[[Any], Any]]):
+        super().__init__()
+        self.obj, self.derived = obj, derived
+
+    def __missing__(self, key: str) -> Any:
+        return self.derived[key](self.obj) if key in self.derived else getattr(self.obj, key)
+
+
+def _worded(templates: dict[str, str], code: str, obj, derived: dict[str, Callable[[Any], Any]], what: str) -> str:
+    """The template of `code`, filled from `obj` (one formatting rule for every code-to-words table)."""
+    if code not in templates:
+        raise ValueError(f"unknown {what} {code!r}")
+    return templates[code].format_map(_Fields(obj, derived))
+
+
+LIMITS = {
+    "nonfinite seeds": "seeds {seeds} have a non-finite loss (diverged?) and were dropped from the pairing",
+    "unpaired seeds": "seeds {seeds} are not in both arms and were not used",
+    "too few pairs": "only {n} common seed(s): paired tests need >= 2 pairs",
+    "zero spread paired": "the paired differences have zero spread; the t statistic is degenerate{t_test}",
+    "hedges g needs 3 pairs": "Hedges' g needs >= 3 pairs (the small-sample correction is 0 at n=2)",
+    "hedges g undefined paired": "Hedges' g is undefined (zero spread of the paired differences)",
+    "nonfinite losses": "{count} non-finite loss(es) of {name} (diverged?) were dropped",
+    "too few runs": "{n_a} vs {n_b} runs: unpaired tests need >= 2 runs per arm",
+    "degenerate welch": "both arms have zero spread; the Welch t-test is degenerate",
+    "hedges g undefined pooled": "Hedges' g is undefined (zero pooled sd)",
+    "bootstrap undercover": "bootstrap CIs from {sample} undercover (too narrow); read them as optimistic",
+    "rank cannot reach alpha": ("{test} with {rank_sample} cannot reach p < {alpha:g} (smallest possible two-sided "
+                                "p = {min_p_text}); {needed} are needed. Its p-value is reported but not used."),
+}
+LIMIT_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "t_test": lambda lim: " and the t-test is undefined" if lim.t_undefined else "",
+    "sample": lambda lim: f"{lim.n} pairs" if lim.n is not None else f"{lim.n_a} vs {lim.n_b} runs",
+    "rank_sample": lambda lim: (f"n={lim.n_nonzero} pairs"  # Wilcoxon (paired) counts the non-zero differences
+                                + ("" if lim.n_nonzero == lim.n else f" (non-zero of {lim.n})")
+                                if lim.n is not None else f"{lim.n_a} vs {lim.n_b} runs"),
+    "needed": lambda lim: f"{lim.needed} pairs" if lim.n is not None else f"{lim.needed} runs per arm",
+    "min_p_text": lambda lim: fp4(lim.min_p),
+}
+
+VERDICT_REASONS = {
+    "diff undefined": "difference undefined",
+    "p undefined": "{primary_test} p-value undefined",
+    "p not below alpha": "adjusted p = {p_text} is not < alpha = {alpha:g}",
+    "ci includes 0": "CI of the difference includes 0",
+    "within noise": "|diff| = {abs_diff} is within the noise threshold {min_effect_text}",
+}
+REASON_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "p_text": lambda c: fp4(c.p_adjusted),
+    "abs_diff": lambda c: fs(abs(c.diff), 4),
+    "min_effect_text": lambda c: fs(c.min_effect, 4),
+}
+
+
 def limit_text(lim) -> str:
     """One limit of a comparison in a sentence, from its code and numbers."""
-    code = lim.code
-    if code == "nonfinite seeds":
-        return f"seeds {lim.seeds} have a non-finite loss (diverged?) and were dropped from the pairing"
-    if code == "unpaired seeds":
-        return f"seeds {lim.seeds} are not in both arms and were not used"
-    if code == "too few pairs":
-        return f"only {lim.n} common seed(s): paired tests need >= 2 pairs"
-    if code == "zero spread paired":
-        return ("the paired differences have zero spread; the t statistic is degenerate"
-                + (" and the t-test is undefined" if lim.t_undefined else ""))
-    if code == "hedges g needs 3 pairs":
-        return "Hedges' g needs >= 3 pairs (the small-sample correction is 0 at n=2)"
-    if code == "hedges g undefined paired":
-        return "Hedges' g is undefined (zero spread of the paired differences)"
-    if code == "nonfinite losses":
-        return f"{lim.count} non-finite loss(es) of {lim.name} (diverged?) were dropped"
-    if code == "too few runs":
-        return f"{lim.n_a} vs {lim.n_b} runs: unpaired tests need >= 2 runs per arm"
-    if code == "degenerate welch":
-        return "both arms have zero spread; the Welch t-test is degenerate"
-    if code == "hedges g undefined pooled":
-        return "Hedges' g is undefined (zero pooled sd)"
-    if code == "bootstrap undercover":
-        n_text = f"{lim.n} pairs" if lim.n is not None else f"{lim.n_a} vs {lim.n_b} runs"
-        return f"bootstrap CIs from {n_text} undercover (too narrow); read them as optimistic"
-    if code == "rank cannot reach alpha":
-        if lim.n is not None:  # paired (Wilcoxon): counted in non-zero differences
-            n_text = f"n={lim.n_nonzero} pairs" + ("" if lim.n_nonzero == lim.n else f" (non-zero of {lim.n})")
-            needed = f"{lim.needed} pairs"
-        else:
-            n_text, needed = f"{lim.n_a} vs {lim.n_b} runs", f"{lim.needed} runs per arm"
-        return (f"{lim.test} with {n_text} cannot reach p < {lim.alpha:g} (smallest possible two-sided "
-                f"p = {fp4(lim.min_p)}); {needed} are needed. Its p-value is reported but not used.")
-    raise ValueError(f"unknown limit code {code!r}")
+    return _worded(LIMITS, lim.code, lim, LIMIT_FIELDS, "limit code")
 
 
 def verdict_reason_text(c, reason: str) -> str:
     """Why a comparison's verdict is not "better", from its code and the comparison's numbers."""
-    if reason == "diff undefined":
-        return "difference undefined"
-    if reason == "p undefined":
-        return f"{c.primary_test} p-value undefined"
-    if reason == "p not below alpha":
-        return f"adjusted p = {fp4(c.p_adjusted)} is not < alpha = {c.alpha:g}"
-    if reason == "ci includes 0":
-        return "CI of the difference includes 0"
-    if reason == "within noise":
-        return f"|diff| = {fs(abs(c.diff), 4)} is within the noise threshold {fs(c.min_effect, 4)}"
-    raise ValueError(f"unknown verdict reason {reason!r}")
+    return _worded(VERDICT_REASONS, reason, c, REASON_FIELDS, "verdict reason")
 
 
 def comparison_summary(c) -> str:
@@ -179,5 +208,5 @@ def comparison_json(c) -> dict:
     return out
 
 
-__all__ = ["knob_text", "question_text", "question_lines", "limit_text", "verdict_reason_text",
+__all__ = ["knob_text", "question_text", "question_lines", "hybrid_plan_text", "limit_text", "verdict_reason_text",
            "comparison_summary", "comparison_json"]

@@ -32,6 +32,7 @@ _MW_EXACT_PERMUTATION_LIMIT = 50_000
 
 
 SINGLE = "none (single comparison)"
+TESTS = {"paired": ("paired t", "Wilcoxon signed-rank"), "unpaired": ("Welch t", "Mann-Whitney U")}  # primary, rank
 
 LimitCode = Literal[
     "nonfinite seeds",  # paired: seeds with a non-finite loss, dropped from the pairing (seeds)
@@ -146,7 +147,7 @@ def _verdict(c: Comparison, p_adj: float | None, alpha: float,
             reasons.append("ci includes 0")
     if min_effect is not None and c.diff is not None and not abs(c.diff) > min_effect:
         reasons.append("within noise")
-    if reasons:
+    if reasons or c.diff is None:
         return "no evidence of a difference", reasons
     return ("b better" if c.diff < 0 else "a better"), []
 
@@ -185,6 +186,29 @@ def _difference_ci(tt, samples, statistic, n: int, undercover: Limit, t_label: s
         ci = tt.confidence_interval(confidence_level=confidence)
         return num(ci.low), num(ci.high), t_label
     return None, None, "none (degenerate)"
+
+
+def _comparison(kind: Literal["paired", "unpaired"], names: tuple[Any, Any], sizes: tuple[int, int],
+                means: tuple[float | None, float | None], diff: float | None,
+                ci: tuple[float | None, float | None, str | None], t: tuple[float | None, float | None, float | None],
+                rank: tuple[float | None, float | None, str | None, float | None, bool | None], g: float | None,
+                poi: float | None,
+                limits: list[Limit], confidence: float, alpha: float, min_effect: float | None,
+                pairs: tuple[int | None, list[int] | None, list[int] | None] = (None, None, None)) -> Comparison:
+    """The one place a comparison is built from its numbers (ci: low, high, method; t: statistic, df, p;
+    rank: statistic, p, method, smallest reachable p, whether it can reach alpha; pairs: paired only) and
+    its verdict set as a single comparison."""
+    (ci_lo, ci_hi, ci_method), (t_stat, t_df, p) = ci, t
+    rank_stat, rank_p, rank_method, min_p, can_reach = rank
+    (n_pairs, seeds_used, seeds_dropped), (primary, rank_test) = pairs, TESTS[kind]
+    c = Comparison(kind=kind, name_a=str(names[0]), name_b=str(names[1]), n_a=sizes[0], n_b=sizes[1], n_pairs=n_pairs,
+                   seeds_used=seeds_used, seeds_dropped=seeds_dropped, mean_a=means[0], mean_b=means[1], diff=diff,
+                   confidence=confidence, diff_ci_low=ci_lo, diff_ci_high=ci_hi, ci_method=ci_method,
+                   primary_test=primary, t_statistic=t_stat, t_df=t_df, p_value=p, rank_test=rank_test,
+                   rank_statistic=rank_stat, rank_p_value=rank_p, rank_test_method=rank_method,
+                   rank_test_min_p=num(min_p), rank_test_can_reach_alpha=can_reach, hedges_g=g, prob_improvement=poi,
+                   limits=limits)
+    return finalize(c, p, alpha, min_effect, SINGLE, 1)
 
 
 def compare_paired(
@@ -284,42 +308,14 @@ def compare_paired(
             min_p = wilcoxon_min_p(n_nonzero)
             can_reach = min_p < alpha
         if not can_reach:
-            limits.append(Limit(code="rank cannot reach alpha", test="Wilcoxon signed-rank", min_p=min_p, alpha=alpha,
+            limits.append(Limit(code="rank cannot reach alpha", test=TESTS["paired"][1], min_p=min_p, alpha=alpha,
                                 n=n, n_nonzero=n_nonzero, needed=wilcoxon_pairs_needed(alpha)))
     else:
         limits.append(Limit(code="too few pairs", n=n))
 
-    c = Comparison(
-        kind="paired",
-        name_a=str(name_a),
-        name_b=str(name_b),
-        n_a=len(seeds_a),
-        n_b=len(seeds_b),
-        n_pairs=n,
-        seeds_used=common,
-        seeds_dropped=dropped,
-        mean_a=mean_a,
-        mean_b=mean_b,
-        diff=diff,
-        confidence=confidence,
-        diff_ci_low=ci_lo,
-        diff_ci_high=ci_hi,
-        ci_method=ci_method,
-        primary_test="paired t",
-        t_statistic=t_stat,
-        t_df=t_df,
-        p_value=p,
-        rank_test="Wilcoxon signed-rank",
-        rank_statistic=w_stat,
-        rank_p_value=w_p,
-        rank_test_method=w_method,
-        rank_test_min_p=num(min_p),
-        rank_test_can_reach_alpha=can_reach,
-        hedges_g=g,
-        prob_improvement=poi,
-        limits=limits,
-    )
-    return finalize(c, p, alpha, min_effect, SINGLE, 1)
+    return _comparison("paired", (name_a, name_b), (len(seeds_a), len(seeds_b)), (mean_a, mean_b), diff,
+                       (ci_lo, ci_hi, ci_method), (t_stat, t_df, p), (w_stat, w_p, w_method, min_p, can_reach), g, poi,
+                       limits, confidence, alpha, min_effect, pairs=(n, common, dropped))
 
 
 def compare_unpaired(
@@ -360,7 +356,7 @@ def compare_unpaired(
     na, nb = int(xa.size), int(xb.size)
     mean_a = num(np.mean(xa)) if na else None
     mean_b = num(np.mean(xb)) if nb else None
-    diff = num(mean_b - mean_a) if (na and nb) else None
+    diff = num(mean_b - mean_a) if mean_a is not None and mean_b is not None else None
 
     t_stat = t_df = p = None
     ci_lo = ci_hi = None
@@ -409,39 +405,11 @@ def compare_unpaired(
         min_p = mannwhitney_min_p(na, nb)
         can_reach = min_p < alpha
         if not can_reach:
-            limits.append(Limit(code="rank cannot reach alpha", test="Mann-Whitney U", min_p=min_p, alpha=alpha,
+            limits.append(Limit(code="rank cannot reach alpha", test=TESTS["unpaired"][1], min_p=min_p, alpha=alpha,
                                 n_a=na, n_b=nb, needed=mannwhitney_n_per_arm_needed(alpha)))
     else:
         limits.append(Limit(code="too few runs", n_a=na, n_b=nb))
 
-    c = Comparison(
-        kind="unpaired",
-        name_a=str(name_a),
-        name_b=str(name_b),
-        n_a=na,
-        n_b=nb,
-        n_pairs=None,
-        seeds_used=None,
-        seeds_dropped=None,
-        mean_a=mean_a,
-        mean_b=mean_b,
-        diff=diff,
-        confidence=confidence,
-        diff_ci_low=ci_lo,
-        diff_ci_high=ci_hi,
-        ci_method=ci_method,
-        primary_test="Welch t",
-        t_statistic=t_stat,
-        t_df=t_df,
-        p_value=p,
-        rank_test="Mann-Whitney U",
-        rank_statistic=u_stat,
-        rank_p_value=u_p,
-        rank_test_method=u_method,
-        rank_test_min_p=num(min_p),
-        rank_test_can_reach_alpha=can_reach,
-        hedges_g=g,
-        prob_improvement=poi,
-        limits=limits,
-    )
-    return finalize(c, p, alpha, min_effect, SINGLE, 1)
+    return _comparison("unpaired", (name_a, name_b), (na, nb), (mean_a, mean_b), diff, (ci_lo, ci_hi, ci_method),
+                       (t_stat, t_df, p), (u_stat, u_p, u_method, min_p, can_reach), g, poi, limits, confidence, alpha,
+                       min_effect)

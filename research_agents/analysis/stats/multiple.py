@@ -26,7 +26,7 @@ def adjust_pvalues(
     out: list[float | None] = [None] * len(pvalues)
     if not idx:
         return out
-    ps = np.array([float(pvalues[i]) for i in idx])
+    ps = np.array([num(pvalues[i]) for i in idx], dtype=float)
     if np.any((ps < 0) | (ps > 1)):
         raise ValueError("p-values must lie in [0, 1]")
     if method == "bh":
