@@ -279,7 +279,7 @@ def test_resume_after_a_stop_mid_swap_repeats_nothing(tmp_path):
     assert len(swaps) == 6 and len({(r.config, r.seed, r.swap.key) for r in swaps}) == 6
     assert first.spent() == 24
     # a resumed search (a larger --budget) plans from everything but the swap runs
-    assert all(r.phase != "swap" for r in first.context(first.snapshot()).history)
+    assert all(r.phase != "swap" for r in first.context(first.snapshot(), first.planner).history)
     again = loop(None)
     again.run()
     assert len(again.records()) == len(records)  # a second resume makes nothing
