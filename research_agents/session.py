@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from research_agents import safefs
+from research_agents import redact, safefs
 from research_agents.config.plan import BadInput, Plan, make_plan
 from research_agents.config.runforms import point_plan
 from research_agents.config.study import Study
@@ -61,7 +61,7 @@ class RunFile(BaseModel):
     preset: str
     overrides: dict[str, Any] = Field(default_factory=dict)  # --set, --device, --save-model
     planner: str | None = None
-    storage: str | None = None  # --storage as given; None: sqlite in OUT
+    storage: str | None = None  # --storage (written without its password); None: sqlite in OUT
     scale: str | None = None  # (absent from a run.json written before scales existed)
     experiments: list[str] | None = None  # a point run's experiments; None: a search
     executor: str | None = None  # how trials ran, described
@@ -98,9 +98,12 @@ class RunFile(BaseModel):
                            "another --out") from None
 
     def write(self, out: Path) -> None:
-        """OUT/run.json, whole or not at all, never through a symlink (safefs)."""
+        """OUT/run.json, whole or not at all, never through a symlink (safefs); a --storage password
+        is never written (user:***@host: give --storage again, or PGPASSWORD, to resume)."""
         unset = {k for k in ("llm", "run_id") if getattr(self, k) is None}
-        text = json.dumps(self.model_dump(mode="json", exclude=unset or None), indent=1)
+        saved = self.model_dump(mode="json", exclude=unset or None)
+        saved["storage"] = redact.without_password(self.storage)
+        text = json.dumps(saved, indent=1)
         safefs.write_text(Path(out) / RUN_FILE, text, root=out)
 
     def plan(self) -> Plan:
@@ -282,17 +285,32 @@ class RunSession:
         return self.run.study
 
 
-def open_store(out: Path, study: Study, url: str | None, readonly: bool = False) -> OptunaStore:
-    """The run's store (BadInput in one line when it cannot be opened: never rebuilt from empty)."""
+def open_store(out: Path, study: Study, url: str | None, readonly: bool = False,
+               password_dropped: bool = False) -> OptunaStore:
+    """The run's store (BadInput in one line when it cannot be opened: never rebuilt from empty).
+    `password_dropped`: `url` is run.json's, whose password was never written (storage_url)."""
     from research_agents.store import OptunaStore, StoreError
 
     try:
         return OptunaStore.for_study(out, study, url=url, readonly=readonly)
     except StoreError as e:
+        if password_dropped:
+            raise BadInput(f"the --storage database cannot be used: {e}. {Path(out) / RUN_FILE} keeps no "
+                           "password: give --storage URL with it again (or set PGPASSWORD)") from None
         held = holds_a_run(out)
         where = f"{out} holds a run ({held}) but its store" if held else "the store"
         raise BadInput(f"{where} cannot be used: {e}. The store is the record of the run and is never rebuilt "
                        "from empty: restore it (e.g. study.db from a backup), or use another --out") from None
+
+
+def storage_url(saved: str | None, given: str | None) -> str | None:
+    """The database URL to open: --storage when given, else run.json's (its masked password dropped,
+    so that PGPASSWORD or ~/.pgpass supplies it)."""
+    if given is not None:
+        return given
+    if saved is not None and redact.has_masked_password(saved):
+        return redact.drop_masked_password(saved)
+    return saved
 
 
 # ------------------------------------------------------------------ the store's identity
@@ -330,14 +348,17 @@ def stamp_identity(run: RunFile, store: OptunaStore) -> None:
                                   "study": run.study.name, "definition": definition_hash(run.study)})
 
 
-def open_run(out_text: str | Path) -> RunSession:
+def open_run(out_text: str | Path, storage: str | None = None) -> RunSession:
     """An existing run directory, its store opened read-only (BadInput if it is not one, or its
-    store cannot be read). Creates and writes nothing."""
+    store cannot be read). `storage`: the --storage URL with its password (run.json keeps none).
+    Creates and writes nothing."""
     out = Path(out_text)
     run = RunFile.read(out)
     if run is None:
         raise BadInput(f"{out} is not a run directory (no {RUN_FILE})")
-    store = open_store(out, run.study, run.storage, readonly=True)
+    dropped = storage is None and redact.has_masked_password(run.storage)
+    run = run.model_copy(update={"storage": storage_url(run.storage, storage)})
+    store = open_store(out, run.study, run.storage, readonly=True, password_dropped=dropped)
     check_identity(out, run, store)
     return RunSession(out, run, store)
 
@@ -362,12 +383,14 @@ def check_start(out: Path, run: RunFile, storage_flag: str | None) -> RunFile:
     if not same:
         raise BadInput(f"{out} holds a run of a different study definition, scale, preset, --set or "
                        "experiments; use another --out or the same arguments")
-    if before is not None and storage_flag is None:
-        run = run.model_copy(update={"storage": before.storage})
+    dropped = False
+    if before is not None and storage_flag is None:  # (run.json keeps no password: PGPASSWORD may give it)
+        dropped = redact.has_masked_password(before.storage)
+        run = run.model_copy(update={"storage": storage_url(before.storage, None)})
     check_out(out, sqlite_path(run.storage or default_url(out)))
     run_id = before.run_id if before is not None else None
     if holds_a_run(out):  # its store must open as it is (a store without a run is completed later)
-        store = open_store(out, run.study, run.storage, readonly=True)
+        store = open_store(out, run.study, run.storage, readonly=True, password_dropped=dropped)
         ident = store.get_meta(IDENTITY) if before is None else None  # run.json lost: the store names the run
         run_id = run_id or (ident.get("run_id") if isinstance(ident, dict) else None)
         run = run.model_copy(update={"run_id": run_id})
