@@ -51,13 +51,15 @@ class SavedStudyInvalid(BadInput):
 
 
 class RunFile(BaseModel):
-    """OUT/run.json: what a run was started with (the field order is the file's)."""
+    """OUT/run.json: what a run was started with (the field order is the file's). Strict: a
+    hand-edited "budget": "20" (or any value of the wrong type) is refused naming the field, never
+    converted."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     study: Study
-    budget: int
-    confirm_seeds: int | None = None  # --seeds
+    budget: int = Field(ge=1)
+    confirm_seeds: int | None = Field(None, ge=2)  # --seeds
     preset: str
     overrides: dict[str, Any] = Field(default_factory=dict)  # --set, --device, --save-model
     planner: str | None = None
@@ -65,7 +67,7 @@ class RunFile(BaseModel):
     scale: str | None = None  # (absent from a run.json written before scales existed)
     experiments: list[str] | None = None  # a point run's experiments; None: a search
     executor: str | None = None  # how trials ran, described
-    workers: int | None = None
+    workers: int | None = Field(None, ge=1)
     speculate: bool = True
     llm: dict[str, Any] | None = None  # LLM planners: endpoint and model, never the key
     run_id: str | None = None  # this run's identity, also stamped in its store (absent before stores had one)
@@ -189,14 +191,53 @@ def _read_only_fs(path: Path) -> bool:
         return False
 
 
+# kernel and device file systems: a file written there is no file (or no write is kept)
+PSEUDO_FS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+                       "securityfs", "pstore", "bpf", "configfs", "fusectl", "mqueue", "binfmt_misc", "autofs",
+                       "efivarfs", "hugetlbfs", "rpc_pipefs", "nsfs", "selinuxfs"})
+PSEUDO_ROOTS = ("/proc", "/sys", "/dev")  # (where no mount table can be read)
+
+
+def fs_type(path: Path) -> str | None:
+    """The type of the file system holding `path` (Linux: the longest mount point above it in
+    /proc/self/mounts), None when it cannot be told."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        return None
+    return kind
+
+
+def _pseudo_fs(path: Path) -> str | None:
+    """What makes `path` a place no run can be kept (a kernel file system), None when it is not."""
+    kind = fs_type(path)
+    if kind is not None:
+        return f"a {kind} file system" if kind in PSEUDO_FS else None
+    real = os.path.realpath(path)
+    return next((f"under {r}" for r in PSEUDO_ROOTS if real == r or real.startswith(r + "/")), None)
+
+
 def check_writable(out: Path, what: str = "--out") -> None:
-    """BadInput unless OUT is (or can be made as) a directory this process can write."""
+    """BadInput unless OUT is (or can be made as) a directory this process can write, on a file
+    system that keeps files (not /proc, /sys or /dev)."""
     out = probe = Path(out)
     while not probe.exists() and probe != probe.parent:  # the directory it would be made in
         probe = probe.parent
     if not probe.is_dir():
         raise BadInput(f"{what} {out} exists and is not a directory" if probe == out else
                        f"{what} {out}: {probe} is not a directory")
+    if (pseudo := _pseudo_fs(probe)) is not None:
+        raise BadInput(f"{what} {out} is on {pseudo}, where no file of a run can be kept: use a directory on a disk")
     if _read_only_fs(probe):
         raise BadInput(f"{what} {out} is on a read-only file system")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -210,6 +251,12 @@ def check_out(out: Path, store_file: Path | None = None) -> None:
     for path in (out / RUN_FILE, store_file):
         if path is not None and path.exists() and not os.access(path, os.R_OK | os.W_OK):
             raise BadInput(f"{path} is read-only, and a run must write it (status and report only read it)")
+    trials = out / TRIALS_DIR  # where every new trial is made: a real, writable directory of OUT, or none yet
+    if trials.is_symlink() or (os.path.lexists(trials) and not trials.is_dir()):
+        raise BadInput(f"{trials} is not a directory of the run (a {'symbolic link' if trials.is_symlink() else 'file'}"
+                       "); a run makes its trials only inside --out: move it away (or restore the directory)")
+    if trials.is_dir() and (_read_only_fs(trials) or not os.access(trials, os.W_OK | os.X_OK)):
+        raise BadInput(f"{trials} is read-only, and a run makes its trials there (status and report only read it)")
     holder = lock_holder(out)
     if holder is not None:
         raise BadInput(busy(out, holder))

@@ -7,9 +7,9 @@ import json
 
 from research_agents.cli import main
 from research_agents.config import load_study
+from research_agents.planners.llm_client import DEFAULT_MODEL, SEND_KEY_ENV
 from research_agents.records import COUNTED
 from research_agents.store import OptunaStore
-from research_agents.planners.llm_client import DEFAULT_MODEL, SEND_KEY_ENV
 from tests.openai_stub import StubLLM, batch
 from tests.reliability.helpers import write_study
 
