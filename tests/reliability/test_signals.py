@@ -37,7 +37,8 @@ def test_a_stop_signal_ends_the_run_as_ctrl_c_does(tmp_path, monkeypatch, table,
     previous = signal.signal(sig, lambda s, f: unhandled.append(s))
     try:
         SignalOnce.sig, SignalOnce.calls = sig, 0
-        monkeypatch.setattr("research_agents.execution.make_executor", lambda n, **kw: SignalOnce(table, study=kw.get("study")))
+        monkeypatch.setattr("research_agents.execution.make_executor",
+                            lambda n, **kw: SignalOnce(table, study=kw.get("study")))
         study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
         args = ["run", "--study", str(study), "--budget", "8", "--executor", "replay:x", "--out", str(out)]
         code = main(args)
@@ -76,7 +77,8 @@ def test_a_second_stop_during_the_clean_up_is_one_line_and_leaves_no_half_file(t
 
     try:
         SignalOnce.sig, SignalOnce.calls = first, 0
-        monkeypatch.setattr("research_agents.execution.make_executor", lambda n, **kw: SignalOnce(table, study=kw.get("study")))
+        monkeypatch.setattr("research_agents.execution.make_executor",
+                            lambda n, **kw: SignalOnce(table, study=kw.get("study")))
         monkeypatch.setattr(safefs.tempfile, "mkstemp", interrupted_mkstemp)
         study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
         args = ["run", "--study", str(study), "--budget", "8", "--executor", "replay:x", "--out", str(out)]
