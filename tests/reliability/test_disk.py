@@ -91,9 +91,8 @@ def test_enospc_at_each_file_of_a_run_is_one_line_and_loses_nothing(run_copy, mo
     line = one_error_line(capsys.readouterr().err)
     assert NO_SPACE in line and name.split("/")[-1] in line, line
     assert set(before) <= set(_records(out, args))
-    kept = name if name != "metrics.json" else "report.md"
-    if kept in files:
-        assert fingerprint(out)[kept] == files[kept], f"{kept} was lost"
+    if name in files:  # the file it failed to replace is the one it had (a trial's is new: none to keep)
+        assert fingerprint(out)[name] == files[name], f"{name} was lost"
     monkeypatch.undo()
     _finishes(out, args, 12, before)
 
@@ -197,3 +196,31 @@ def test_write_failure_says_a_refused_write_and_nothing_else():
         assert safefs.write_failure(chained) == "cannot write the store: database or disk is full"
     for other in (ValueError("x"), OSError(errno.ENOENT, "No such file"), KeyError("k")):
         assert safefs.write_failure(other) is None
+
+
+def test_trials_turned_into_a_symlink_mid_run_stops_the_run_writing_nothing_outside(run_copy, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """trials/ moved away and replaced by a symlink to it while the run goes on: the next trial is
+    refused (it would be made outside OUT), the run stops in one line, nothing is written there."""
+    out, args = run_copy
+    before = _records(out, args)
+    elsewhere = tmp_path / "elsewhere"
+    from research_agents.execution import replay
+    write_metrics = replay.write_metrics
+
+    def then_swap(run_dir, metrics):
+        write_metrics(run_dir, metrics)
+        if not elsewhere.exists():
+            shutil.move(out / "trials", elsewhere)
+            (out / "trials").symlink_to(elsewhere)
+
+    monkeypatch.setattr(replay, "write_metrics", then_swap)
+    assert main(_budget(args, 12)) == 1
+    assert "resolves outside the run directory" in one_error_line(capsys.readouterr().err)
+    outside = sorted(p.name for p in elsewhere.iterdir())
+    assert len(outside) == len({r[0] for r in before}) + 1, outside  # the trials made before the swap, no more
+    assert set(before) <= set(_records(out, args))
+    monkeypatch.undo()
+    (out / "trials").unlink()
+    shutil.move(elsewhere, out / "trials")
+    _finishes(out, args, 12, before)
