@@ -7,8 +7,8 @@ import math
 from typing import Callable
 
 
-def whole(minimum: int) -> Callable[[str], int]:
-    """A whole number >= minimum."""
+def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """A whole number >= minimum (and <= maximum when given)."""
 
     def parse(text: str) -> int:
         try:
@@ -17,6 +17,8 @@ def whole(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     return parse

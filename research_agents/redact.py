@@ -7,6 +7,8 @@ URL-encoded (`%73k-...`), or base64. It works on the raw text (decoding escapes 
 the secret), so JSON stays JSON.
 `mask_url(url)` hides the password of `scheme://user:password@host` (a user name alone, which
 may be a token, is hidden whole); `mask_urls(text)` does so for every URL in a text.
+`without_password(url)` keeps a URL's user name and drops its password (what run.json records of
+`--storage`: the database stays named, and the server's password comes from elsewhere).
 """
 
 from __future__ import annotations
@@ -104,4 +106,29 @@ def mask_urls(text: str) -> str:
     return _USERINFO.sub(masked, text)
 
 
-__all__ = ["MASK", "mask_url", "mask_urls", "scrub", "url_secrets"]
+def without_password(url: str | None) -> str | None:
+    """`url` with its password, if any, replaced by *** (`scheme://user:***@host`); a user name alone
+    is kept (it names who connects; the password then comes from PGPASSWORD or ~/.pgpass)."""
+    if not url:
+        return url
+
+    def masked(m: re.Match) -> str:
+        user, sep, _password = m.group(2).partition(":")
+        return f"{m.group(1)}{user}:{MASK}@" if sep else m.group(0)
+
+    return _USERINFO.sub(masked, url)
+
+
+def has_masked_password(url: str | None) -> bool:
+    """Whether `url` holds a password masked by `without_password` (it cannot connect as it is)."""
+    return bool(url) and any(m.group(2).partition(":")[2] == MASK for m in _USERINFO.finditer(url or ""))
+
+
+def drop_masked_password(url: str) -> str:
+    """`scheme://user:***@host` as `scheme://user@host` (the password then from the environment)."""
+    return _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2).partition(':')[0]}@"
+                         if m.group(2).partition(":")[2] == MASK else m.group(0), url)
+
+
+__all__ = ["MASK", "drop_masked_password", "has_masked_password", "mask_url", "mask_urls", "scrub", "url_secrets",
+           "without_password"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from research_agents import safefs
+from research_agents import redact, safefs
 from research_agents.config.plan import BadInput, Plan, make_plan
 from research_agents.config.runforms import point_plan
 from research_agents.config.study import Study
@@ -51,21 +51,23 @@ class SavedStudyInvalid(BadInput):
 
 
 class RunFile(BaseModel):
-    """OUT/run.json: what a run was started with (the field order is the file's)."""
+    """OUT/run.json: what a run was started with (the field order is the file's). Strict: a
+    hand-edited "budget": "20" (or any value of the wrong type) is refused naming the field, never
+    converted."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     study: Study
-    budget: int
-    confirm_seeds: int | None = None  # --seeds
+    budget: int = Field(ge=1)
+    confirm_seeds: int | None = Field(None, ge=2)  # --seeds
     preset: str
     overrides: dict[str, Any] = Field(default_factory=dict)  # --set, --device, --save-model
     planner: str | None = None
-    storage: str | None = None  # --storage as given; None: sqlite in OUT
+    storage: str | None = None  # --storage (written without its password); None: sqlite in OUT
     scale: str | None = None  # (absent from a run.json written before scales existed)
     experiments: list[str] | None = None  # a point run's experiments; None: a search
     executor: str | None = None  # how trials ran, described
-    workers: int | None = None
+    workers: int | None = Field(None, ge=1)
     speculate: bool = True
     llm: dict[str, Any] | None = None  # LLM planners: endpoint and model, never the key
     run_id: str | None = None  # this run's identity, also stamped in its store (absent before stores had one)
@@ -98,9 +100,12 @@ class RunFile(BaseModel):
                            "another --out") from None
 
     def write(self, out: Path) -> None:
-        """OUT/run.json, whole or not at all, never through a symlink (safefs)."""
+        """OUT/run.json, whole or not at all, never through a symlink (safefs); a --storage password
+        is never written (user:***@host: give --storage again, or PGPASSWORD, to resume)."""
         unset = {k for k in ("llm", "run_id") if getattr(self, k) is None}
-        text = json.dumps(self.model_dump(mode="json", exclude=unset or None), indent=1)
+        saved = self.model_dump(mode="json", exclude=unset or None)
+        saved["storage"] = redact.without_password(self.storage)
+        text = json.dumps(saved, indent=1)
         safefs.write_text(Path(out) / RUN_FILE, text, root=out)
 
     def plan(self) -> Plan:
@@ -188,14 +193,53 @@ def _read_only_fs(path: Path) -> bool:
         return False
 
 
+# kernel and device file systems: a file written there is no file (or no write is kept)
+PSEUDO_FS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+                       "securityfs", "pstore", "bpf", "configfs", "fusectl", "mqueue", "binfmt_misc", "autofs",
+                       "efivarfs", "hugetlbfs", "rpc_pipefs", "nsfs", "selinuxfs"})
+PSEUDO_ROOTS = ("/proc", "/sys", "/dev")  # (where no mount table can be read)
+
+
+def fs_type(path: Path) -> str | None:
+    """The type of the file system holding `path` (Linux: the longest mount point above it in
+    /proc/self/mounts), None when it cannot be told."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        return None
+    return kind
+
+
+def _pseudo_fs(path: Path) -> str | None:
+    """What makes `path` a place no run can be kept (a kernel file system), None when it is not."""
+    kind = fs_type(path)
+    if kind is not None:
+        return f"a {kind} file system" if kind in PSEUDO_FS else None
+    real = os.path.realpath(path)
+    return next((f"under {r}" for r in PSEUDO_ROOTS if real == r or real.startswith(r + "/")), None)
+
+
 def check_writable(out: Path, what: str = "--out") -> None:
-    """BadInput unless OUT is (or can be made as) a directory this process can write."""
+    """BadInput unless OUT is (or can be made as) a directory this process can write, on a file
+    system that keeps files (not /proc, /sys or /dev)."""
     out = probe = Path(out)
     while not probe.exists() and probe != probe.parent:  # the directory it would be made in
         probe = probe.parent
     if not probe.is_dir():
         raise BadInput(f"{what} {out} exists and is not a directory" if probe == out else
                        f"{what} {out}: {probe} is not a directory")
+    if (pseudo := _pseudo_fs(probe)) is not None:
+        raise BadInput(f"{what} {out} is on {pseudo}, where no file of a run can be kept: use a directory on a disk")
     if _read_only_fs(probe):
         raise BadInput(f"{what} {out} is on a read-only file system")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -209,6 +253,12 @@ def check_out(out: Path, store_file: Path | None = None) -> None:
     for path in (out / RUN_FILE, store_file):
         if path is not None and path.exists() and not os.access(path, os.R_OK | os.W_OK):
             raise BadInput(f"{path} is read-only, and a run must write it (status and report only read it)")
+    trials = out / TRIALS_DIR  # where every new trial is made: a real, writable directory of OUT, or none yet
+    if trials.is_symlink() or (os.path.lexists(trials) and not trials.is_dir()):
+        raise BadInput(f"{trials} is not a directory of the run (a {'symbolic link' if trials.is_symlink() else 'file'}"
+                       "); a run makes its trials only inside --out: move it away (or restore the directory)")
+    if trials.is_dir() and (_read_only_fs(trials) or not os.access(trials, os.W_OK | os.X_OK)):
+        raise BadInput(f"{trials} is read-only, and a run makes its trials there (status and report only read it)")
     holder = lock_holder(out)
     if holder is not None:
         raise BadInput(busy(out, holder))
@@ -284,17 +334,32 @@ class RunSession:
         return self.run.study
 
 
-def open_store(out: Path, study: Study, url: str | None, readonly: bool = False) -> OptunaStore:
-    """The run's store (BadInput in one line when it cannot be opened: never rebuilt from empty)."""
+def open_store(out: Path, study: Study, url: str | None, readonly: bool = False,
+               password_dropped: bool = False) -> OptunaStore:
+    """The run's store (BadInput in one line when it cannot be opened: never rebuilt from empty).
+    `password_dropped`: `url` is run.json's, whose password was never written (storage_url)."""
     from research_agents.store import OptunaStore, StoreError
 
     try:
         return OptunaStore.for_study(out, study, url=url, readonly=readonly)
     except StoreError as e:
+        if password_dropped:
+            raise BadInput(f"the --storage database cannot be used: {e}. {Path(out) / RUN_FILE} keeps no "
+                           "password: give --storage URL with it again (or set PGPASSWORD)") from None
         held = holds_a_run(out)
         where = f"{out} holds a run ({held}) but its store" if held else "the store"
         raise BadInput(f"{where} cannot be used: {e}. The store is the record of the run and is never rebuilt "
                        "from empty: restore it (e.g. study.db from a backup), or use another --out") from None
+
+
+def storage_url(saved: str | None, given: str | None) -> str | None:
+    """The database URL to open: --storage when given, else run.json's (its masked password dropped,
+    so that PGPASSWORD or ~/.pgpass supplies it)."""
+    if given is not None:
+        return given
+    if saved is not None and redact.has_masked_password(saved):
+        return redact.drop_masked_password(saved)
+    return saved
 
 
 # ------------------------------------------------------------------ the store's identity
@@ -332,14 +397,17 @@ def stamp_identity(run: RunFile, store: OptunaStore) -> None:
                                   "study": run.study.name, "definition": definition_hash(run.study)})
 
 
-def open_run(out_text: str | Path) -> RunSession:
+def open_run(out_text: str | Path, storage: str | None = None) -> RunSession:
     """An existing run directory, its store opened read-only (BadInput if it is not one, or its
-    store cannot be read). Creates and writes nothing."""
+    store cannot be read). `storage`: the --storage URL with its password (run.json keeps none).
+    Creates and writes nothing."""
     out = Path(out_text)
     run = RunFile.read(out)
     if run is None:
         raise BadInput(f"{out} is not a run directory (no {RUN_FILE})")
-    store = open_store(out, run.study, run.storage, readonly=True)
+    dropped = storage is None and redact.has_masked_password(run.storage)
+    run = run.model_copy(update={"storage": storage_url(run.storage, storage)})
+    store = open_store(out, run.study, run.storage, readonly=True, password_dropped=dropped)
     check_identity(out, run, store)
     return RunSession(out, run, store)
 
@@ -364,12 +432,14 @@ def check_start(out: Path, run: RunFile, storage_flag: str | None) -> RunFile:
     if not same:
         raise BadInput(f"{out} holds a run of a different study definition, scale, preset, --set or "
                        "experiments; use another --out or the same arguments")
-    if before is not None and storage_flag is None:
-        run = run.model_copy(update={"storage": before.storage})
+    dropped = False
+    if before is not None and storage_flag is None:  # (run.json keeps no password: PGPASSWORD may give it)
+        dropped = redact.has_masked_password(before.storage)
+        run = run.model_copy(update={"storage": storage_url(before.storage, None)})
     check_out(out, sqlite_path(run.storage or default_url(out)))
     run_id = before.run_id if before is not None else None
     if holds_a_run(out):  # its store must open as it is (a store without a run is completed later)
-        store = open_store(out, run.study, run.storage, readonly=True)
+        store = open_store(out, run.study, run.storage, readonly=True, password_dropped=dropped)
         ident = store.get_meta(IDENTITY) if before is None else None  # run.json lost: the store names the run
         run_id = run_id or (ident.get("run_id") if isinstance(ident, dict) else None)
         run = run.model_copy(update={"run_id": run_id})

@@ -5,6 +5,11 @@ run to stop the same way.
 stops at its next safe point: the running trials are stopped and recorded as interrupted, the
 report is written, exit 1, and the same command resumes); a second one raises KeyboardInterrupt
 at once. Outside the main thread (signals are delivered only there) it does nothing.
+`stop_raises()`: while inside (a run's clean-up: its report after the loop stopped), each of them
+raises KeyboardInterrupt as Ctrl-C does, so a second stop there (or a scheduler's SIGTERM) ends
+the command with one line, exit 1, never a traceback or a kill mid-write.
+`held()`: while inside, they wait (delivered on leaving): a file is written whole or not at all
+even when Ctrl-C comes in the middle.
 """
 
 from __future__ import annotations
@@ -37,4 +42,37 @@ def deferred_stop(owner: Any, flag: str = "_stop") -> Iterator[None]:
             signal.signal(sig, old)
 
 
-__all__ = ["STOP_SIGNALS", "deferred_stop"]
+@contextlib.contextmanager
+def stop_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (only the main thread runs signal handlers: a write elsewhere is never cut by one)
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        for sig in dict.fromkeys(pending):  # delivered now, to the handlers they would have met
+            signal.raise_signal(sig)
+
+
+__all__ = ["STOP_SIGNALS", "deferred_stop", "held", "stop_raises"]

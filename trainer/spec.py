@@ -226,6 +226,9 @@ class Diagnostics(Strict):
 # ---------------------------------------------------------------- the trial
 
 
+MAX_SEED = 2**32 - 1  # the largest seed every library a trial seeds accepts
+
+
 class TrialSpec(Strict):
     """`lr` is the hidden matrices' LR (Muon's in the Muon arm, AdamW's in the AdamW arm).
     `adamw_lr` is the LR of the AdamW leg, the parameters AdamW trains in EVERY arm (embedding and
@@ -266,7 +269,7 @@ class TrialSpec(Strict):
     eval_every: int = Field(25, ge=1)
     eval_batches: int = Field(8, ge=1)
     log_every: int = Field(1, ge=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # (torch, numpy and Optuna all take 0 .. 2**32 - 1)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     # execution

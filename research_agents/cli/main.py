@@ -10,7 +10,7 @@ from research_agents.cli import mcp, report, run, status
 from research_agents.cli.common import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, UsageError, experiments_dir
 from research_agents.config.plan import BadInput
 from research_agents.redact import mask_urls
-from research_agents.safefs import UnsafePath
+from research_agents.safefs import UnsafePath, write_failure
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, BadInput, UnsafePath) as e:
         print(f"error: {mask_urls(str(e))}", file=sys.stderr)  # no credentials of any URL on the console
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # a second Ctrl-C (SIGTERM, SIGHUP) while a stopped run cleans up, or one outside a run
+        print("interrupted: stopped at once; every trial recorded so far is kept and each file is whole or absent: "
+              "run the same command to resume (it rebuilds what is missing)", file=sys.stderr)
+        return EXIT_FAIL
+    except Exception as e:  # the file system refusing a write (disk full, read-only...): one line, exit 1
+        why = write_failure(e)
+        if why is None:
+            raise
+        print(f"error: {mask_urls(why)}; what was recorded before is kept: fix that (free space, permissions, "
+              "the path named) and run the same command again", file=sys.stderr)
+        return EXIT_FAIL
 
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAIL", "EXIT_OK", "UsageError", "build_parser", "experiments_dir", "main"]

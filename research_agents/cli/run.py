@@ -14,7 +14,9 @@ from rich.markup import escape
 
 from research_agents.argtypes import number, positive, whole
 from research_agents.cli.common import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, UsageError, experiments_dir
+from research_agents.config.study import MAX_CONFIRM
 from research_agents.planners.llm_client import DEFAULT_MODEL, SEND_KEY_ENV, LLMConfig
+from research_agents.safefs import write_failure
 from trainer.presets import RUN_PRESETS
 
 if TYPE_CHECKING:
@@ -34,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--out", help="run directory (default experiments/runs/<study>); reused = resumed")
     run.add_argument("--preset", choices=sorted(RUN_PRESETS), help="override the study's preset")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where trials train")
-    run.add_argument("--seeds", type=whole(2), help="fresh confirmation seeds per leader (>= 2: one seed "
-                     "measures no noise)")
+    run.add_argument("--seeds", type=whole(2, MAX_CONFIRM), help="fresh confirmation seeds per leader (>= 2: one "
+                     f"seed measures no noise; at most {MAX_CONFIRM})")
     run.add_argument("--storage", help="SQLAlchemy URL of the trial database (default: sqlite in --out)")
     run.add_argument("--grid", help='manual grid, e.g. "lr=0.01,0.02 momentum=0.9,0.95"')
     run.add_argument("--scale", help="the study's scale: seed (its own model, data, steps) or cpu "
@@ -193,8 +195,11 @@ def budget_lines(plan: Plan, study: Study, run: RunFile, out: Path) -> list[str]
 def _run(run: RunFile, plan: Plan, planner, planner_line: str, executor, out: Path, console: Console,
          track: list[str] | None = None) -> int:
     from research_agents.session import started
+    from research_agents.signals import stop_raises
 
-    with started(out, run) as session:  # one run per OUT; the kernel drops the lock however this process ends
+    # one run per OUT (the kernel drops the lock however this process ends); outside the loop a stop
+    # signal is a KeyboardInterrupt: a second Ctrl-C (or SIGTERM) during the clean-up is one line (cli.main)
+    with started(out, run) as session, stop_raises():
         return _run_locked(session, plan, planner, planner_line, executor, console, track or [])
 
 
@@ -260,7 +265,7 @@ def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, exe
     planner.attach(store, out, display.message)  # LLM planners record calls, transcripts and fallbacks
 
     interrupted = False
-    llm_error = None
+    llm_error = write_error = None
     try:
         with display:
             loop.run()
@@ -269,23 +274,42 @@ def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, exe
         store.recover()  # a Ctrl-C between two store writes can leave a trial "running": say so now
     except LLMUnavailable as e:  # stop loudly; finished trials are in the store, a rerun resumes
         llm_error = str(e)
+    except Exception as e:  # the file system refused a write (disk full...): stop, keep what is recorded
+        if (write_error := write_failure(e)) is None:
+            raise
+        _try(store.recover)  # trials it left running: interrupted, re-run on resume (if the store can write)
     else:
         llm_error = planner.unmet()  # e.g. an LLM that never gave a valid action, too few rounds to stop it
     plots.close()  # every trial's plot drawn before the report
-    findings = write_report(session, plan)
-    tracking.summary()  # the ranking, verdict, tuning evidence and key plots, as the report computed them
+    try:
+        findings = write_report(session, plan)
+    except Exception as e:  # (the report is written whole or not at all: the last one stays)
+        if (why := write_failure(e)) is None:
+            raise
+        write_error = write_error or why
+    else:
+        tracking.summary()  # the ranking, verdict, tuning evidence and key plots, as the report computed them
+        console.print(f"recommendation ({findings.recommendation.confidence} confidence): "
+                      f"{recommendation_text(findings.recommendation)}", markup=False)
+        console.print(f"report: {out / 'report.md'}", markup=False)
     tracking.close()
-    console.print(f"recommendation ({findings.recommendation.confidence} confidence): "
-                  f"{recommendation_text(findings.recommendation)}", markup=False)
-    console.print(f"report: {out / 'report.md'}", markup=False)
     ended = outcome(store.records(), {r.id for r in records}, interrupted=interrupted, llm_error=llm_error,
-                    out=out)
+                    out=out, write_error=write_error)
     if ended.line:
         if ended.to_stderr:
             print(ended.line, file=sys.stderr)
         else:
             console.print(ended.line, markup=False)
     return ended.code
+
+
+def _try(step) -> None:
+    """`step()`, unless the file system refuses its write too (the run is stopping on that already)."""
+    try:
+        step()
+    except Exception as e:
+        if write_failure(e) is None:
+            raise
 
 
 # ------------------------------------------------------------------ how a run ended
@@ -301,13 +325,17 @@ class Outcome:
 
 
 def outcome(records: list[TrialRecord], before: set[int], *, interrupted: bool = False,
-            llm_error: str | None = None, out: Path) -> Outcome:
-    """The one place that classifies a finished `run`: interrupted (1; the same command resumes),
+            llm_error: str | None = None, out: Path, write_error: str | None = None) -> Outcome:
+    """The one place that classifies a finished `run`: a write the file system refused (1: disk
+    full, read-only; the recorded trials are kept, the same command resumes), interrupted (1),
     stopped by the LLM service (1), no trial with a result (1: every trial this command ran, or every
     trial of the run, failed or timed out), else success (0). `before`: the trial ids the run held
     when this command started."""
     from research_agents.session import TRIALS_DIR
 
+    if write_error:
+        return Outcome(EXIT_FAIL, f"error: {write_error}; the trials recorded so far are kept: fix that (free space, "
+                       "permissions, the path named) and run the same command to resume")
     if interrupted:
         return Outcome(EXIT_FAIL, "interrupted: the running trial is marked interrupted; run the same command to "
                        "resume", to_stderr=False)

@@ -12,14 +12,14 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, StrictInt, ValidationError, model_validator
 
 from research_agents.config import catalog
 from research_agents.config.space import Param, Strict, active_params, config_id
 from trainer.presets import RUN_PRESETS
-from trainer.spec import TrialSpec, format_validation_error, set_dotted
+from trainer.spec import MAX_SEED, TrialSpec, format_validation_error, set_dotted
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,10 +70,26 @@ class Arm(Strict):
         return out
 
 
+MAX_CONFIRM = 100  # confirmation seeds per leader, at most (the study's seeds.confirm, --seeds)
+SeedValue = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]  # a whole number, never "3" or 3.0
+
+
 class Seeds(Strict):
-    search: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    confirm: int = Field(5, ge=2, le=100)  # fresh seeds per confirmed config, paired across arms
-    confirm_start: int = Field(1000, ge=0)  # confirmation seeds are confirm_start, +1, ...
+    """Every seed a trial may get is a whole number in 0 .. 2**32 - 1 (what torch, numpy and Optuna
+    all accept): the search seeds, and the confirmation seeds confirm_start, +1, ... (as many as
+    --seeds may ask, 100)."""
+
+    search: list[SeedValue] = Field(default_factory=lambda: [0], min_length=1)
+    confirm: StrictInt = Field(5, ge=2, le=MAX_CONFIRM)  # fresh seeds per confirmed config, paired across arms
+    confirm_start: StrictInt = Field(1000, ge=0)  # confirmation seeds are confirm_start, +1, ...
+
+    @model_validator(mode="after")
+    def _confirm_seeds_fit(self) -> Seeds:
+        last = self.confirm_start + MAX_CONFIRM + len(self.search) - 1  # (the plan skips the search seeds)
+        if last > MAX_SEED:
+            raise ValueError(f"confirm_start {self.confirm_start} is too large: its confirmation seeds would pass "
+                             f"{MAX_SEED} (2**32 - 1), the largest seed a trial can take")
+        return self
 
 
 class Budget(Strict):
@@ -84,7 +100,7 @@ class Budget(Strict):
 class PlannerSettings(Strict):
     kind: Literal["auto", "policy", "grid", "random", "tpe", "llm", "hybrid"] = "auto"
     trials_per_round: int = Field(4, ge=1)
-    seed: int = 0
+    seed: StrictInt = Field(0, ge=0, le=2**31 - 1)  # (+1000 per round and arm stays a valid sampler seed)
     tpe_startup_trials: int = Field(3, ge=1)
     llm_share: float = Field(0.3, ge=0.0, le=1.0)
     llm_warmup_trials: int = Field(4, ge=0)

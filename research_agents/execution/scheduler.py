@@ -11,6 +11,7 @@ running trial is stopped and recorded as interrupted, and TrialInterrupted is ra
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from research_agents.config.space import config_id
 from research_agents.execution.base import BaseExecutor, TrialInterrupted
 from research_agents.execution.speculation import Ahead, Speculation
 from research_agents.records import TrialRecord
+from research_agents.safefs import check_inside, write_failure
 from research_agents.store.base import BaseStore
 from trainer.spec import TrialSpec
 
@@ -31,7 +33,7 @@ def trial_dir(out: Path, number: int, arm: str, params: dict, seed: int) -> str:
     trial of a lost store, or one killed before its record was written): that gets a suffix."""
     base = f"trials/{number:04d}-{arm}-{config_id(arm, params)}-s{seed}"
     name, n = base, 1
-    while (out / name).exists():
+    while os.path.lexists(out / name):  # (a dangling symlink too)
         n += 1
         name = f"{base}-{n}"
     return name
@@ -98,6 +100,9 @@ class TrialScheduler:
                 self.store.finish(record, "interrupted", None, "interrupted by the user (Ctrl-C)")
             self.close()
             raise TrialInterrupted() from None
+        except Exception:  # e.g. the disk full: the run stops, so do its trials (recorded as the caller decides)
+            self.executor.cancel()
+            raise
         return [done[i] for i in sorted(done)]
 
     def _workers(self) -> tuple[ThreadPoolExecutor, Speculation | None]:
@@ -134,6 +139,7 @@ class TrialScheduler:
 
     def _record_start(self, run: Run) -> TrialRecord:
         run_dir = trial_dir(self.out, len(self.store.records()) + 1, run.arm, run.params, run.seed)
+        check_inside(self.out / run_dir, self.out)  # (a trials/ now a symlink out of OUT: UnsafePath, the run stops)
         record = self.store.start(run.arm, run.params, run.seed, run.origin, run.phase, run.round, run.rationale,
                                   run_dir, point=run.point, expected=run.expected, swap=run.swap)
         self.hooks.on_trial_start(record)
@@ -145,7 +151,10 @@ class TrialScheduler:
         except (TrialInterrupted, KeyboardInterrupt):
             self.store.finish(record, "interrupted", None, "interrupted by the user (Ctrl-C)")
             raise TrialInterrupted() from None
-        except Exception as err:  # an executor's own failure is this trial's recorded failure
+        except Exception as err:  # an executor's own failure is this trial's recorded failure...
+            if (why := write_failure(err)) is not None:  # ...but not its run directory refusing a write
+                self.store.finish(record, "interrupted", None, why)  # (re-run on resume, never counted)
+                raise
             record = self.store.finish(record, "failed", None, f"executor error: {type(err).__name__}: {err}")
         else:
             record = self.store.finish(record, outcome.status, outcome.metrics, outcome.reason)

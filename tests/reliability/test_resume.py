@@ -33,7 +33,8 @@ class CtrlCOnce(ReplayExecutor):
 @pytest.mark.parametrize("at", [3, 7])  # a search trial; a confirmation trial
 def test_a_ctrl_c_trial_is_rerun_once_on_resume(tmp_path, monkeypatch, table, capsys, at):
     CtrlCOnce.calls, CtrlCOnce.at = 0, at
-    monkeypatch.setattr("research_agents.execution.make_executor", lambda name, **kw: CtrlCOnce(table))
+    monkeypatch.setattr("research_agents.execution.make_executor",
+                        lambda name, **kw: CtrlCOnce(table, study=kw.get("study")))
     study = write_study(tmp_path / "rel.toml")
     out = tmp_path / "out"
     args = ["run", "--study", str(study), "--budget", "8", "--executor", "replay:x", "--out", str(out)]

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 
 from research_agents.cli import main
+from research_agents.config import load_study
 from research_agents.planners.llm_client import DEFAULT_MODEL, SEND_KEY_ENV
+from research_agents.records import COUNTED
+from research_agents.store import OptunaStore
 from tests.openai_stub import StubLLM, batch
 from tests.reliability.helpers import write_study
 
@@ -133,3 +136,41 @@ def test_a_storage_password_is_masked_on_the_console(tmp_path, table, capsys):
                  "--storage", f"postgresql://user:{PASSWORD}@127.0.0.1:1/x"])
     err = capsys.readouterr().err
     assert code == 2 and PASSWORD not in err and "postgresql://user:***@127.0.0.1:1/x" in err, err
+
+
+def test_a_storage_password_is_never_written_and_a_resume_gives_it_again(tmp_path, table, postgres_server,
+                                                                          postgres_url, capsys, monkeypatch):
+    """run.json records `user:***@host` of --storage: no file under OUT holds the password, nor the
+    console; status, report and the resume take it again (--storage, or PGPASSWORD)."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    password = postgres_server.password
+    assert password in postgres_url
+    study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+    args = ["run", "--study", str(study), "--executor", f"replay:{table}", "--out", str(out)]
+
+    def nowhere(said: str) -> None:
+        assert password not in said
+        for path in out.rglob("*"):
+            if path.is_file() and path.name != "study.db":
+                assert password.encode() not in path.read_bytes(), path
+
+    assert main([*args, "--budget", "8", "--storage", postgres_url]) == 0
+    nowhere(str(capsys.readouterr()))
+    saved = json.loads((out / "run.json").read_text())["storage"]
+    assert saved == postgres_url.replace(f":{password}@", ":***@"), saved
+    # without the password: one line that says how to give it
+    for command in (["status", str(out)], ["report", str(out)], [*args, "--budget", "8"]):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "keeps no password: give --storage URL with it again" in err, err
+        assert password not in err
+    assert main(["status", str(out), "--storage", postgres_url]) == 0
+    assert main(["report", str(out), "--storage", postgres_url]) == 0
+    assert main([*args, "--budget", "10", "--storage", postgres_url]) == 0  # the resume, the password given again
+    nowhere(str(capsys.readouterr()))
+    monkeypatch.setenv("PGPASSWORD", password)  # ...or from the environment, run.json's URL as it is
+    assert main([*args, "--budget", "12"]) == 0
+    nowhere(str(capsys.readouterr()))
+    statuses = [r.status for r in OptunaStore.for_study(None, load_study(study), url=postgres_url,
+                                                        readonly=True).records()]
+    assert len([s for s in statuses if s in COUNTED]) == 12, statuses

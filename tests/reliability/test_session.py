@@ -116,3 +116,20 @@ def _records(out: Path):
     return OptunaStore.for_study(out, run.study, readonly=True).records()
 
 
+
+
+@pytest.mark.parametrize("field, value", [("budget", "20"), ("budget", True), ("budget", 0), ("budget", -5),
+                                          ("workers", "2"), ("workers", 0), ("confirm_seeds", 1.5),
+                                          ("speculate", "yes"), ("preset", 3), ("experiments", "quick"),
+                                          ("storage", 5)])
+def test_a_hand_edited_run_file_of_the_wrong_type_is_one_line_naming_the_field(run_copy, capsys, field, value):
+    """run.json is read strictly: "budget": "20" is refused (never taken as 20), as is any value of
+    the wrong type or range; status, report and the resume each say which field in one line."""
+    out, args = run_copy
+    saved = json.loads((out / RUN_FILE).read_text())
+    saved[field] = value
+    (out / RUN_FILE).write_text(json.dumps(saved))
+    for command in (["status", str(out)], ["report", str(out)], args):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"is not a valid run file ({field}:" in err, err

@@ -37,7 +37,8 @@ def test_a_stop_signal_ends_the_run_as_ctrl_c_does(tmp_path, monkeypatch, table,
     previous = signal.signal(sig, lambda s, f: unhandled.append(s))
     try:
         SignalOnce.sig, SignalOnce.calls = sig, 0
-        monkeypatch.setattr("research_agents.execution.make_executor", lambda n, **kw: SignalOnce(table))
+        monkeypatch.setattr("research_agents.execution.make_executor",
+                            lambda n, **kw: SignalOnce(table, study=kw.get("study")))
         study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
         args = ["run", "--study", str(study), "--budget", "8", "--executor", "replay:x", "--out", str(out)]
         code = main(args)
@@ -53,3 +54,46 @@ def test_a_stop_signal_ends_the_run_as_ctrl_c_does(tmp_path, monkeypatch, table,
         assert len([r for r in records if r.status in COUNTED]) == 8
     finally:
         signal.signal(sig, previous)
+
+
+@pytest.mark.parametrize("second", ["SIGINT", "SIGTERM"])
+def test_a_second_stop_during_the_clean_up_is_one_line_and_leaves_no_half_file(tmp_path, monkeypatch, table,
+                                                                               capsys, second):
+    """Ctrl-C stops the run; a second Ctrl-C (or a scheduler's SIGTERM) while it writes its report
+    ends it at once: one line, exit 1, no traceback; the write it came in finishes whole (no
+    temp file left, no half report), and the same command resumes to the end."""
+    from research_agents import safefs
+
+    first, again = signal.SIGINT, getattr(signal, second)
+    unhandled = []
+    previous = {s: signal.signal(s, lambda n, f: unhandled.append(n)) for s in (first, again)}
+    mkstemp = safefs.tempfile.mkstemp
+
+    def interrupted_mkstemp(*a, **kw):  # the second signal comes as the report's temp file is made
+        made = mkstemp(*a, **kw)
+        if kw.get("prefix", "").startswith(".report.md"):
+            os.kill(os.getpid(), again)
+        return made
+
+    try:
+        SignalOnce.sig, SignalOnce.calls = first, 0
+        monkeypatch.setattr("research_agents.execution.make_executor",
+                            lambda n, **kw: SignalOnce(table, study=kw.get("study")))
+        monkeypatch.setattr(safefs.tempfile, "mkstemp", interrupted_mkstemp)
+        study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+        args = ["run", "--study", str(study), "--budget", "8", "--executor", "replay:x", "--out", str(out)]
+        code = main(args)
+        said = capsys.readouterr()
+        assert unhandled == [] and code == 1, (unhandled, code, said.err)
+        lines = [ln for ln in said.err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("interrupted: stopped at once") and "Traceback" not in said.err
+        assert [p.name for p in out.rglob("*.tmp")] == []
+        assert (out / "report.md").read_text().rstrip().endswith("```")  # whole: its last line is there
+        monkeypatch.setattr(safefs.tempfile, "mkstemp", mkstemp)
+        SignalOnce.calls = 100
+        assert main(args) == 0
+        records = OptunaStore.for_study(out, load_study(study), readonly=True).records()
+        assert len([r for r in records if r.status in COUNTED]) == 8
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
