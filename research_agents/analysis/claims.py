@@ -38,7 +38,7 @@ from research_agents.report.words import comparison_json, comparison_summary
 from trainer.spec import load_spec
 
 Verdict = Literal["agrees", "disagrees", "inconclusive"]
-IGNORED_KEYS = ("seed", "save_checkpoint", "device", "compile", "log_every")
+IGNORED_KEYS = ("seed", "save_checkpoint", "save_checkpoint_every", "device", "compile", "log_every")
 
 
 class ClaimResult(BaseModel):
