@@ -206,3 +206,78 @@ def test_survives_sigkill_between_two_checkpoints(spec, tmp_path, cache_dir):
     assert got.checkpoint.resumed_from_step in (8, 16, 24, 32)
     assert numbers(got, ("checkpoint",)) == numbers(want, ("checkpoint",))
     assert not (killed / CHECKPOINT_FILE).exists()
+
+
+# ----------------------------------------------------------------- the research loop's re-run of an interrupted trial
+
+
+def _interrupted_loop(tmp_path, fast_study, executor, overrides: dict):
+    from research_agents.config import load_study, make_plan
+    from research_agents.loop import ResearchLoop
+    from research_agents.planners import SamplerPlanner
+    from research_agents.store import OptunaStore
+
+    study = load_study(fast_study)
+    out = tmp_path / "run"
+    store = OptunaStore.for_study(out, study)
+    loop = ResearchLoop(study, store, executor, SamplerPlanner("tpe", seed=0, startup_trials=2), out,
+                        make_plan(study, 8), overrides=overrides)
+    old = store.start("muon", {"lr": 0.02}, 0, "tpe", "search", 1, "why", "trials/0001-muon-x-s0")
+    return loop, out / old.run_dir, loop.spec(_run_of(old))
+
+
+def _run_of(record):
+    from research_agents.actions import Run
+
+    return Run(record.arm, record.params, record.seed, record.origin, record.phase, record.round, record.rationale)
+
+
+class Seen:
+    """An executor that records whether the trial dir held a checkpoint when the trial started."""
+
+    def __init__(self, inner=None):
+        self.inner, self.had = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run(self, spec, run_dir, timeout_s, on_progress=None):
+        self.had.append((run_dir, (run_dir / CHECKPOINT_FILE).exists()))
+        return self.inner.run(spec, run_dir, timeout_s, on_progress)
+
+
+def test_loop_rerun_resumes_from_the_interrupted_trials_checkpoint(tmp_path, fast_study, token_cache):
+    """A trial the loop left interrupted (its process killed after a checkpoint) is re-run in a new
+    directory that starts from that checkpoint, through the real trainer, with the numbers of an
+    uninterrupted trial; the finished trial's checkpoint is removed."""
+    from research_agents.execution.local import LocalExecutor
+
+    executor = Seen(LocalExecutor(warm=False))
+    loop, old_dir, s = _interrupted_loop(tmp_path, fast_study, executor, {"save_checkpoint_every": 4})
+    assert s.save_checkpoint_every == 4 and s.steps == 12
+    with pytest.raises(Stop):
+        train(s, old_dir, on_log=crash_at(6))
+    loop.resume_interrupted()
+    (new_dir, had), = executor.had
+    assert had and new_dir != old_dir and not (old_dir / CHECKPOINT_FILE).exists()
+    rerun = loop.records()[-1]
+    assert rerun.status == "completed" and loop.out / rerun.run_dir == new_dir
+    got = read(new_dir)
+    assert got.checkpoint.resumed_from_step == 4
+    assert numbers(got, ("checkpoint",)) == numbers(train(s, None), ("checkpoint",))
+    assert not (new_dir / CHECKPOINT_FILE).exists()
+
+
+@pytest.mark.parametrize("every", [None, 4])
+def test_loop_moves_the_checkpoint_only_when_the_run_asks_for_checkpoints(tmp_path, fast_study, token_cache, every):
+    from tests.test_loop import FakeExecutor
+
+    executor = Seen(FakeExecutor())
+    loop, old_dir, s = _interrupted_loop(tmp_path, fast_study, executor, {"save_checkpoint_every": every} if every else {})
+    old_dir.mkdir(parents=True)
+    (old_dir / CHECKPOINT_FILE).write_bytes(b"a checkpoint")
+    loop.resume_interrupted()
+    (new_dir, had), = executor.had
+    assert had == (every is not None) and (old_dir / CHECKPOINT_FILE).exists() == (every is None)
+    if every:
+        assert (new_dir / CHECKPOINT_FILE).read_bytes() == b"a checkpoint"
