@@ -138,8 +138,8 @@ class RunFile(BaseModel):
         else:
             parts += ["--planner", self.planner or "auto"]
         parts += ["--budget", str(self.budget if budget is None else budget)]
-        flags = ("device", "save_checkpoint", "save_checkpoint_every")
-        sets = [f"{k}={json.dumps(v)}" for k, v in self.overrides.items() if k not in flags]
+        own_flags = ("device", "save_checkpoint", "save_checkpoint_every")
+        sets = [f"{k}={json.dumps(v)}" for k, v in self.overrides.items() if k not in own_flags]
         if sets:
             parts += ["--set", *sets]
         if self.overrides.get("save_checkpoint_every"):

@@ -273,7 +273,8 @@ def test_loop_moves_the_checkpoint_only_when_the_run_asks_for_checkpoints(tmp_pa
     from tests.test_loop import FakeExecutor
 
     executor = Seen(FakeExecutor())
-    loop, old_dir, s = _interrupted_loop(tmp_path, fast_study, executor, {"save_checkpoint_every": every} if every else {})
+    overrides = {"save_checkpoint_every": every} if every else {}
+    loop, old_dir, s = _interrupted_loop(tmp_path, fast_study, executor, overrides)
     old_dir.mkdir(parents=True)
     (old_dir / CHECKPOINT_FILE).write_bytes(b"a checkpoint")
     loop.resume_interrupted()

@@ -87,8 +87,9 @@ class Checkpointer:
     record: CheckpointRecord | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        if self.enabled:
-            self.record = CheckpointRecord(every=self.spec.save_checkpoint_every)
+        every = self.spec.save_checkpoint_every
+        if every is not None and self.out_dir is not None:
+            self.record = CheckpointRecord(every=every)
 
     @property
     def enabled(self) -> bool:
@@ -157,7 +158,7 @@ class Checkpointer:
         self.say(f"checkpoint: resumed from step {progress.steps_done} of {self.spec.steps} ({self.path})")
         return progress
 
-    def _ignore(self, why: str) -> None:
+    def _ignore(self, why: str) -> Progress | None:
         line = f"ignored {CHECKPOINT_FILE}: {why}; training from step 0"
         assert self.record is not None
         self.record.warnings.append(line)
