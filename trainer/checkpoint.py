@@ -73,7 +73,7 @@ class Progress:
 @dataclass
 class Checkpointer:
     """Saves and restores one trial's state; does nothing when the spec asks for no checkpoints or
-    the trial has no directory. `live`: the objects whose state it saves (model, optimizers, ...)."""
+    the trial has no directory. It holds the trial's live objects and saves or restores their state."""
 
     spec: TrialSpec
     out_dir: Path | None
