@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from research_agents.actions import Proposal, Run
 from research_agents.config.plan import Plan
+from research_agents.config.space import config_id
 from research_agents.config.study import Study
 from research_agents.execution.base import BaseExecutor, TrialInterrupted
 from research_agents.execution.scheduler import TrialScheduler, trial_dir
@@ -64,6 +65,7 @@ class ResearchLoop:
     _stop: bool = field(default=False, init=False, repr=False)  # Ctrl-C seen, acted on at a safe point
     _exhausted: set[str] = field(default_factory=set, init=False, repr=False)  # arms whose planner ran dry
     _trials: TrialScheduler | None = field(default=None, init=False, repr=False)
+    _resuming: dict[tuple, Path] = field(default_factory=dict, init=False, repr=False)  # interrupted trials' dirs
 
     def records(self) -> list[TrialRecord]:
         return self.store.records()
@@ -197,7 +199,8 @@ class ResearchLoop:
         if self._trials is None:
             self._trials = TrialScheduler(self.executor, self.store, self.out, self.study.trial_timeout_s,
                                           spec=self.spec, predict=self.predicted, stopping=lambda: self._stop,
-                                          hooks=self.hooks, workers=self.workers, speculate=self.speculate)
+                                          hooks=self.hooks, workers=self.workers, speculate=self.speculate,
+                                          before_start=self._resume_checkpoint)
         return self._trials
 
     def spec(self, run: Run):
@@ -232,8 +235,28 @@ class ResearchLoop:
         for r in again:
             self.hooks.on_message(f"re-running trial {r.order} ({r.arm}, seed {r.seed}) left unfinished: "
                                   f"{r.reason or 'interrupted'}")
-        self.trials.run([Run(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale, r.point, r.expected,
-                             r.swap) for r in again])
+        self._resuming = {(r.config, r.seed, r.phase): self.out / r.run_dir for r in again}
+        try:
+            self.trials.run([Run(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale, r.point,
+                                 r.expected, r.swap) for r in again])
+        finally:
+            self._resuming = {}
+
+    def _resume_checkpoint(self, run: Run, spec, run_dir: Path) -> None:
+        """A re-run of an interrupted trial whose spec saves checkpoints starts from the interrupted
+        trial's last one: moved into the re-run's own (new) directory, where the trainer resumes
+        from it when the spec is the same (trainer/checkpoint.py)."""
+        old = self._resuming.pop((config_id(run.arm, run.params), run.seed, run.phase), None)
+        if old is None or spec.save_checkpoint_every is None:
+            return
+        from trainer.checkpoint import carry_checkpoint  # (torch: only where trials save checkpoints)
+
+        try:
+            if carry_checkpoint(old, run_dir):
+                self.hooks.on_message(f"{run_dir.name} resumes from the checkpoint of {old.name}")
+        except OSError as err:
+            self.hooks.on_message(f"{run_dir.name} starts from step 0: the checkpoint of {old.name} could not "
+                                  f"be moved: {err.strerror or err}")
 
     def write_missing_round_reports(self) -> None:
         """The report of every round in the store that has none (a kill cut its round short)."""

@@ -61,7 +61,7 @@ class RunFile(BaseModel):
     budget: int = Field(ge=1)
     confirm_seeds: int | None = Field(None, ge=2)  # --seeds
     preset: str
-    overrides: dict[str, Any] = Field(default_factory=dict)  # --set, --device, --save-model
+    overrides: dict[str, Any] = Field(default_factory=dict)  # --set, --device, --save-model, --checkpoint-every
     planner: str | None = None
     storage: str | None = None  # --storage (written without its password); None: sqlite in OUT
     scale: str | None = None  # (absent from a run.json written before scales existed)
@@ -145,9 +145,12 @@ class RunFile(BaseModel):
         else:
             parts += ["--planner", self.planner or "auto"]
         parts += ["--budget", str(self.budget if budget is None else budget)]
-        sets = [f"{k}={json.dumps(v)}" for k, v in self.overrides.items() if k not in ("device", "save_checkpoint")]
+        own_flags = ("device", "save_checkpoint", "save_checkpoint_every")
+        sets = [f"{k}={json.dumps(v)}" for k, v in self.overrides.items() if k not in own_flags]
         if sets:
             parts += ["--set", *sets]
+        if self.overrides.get("save_checkpoint_every"):
+            parts += ["--checkpoint-every", str(self.overrides["save_checkpoint_every"])]
         if self.overrides.get("save_checkpoint"):
             parts.append("--save-model")
         line = " ".join([*parts, "--out", str(out)])
@@ -164,7 +167,9 @@ class RunFile(BaseModel):
 
 
 def _fixed(overrides: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in overrides.items() if k != "device"}
+    """The overrides a resumed run must repeat: not the device, nor the checkpoint interval (it
+    changes no number, so a run may be resumed with checkpoints it did not ask for before)."""
+    return {k: v for k, v in overrides.items() if k not in ("device", "save_checkpoint_every")}
 
 
 # ------------------------------------------------------------------ the run directory

@@ -452,7 +452,7 @@ def test_schema_is_a_union_of_actions_with_bounds(tmp_path):
     # one params branch per momentum schedule kind: the linear one requires its own knobs
     fixed, linear = branches[("muon", "try")]["properties"]["params"]["anyOf"]
     knobs = fixed["properties"]
-    assert (knobs["lr"]["type"], knobs["lr"]["minimum"], knobs["lr"]["maximum"]) == ("number", 0.003, 1.2)
+    assert (knobs["lr"]["type"], knobs["lr"]["minimum"], knobs["lr"]["maximum"]) == ("number", 0.01, 1.0)
     assert (knobs["ns_steps"]["type"], knobs["ns_steps"]["minimum"], knobs["ns_steps"]["maximum"]) == ("integer", 2, 8)
     assert knobs["ns_steps"]["enum"] == [2, 3, 4, 5, 6, 7, 8]  # what llama.cpp's grammar enforces
     assert (knobs["momentum_schedule.kind"], linear["properties"]["momentum_schedule.kind"]) == (
@@ -722,7 +722,7 @@ def test_prompt_is_bounded_over_a_200_trial_study():
         sizes.append(len(system) + len(user))
         # what matters survives the bound: set-up, evidence, open questions (whole lines, up to the cap),
         # curves, the model's own expectations, full-precision suggestions
-        assert "100 optimizer steps" in system and "lr: float in [0.003, 1.2]" in system
+        assert "100 optimizer steps" in system and "lr: float in [0.01, 1]" in system
         assert "- arm0: lr sensitivity not measurable yet (0 distinct lr value(s) completed, 3 needed)." in user
         assert "arm39:" not in user  # (the section keeps whole lines up to its cap)
         assert "diverged at step 37" in user and "you expected 4.9, measured" in user

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
 
+from trainer.checkpoint import CheckpointRecord
 from trainer.spec import TrialSpec
 
 METRICS_FILE = "metrics.json"
@@ -96,6 +97,7 @@ class TrialMetrics(BaseModel):
     optimizer_groups: list[OptimizerGroup] = []  # each group's LR (the AdamW leg's vs the matrices')
     env: dict = {}
     traceback: str | None = None
+    checkpoint: CheckpointRecord | None = None  # save_checkpoint_every: where it resumed, what it ignored
 
     @field_validator("spec", mode="before")
     @classmethod

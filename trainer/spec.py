@@ -277,6 +277,9 @@ class TrialSpec(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     save_checkpoint: bool = False
+    # every N optimizer steps, write a resumable checkpoint into the trial's directory (None: never;
+    # trainer/checkpoint.py); a trial started where one of the same spec lies resumes from it
+    save_checkpoint_every: int | None = Field(None, ge=1)
     diagnostics: Diagnostics = Field(default_factory=Diagnostics)
 
     @model_validator(mode="before")

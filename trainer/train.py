@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from trainer.checkpoint import Checkpointer, Progress
 from trainer.data import get_batch, iter_eval_batches, load_token_data
 from trainer.device import describe_device, resolve_device, resolve_precision, tune_cpu_allocator
 from trainer.diagnostics import UpdateRMS, entropy_matrices, svd_entropy
@@ -109,8 +110,15 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
     last_eval: dict[str, float] = {}
     train_loss = float("nan")
     steps_done = 0
+    ckpt = Checkpointer(spec, Path(out_dir) if out_dir is not None else None, model, opt.optimizers, scaler,
+                        momentum._norms, batch_gen, device)
+    resumed = ckpt.resume()
+    if resumed is not None:
+        steps_done, history, diagnostics = resumed.steps_done, resumed.history, resumed.diagnostics
+        last_eval, train_loss = resumed.last_eval, resumed.train_loss
+        started -= resumed.elapsed_s  # time_s and wall_time_s count the trial's earlier runs too
     model.train()
-    for step in range(spec.steps):
+    for step in range(steps_done, spec.steps):
         lr_factor = lr_multiplier(spec, step)
         opt.set_lr_multiplier(lr_factor)
         m = momentum(step)
@@ -165,6 +173,9 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
                 on_log(entry)
             if status == "diverged":
                 break
+        if ckpt.due(steps_done):
+            ckpt.save(Progress(steps_done, history, diagnostics, last_eval, train_loss,
+                               time.perf_counter() - started))
 
     if status == "diverged" and steps_done and not last_eval:
         last_eval = evaluate(model, data.val, spec, device, autocast)
@@ -192,6 +203,7 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
         param_groups={g: len(names) for g, names in opt.groups.items()},
         optimizer_groups=opt.describe(),
         env=_env(data.fingerprint, n_params),
+        checkpoint=ckpt.record,
     )
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -200,6 +212,7 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
             from safetensors.torch import save_model
 
             save_model(model, str(out_dir / "model.safetensors"))
+        ckpt.prune()
     return metrics
 
 

@@ -42,7 +42,7 @@ Verdict = Literal["agrees", "disagrees", "inconclusive"]
 # what a run lacks to test a claim (report.claims words each)
 Missing = Literal["muon and adamw runs", "lr sweeps", "ns_steps pairs", "momentum values", "momentum pairs",
                   "warmup pairs", "schedule baseline", "svd entropy runs"]
-IGNORED_KEYS = ("seed", "save_checkpoint", "device", "compile", "log_every")
+IGNORED_KEYS = ("seed", "save_checkpoint", "save_checkpoint_every", "device", "compile", "log_every")
 
 
 class KnobPairs(BaseModel):

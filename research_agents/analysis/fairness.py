@@ -46,7 +46,8 @@ OWN_SHOWN: dict[str, tuple[str, ...]] = {
 }
 GROUP_OF: dict[str, Group] = {"lr": "hidden", "adamw_lr": "adamw_leg"}
 # Settings of a spec that are not training choices (never a difference between leaders).
-NOT_SETTINGS = ("optimizer", "seed", "device", "precision", "compile", "save_checkpoint", "diagnostics", "log_every")
+NOT_SETTINGS = ("optimizer", "seed", "device", "precision", "compile", "save_checkpoint", "save_checkpoint_every",
+                "diagnostics", "log_every")
 
 
 def is_own(key: str, optimizer: str) -> bool:

@@ -44,7 +44,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      "(minutes on 2 cores); default seed on CUDA, else cpu")
     run.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                      help="trial spec overrides for every run, e.g. steps=50 data.max_docs=40")
-    run.add_argument("--save-model", action="store_true", help="save each trial's model (model.safetensors)")
+    run.add_argument("--save-model", action="store_true", help="save each trial's model (model.safetensors), and "
+                     "keep its last checkpoint")
+    run.add_argument("--checkpoint-every", type=whole(1), metavar="STEPS", help="each trial writes a checkpoint "
+                     "every STEPS optimizer steps; a trial interrupted (Ctrl-C, a kill) resumes from its last one "
+                     "when the run is resumed; removed when the trial ends (unless --save-model)")
     run.add_argument("--executor", default="local", help="how trials run: local (default: each trial its own "
                      "process, forked from a server that has imported torch once), local-cold (a new "
                      "interpreter per trial), ray (Ray tasks: this machine or a cluster, see --ray-address) "
@@ -143,6 +147,7 @@ def command(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out) if args.out else experiments_dir() / "runs" / study.name
     overrides.update({"save_checkpoint": True} if args.save_model else {})
     overrides.update({"device": args.device} if args.device else {})
+    overrides.update({"save_checkpoint_every": args.checkpoint_every} if args.checkpoint_every else {})
     preset = args.preset or study.preset
     try:  # every point of the run must make a valid trial spec, on a device this machine has
         specs = runforms.check_specs(study, points, preset, overrides)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt, ValidationError, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, StrictInt, ValidationError, model_serializer, model_validator
 
 from research_agents.config import catalog
 from research_agents.config.space import Param, Strict, active_params, config_id
@@ -171,6 +171,15 @@ class Study(Strict):
     claims: list[str] = Field(default_factory=list)  # seed claims the report tests (claims.py)
     analyses: list[str] = Field(default_factory=list)  # extra report analyses (artifacts.py)
     equivalence_margin: float = Field(0.02, gt=0.0)  # nats: "as good as" means within this
+
+    @model_serializer(mode="wrap")
+    def _without_unnamed_convention(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A study that names no convention is written without the key, as before the field existed
+        (run.json files of older runs read and write back byte for byte)."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("convention") is None:
+            data.pop("convention", None)
+        return data
 
     def _check_names(self) -> None:
         """Arm and knob names become directory names, store keys and report text: plain identifiers

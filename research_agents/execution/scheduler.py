@@ -51,6 +51,7 @@ class TrialScheduler:
     hooks: Any  # on_trial_start, on_progress, on_trial_end, on_message (the loop's LoopHooks)
     workers: int = 1
     speculate: bool = True
+    before_start: Callable[[Run, TrialSpec, Path], None] | None = None  # (run, spec, its new trial dir)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _ahead: Speculation | None = field(default=None, init=False, repr=False)
     _predicted: tuple[int, list] = field(default=(-1, []), init=False, repr=False)  # (trials ended, specs)
@@ -128,6 +129,8 @@ class TrialScheduler:
     # -- one trial: its record starts in the batch's order, its outcome finishes it
     def _start(self, run: Run, spec: TrialSpec, pool: ThreadPoolExecutor) -> tuple[TrialRecord, Future, None]:
         record = self._record_start(run)
+        if self.before_start is not None:  # e.g. the loop moves an interrupted trial's checkpoint in
+            self.before_start(run, spec, self.out / record.run_dir)
         future = pool.submit(self.executor.run, spec, self.out / record.run_dir, self.timeout_s,
                              functools.partial(self.hooks.on_progress, record))
         return record, future, None

@@ -49,6 +49,10 @@ def test_a_resume_must_match_the_saved_run(tmp_path):
     assert not run.model_copy(update={"scale": "seed"}).resumes(run)
     assert not run.model_copy(update={"overrides": {"steps": 5}}).resumes(run)
     assert run.model_copy(update={"overrides": {"device": "cpu"}}).resumes(run)  # the device may change
+    every = run.model_copy(update={"overrides": {**run.overrides, "save_checkpoint_every": 50}})
+    assert every.resumes(run) and run.resumes(every)  # so may the checkpoint interval (it changes no number)
+    assert "--checkpoint-every 50" in every.command_line(Path("out")) and "save_checkpoint" not in \
+        every.command_line(Path("out"))
     seeds = run.study.seeds.model_copy(update={"search": [7]})
     assert not run.model_copy(update={"study": run.study.model_copy(update={"seeds": seeds})}).resumes(run)
     unscaled = RunFile.model_validate({k: v for k, v in run.model_dump(mode="json").items() if k != "scale"})
