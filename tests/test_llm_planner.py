@@ -457,10 +457,10 @@ def test_schema_is_a_union_of_actions_with_bounds(tmp_path):
     assert knobs["ns_steps"]["enum"] == [2, 3, 4, 5, 6, 7, 8]  # what llama.cpp's grammar enforces
     assert (knobs["momentum_schedule.kind"], linear["properties"]["momentum_schedule.kind"]) == (
         {"const": "fixed"}, {"const": "linear"})
-    assert fixed["required"] == ["lr", "momentum", "momentum_schedule.kind", "ns_steps"]
-    assert linear["required"] == ["lr", "momentum", "momentum_schedule.kind", "momentum_schedule.start",
+    assert fixed["required"] == ["lr", "adamw_lr", "momentum", "momentum_schedule.kind", "ns_steps"]
+    assert linear["required"] == ["lr", "adamw_lr", "momentum", "momentum_schedule.kind", "momentum_schedule.start",
                                   "momentum_schedule.warmup_steps", "ns_steps"]
-    assert branches[("adamw", "try")]["properties"]["params"]["required"] == ["lr"]
+    assert branches[("adamw", "try")]["properties"]["params"]["required"] == ["lr", "adamw_lr"]
     assert branches[("adamw", "try")]["properties"]["rationale"]["maxLength"] == 200
     assert branches[("adamw", "replicate")]["properties"]["config"]["enum"] == ["adamw-1", "adamw-2"]
     assert branches[("adamw", "replicate")]["properties"]["seeds"]["maximum"] == 3
