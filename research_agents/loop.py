@@ -69,7 +69,7 @@ class ResearchLoop:
     def records(self) -> list[TrialRecord]:
         return self.store.records()
 
-    def spent(self, phase: str | None = None, arm: str | None = None) -> int:
+    def spent(self, phase: str | None = None, arm: str | None = None) -> int | float:
         return self.store.spent(phase, arm)
 
     def snapshot(self, projected: bool = False) -> Snapshot:
@@ -183,7 +183,10 @@ class ResearchLoop:
         return self._trials
 
     def spec(self, run: Run):
-        return self.study.trial_spec(run.arm, run.params, run.seed, preset=self.preset, overrides=self.overrides)
+        spec = self.study.trial_spec(run.arm, run.params, run.seed, preset=self.preset, overrides=self.overrides)
+        if run.stop_above:  # its early-stop rule, fixed when its round was planned (rungs.py)
+            spec = type(spec).model_validate({**spec.model_dump(), "stop_above": run.stop_above})
+        return spec
 
     def run_dir(self, arm: str, params: dict, seed: int) -> str:
         return trial_dir(self.out, len(self.records()) + 1, arm, params, seed)
@@ -213,8 +216,8 @@ class ResearchLoop:
         for r in again:
             self.hooks.on_message(f"re-running trial {r.order} ({r.arm}, seed {r.seed}) left unfinished: "
                                   f"{r.reason or 'interrupted'}")
-        self.trials.run([Run(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale, r.point, r.expected)
-                         for r in again])
+        self.trials.run([Run(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale, r.point, r.expected,
+                             stop_above=r.stop_above) for r in again])
 
     def write_missing_round_reports(self) -> None:
         """The report of every round in the store that has none (a kill cut its round short)."""

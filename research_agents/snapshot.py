@@ -17,7 +17,7 @@ from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
-from research_agents.records import COUNTED, TrialRecord, by_config, spent
+from research_agents.records import COUNTED, TrialRecord, by_config, spent, whole
 
 
 @dataclass
@@ -27,7 +27,8 @@ class Snapshot:
     records: list[TrialRecord]
     projected: bool = False  # running trials count as spent (a prediction)
 
-    def spent(self, phase: str | None = None, arm: str | None = None) -> int:
+    def spent(self, phase: str | None = None, arm: str | None = None) -> int | float:
+        """The budget spent, in full-length runs (a run stopped at a rung: its share)."""
         statuses = (*COUNTED, "running") if self.projected else COUNTED
         return spent(self.records, phase, arm, statuses=statuses)
 
@@ -56,11 +57,11 @@ class Snapshot:
     @cached_property
     def search_left(self) -> dict[str, int]:
         """Search runs each arm may still spend."""
-        return {a: self.allowance[a] - self.spent("search", a) for a in self.study.arms}
+        return {a: whole(self.allowance[a] - self.spent("search", a)) for a in self.study.arms}
 
     @property
     def budget_left(self) -> int:
-        return self.plan.budget - self.spent()
+        return whole(self.plan.budget - self.spent())
 
     @property
     def round_slots(self) -> dict[str, int]:

@@ -66,7 +66,7 @@ def _config_row(cid: str, runs: list[TrialRecord], decide: str) -> ConfigRow:
     if ok:
         status = "ok"
     else:
-        status = "/".join(s for s in ("diverged", "failed", "timeout") if any(r.status == s for r in runs))
+        status = "/".join(s for s in ("diverged", "stopped", "failed", "timeout") if any(r.status == s for r in runs))
     return ConfigRow(
         config=cid, rank=0, arm=runs[0].arm, params=runs[0].params,
         label=_label(runs[0].arm, runs[0].params, runs), status=status,

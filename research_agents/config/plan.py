@@ -25,6 +25,9 @@ class Plan:
     # adaptive: the loop sizes the confirmation by the measured noise (at least 3 seeds, at most
     # confirm_seeds) and gives the search what is left, in equal shares per arm
     adaptive: bool = False
+    # early stops (rungs.py): the margin's safety factor over the seed noise; None: every search run
+    # trains to the end unless its proposer asks for a short run
+    rungs: float | None = None
 
 
 def split_shares(runs: int, weights: dict[str, float]) -> dict[str, int]:

@@ -135,7 +135,7 @@ class TrialScheduler:
     def _record_start(self, run: Run) -> TrialRecord:
         run_dir = trial_dir(self.out, len(self.store.records()) + 1, run.arm, run.params, run.seed)
         record = self.store.start(run.arm, run.params, run.seed, run.origin, run.phase, run.round, run.rationale,
-                                  run_dir, point=run.point, expected=run.expected)
+                                  run_dir, point=run.point, expected=run.expected, stop_above=run.stop_above)
         self.hooks.on_trial_start(record)
         return record
 

@@ -332,7 +332,7 @@ class OptunaStore(BaseStore):
 
     # -- trials
     def start(self, arm, params, seed, origin, phase, round, rationale, run_dir, point=None,
-              expected=None) -> TrialRecord:
+              expected=None, stop_above=None) -> TrialRecord:
         """One transaction: a process killed at any point leaves either no trial or a whole one."""
         fixed = searchable(self.spaces[arm], params)
         started = datetime.now(timezone.utc).isoformat()
@@ -341,7 +341,8 @@ class OptunaStore(BaseStore):
         def template(order: int) -> FrozenTrial:
             attrs = dict(seed=seed, origin=origin, phase=phase, round=round, rationale=rationale,
                          point=point, expected=expected, run_dir=run_dir, order=order, status="running",
-                         started=started, driver=driver)
+                         started=started, driver=driver,
+                         **({"stop_above": {str(k): v for k, v in stop_above.items()}} if stop_above else {}))
             return FrozenTrial(number=0, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
                                datetime_complete=None, params=fixed,
                                distributions=distributions(self.spaces[arm], fixed),
@@ -352,7 +353,7 @@ class OptunaStore(BaseStore):
         # as records() reads it back: the JSON the database holds (a tuple comes back a list)
         record = TrialRecord(id=trial_id, arm=arm, params=json.loads(json.dumps(params)), seed=seed, origin=origin,
                              phase=phase, round=round, rationale=rationale, point=point, expected=expected,
-                             run_dir=run_dir, order=order,
+                             run_dir=run_dir, order=order, stop_above=dict(stop_above or {}),
                              status="running")
         self._drivers[trial_id] = driver
         self._remember(record, created=True)
