@@ -44,7 +44,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from research_agents.config.space import Param
-from research_agents.records import TrialRecord, result_fields
+from research_agents.records import TrialMetrics, TrialRecord, result_fields
 from research_agents.redact import mask_url
 from research_agents.store.base import BaseStore, StoreError
 
@@ -250,6 +250,16 @@ def searchable(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any
     return {k: v for k, v in params.items() if k in space and space[k].check(v) is None}
 
 
+
+def _rung_values(record: TrialRecord, metrics: TrialMetrics | None) -> dict[int, float]:
+    """A run under an early-stop rule: its val loss at each of the rule's steps it reached, as the
+    Optuna trial's intermediate values (so Optuna's tools, e.g. optuna-dashboard, show the rungs;
+    no Optuna pruner decides anything here: see research_agents/rungs.py)."""
+    if not record.stop_above or metrics is None:
+        return {}
+    return {h.step: float(h.val_loss) for h in metrics.history
+            if h.step in record.stop_above and h.val_loss is not None}
+
 class OptunaStore(BaseStore):
     """Store on optuna.storages.RDBStorage: `sqlite:///OUT/study.db` unless a URL is given."""
 
@@ -366,7 +376,7 @@ class OptunaStore(BaseStore):
         attrs = {**fields, "finished": datetime.now(timezone.utc).isoformat()}
         done = status == "completed" and fields["val_loss"] is not None
         self._close(record.id, attrs, TrialState.COMPLETE if done else TrialState.FAIL,
-                    fields["val_loss"] if done else None)
+                    fields["val_loss"] if done else None, _rung_values(record, metrics))
         record = record.model_copy(update=fields)
         self._remember(record, created=False)
         return record
@@ -480,11 +490,14 @@ class OptunaStore(BaseStore):
 
         return self._transaction(create)
 
-    def _close(self, trial_id: int, attrs: dict[str, Any], state: TrialState, value: float | None) -> None:
-        """Write a finished trial's attributes, value and state in one transaction."""
+    def _close(self, trial_id: int, attrs: dict[str, Any], state: TrialState, value: float | None,
+               intermediate: dict[int, float] | None = None) -> None:
+        """Write a finished trial's attributes, value, intermediate values and state in one transaction."""
         if not self.batched:  # one write each, the state last: until then the trial reads as running
             for k, v in attrs.items():
                 self.storage.set_trial_user_attr(trial_id, k, v)
+            for step, loss in (intermediate or {}).items():
+                self.storage.set_trial_intermediate_value(trial_id, step, loss)
             self.storage.set_trial_state_values(trial_id, state, None if value is None else [value])
             return
         from optuna.storages._rdb import models
@@ -497,6 +510,11 @@ class OptunaStore(BaseStore):
             session.execute(delete(a).where(a.trial_id == trial_id, a.key.in_(list(attrs))))
             session.execute(insert(a), [dict(trial_id=trial_id, key=k, value_json=json.dumps(v))
                                         for k, v in attrs.items()])
+            iv = models.TrialIntermediateValueModel
+            for step, loss in (intermediate or {}).items():
+                stored_iv, kind_iv = iv.intermediate_value_to_stored_repr(loss)
+                session.add(iv(trial_id=trial_id, step=step, intermediate_value=stored_iv,
+                               intermediate_value_type=kind_iv))
             if value is not None:
                 stored, kind = models.TrialValueModel.value_to_stored_repr(value)
                 session.add(models.TrialValueModel(trial_id=trial_id, objective=0, value=stored, value_type=kind))
