@@ -11,9 +11,10 @@ The leader is the arm's best configuration by mean final val loss over completed
 runs (budget.leaders), its rung loss the mean of those runs' curve summaries at the rung. The
 margin is the measured seed noise times FACTOR, a safety factor for rankings that change late in a
 decaying schedule (a run behind at 25% that ends ahead); benchmarks/rung_margin.py measured it on
-the replay tables (README, "Benchmarks"). The noise is the larger of the arm's own estimate (the
-sd of its tuning evidence: threshold / 2) and the study's pooled one: early in a search each rests
-on a couple of repeats and can be several times too small. Without a leader with a curve, or
+the replay tables (README, "Benchmarks"). The noise is the larger of the arm's two estimates, the
+sd its tuning evidence judges the leader with (threshold / 2) and the pooled sd over all its
+repeated configurations: early in a search each rests on a couple of repeats and can be several
+times too small. Without a leader with a curve, or
 without the arm's noise estimate, a run gets no rule.
 
 Why not Optuna's pruners (SuccessiveHalving, Hyperband, Median): each decides from the trials of
@@ -59,7 +60,7 @@ def leader_curve(records: Iterable[TrialRecord], arm: str, curve_of: CurveOf) ->
 
 def margin(evidence: ArmEvidence | None, factor: float, pooled_sd: float | None = None) -> float | None:
     """How far behind its leader a run may be at a rung: factor x the larger of the arm's noise sd
-    and the pooled one (None: the arm's is not measured)."""
+    and its pooled one (None: the arm's is not measured)."""
     if evidence is None or evidence.threshold is None:
         return None
     return factor * max(evidence.threshold / 2, pooled_sd or 0.0)
@@ -78,14 +79,15 @@ def rule(spec: Any, leader: dict[int, float], slack: float) -> dict[int, float]:
 
 def with_rules(runs: list[Run], study: Study, records: list[TrialRecord], evidence: dict[str, ArmEvidence],
                curve_of: CurveOf, factor: float | None, spec_of: Callable[[Run], Any],
-               pooled_sd: float | None = None) -> list[Run]:
+               pooled_sd: dict[str, float | None] | None = None) -> list[Run]:
     """The round's search runs, each short one with its rule: a run asked short (short=True) or,
     when the plan stops runs at rungs (`factor` not None), one that did not ask for full length."""
     out = []
     leaders: dict[str, dict[int, float]] = {}
     for run in runs:
         wants = run.short is True or (run.short is None and factor is not None)
-        slack = margin(evidence.get(run.arm), factor if factor is not None else FACTOR, pooled_sd) if wants else None
+        slack = (margin(evidence.get(run.arm), factor if factor is not None else FACTOR,
+                        (pooled_sd or {}).get(run.arm)) if wants else None)
         if run.phase != "search" or slack is None:
             out.append(run)
             continue

@@ -50,6 +50,15 @@ class Snapshot:
         return noise_floor(groups).pooled_sd
 
     @cached_property
+    def arm_noise_sd(self) -> dict[str, float | None]:
+        """Each arm's seed noise: the pooled sd over its repeated configurations (None: none repeated)."""
+        out: dict[str, float | None] = {}
+        for arm in self.study.arms:
+            ok = (r for r in self.records if r.ok and r.arm == arm)
+            out[arm] = noise_floor({cid: [r.val_loss for r in rs] for cid, rs in by_config(ok).items()}).pooled_sd
+        return out
+
+    @cached_property
     def allowance(self) -> dict[str, int]:
         """Search runs each arm may spend in all (budget.search_allowance)."""
         return budget.search_allowance(self.study, self.plan, self.records, self.evidence)

@@ -98,7 +98,8 @@ def test_the_rule_is_the_leaders_rung_loss_plus_the_noise_margin():
                             2.0, spec_of)
     assert none[0].stop_above == {}
     # the pooled noise, when larger, widens the margin (an arm's early estimate may be too small)
-    wide = rungs.with_rules(runs[:1], None, [leader, other], ev, lambda r: curves[r.id], 2.0, spec_of, 0.1)
+    wide = rungs.with_rules(runs[:1], None, [leader, other], ev, lambda r: curves[r.id], 2.0, spec_of,
+                            {"muon": 0.1})
     assert wide[0].stop_above == pytest.approx({25: 5.2, 50: 4.7, 75: 4.4})
 
 

@@ -18,6 +18,7 @@ from research_agents.analysis.models import (
     BudgetUse,
     ComparisonResult,
     ConfigRow,
+    EarlyStop,
     Findings,
     OriginStats,
     Spread,
@@ -29,7 +30,7 @@ from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.fmt import params_text
-from research_agents.records import FAILED, ORIGINS, TrialRecord, by_config, counted
+from research_agents.records import FAILED, ORIGINS, TrialRecord, by_config, counted, spent
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -202,12 +203,14 @@ def _by_origin(records: list[TrialRecord]) -> list[OriginStats]:
 
 def _budget(study: Study, records: list[TrialRecord], plan: Plan | None) -> BudgetUse:
     used = counted(records)
-    b = BudgetUse(used=len(used),
-                  by_phase={p: sum(r.phase == p for r in used) for p in ("search", "confirm")},
-                  by_arm={a: sum(r.arm == a for r in used) for a in study.arms})
+    b = BudgetUse(used=spent(used),
+                  by_phase={p: spent(used, phase=p) for p in ("search", "confirm")},
+                  by_arm={a: spent(used, arm=a) for a in study.arms},
+                  stopped=[EarlyStop(order=r.order, arm=r.arm, params=r.params, rung=r.rung, reason=r.reason)
+                           for r in used if r.status == "stopped"])
     if plan is not None:
         b.total = plan.budget
-        b.left = max(0, plan.budget - len(used))
+        b.left = max(0, plan.budget - b.used)
         b.search_budget = plan.search_budget
         b.confirm_reserve = plan.budget - plan.search_budget
         b.confirm_seeds = list(plan.confirm_seeds)

@@ -193,12 +193,25 @@ class OriginStats(BaseModel):
     n_failed: int = 0
 
 
+class EarlyStop(BaseModel):
+    """A search run stopped at a rung (research_agents/rungs.py): which, where, why."""
+
+    order: int
+    arm: str
+    params: dict[str, Any]
+    rung: int | None  # % of its steps it trained (what it cost of a full run)
+    reason: str | None
+
+
 class BudgetUse(BaseModel):
-    used: int
+    """The budget in full-length runs (a run stopped early counts its share: int while none did)."""
+
+    used: int | float
     total: int | None = None
-    left: int | None = None
-    by_phase: dict[str, int]
-    by_arm: dict[str, int]
+    left: int | float | None = None
+    by_phase: dict[str, int | float]
+    by_arm: dict[str, int | float]
+    stopped: list[EarlyStop] = Field(default_factory=list)
     search_budget: int | None = None
     confirm_reserve: int | None = None
     confirm_seeds: list[int] = Field(default_factory=list)
