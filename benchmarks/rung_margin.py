@@ -94,7 +94,7 @@ def arm_figures(configs: dict[tuple, list[dict]], factors: list[float], k: int) 
                  for c in others}
         top = others[:k]
 
-        def saved(leader: tuple) -> float:
+        def saved(leader: tuple, slack: float = slack) -> float:
             cut = [stopped_at(r, curves[leader], slack) for c, r in runs_all if c != leader]
             return statistics.fmean((100 - q) / 100 if q is not None else 0.0 for q in cut)
 
