@@ -241,3 +241,31 @@ def test_a_run_killed_during_its_rung_decision_is_rerun_once_under_its_rule(stop
     again = [r for r in after[n:] if r.config == victim.config and r.seed == 7]
     assert len(again) == 1 and again[0].stop_above == victim.stop_above  # once, under the same rule
     assert sum(1 for r in after if r.config == victim.config and r.seed == 7 and r.status != "interrupted") == 1
+
+
+# ------------------------------------------------------------------ the LLM sees rungs and may ask for a short run
+
+
+def test_the_llm_may_ask_for_a_short_run_and_sees_runs_stopped_early():
+    from research_agents.planners.base import PlanningContext
+    from research_agents.planners.llm_actions import LLMTry, action_schema, parse_actions
+    from research_agents.planners.llm_prompt import curve_lines
+
+    actions, _ = parse_actions('{"actions": [{"kind": "try", "arm": "muon", "params": {"lr": 0.1}, "short": true}]}')
+    assert isinstance(actions[0], LLMTry) and actions[0].short is True
+    study = load_study(_tiny_study_file(), Path("."))
+    schema = action_schema(study, ["muon"], 2, {}, {})
+    assert "short" in schema["properties"]["actions"]["items"]["anyOf"][0]["properties"]
+    stopped = TrialRecord(id=1, order=1, arm="muon", params={"lr": 0.4}, seed=0, origin="llm", phase="search",
+                          round=1, status="stopped", val_loss=5.3, fraction=0.25, stop_above={25: 5.2})
+    ctx = PlanningContext(study=study, wanted={}, history=[stopped], round=2,
+                          curve_of=lambda r: CurveSummary(val_loss={25: 5.3, 50: None, 75: None, 100: None}))
+    line = curve_lines(ctx, {})[0]
+    assert "stopped early at 25%" in line and "5.300" in line
+
+
+def _tiny_study_file() -> Path:
+    import tempfile
+    path = Path(tempfile.mkdtemp()) / "rungs_tiny.toml"
+    path.write_text(TINY_STUDY)
+    return path
