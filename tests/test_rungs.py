@@ -269,3 +269,35 @@ def _tiny_study_file() -> Path:
     path = Path(tempfile.mkdtemp()) / "rungs_tiny.toml"
     path.write_text(TINY_STUDY)
     return path
+
+
+# ------------------------------------------------------------------ parallel workers and speculation
+
+
+def _paced(tmp_path: Path, name: str, workers: int):
+    from research_agents.loop import LoopHooks, ResearchLoop
+    from research_agents.planners.policy import PolicyPlanner
+
+    study = load_study(_tiny_study_file(), Path("."))
+    out = tmp_path / name
+    plan = make_plan(study, 24, adaptive=True)
+    plan.rungs = rungs.FACTOR
+    messages: list[str] = []
+    loop = ResearchLoop(study, OptunaStore.for_study(out, study), ReplayExecutor(TABLE, seed=0, pace=0.01, study=study),
+                        PolicyPlanner(seed=0), out, plan, hooks=LoopHooks(on_message=messages.append),
+                        workers=workers)
+    loop.run()
+    assert not [m for m in messages if "predicting" in m], messages
+    return loop
+
+
+def test_two_workers_with_runs_trained_ahead_stop_the_same_runs_as_one(tmp_path):
+    """The rule is fixed when the round is planned and travels in the spec: 2 workers (speculation
+    on) give the serial study trial for trial, stops included; a run trained ahead is adopted only
+    with the same rule."""
+    serial, ahead = _paced(tmp_path, "serial", 1), _paced(tmp_path, "ahead", 2)
+    one, two = ([(r.order, r.phase, r.arm, r.config, r.seed, r.status, r.val_loss, r.stop_above, r.fraction)
+                 for r in loop.records()] for loop in (serial, ahead))
+    assert one == two and any(r[5] == "stopped" for r in one)
+    used = ahead.store.get_meta("speculation")
+    assert used is not None and used["used"] >= 1, used
