@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer
 
 from research_agents.analysis.stats import Comparison, LRRange, NoiseFloor, Summary
 from research_agents.evidence import ArmEvidence, KnobEvidence
@@ -212,6 +212,14 @@ class BudgetUse(BaseModel):
     by_phase: dict[str, int | float]
     by_arm: dict[str, int | float]
     stopped: list[EarlyStop] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_no_stops(self, handler) -> dict[str, Any]:
+        """summary.json as before early stops existed while none happened (no "stopped": [])."""
+        out = handler(self)
+        if not self.stopped:
+            out.pop("stopped", None)
+        return out
     search_budget: int | None = None
     confirm_reserve: int | None = None
     confirm_seeds: list[int] = Field(default_factory=list)
