@@ -21,6 +21,10 @@ Per planner and budget it prints:
   its swap runs' 2x2, else its confirmed gap) and the share within +-50% of the table's optimizer
   effect ("effect +-50%"), and the share whose answer was a measured 2x2 ("2x2 measured");
 * planner+analysis time per trial (everything but the replayed trials themselves).
+`policy-rungs` is the default policy with its search runs stopped at rungs (`run --rungs`,
+research_agents/rungs.py) at the same `--budget` in full-length-run equivalents (equal compute); its
+row adds the trials it made, how many stopped early, and how often the table's best configuration of
+an arm was among them ("best stopped").
 The grid baseline is a manual LR grid (6 log-spaced LRs over each arm's space, other knobs at
 the arm's start point), run in ascending order as a user would write it.
 
@@ -52,6 +56,7 @@ from research_agents.loop import LoopHooks, ResearchLoop
 from research_agents.planners import GridPlanner, SamplerPlanner
 from research_agents.planners.policy import PolicyPlanner
 from research_agents.report.round import write_round_report
+from research_agents.rungs import FACTOR
 from research_agents.store import OptunaStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +132,7 @@ def make(planner: str, study, rep: int):
         return grid_planner(study)
     if planner in ("random", "tpe"):
         return SamplerPlanner(planner, rep, study.planner.tpe_startup_trials)
-    if planner == "policy":
+    if planner in ("policy", "policy-rungs"):  # policy-rungs: the same policy, search runs stopped at rungs
         return PolicyPlanner(rep, study.planner.tpe_startup_trials)
     raise ValueError(planner)
 
@@ -190,6 +195,7 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
         store = OptunaStore.for_study(out, study)
         made = make(planner, study, rep)
         plan = make_plan(study, budget, adaptive=made.sizes_confirmation, swap_pairs=swap_pairs(study))
+        plan.rungs = FACTOR if planner == "policy-rungs" else None  # equal compute: --budget in run equivalents
         hooks = LoopHooks(on_round_end=lambda n, rs: write_round_report(out, study, n, rs, store.records(), plan))
         loop = ResearchLoop(study, store, executor, made, out, plan, {}, None, hooks)
         t = time.perf_counter()
@@ -197,7 +203,11 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
         fnd = analyze(study, store.records(), plan)
         wall = time.perf_counter() - t
         n_trials = len(store.records())
-    res = {"planner": planner, "budget": budget, "rep": rep, "trials": n_trials,
+        stopped = [r for r in store.records() if r.status == "stopped"]
+        best_stopped = {a: any(r.arm == a and executor.nearest(study.trial_spec(a, r.params, seed=0))
+                               == truth_["arms"][a]["best"] for r in stopped) for a in study.arms}
+    res = {"planner": planner, "budget": budget, "rep": rep, "trials": n_trials, "stopped": len(stopped),
+           "best_stopped": any(best_stopped.values()),
            "overhead_s_per_trial": (wall - executor.spent_s) / max(1, n_trials)}
     if (stats := llm_stats(made)) is not None:
         res["llm"] = stats
@@ -257,6 +267,9 @@ def summarise(results: list[dict], arms: list[str]) -> list[dict]:
         for level in ("high", "moderate", "low", "none"):
             row[f"conf_{level}"] = sum(r["confidence"] == level for r in rs) / len(rs)
         row["overhead_ms_per_trial"] = 1000 * statistics.median(r["overhead_s_per_trial"] for r in rs)
+        row["trials"] = statistics.fmean(r["trials"] for r in rs)
+        row["stopped"] = statistics.fmean(r["stopped"] for r in rs)
+        row["best_stopped"] = sum(r["best_stopped"] for r in rs) / len(rs)
         rows.append(row)
     return rows
 
@@ -266,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--budgets", type=int, nargs="+", default=[20, 40])
     ap.add_argument("--planners", nargs="+", default=["grid", "random", "tpe", "policy"],
-                    choices=["grid", "random", "tpe", "policy", "hybrid", "llm"])
+                    choices=["grid", "random", "tpe", "policy", "policy-rungs", "hybrid", "llm"])
     ap.add_argument("--table", type=Path, default=TABLE)
     ap.add_argument("--study", default=str(ROOT / "experiments" / "muon_vs_adamw.toml"))
     ap.add_argument("--json", type=Path)
@@ -295,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(results, arms)
     head = (["planner", "budget"] + [f"{a} regret med/p90" for a in arms] + [f"{a} within 2sd" for a in arms]
             + ["verdict ok", "wrong+confident", "LR tuned", "conf high/mod/low", "effect median", "effect +-50%",
-               "2x2 measured", "ms/trial"])
+               "2x2 measured", "ms/trial", "trials (stopped)", "best stopped"])
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -306,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['conf_high']:.0%}/{r['conf_moderate']:.0%}/{r['conf_low']:.0%}",
                   "-" if r["effect_median"] is None else f"{r['effect_median']:+.4f}",
                   f"{r['effect_within_50']:.0%}", f"{r['effect_measured']:.0%}",
-                  f"{r['overhead_ms_per_trial']:.0f}"]
+                  f"{r['overhead_ms_per_trial']:.0f}", f"{r['trials']:.1f} ({r['stopped']:.1f})",
+                  f"{r['best_stopped']:.0%}"]
         print("| " + " | ".join(cells) + " |")
     for (planner, budget) in dict.fromkeys((r["planner"], r["budget"]) for r in results if "llm" in r):
         rs = [r["llm"] for r in results if r["planner"] == planner and r["budget"] == budget and "llm" in r]

@@ -45,6 +45,7 @@ class Work:
     kind: str = "try"
     point: str | None = None  # the named experiment (TrialRecord.point)
     expected: str | None = None  # the proposer's forecast (TrialRecord.expected)
+    short: bool | None = None  # may stop at a rung (rungs.py): True asked, False never, None the plan's choice
 
 
 @dataclass
@@ -61,6 +62,8 @@ class Run:
     point: str | None = None
     expected: str | None = None
     swap: SwapOf | None = None  # a swap run: the other leader's settings, its trial spec's last layer
+    stop_above: dict[int, float] = field(default_factory=dict)  # its early-stop rule (rungs.py; empty: none)
+    short: bool | None = None  # the Work's: may the round give it a rung rule
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Ledger:
     seen: set[str]
     runs: dict[str, int] = field(default_factory=dict)  # search runs accepted this round, per arm
     stopped: set[str] = field(default_factory=set)
+    again: set[str] = field(default_factory=set)  # configs this round re-runs at full length (only_stopped)
     plan: Plan | None = None
     preset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -96,7 +100,10 @@ class Ledger:
         if isinstance(item, StopArm):
             self.stopped.add(item.arm)
         elif item.kind == "try":
-            self.seen.add(config_id(item.arm, item.params))
+            cid = config_id(item.arm, item.params)
+            if cid in self.seen:
+                self.again.add(cid)
+            self.seen.add(cid)
             self.count(item.arm, len(item.seeds), 1)
         else:
             self.count(item.arm, len(item.seeds), seed_sets(len(item.seeds), self.n_seeds))
@@ -127,6 +134,10 @@ class Proposal(BaseModel):
     rationale: str = ""
     point: str | None = None
     expected: str | None = None
+    # a short exploratory run: True, it may be stopped at a rung when behind the arm's leader there
+    # (rungs.py); False, a full-length run (a bracket's neighbours); None, the plan's choice
+    # (`--rungs`). A point that only ever stopped early, asked for again, is re-run at full length.
+    short: bool | None = None
 
     @field_validator("expected", mode="before")
     @classmethod
@@ -149,10 +160,21 @@ class Proposal(BaseModel):
         problems = self.problems(ledger)
         if problems:
             return [(self, "; ".join(problems))]
-        if config_id(self.arm, self.params) in ledger.seen:
-            return [(self, DUPLICATE)]
+        cid = config_id(self.arm, self.params)
+        short = self.short
+        if cid in ledger.seen:  # a point that only ever stopped early is asked for again: at full length
+            if cid in ledger.again or short is True or not only_stopped(ledger.history, cid):
+                return [(self, DUPLICATE)]
+            short = False
         return [(Work(self.arm, self.params, list(ledger.study.seeds.search), self.origin, self.rationale,
-                      point=self.point, expected=self.expected), None)]
+                      point=self.point, expected=self.expected, short=short), None)]
+
+
+def only_stopped(history: Iterable[TrialRecord], cid: str) -> bool:
+    """Every search run of the configuration that spent budget stopped early at a rung: it has no
+    full-length result yet, so a full-length run of it is new evidence, not a duplicate."""
+    runs = [r for r in history if r.config == cid and r.phase == "search" and r.status in COUNTED]
+    return bool(runs) and all(r.status == "stopped" for r in runs)
 
 
 DUPLICATE = "duplicate of an earlier trial"
@@ -192,8 +214,8 @@ class Replicate(BaseModel):
             return [(as_proposal(self), why)]
         seeds = budget.replicate_seeds(ledger.study, ledger.plan, ledger.history, self.arm, self.params,
                                        min(self.seeds, ledger.runs_left(self.arm)))
-        return [(Work(self.arm, self.params, seeds, self.origin, self.rationale or "replicate", kind="replicate"),
-                 None)]
+        return [(Work(self.arm, self.params, seeds, self.origin, self.rationale or "replicate", kind="replicate",
+                      short=False), None)]
 
 
 class Bracket(BaseModel):
@@ -236,7 +258,9 @@ class Bracket(BaseModel):
         out: list[tuple[Item, str | None]] = []
         rationale = f"bracket {self.knob} ({knob.status}): {self.rationale}".strip(": ")
         for params in self.points(ledger.evidence):
-            out += expand(Proposal(arm=self.arm, params=params, origin=self.origin, rationale=rationale), ledger)
+            # a neighbour is the verdict's evidence: a full-length run (re-run if it only stopped early)
+            out += expand(Proposal(arm=self.arm, params=params, origin=self.origin, rationale=rationale,
+                                   short=False), ledger)
         return out
 
 
@@ -384,11 +408,12 @@ def search_runs(work: list[Work], search_left: dict[str, int], round_no: int) ->
     runs = []
     for w in work:
         for seed in w.seeds[: max(0, left[w.arm])]:
-            runs.append(Run(w.arm, w.params, seed, w.origin, "search", round_no, w.rationale, w.point, w.expected))
+            runs.append(Run(w.arm, w.params, seed, w.origin, "search", round_no, w.rationale, w.point, w.expected,
+                            short=w.short))
             left[w.arm] -= 1
     return runs
 
 
 __all__ = ["Work", "Run", "Ledger", "Proposal", "Replicate", "Bracket", "StopArm", "Action", "Confirm", "DUPLICATE",
            "Swap", "SwapOption", "swapped",
-           "as_proposal", "expand", "seed_sets", "slots_left", "search_runs"]
+           "as_proposal", "expand", "only_stopped", "seed_sets", "slots_left", "search_runs"]

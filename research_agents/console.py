@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from research_agents.fmt import f4, fmt_value
-from research_agents.records import COUNTED, TrialRecord
+from research_agents.records import COUNTED, TrialRecord, spent
 
 
 def trials_table(records: list[TrialRecord], limit: int | None = None, title: str = "trials") -> Table:
@@ -25,7 +25,8 @@ def trials_table(records: list[TrialRecord], limit: int | None = None, title: st
         loss = f4(r.val_loss) if r.val_loss is not None else "-"
         params = " ".join(f"{k}={fmt_value(v)}" for k, v in r.params.items())
         style = {"completed": None, "running": "cyan"}.get(r.status, "yellow")
-        table.add_row(*map(escape, (str(r.order), str(r.round), r.phase, r.arm, r.origin, str(r.seed), r.status,
+        status = f"stopped {r.rung}%" if r.rung is not None else r.status  # the rung it stopped at
+        table.add_row(*map(escape, (str(r.order), str(r.round), r.phase, r.arm, r.origin, str(r.seed), status,
                                     loss, params)), style=style)
     return table
 
@@ -40,7 +41,7 @@ class RunDisplay:
         self.budget = Progress(TextColumn("budget"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                console=console)
         self.budget_task = self.budget.add_task("budget", total=budget,
-                                                completed=sum(r.status in COUNTED for r in records))
+                                                completed=spent(records))  # in full-length runs
         self.trial = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                               TextColumn("{task.fields[loss]}"), console=console)
         self.trial_tasks: dict[int, TaskID] = {}  # record id -> its progress bar (several when trials run in parallel)
@@ -86,8 +87,8 @@ class RunDisplay:
         task = self.trial_tasks.pop(r.id, None)
         if task is not None:
             self.trial.remove_task(task)
-        if r.status in COUNTED:
-            self.budget.advance(self.budget_task)
+        if r.status in COUNTED:  # a run stopped at a rung: its share of a full run
+            self.budget.advance(self.budget_task, r.cost)
         if not self.live_mode:
             loss = f"{r.val_loss:.4f}" if r.val_loss is not None else "-"
             why = f" ({r.reason})" if r.reason and r.status != "completed" else ""

@@ -13,6 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def fruns(x: float) -> str:
+    """A budget in full-length runs: a whole number as one ("21"), a share of runs (early stops) to
+    two decimals ("21.25")."""
+    return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+
+
 def fmt_value(v: Any) -> str:
     """A parameter value for people: floats to 4 significant digits, containers as JSON."""
     if isinstance(v, bool) or v is None:
@@ -116,5 +122,6 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["fmt_value", "params_text", "params_line", "f4", "fp", "fp4", "fs", "fd", "setup_value", "ci", "mean_ci",
+__all__ = ["fruns",
+           "fmt_value", "params_text", "params_line", "f4", "fp", "fp4", "fs", "fd", "setup_value", "ci", "mean_ci",
            "json_safe", "cell", "table"]

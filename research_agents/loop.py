@@ -70,7 +70,7 @@ class ResearchLoop:
     def records(self) -> list[TrialRecord]:
         return self.store.records()
 
-    def spent(self, phase: str | None = None, arm: str | None = None) -> int:
+    def spent(self, phase: str | None = None, arm: str | None = None) -> int | float:
         return self.store.spent(phase, arm)
 
     def snapshot(self, projected: bool = False) -> Snapshot:
@@ -204,8 +204,11 @@ class ResearchLoop:
         return self._trials
 
     def spec(self, run: Run):
-        return self.study.trial_spec(run.arm, run.params, run.seed, preset=self.preset, overrides=self.overrides,
+        spec = self.study.trial_spec(run.arm, run.params, run.seed, preset=self.preset, overrides=self.overrides,
                                      swapped=run.swap.settings if run.swap is not None else None)
+        if run.stop_above:  # its early-stop rule, fixed when its round was planned (rungs.py)
+            spec = type(spec).model_validate({**spec.model_dump(), "stop_above": run.stop_above})
+        return spec
 
     def run_dir(self, arm: str, params: dict, seed: int) -> str:
         return trial_dir(self.out, len(self.records()) + 1, arm, params, seed)
@@ -238,7 +241,7 @@ class ResearchLoop:
         self._resuming = {(r.config, r.seed, r.phase): self.out / r.run_dir for r in again}
         try:
             self.trials.run([Run(r.arm, r.params, r.seed, r.origin, r.phase, r.round, r.rationale, r.point,
-                                 r.expected, r.swap) for r in again])
+                                 r.expected, r.swap, stop_above=r.stop_above) for r in again])
         finally:
             self._resuming = {}
 

@@ -22,8 +22,10 @@ Origin = Literal["default", "grid", "random", "tpe", "policy", "llm", "confirm",
 # report order
 ORIGINS: tuple[str, ...] = ("default", "grid", "random", "tpe", "policy", "llm", "mcp", "manual", "confirm", "swap")
 Phase = Literal["search", "confirm", "swap"]  # swap: a confirmed leader with the other leader's shared settings
-Status = Literal["running", "completed", "diverged", "failed", "timeout", "interrupted", "rejected"]
-COUNTED = ("completed", "diverged", "failed", "timeout")  # what spends budget
+Status = Literal["running", "completed", "diverged", "stopped", "failed", "timeout", "interrupted", "rejected"]
+# what spends budget; "stopped": ended early at a rung (its spec's stop_above), costing the share
+# of the steps it trained; never a result: only completed full-length runs (`ok`) are evidence
+COUNTED = ("completed", "diverged", "stopped", "failed", "timeout")
 FAILED = ("failed", "timeout")  # the run produced no result
 BAD = ("diverged", "failed", "timeout")  # finished without a usable loss
 POINT_PREFIX = "point: "  # how a named experiment's runs are shown: "point: NAME"
@@ -83,6 +85,10 @@ class TrialRecord(BaseModel):
     optimizer_steps: int | None = None
     tokens_seen: int | None = None
     run_dir: str = ""
+    # the early-stop rule it trained under (step -> the most val loss allowed there; empty: none)
+    # and, when it stopped at one, the share of its full length it trained (its cost in runs)
+    stop_above: dict[int, float] = {}
+    fraction: float | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -115,7 +121,18 @@ class TrialRecord(BaseModel):
 
     @property
     def ok(self) -> bool:
+        """A completed full-length run with a loss: the only kind of run any result is drawn from."""
         return self.status == "completed" and self.val_loss is not None
+
+    @property
+    def cost(self) -> float | int:
+        """What it spent of the budget, in full-length runs: a stopped run its share, else 1."""
+        return self.fraction if self.status == "stopped" and self.fraction is not None else 1
+
+    @property
+    def rung(self) -> int | None:
+        """The % of its steps a stopped run trained (the rung it stopped at); None otherwise."""
+        return round(100 * self.fraction) if self.status == "stopped" and self.fraction is not None else None
 
     def metrics(self, out: Path) -> TrialMetrics | None:
         """The trainer's metrics.json of this trial (None when it has none or it is unreadable)."""
@@ -136,7 +153,15 @@ def result_fields(status: str, metrics: TrialMetrics | None, reason: str | None)
         wall_time_s=_finite(metrics and metrics.wall_time_s),
         optimizer_steps=metrics.optimizer_steps if metrics is not None else None,
         tokens_seen=metrics.tokens_seen if metrics is not None else None,
+        **({"fraction": _fraction(metrics)} if status == "stopped" else {}),
     )
+
+
+def _fraction(metrics: TrialMetrics | None) -> float | None:
+    """The share of its steps a stopped trial trained (None: unknown, then it costs a whole run)."""
+    if metrics is None or metrics.spec is None or not metrics.optimizer_steps:
+        return None
+    return min(1.0, metrics.optimizer_steps / metrics.spec.steps)
 
 
 class CurveSummary(BaseModel):
@@ -173,10 +198,17 @@ def without_swaps(records: Iterable[TrialRecord]) -> list[TrialRecord]:
 
 
 def spent(records: Iterable[TrialRecord], phase: str | None = None, arm: str | None = None,
-          statuses: tuple[str, ...] = COUNTED) -> int:
-    """How many records spent budget (or have one of `statuses`), optionally of one phase and one arm."""
-    return sum(1 for r in records if r.status in statuses
+          statuses: tuple[str, ...] = COUNTED) -> int | float:
+    """The budget spent, in full-length runs (a stopped run its share: TrialRecord.cost), by the
+    records with one of `statuses`, optionally of one phase and one arm. A whole number (int) while
+    no run stopped early."""
+    return sum(r.cost for r in records if r.status in statuses
                and (phase is None or r.phase == phase) and (arm is None or r.arm == arm))
+
+
+def whole(runs: int | float) -> int:
+    """Runs that fit in what is left of a budget (a fraction left over buys no run)."""
+    return math.floor(runs + 1e-9)
 
 
 def by_config(records: Iterable[TrialRecord]) -> dict[str, list[TrialRecord]]:
@@ -219,4 +251,4 @@ __all__ = ["Origin", "ORIGINS", "Phase", "Status", "COUNTED", "FAILED", "BAD", "
            "CurveSummary", "curve_summary",
            "SwapOf", "without_swaps", "EXPECTED_CHARS", "clip_expected", "split_rationale",
            "TrialRecord", "TrialMetrics", "HistoryPoint", "read_metrics", "result_fields", "counted", "by_config",
-           "mean_loss", "ranked_configs"]
+           "whole", "mean_loss", "ranked_configs"]

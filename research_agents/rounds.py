@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from research_agents import budget
+from research_agents import budget, rungs
 from research_agents.actions import (
     Confirm,
     Ledger,
@@ -47,8 +47,9 @@ class RoundPlan:
 
 def search_round(snap: Snapshot, planner: BasePlanner, wanted: dict[str, int], ctx: PlanningContext) -> RoundPlan:
     """The next search round for the arms in `wanted` (slots per arm), its runs fixed before any
-    trains (so parallel workers give the same study as one). `ctx` is the planning context of the
-    snapshot; each attempt gets it with the slots still needed and the rejections so far."""
+    trains (so parallel workers give the same study as one), early-stop rules included (rungs.py).
+    `ctx` is the planning context of the snapshot; each attempt gets it with the slots still needed
+    and the rejections so far."""
     study = snap.study
     round_no = ctx.round
     work: list[Work] = []
@@ -90,7 +91,11 @@ def search_round(snap: Snapshot, planner: BasePlanner, wanted: dict[str, int], c
         if not new_rejections:
             break
     empty = [a for a in wanted if wanted[a] and a not in stopped and not any(w.arm == a for w in work)]
-    return RoundPlan(round_no, search_runs(work, snap.search_left, round_no), stops, empty, rejections)
+    made = rungs.with_rules(search_runs(work, snap.search_left, round_no), study, snap.records, snap.evidence,
+                            ctx.curve_of, snap.plan.rungs,
+                            lambda run: study.trial_spec(run.arm, run.params, run.seed, preset=ctx.preset,
+                                                         overrides=ctx.overrides), snap.arm_noise_sd)
+    return RoundPlan(round_no, made, stops, empty, rejections)
 
 
 def confirm_round(snap: Snapshot) -> list[Run]:

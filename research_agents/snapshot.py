@@ -19,7 +19,7 @@ from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence, OpenQuestion
-from research_agents.records import COUNTED, TrialRecord, by_config, spent, without_swaps
+from research_agents.records import COUNTED, TrialRecord, by_config, spent, whole, without_swaps
 
 
 @dataclass
@@ -29,7 +29,8 @@ class Snapshot:
     records: list[TrialRecord]
     projected: bool = False  # running trials count as spent (a prediction)
 
-    def spent(self, phase: str | None = None, arm: str | None = None) -> int:
+    def spent(self, phase: str | None = None, arm: str | None = None) -> int | float:
+        """The budget spent, in full-length runs (a run stopped at a rung: its share)."""
         statuses = (*COUNTED, "running") if self.projected else COUNTED
         return spent(self.records, phase, arm, statuses=statuses)
 
@@ -58,6 +59,15 @@ class Snapshot:
         return round_questions(self.study, self.records, self.plan)
 
     @cached_property
+    def arm_noise_sd(self) -> dict[str, float | None]:
+        """Each arm's seed noise: the pooled sd over its repeated configurations (None: none repeated)."""
+        out: dict[str, float | None] = {}
+        for arm in self.study.arms:
+            ok = (r for r in without_swaps(self.records) if r.ok and r.arm == arm)
+            out[arm] = noise_floor({cid: [r.val_loss for r in rs] for cid, rs in by_config(ok).items()}).pooled_sd
+        return out
+
+    @cached_property
     def allowance(self) -> dict[str, int]:
         """Search runs each arm may spend in all (budget.search_allowance)."""
         return budget.search_allowance(self.study, self.plan, self.records, self.evidence)
@@ -65,11 +75,11 @@ class Snapshot:
     @cached_property
     def search_left(self) -> dict[str, int]:
         """Search runs each arm may still spend."""
-        return {a: self.allowance[a] - self.spent("search", a) for a in self.study.arms}
+        return {a: whole(self.allowance[a] - self.spent("search", a)) for a in self.study.arms}
 
     @property
     def budget_left(self) -> int:
-        return self.plan.budget - self.spent()
+        return whole(self.plan.budget - self.spent())
 
     @property
     def round_slots(self) -> dict[str, int]:

@@ -22,7 +22,7 @@ PKG = ROOT / "research_agents"
 LAYERS = [
     {"fmt", "argtypes", "safefs", "redact", "signals"},
     {"config"},
-    {"records", "evidence", "budget", "actions", "report.words"},
+    {"records", "evidence", "budget", "actions", "rungs", "report.words"},
     {"store", "execution", "planners"},
     {"analysis"},
     {"report", "tracking"},

@@ -1,6 +1,6 @@
 """`python -m trainer run --spec SPEC.json --out DIR`: one trial, one metrics.json.
 
-Exit 0 when the trial ran (diverged included: that is a result); 2 on bad input, with one line
+Exit 0 when the trial ran (diverged and stopped included: those are results); 2 on bad input, with one line
 naming it: an invalid spec, an --out that cannot be written, a data source or tokenizer that
 cannot be loaded (the reason also in metrics.json); 1 on an internal failure with the reason in
 metrics.json. Never a traceback on stderr (metrics.json keeps it). Progress goes to stdout as one

@@ -81,7 +81,7 @@ class TrialMetrics(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     spec: TrialSpec | None = None
-    status: Literal["completed", "diverged", "failed"]
+    status: Literal["completed", "diverged", "stopped", "failed"]
     reason: str | None = None
     final: FinalMetrics
     history: list[HistoryPoint] = []

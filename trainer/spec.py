@@ -281,6 +281,10 @@ class TrialSpec(Strict):
     # trainer/checkpoint.py); a trial started where one of the same spec lies resumes from it
     save_checkpoint_every: int | None = Field(None, ge=1)
     diagnostics: Diagnostics = Field(default_factory=Diagnostics)
+    # early stopping at eval steps: step -> the most val loss a run may have there and go on (empty:
+    # train every step, as always). The trainer stops after that eval if its val loss is above,
+    # with status "stopped"; who sets the thresholds and why is the caller's business.
+    stop_above: dict[int, float] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -321,7 +325,27 @@ class TrialSpec(Strict):
             )
         if self.eval_every > self.steps:
             raise ValueError(f"eval_every {self.eval_every} exceeds steps {self.steps}")
+        for step, limit in self.stop_above.items():
+            if not 0 < step < self.steps or step % self.eval_every:
+                raise ValueError(f"stop_above: step {step} is not an eval step before the last "
+                                 f"(eval_every {self.eval_every}, steps {self.steps})")
+            if not math.isfinite(limit):
+                raise ValueError(f"stop_above: the limit at step {step} is not a finite number")
         return self
+
+    def eval_step_by(self, percent: float) -> int | None:
+        """The last eval step at or before `percent`% of the steps (None: none by then); a curve
+        summary's val loss at that percent is this step's."""
+        step = int(self.steps * percent / 100 + 1e-9) // self.eval_every * self.eval_every
+        return step or None
+
+    def stop_reason(self, step: int, val_loss: float) -> str | None:
+        """Why a run stops after its eval at `step` with this val loss (None: it goes on): the one
+        rule the trainer and a replay of recorded curves both apply."""
+        limit = self.stop_above.get(step)
+        if limit is None or val_loss <= limit:  # (a NaN loss is not at or below: it stops)
+            return None
+        return f"val loss {val_loss:.4f} at step {step} is above the limit {limit:.4f} there"
 
     @property
     def leg_lr(self) -> float:
@@ -346,8 +370,9 @@ class TrialSpec(Strict):
         return node
 
     def flat(self) -> dict[str, Any]:
-        """Every setting by its dotted key, values as JSON gives them (lists, not tuples)."""
-        return _flatten(self.model_dump(mode="json"))
+        """Every setting by its dotted key, values as JSON gives them (lists, not tuples); not
+        `stop_above`, which changes no number of a run that trains to the end."""
+        return _flatten(self.model_dump(mode="json", exclude={"stop_above"}))
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

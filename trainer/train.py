@@ -1,7 +1,8 @@
 """One trial: build data, model and optimizers from a spec, train, evaluate, write metrics.json.
 
 A step is an OPTIMIZER step: `grad_accum` micro-batches feed each one, and every schedule is
-advanced once per step. Divergence is a result (status "diverged"), not an error.
+advanced once per step. Divergence is a result (status "diverged"), not an error; so is a stop at
+one of `spec.stop_above`'s eval steps (status "stopped": its val loss was above the limit there).
 """
 
 from __future__ import annotations
@@ -165,13 +166,15 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
                 entry.update(val_loss=last_eval["val_loss"], val_accuracy=last_eval["val_accuracy"])
                 if not math.isfinite(last_eval["val_loss"]):
                     status, reason = "diverged", f"val loss {last_eval['val_loss']} at step {steps_done}"
+                elif (why := spec.stop_reason(steps_done, last_eval["val_loss"])) is not None:
+                    status, reason = "stopped", why
                 diag = _diagnostics(spec, model, update_rms, steps_done)
                 if diag:
                     diagnostics.append(diag)
             history.append(entry)
             if on_log:
                 on_log(entry)
-            if status == "diverged":
+            if status != "completed":  # diverged, or stopped at one of spec.stop_above's steps
                 break
         if ckpt.due(steps_done):
             ckpt.save(Progress(steps_done, history, diagnostics, last_eval, train_loss,

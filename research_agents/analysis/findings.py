@@ -19,6 +19,7 @@ from research_agents.analysis.models import (
     BudgetUse,
     ComparisonResult,
     ConfigRow,
+    EarlyStop,
     Findings,
     OriginStats,
     PairDecomposition,
@@ -31,7 +32,7 @@ from research_agents.analysis.tuning import tuning_evidence
 from research_agents.config.plan import Plan
 from research_agents.config.study import Study
 from research_agents.fmt import params_text
-from research_agents.records import FAILED, ORIGINS, TrialRecord, by_config, counted, without_swaps
+from research_agents.records import FAILED, ORIGINS, TrialRecord, by_config, counted, spent, without_swaps
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -68,7 +69,7 @@ def _config_row(cid: str, runs: list[TrialRecord], decide: str) -> ConfigRow:
     if ok:
         status = "ok"
     else:
-        status = "/".join(s for s in ("diverged", "failed", "timeout") if any(r.status == s for r in runs))
+        status = "/".join(s for s in ("diverged", "stopped", "failed", "timeout") if any(r.status == s for r in runs))
     return ConfigRow(
         config=cid, rank=0, arm=runs[0].arm, params=runs[0].params,
         label=_label(runs[0].arm, runs[0].params, runs), status=status,
@@ -236,14 +237,16 @@ def _by_origin(records: list[TrialRecord]) -> list[OriginStats]:
 
 def _budget(study: Study, records: list[TrialRecord], plan: Plan | None) -> BudgetUse:
     used = counted(records)
-    b = BudgetUse(used=len(used),
-                  by_phase={p: sum(r.phase == p for r in used) for p in ("search", "confirm")},
-                  by_arm={a: sum(r.arm == a for r in used) for a in study.arms})
-    if swaps := sum(r.phase == "swap" for r in used):
-        b.by_phase["swap"] = swaps
+    b = BudgetUse(used=spent(used),
+                  by_phase={p: spent(used, phase=p) for p in ("search", "confirm")},
+                  by_arm={a: spent(used, arm=a) for a in study.arms},
+                  stopped=[EarlyStop(order=r.order, arm=r.arm, params=r.params, rung=r.rung, reason=r.reason)
+                           for r in used if r.status == "stopped"])
+    if any(r.phase == "swap" for r in used):
+        b.by_phase["swap"] = spent(used, phase="swap")
     if plan is not None:
         b.total = plan.budget
-        b.left = max(0, plan.budget - len(used))
+        b.left = max(0, plan.budget - b.used)
         b.search_budget = plan.search_budget
         b.confirm_reserve = plan.budget - plan.search_budget - plan.swap_reserve()
         b.confirm_seeds = list(plan.confirm_seeds)
@@ -251,7 +254,7 @@ def _budget(study: Study, records: list[TrialRecord], plan: Plan | None) -> Budg
         if plan.adaptive and seeds:  # the confirmation was sized by the noise: report what it used
             b.confirm_seeds = seeds
             b.confirm_reserve = b.by_phase["confirm"]
-            b.search_budget = plan.budget - b.confirm_reserve - swaps
+            b.search_budget = plan.budget - b.confirm_reserve - b.by_phase.get("swap", 0)
     return b
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer
 
 from research_agents.analysis.stats import Comparison, Decomposition, Effect, LRRange, NoiseFloor, Summary
 from research_agents.evidence import ArmEvidence, KnobEvidence
@@ -231,12 +231,33 @@ class OriginStats(BaseModel):
     n_failed: int = 0
 
 
+class EarlyStop(BaseModel):
+    """A search run stopped at a rung (research_agents/rungs.py): which, where, why."""
+
+    order: int
+    arm: str
+    params: dict[str, Any]
+    rung: int | None  # % of its steps it trained (what it cost of a full run)
+    reason: str | None
+
+
 class BudgetUse(BaseModel):
-    used: int
+    """The budget in full-length runs (a run stopped early counts its share: int while none did)."""
+
+    used: int | float
     total: int | None = None
-    left: int | None = None
-    by_phase: dict[str, int]
-    by_arm: dict[str, int]
+    left: int | float | None = None
+    by_phase: dict[str, int | float]
+    by_arm: dict[str, int | float]
+    stopped: list[EarlyStop] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_no_stops(self, handler) -> dict[str, Any]:
+        """summary.json as before early stops existed while none happened (no "stopped": [])."""
+        out = handler(self)
+        if not self.stopped:
+            out.pop("stopped", None)
+        return out
     search_budget: int | None = None
     confirm_reserve: int | None = None
     confirm_seeds: list[int] = Field(default_factory=list)

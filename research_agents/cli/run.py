@@ -61,6 +61,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="with several workers, train a run the next round will likely make on a worker that "
                      "would sit idle at a round's end; a round that makes it adopts it, one that does not "
                      "throws it away (default: on; results do not depend on it)")
+    run.add_argument("--rungs", nargs="?", type=positive(100.0), const=-1.0, default=None, metavar="FACTOR",
+                     help="stop a search run at 25/50/75%% of its steps when it is behind its arm's leader there by "
+                          "more than FACTOR x the measured seed noise (default factor: research_agents.rungs.FACTOR); "
+                          "leaders, brackets and confirmation stay full-length runs")
     run.add_argument("--ray-address", help="--executor ray: the cluster to join (auto, or HOST:PORT); default "
                      "a new local Ray on this machine")
     run.add_argument("--track", nargs="+", action="extend", choices=("wandb", "tensorboard", "mlflow"),
@@ -135,6 +139,9 @@ def command(args: argparse.Namespace, console: Console) -> int:
             planner, planner_line = make_planner(args.planner, study, args.grid, llm=llm_config(args))
             plan = make_plan(study, args.budget or runforms.DEFAULT_BUDGET, args.seeds,
                              adaptive=planner.sizes_confirmation, swap_pairs=swap_pairs(study))
+            if args.rungs is not None:  # early stops at rungs (research_agents/rungs.py)
+                from research_agents.rungs import FACTOR
+                plan.rungs = FACTOR if args.rungs < 0 else args.rungs
         else:
             if args.grid or args.seeds is not None or args.planner not in ("auto", "grid"):
                 raise ValueError("named experiments run as defined on the study's seeds: "

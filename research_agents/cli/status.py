@@ -23,4 +23,21 @@ def command(args: argparse.Namespace, console: Console) -> int:
     session = open_run(args.out, args.storage)
     records = session.store.records()
     console.print(trials_table(records, title=f"{session.study.name}: {len(records)} trials"))
+    console.print(budget_line(records, session.run.budget), markup=False, highlight=False)
     return EXIT_OK
+
+
+def budget_line(records, budget: int | None) -> str:
+    """The budget spent in full-length runs, and the runs stopped early at a rung (how many, where)."""
+    from collections import Counter
+
+    from research_agents.fmt import fruns
+    from research_agents.records import spent
+
+    stopped = Counter(r.rung for r in records if r.status == "stopped")
+    line = f"budget spent: {fruns(spent(records))}" + (f" of {budget}" if budget else "") + " full-length runs"
+    if stopped:
+        line += (f"; {sum(stopped.values())} search run(s) stopped early ("
+                 + ", ".join(f"{n} at {q}%" for q, n in sorted(stopped.items(), key=lambda x: x[0] or 0))
+                 + "): behind the arm's leader there by more than the margin")
+    return line

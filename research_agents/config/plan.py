@@ -31,6 +31,9 @@ class Plan:
     # compared pairs whose leaders' shared settings can differ: each confirmed leader re-run with the
     # other's shared settings on every confirmation seed (SWAP_RUNS runs per pair and seed)
     swap_pairs: list[tuple[str, str]] = field(default_factory=list)
+    # early stops (rungs.py): the margin's safety factor over the seed noise; None: every search run
+    # trains to the end unless its proposer asks for a short run
+    rungs: float | None = None
 
     def swap_reserve(self, n_seeds: int | None = None) -> int:
         """Runs the swaps of every swap pair take on `n_seeds` confirmation seeds (default: the plan's)."""

@@ -16,7 +16,7 @@ from research_agents.records import TrialMetrics
 from trainer.spec import TrialSpec
 
 ProgressFn = Callable[[dict], None]
-OutcomeStatus = Literal["completed", "diverged", "failed", "timeout"]
+OutcomeStatus = Literal["completed", "diverged", "stopped", "failed", "timeout"]  # stopped: at a spec.stop_above step
 
 
 class Outcome(BaseModel):

@@ -102,7 +102,7 @@ class LocalExecutor(BaseExecutor):
         if returncode is None:
             return Outcome(status="timeout", metrics=metrics, reason=f"no result after {timeout_s:.0f} s",
                            log_path=log_path, wall_time_s=wall)
-        if returncode == 0 and metrics is not None and metrics.status in ("completed", "diverged"):
+        if returncode == 0 and metrics is not None and metrics.status in ("completed", "diverged", "stopped"):
             return Outcome(status=metrics.status, metrics=metrics, reason=metrics.reason, log_path=log_path,
                            wall_time_s=wall)
         reason = _killed_by(returncode) or (metrics.reason if metrics is not None else None) \

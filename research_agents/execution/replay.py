@@ -10,6 +10,10 @@ planning policy; its numbers are the table's, not new measurements. With `pace` 
 takes its recorded training time times `pace` (a study's parallel schedule, with several workers,
 in a fraction of its real time).
 
+Early stops: a spec with `stop_above` (step -> the most val loss allowed there) is stopped at the
+first recorded eval above its limit, by the trainer's own rule (TrialSpec.stop_reason), from the
+table's curve columns loss_25/50/75: status "stopped", history and metrics up to that eval.
+
 Which knobs, and how far: the table's header names its knobs (every column that is not a result:
 dotted TrialSpec fields such as `lr`, `adamw_lr`, `momentum_schedule.kind`); the study's space
 says which of them each optimizer searches and on what scale. The distance from a trial to a
@@ -226,6 +230,23 @@ class ReplayExecutor(BaseExecutor):
         history = [{"step": math.ceil(steps * q / 100), "val_loss": v, "train_loss": v,
                     "lr": spec.lr, "time_s": row.wall_time_s * q / 100} for q, v in row.curve]
         status = "diverged" if row.status == "diverged" else "completed"
+        stop = _stop(spec, row.curve)
+        if stop is not None:  # the spec's early stop, decided from the table's curve as training decides
+            at, why = stop
+            history = history[: at + 1]
+            last = history[-1]
+            last["step"] = spec.eval_step_by(row.curve[at][0])  # where the trainer would have stopped
+            metrics = TrialMetrics(
+                spec=spec.model_dump(mode="json"), status="stopped", reason=why,
+                final=FinalMetrics(val_loss=last["val_loss"], val_perplexity=math.exp(min(last["val_loss"], 20.0)),
+                                   train_loss=last["train_loss"]),
+                history=history, optimizer_steps=last["step"], tokens_seen=last["step"] * spec.tokens_per_step,
+                wall_time_s=last["time_s"], device="replay", precision="replay",
+                env={"replay": {"table": self.path.name, **{k: v for k, v in row.config if v != ""},
+                                "seed": row.seed}})
+            write_metrics(Path(run_dir), metrics)
+            return Outcome(status="stopped", metrics=metrics, reason=why, log_path=None,
+                           wall_time_s=time.perf_counter() - started)
         if status == "completed" and (row.val_loss is None or not math.isfinite(row.val_loss)):
             return Outcome(status="diverged" if row.val_loss is not None else "failed", metrics=None,
                            reason=f"the replay table's row has no finite val_loss ({row.val_loss})", log_path=None,
@@ -243,6 +264,18 @@ class ReplayExecutor(BaseExecutor):
         write_metrics(Path(run_dir), metrics)
         return Outcome(status=status, metrics=metrics, reason=None if status == "completed" else metrics.reason,
                        log_path=None, wall_time_s=time.perf_counter() - started)
+
+
+def _stop(spec: TrialSpec, curve: tuple[tuple[int, float], ...]) -> tuple[int, str] | None:
+    """(index in `curve`, why) of the first recorded val loss at which `spec.stop_above` stops the
+    run, or None: loss_Q is the eval at the last eval step by Q% of the steps (as a curve summary
+    reads it), judged by TrialSpec.stop_reason, the rule the trainer applies after each eval."""
+    for i, (q, loss) in enumerate(curve):
+        step = spec.eval_step_by(q)
+        why = spec.stop_reason(step, loss) if step is not None else None
+        if why is not None:
+            return i, why
+    return None
 
 
 __all__ = ["ReplayExecutor", "load_table", "Row", "RESULT_COLUMNS", "study_knobs"]

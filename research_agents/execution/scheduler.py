@@ -144,7 +144,8 @@ class TrialScheduler:
         run_dir = trial_dir(self.out, len(self.store.records()) + 1, run.arm, run.params, run.seed)
         check_inside(self.out / run_dir, self.out)  # (a trials/ now a symlink out of OUT: UnsafePath, the run stops)
         record = self.store.start(run.arm, run.params, run.seed, run.origin, run.phase, run.round, run.rationale,
-                                  run_dir, point=run.point, expected=run.expected, swap=run.swap)
+                                  run_dir, point=run.point, expected=run.expected, swap=run.swap,
+                                  stop_above=run.stop_above)
         self.hooks.on_trial_start(record)
         return record
 

@@ -156,7 +156,7 @@ class Vetting:
         if missing:
             problems.append(f"missing {', '.join(missing)}: every parameter of the arm needs a value")
         params = normalize(space, item.params)
-        prop = Proposal(arm=item.arm, params=params, origin="llm", expected=item.expected,
+        prop = Proposal(arm=item.arm, params=params, origin="llm", expected=item.expected, short=item.short,
                         rationale=item.rationale.strip()[:400])
         if problems:
             return "; ".join(problems), prop

@@ -46,6 +46,7 @@ class LLMTry(_Action):
     kind: Literal["try"] = "try"
     params: dict[str, bool | int | float | str]
     expected: str | None = None  # the final val loss the model expects (a number, kept as text)
+    short: bool | None = None  # a short exploratory run (it may stop at a rung: research_agents/rungs.py)
 
     @field_validator("expected", mode="before")
     @classmethod
@@ -247,7 +248,9 @@ def action_schema(study: Study, arms: list[str], n_max: int, labels: dict[str, l
     for arm in arms:
         branches.append(_branch("try", arm, {
             "params": params_schema(arm, study.arms[arm].space),
-            "expected": {"type": "number", "description": "the final val loss you expect for this point"}},
+            "expected": {"type": "number", "description": "the final val loss you expect for this point"},
+            "short": {"type": "boolean", "description": "true: a short exploratory run, stopped at 25/50/75% of "
+                      "its steps when behind the arm's leader there by more than the noise margin"}},
             ["params", "expected"]))
         if labels.get(arm):
             branches.append(_branch("replicate", arm, {

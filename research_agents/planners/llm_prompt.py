@@ -250,7 +250,7 @@ def config_lines(ctx: PlanningContext, arms: list[str], labels: dict[str, str]) 
 
 
 def curve_lines(ctx: PlanningContext, labels: dict[str, str]) -> list[str]:
-    done = [r for r in ctx.history if r.status in ("completed", "diverged", "failed", "timeout")]
+    done = [r for r in ctx.history if r.status in ("completed", "diverged", "stopped", "failed", "timeout")]
     out = []
     for r in done[-CURVE_ROWS:]:
         c = ctx.curve_of(r)
@@ -261,6 +261,8 @@ def curve_lines(ctx: PlanningContext, labels: dict[str, str]) -> list[str]:
             continue
         pts = " / ".join("-" if c.val_loss.get(q) is None else f"{c.val_loss[q]:.3f}" for q in CURVE_POINTS)
         div = f"; diverged at step {c.diverged_step}" if c.diverged_step is not None else ""
+        if r.rung is not None:  # a short run the rung rule stopped (research_agents/rungs.py)
+            div += f"; stopped early at {r.rung}% (behind its leader by > the noise margin; no evidence)"
         out.append(f"{head}: {pts}{div}")
     return out
 

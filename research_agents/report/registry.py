@@ -15,7 +15,7 @@ from research_agents.analysis.fairness import Audit
 from research_agents.analysis.models import Findings
 from research_agents.config.study import Study
 from research_agents.evidence import OpenQuestion
-from research_agents.fmt import f4, fs, mean_ci, params_text, table
+from research_agents.fmt import f4, fruns, fs, mean_ci, params_text, table
 from research_agents.records import BAD, TrialRecord
 from research_agents.report import sections
 from research_agents.report.decomposition import HEADING, decomposition_section
@@ -112,11 +112,13 @@ def _round_noise(c: ReportContext) -> list[str]:
 
 def _round_budget(c: ReportContext) -> list[str]:
     b = c.fnd.budget
-    per_arm = ", ".join(f"{a} {n}" for a, n in b.by_arm.items())
+    per_arm = ", ".join(f"{a} {fruns(n)}" for a, n in b.by_arm.items())
+    unit = "run equivalents" if b.stopped else "runs"
     if b.total is not None:
-        return [f"Used {b.used} of {b.total} runs ({b.left} left; search {b.by_phase['search']} of "
-                f"{b.search_budget}, confirmation reserve {b.confirm_reserve}). Per arm: {per_arm}."]
-    return [f"Used {b.used} runs. Per arm: {per_arm}."]
+        return [f"Used {fruns(b.used)} of {b.total} {unit} ({fruns(b.left or 0)} left; search "
+                f"{fruns(b.by_phase['search'])} of {b.search_budget}, confirmation reserve {b.confirm_reserve}). "
+                f"Per arm: {per_arm}.", *sections.early_stop_lines(b)]
+    return [f"Used {fruns(b.used)} {unit}. Per arm: {per_arm}.", *sections.early_stop_lines(b)]
 
 
 def _failures(c: ReportContext) -> list[str]:

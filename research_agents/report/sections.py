@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from research_agents.analysis.claims import ClaimResult
-from research_agents.analysis.models import ComparisonResult, Findings, Spread
+from research_agents.analysis.models import BudgetUse, ComparisonResult, Findings, Spread
 from research_agents.analysis.planning import LLMUsage, PlanningSummary
 from research_agents.analysis.seed_analyses import DiagnosticsRow, MomentumAnalysis
 from research_agents.analysis.stats import Comparison
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
-from research_agents.fmt import ci, f4, fmt_value, fp, fs, params_text, setup_value, table
+from research_agents.fmt import ci, f4, fmt_value, fp, fruns, fs, params_text, setup_value, table
 from research_agents.report.claims import claim_statistics
 from research_agents.report.words import comparison_summary, hybrid_plan_text, limit_text
 
@@ -184,15 +185,35 @@ def origin_section(fnd: Findings) -> list[str]:
                    "mean val loss"], rows)]
 
 
+def early_stop_lines(b: BudgetUse, limit: int = 8) -> list[str]:
+    """How many search runs stopped early, at which rung and why (research_agents/rungs.py); none: no line."""
+    if not b.stopped:
+        return []
+    at = Counter(s.rung for s in b.stopped)
+    lines = [f"- stopped early: {len(b.stopped)} search run(s) ("
+             + ", ".join(f"{n} at {q}%" for q, n in sorted(at.items(), key=lambda x: x[0] or 0))
+             + "), each behind its arm's leader at that rung by more than the margin (the measured seed "
+             "noise times a safety factor); each counts the share of the steps it trained and none is "
+             "evidence: leaders, brackets, the noise and every comparison rest on full-length runs"]
+    for s in b.stopped[-limit:]:
+        lines.append(f"  - trial {s.order} {s.arm} {params_text(s.params)}: {s.reason or 'stopped'}")
+    if len(b.stopped) > limit:
+        lines.append(f"  - ({len(b.stopped) - limit} earlier ones not shown)")
+    return lines
+
+
 def budget_section(fnd: Findings) -> list[str]:
     b = fnd.budget
-    lines = [f"- used: {b.used} runs" + (f" of {b.total} ({b.left} left)" if b.total is not None else ""),
-             f"- by phase: search {b.by_phase.get('search', 0)}" +
+    unit = "run equivalents" if b.stopped else "runs"
+    lines = [f"- used: {fruns(b.used)} {unit}"
+             + (f" of {b.total} ({fruns(b.left or 0)} left)" if b.total is not None else ""),
+             f"- by phase: search {fruns(b.by_phase.get('search', 0))}" +
              (f" of {b.search_budget}" if b.search_budget is not None else "") +
-             f", confirmation {b.by_phase.get('confirm', 0)}" +
+             f", confirmation {fruns(b.by_phase.get('confirm', 0))}" +
              (f" of {b.confirm_reserve} reserved" if b.confirm_reserve is not None else "") +
-             (f", swap {b.by_phase['swap']}" if "swap" in b.by_phase else ""),
-             "- by arm: " + ", ".join(f"{a} {n}" for a, n in b.by_arm.items())]
+             (f", swap {fruns(b.by_phase['swap'])}" if "swap" in b.by_phase else ""),
+             "- by arm: " + ", ".join(f"{a} {fruns(n)}" for a, n in b.by_arm.items()),
+             *early_stop_lines(b)]
     if b.confirm_seeds:
         lines.append(f"- confirmation seeds: {', '.join(map(str, b.confirm_seeds))}")
     best = [v for _, v in fnd.best_so_far if v is not None]

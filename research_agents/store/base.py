@@ -23,10 +23,12 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def start(self, arm: str, params: dict[str, Any], seed: int, origin: Origin, phase: Phase,
               round: int, rationale: str, run_dir: str, point: str | None = None,
-              expected: str | None = None, swap: SwapOf | None = None) -> TrialRecord:
+              expected: str | None = None, swap: SwapOf | None = None,
+              stop_above: dict[int, float] | None = None) -> TrialRecord:
         """Record a trial about to run; its `order` counts every trial so far, this one included (from 1).
         `point`: the named experiment it runs; `expected`: its proposer's forecast (kept beside the
-        rationale, each in its own field); `swap`: a swap run's pair and swapped settings."""
+        rationale, each in its own field); `swap`: a swap run's pair and swapped settings;
+        `stop_above`: its early-stop rule (a resume re-runs it under the same rule)."""
 
     @abc.abstractmethod
     def finish(self, record: TrialRecord, status: Status, metrics: TrialMetrics | None,
@@ -52,8 +54,8 @@ class BaseStore(abc.ABC):
             self.finish(r, "interrupted", None, "process ended while the trial was running")
         return stale
 
-    def spent(self, phase: str | None = None, arm: str | None = None) -> int:
-        """Runs that spent budget, optionally of one phase and one arm."""
+    def spent(self, phase: str | None = None, arm: str | None = None) -> int | float:
+        """The budget spent in full-length runs (records.spent), optionally of one phase and one arm."""
         return spent(self.records(), phase, arm)
 
     def append_meta(self, key: str, entries: list[Any]) -> None:

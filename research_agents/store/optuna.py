@@ -44,7 +44,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from research_agents.config.space import Param
-from research_agents.records import TrialRecord, result_fields
+from research_agents.records import TrialMetrics, TrialRecord, result_fields
 from research_agents.redact import mask_url
 from research_agents.store.base import BaseStore, StoreError
 
@@ -250,6 +250,16 @@ def searchable(space: dict[str, Param], params: dict[str, Any]) -> dict[str, Any
     return {k: v for k, v in params.items() if k in space and space[k].check(v) is None}
 
 
+
+def _rung_values(record: TrialRecord, metrics: TrialMetrics | None) -> dict[int, float]:
+    """A run under an early-stop rule: its val loss at each of the rule's steps it reached, as the
+    Optuna trial's intermediate values (so Optuna's tools, e.g. optuna-dashboard, show the rungs;
+    no Optuna pruner decides anything here: see research_agents/rungs.py)."""
+    if not record.stop_above or metrics is None:
+        return {}
+    return {h.step: float(h.val_loss) for h in metrics.history
+            if h.step in record.stop_above and h.val_loss is not None}
+
 class OptunaStore(BaseStore):
     """Store on optuna.storages.RDBStorage: `sqlite:///OUT/study.db` unless a URL is given."""
 
@@ -332,7 +342,7 @@ class OptunaStore(BaseStore):
 
     # -- trials
     def start(self, arm, params, seed, origin, phase, round, rationale, run_dir, point=None,
-              expected=None, swap=None) -> TrialRecord:
+              expected=None, swap=None, stop_above=None) -> TrialRecord:
         """One transaction: a process killed at any point leaves either no trial or a whole one."""
         fixed = searchable(self.spaces[arm], params)
         started = datetime.now(timezone.utc).isoformat()
@@ -341,7 +351,8 @@ class OptunaStore(BaseStore):
         def template(order: int) -> FrozenTrial:
             attrs = dict(seed=seed, origin=origin, phase=phase, round=round, rationale=rationale,
                          point=point, expected=expected, run_dir=run_dir, order=order, status="running",
-                         started=started, driver=driver)
+                         started=started, driver=driver,
+                         **({"stop_above": {str(k): v for k, v in stop_above.items()}} if stop_above else {}))
             if swap is not None:  # (only swap runs carry it: other trials' attributes stay as they were)
                 attrs["swap"] = swap.model_dump(mode="json")
             return FrozenTrial(number=0, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
@@ -354,7 +365,7 @@ class OptunaStore(BaseStore):
         # as records() reads it back: the JSON the database holds (a tuple comes back a list)
         record = TrialRecord(id=trial_id, arm=arm, params=json.loads(json.dumps(params)), seed=seed, origin=origin,
                              phase=phase, round=round, rationale=rationale, point=point, expected=expected,
-                             swap=swap, run_dir=run_dir, order=order,
+                             swap=swap, run_dir=run_dir, order=order, stop_above=dict(stop_above or {}),
                              status="running")
         self._drivers[trial_id] = driver
         self._remember(record, created=True)
@@ -367,7 +378,7 @@ class OptunaStore(BaseStore):
         attrs = {**fields, "finished": datetime.now(timezone.utc).isoformat()}
         done = status == "completed" and fields["val_loss"] is not None
         self._close(record.id, attrs, TrialState.COMPLETE if done else TrialState.FAIL,
-                    fields["val_loss"] if done else None)
+                    fields["val_loss"] if done else None, _rung_values(record, metrics))
         record = record.model_copy(update=fields)
         self._remember(record, created=False)
         return record
@@ -481,11 +492,14 @@ class OptunaStore(BaseStore):
 
         return self._transaction(create)
 
-    def _close(self, trial_id: int, attrs: dict[str, Any], state: TrialState, value: float | None) -> None:
-        """Write a finished trial's attributes, value and state in one transaction."""
+    def _close(self, trial_id: int, attrs: dict[str, Any], state: TrialState, value: float | None,
+               intermediate: dict[int, float] | None = None) -> None:
+        """Write a finished trial's attributes, value, intermediate values and state in one transaction."""
         if not self.batched:  # one write each, the state last: until then the trial reads as running
             for k, v in attrs.items():
                 self.storage.set_trial_user_attr(trial_id, k, v)
+            for step, loss in (intermediate or {}).items():
+                self.storage.set_trial_intermediate_value(trial_id, step, loss)
             self.storage.set_trial_state_values(trial_id, state, None if value is None else [value])
             return
         from optuna.storages._rdb import models
@@ -498,6 +512,11 @@ class OptunaStore(BaseStore):
             session.execute(delete(a).where(a.trial_id == trial_id, a.key.in_(list(attrs))))
             session.execute(insert(a), [dict(trial_id=trial_id, key=k, value_json=json.dumps(v))
                                         for k, v in attrs.items()])
+            iv = models.TrialIntermediateValueModel
+            for step, loss in (intermediate or {}).items():
+                stored_iv, kind_iv = iv.intermediate_value_to_stored_repr(loss)
+                session.add(iv(trial_id=trial_id, step=step, intermediate_value=stored_iv,
+                               intermediate_value_type=kind_iv))
             if value is not None:
                 stored, kind = models.TrialValueModel.value_to_stored_repr(value)
                 session.add(models.TrialValueModel(trial_id=trial_id, objective=0, value=stored, value_type=kind))
