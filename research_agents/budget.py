@@ -14,7 +14,7 @@ import itertools
 import math
 from collections.abc import Iterable
 
-from research_agents.config.plan import Plan, split_shares
+from research_agents.config.plan import SWAP_RUNS, Plan, split_shares
 from research_agents.config.space import config_id
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
@@ -64,18 +64,20 @@ def confirmed(records: Iterable[TrialRecord]) -> set[tuple[str, int]]:
     return {(r.config, r.seed) for r in records if r.phase == "confirm" and r.status in COUNTED}
 
 
-def search_allowance(study: Study, plan: Plan, records: list[TrialRecord],
-                     evidence: dict[str, ArmEvidence]) -> dict[str, int]:
+def search_allowance(study: Study, plan: Plan, records: list[TrialRecord], evidence: dict[str, ArmEvidence],
+                     swap_pairs: list[tuple[str, str]] | None = None) -> dict[str, int]:
     """Search runs each arm may spend in all (fairness: each arm its share of the search budget).
     Adaptive: the budget less the confirmation runs made, less what confirming the current leaders
     still costs (a resumed study may have confirmed others), less a full confirmation for each
-    leader an arm does not have yet."""
+    leader an arm does not have yet, less the swaps of the pairs that still need them (`swap_pairs`:
+    default the plan's; the snapshot passes those whose current leaders differ in shared settings,
+    so a reserve the leaders turn out not to need goes back to the search)."""
     if not plan.adaptive:
         return dict(plan.search_share)
     seeds = confirm_seeds(plan, evidence)
     made = sum(1 for r in records if r.phase == "confirm" and r.status in COUNTED)
     done = confirmed(records)
-    reserve = swap_reserve(plan, records, len(seeds))
+    reserve = swap_reserve(plan, records, len(seeds), swap_pairs)
     made += swaps_made(records)
     for a in study.arms:
         tops = leaders(study, records, a)
@@ -90,11 +92,14 @@ def swaps_made(records: Iterable[TrialRecord]) -> int:
     return sum(1 for r in records if r.phase == "swap" and r.status in COUNTED)
 
 
-def swap_reserve(plan: Plan, records: Iterable[TrialRecord], n_seeds: int) -> int:
-    """Runs still held for the plan's swaps on `n_seeds` confirmation seeds (none without swap pairs)."""
-    if not plan.swap_pairs:
+def swap_reserve(plan: Plan, records: Iterable[TrialRecord], n_seeds: int,
+                 pairs: list[tuple[str, str]] | None = None) -> int:
+    """Runs still held for the swaps of `pairs` (default: the plan's) on `n_seeds` confirmation
+    seeds (none without swap pairs)."""
+    pairs = plan.swap_pairs if pairs is None else [p for p in pairs if p in plan.swap_pairs]
+    if not pairs:
         return 0
-    return max(0, plan.swap_reserve(n_seeds) - swaps_made(records))
+    return max(0, SWAP_RUNS * len(pairs) * n_seeds - swaps_made(records))
 
 
 def round_slots(study: Study, search_left: dict[str, int]) -> dict[str, int]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from research_agents import budget
+from research_agents.analysis.fairness import leader_differences
 from research_agents.analysis.questions import round_questions
 from research_agents.analysis.stats import noise_floor
 from research_agents.analysis.tuning import tuning_evidence
@@ -70,7 +71,18 @@ class Snapshot:
     @cached_property
     def allowance(self) -> dict[str, int]:
         """Search runs each arm may spend in all (budget.search_allowance)."""
-        return budget.search_allowance(self.study, self.plan, self.records, self.evidence)
+        return budget.search_allowance(self.study, self.plan, self.records, self.evidence, self.swaps_needed)
+
+    @cached_property
+    def swaps_needed(self) -> list[tuple[str, str]]:
+        """The plan's swap pairs whose current leaders differ in shared settings, or lack a leader
+        (their swap runs stay reserved); a pair whose leaders share every setting needs none."""
+        out = []
+        for a, b in self.plan.swap_pairs:
+            la, lb = budget.leaders(self.study, self.records, a), budget.leaders(self.study, self.records, b)
+            if not la or not lb or leader_differences(self.study, a, la[0], b, lb[0]):
+                out.append((a, b))
+        return out
 
     @cached_property
     def search_left(self) -> dict[str, int]:
