@@ -71,19 +71,27 @@ def search_allowance(study: Study, plan: Plan, records: list[TrialRecord], evide
     still costs (a resumed study may have confirmed others), less a full confirmation for each
     leader an arm does not have yet, less the swaps of the pairs that still need them (`swap_pairs`:
     default the plan's; the snapshot passes those whose current leaders differ in shared settings,
-    so a reserve the leaders turn out not to need goes back to the search)."""
-    if not plan.adaptive:
-        return dict(plan.search_share)
+    so a reserve the leaders turn out not to need goes back to the search; a swap reserve the
+    budget left can no longer hold in full goes back too: the budget is always spent)."""
+    if not plan.adaptive:  # the plan's shares, plus the swap runs of pairs whose leaders need none
+        needed = plan.swap_pairs if swap_pairs is None else [p for p in swap_pairs if p in plan.swap_pairs]
+        freed = SWAP_RUNS * len(plan.confirm_seeds) * (len(plan.swap_pairs) - len(needed))
+        extra = split_shares(freed, {a: study.arms[a].share for a in study.arms}) if freed > 0 else {}
+        return {a: n + extra.get(a, 0) for a, n in plan.search_share.items()}
     seeds = confirm_seeds(plan, evidence)
     made = sum(1 for r in records if r.phase == "confirm" and r.status in COUNTED)
     done = confirmed(records)
-    reserve = swap_reserve(plan, records, len(seeds), swap_pairs)
+    swaps = swap_reserve(plan, records, len(seeds), swap_pairs)
     made += swaps_made(records)
+    reserve = 0
     for a in study.arms:
         tops = leaders(study, records, a)
         reserve += (study.budget.leaders_per_arm - len(tops)) * len(seeds)
         reserve += sum(1 for params in tops for seed in seeds if (config_id(a, params), seed) not in done)
-    search = max(0, plan.budget - made - reserve)
+    searched = sum(1 for r in records if r.phase == "search" and r.status in COUNTED)
+    if plan.budget - made - reserve - searched < swaps:
+        swaps = 0  # the swaps no longer fit beside the search made: their runs go to the search
+    search = max(0, plan.budget - made - reserve - swaps)
     return split_shares(search, {a: study.arms[a].share for a in study.arms})
 
 

@@ -42,7 +42,7 @@ def test_a_postgres_run_resumes_where_it_stopped(tmp_path, table, postgres_url, 
     assert [r.order for r in records] == list(range(1, len(records) + 1))
     assert sum(r.status in COUNTED for r in records) == 12
     capsys.readouterr()
-    assert main(["status", str(out)]) == 0  # (run.json names the database: status reads it there)
+    assert main(["status", str(out), "--storage", postgres_url]) == 0  # (run.json names the database, its password masked)
     assert f"{len(records)} trials" in capsys.readouterr().out
 
 
@@ -99,7 +99,7 @@ def test_two_drivers_share_one_study_on_postgres(tmp_path, fast_study, postgres_
     # budget before the second has started; what must hold is that every trial says whose it is)
     assert None not in drivers and sum(drivers.values()) == len(records), drivers
     for out in outs:
-        status = cli("status", str(out))
+        status = cli("status", str(out), "--storage", postgres_url)
         assert status.returncode == 0 and f"{len(records)} trials" in status.stdout, status.stdout
 
 

@@ -106,7 +106,7 @@ def test_a_trial_never_trains_into_an_existing_directory(tmp_path, table):
     study = load_study(write_study(tmp_path / "rel.toml"))
     out = tmp_path / "run"
     planner = SamplerPlanner("random", seed=0)
-    loop = ResearchLoop(study, OptunaStore.for_study(out, study), ReplayExecutor(table), planner, out,
+    loop = ResearchLoop(study, OptunaStore.for_study(out, study), ReplayExecutor(table, study=study), planner, out,
                         make_plan(study, 8))
     first = loop.run_dir("muon", {"lr": 0.02}, 0)
     old = out / first
