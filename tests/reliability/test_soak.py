@@ -33,8 +33,8 @@ class Killed(BaseException):
 class FaultyExecutor(ReplayExecutor):
     """The replay executor with faults drawn from a seeded schedule; it counts what it injects."""
 
-    def __init__(self, table, rng: random.Random, injected: Counter):
-        super().__init__(table)
+    def __init__(self, table, rng: random.Random, injected: Counter, study=None):
+        super().__init__(table, study=study)
         self.rng, self.injected = rng, injected
         self.pending: str | None = None  # the fault drawn for the trial about to run
 
@@ -73,7 +73,7 @@ def test_a_200_trial_soak_with_faults_loses_nothing(tmp_path, table):
     rng, injected = random.Random(SEED), Counter()
     study = load_study(write_study(tmp_path / "rel.toml"))
     out = tmp_path / "run"
-    executor = FaultyExecutor(table, rng, injected)
+    executor = FaultyExecutor(table, rng, injected, study)
 
     def trial_start(record):
         executor.pending = executor.draw()
