@@ -24,39 +24,34 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 
 
 @contextlib.contextmanager
-def deferred_stop(owner: Any, flag: str = "_stop") -> Iterator[None]:
+def _handled(handler: Any) -> Iterator[None]:
+    """Every stop signal goes to `handler` while inside (in the main thread; elsewhere nothing
+    changes: signals are delivered only there), the previous handlers restored on leaving."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
+
+def deferred_stop(owner: Any, flag: str = "_stop") -> contextlib.AbstractContextManager[None]:
     def handler(signum, frame):
         if getattr(owner, flag):
             raise KeyboardInterrupt
         setattr(owner, flag, True)
 
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return _handled(handler)
 
 
-@contextlib.contextmanager
-def stop_raises() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
+def stop_raises() -> contextlib.AbstractContextManager[None]:
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return _handled(handler)
 
 
 @contextlib.contextmanager
