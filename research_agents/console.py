@@ -41,7 +41,7 @@ class RunDisplay:
         self.budget = Progress(TextColumn("budget"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                console=console)
         self.budget_task = self.budget.add_task("budget", total=budget,
-                                                completed=spent(records))  # in full-length runs
+                                                completed=int(spent(records)))  # whole full-length runs
         self.trial = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                               TextColumn("{task.fields[loss]}"), console=console)
         self.trial_tasks: dict[int, TaskID] = {}  # record id -> its progress bar (several when trials run in parallel)

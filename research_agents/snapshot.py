@@ -65,7 +65,8 @@ class Snapshot:
         out: dict[str, float | None] = {}
         for arm in self.study.arms:
             ok = (r for r in without_swaps(self.records) if r.ok and r.arm == arm)
-            out[arm] = noise_floor({cid: [r.val_loss for r in rs] for cid, rs in by_config(ok).items()}).pooled_sd
+            groups = {cid: [r.val_loss for r in rs if r.val_loss is not None] for cid, rs in by_config(ok).items()}
+            out[arm] = noise_floor(groups).pooled_sd
         return out
 
     @cached_property
