@@ -18,7 +18,7 @@ from research_agents.config.plan import SWAP_RUNS, Plan, split_shares
 from research_agents.config.space import config_id
 from research_agents.config.study import Study
 from research_agents.evidence import ArmEvidence
-from research_agents.records import COUNTED, TrialRecord, ranked_configs
+from research_agents.records import COUNTED, TrialRecord, ranked_configs, spent
 
 MIN_CONFIRM = 3  # fewest confirmation seeds an adaptive plan sizes down to (paired t needs df >= 2)
 Z_SUM = 2.8  # z for a two-sided alpha of 0.05 (1.96) plus z for 80% power (0.84)
@@ -88,7 +88,7 @@ def search_allowance(study: Study, plan: Plan, records: list[TrialRecord], evide
         tops = leaders(study, records, a)
         reserve += (study.budget.leaders_per_arm - len(tops)) * len(seeds)
         reserve += sum(1 for params in tops for seed in seeds if (config_id(a, params), seed) not in done)
-    searched = sum(1 for r in records if r.phase == "search" and r.status in COUNTED)
+    searched = spent(records, "search")  # a run stopped early costs its share, as everywhere
     if plan.budget - made - reserve - searched < swaps:
         swaps = 0  # the swaps no longer fit beside the search made: their runs go to the search
     search = max(0, plan.budget - made - reserve - swaps)

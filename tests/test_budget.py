@@ -105,6 +105,22 @@ def test_the_adaptive_allowance_reserves_what_confirming_the_leaders_still_costs
     assert budget.search_allowance(study, fixed, records, far) == fixed.search_share
 
 
+def test_runs_stopped_early_cost_their_share_when_the_swap_reserve_is_weighed():
+    """The swap reserve goes back to the search only when the search made no longer leaves room for
+    it; a run stopped early at a rung counts its share there, as in every other sum of the budget."""
+    study = _study()
+    plan = make_plan(study, 32, adaptive=True, swap_pairs=[("b", "a")])
+    far = {"a": _ev("a", 3.0, 0.02), "b": _ev("b", 3.5, 0.02)}  # 3 confirmation seeds, 6 swap runs
+    records = [_rec(i, "ab"[i % 2], 0.01 + i / 1000, 0, 3.0 + i / 100) for i in range(1, 18)]
+    records += [_rec(i, "a", 0.05 + i / 1000, 0, 5.0, status="stopped").model_copy(update={"fraction": 0.25})
+                for i in range(18, 22)]
+    # 17 full runs and 4 stopped at a quarter cost 18 runs: 32 - 6 to confirm - 18 leaves the 6 swaps
+    assert budget.search_allowance(study, plan, records, far, [("b", "a")]) == {"a": 10, "b": 10}
+    # counted as whole runs (21) they would not fit, and the swaps' 6 runs would go to the search
+    full = [r.model_copy(update={"status": "completed", "fraction": None}) for r in records]
+    assert budget.search_allowance(study, plan, full, far, [("b", "a")]) == {"a": 13, "b": 13}
+
+
 def test_round_slots_go_round_robin_in_search_seed_sets():
     study = _study(search=(0, 1), per_round=6)  # 3 sets of 2 seeds a round
     assert budget.round_slots(study, {"a": 10, "b": 10}) == {"a": 2, "b": 1}

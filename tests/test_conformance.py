@@ -174,14 +174,15 @@ def test_store_records_are_what_a_fresh_open_reads(store):
 
 
 def _replay(tmp_path: Path) -> BaseExecutor:
-    """A replay table with one AdamW and one Muon config, three seeds each (real-looking rows)."""
+    """A replay table with one AdamW and one Muon config, three seeds each (real-looking rows), for the default
+    (fair) study: both arms carry the shared LR `adamw_lr`."""
     from research_agents.execution.replay import ReplayExecutor
 
     cols = ("arm,lr,adamw_lr,momentum,momentum_schedule.kind,momentum_schedule.start,momentum_schedule.warmup_steps,"
             "ns_steps,seed,status,val_loss,val_accuracy,train_loss,loss_25,loss_50,loss_75,loss_100,diverged_step,"
             "wall_time_s")
-    rows = [f"adamw,0.003,,,,,,,{s},completed,{5.1 + s / 100},0.1,5.2,6,5.6,5.3,{5.1 + s / 100},,4.0" for s in range(3)]
-    rows += [f"muon,0.02,0.002,0.95,fixed,,,5,{s},completed,{4.6 + s / 100},0.1,4.7,5.5,5,4.8,{4.6 + s / 100},,5.0"
+    rows = [f"adamw,0.003,0.01,,,,,,{s},completed,{5.1 + s / 100},0.1,5.2,6,5.6,5.3,{5.1 + s / 100},,4.0" for s in range(3)]
+    rows += [f"muon,0.02,0.01,0.95,fixed,,,5,{s},completed,{4.6 + s / 100},0.1,4.7,5.5,5,4.8,{4.6 + s / 100},,5.0"
              for s in range(3)]
     table = tmp_path / "replay.csv"
     table.write_text("\n".join([cols, *rows]) + "\n")

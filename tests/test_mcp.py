@@ -39,17 +39,17 @@ async def _session(out: Path) -> dict:
         lr = evidence["arms"]["muon"]["knobs"][0]
         assert lr["knob"] == "lr" and lr["to_try"], lr
         seen["point"] = {**evidence["arms"]["muon"]["leader"], "lr": lr["to_try"][0]}
-        seen["out_of_range"] = await call("propose_action", out=str(out), budget=16,
+        seen["out_of_range"] = await call("propose_action", out=str(out), budget=24,
                                           action={"kind": "try", "arm": "muon", "params": {**seen["point"], "lr": 9.0}})
-        seen["not_an_action"] = await call("propose_action", out=str(out), budget=16,
+        seen["not_an_action"] = await call("propose_action", out=str(out), budget=24,
                                            action={"kind": "explode", "arm": "muon"})
         seen["spent"] = await call("propose_action", out=str(out),
                                    action={"kind": "try", "arm": "muon", "params": seen["point"]})
-        seen["valid"] = await call("propose_action", out=str(out), budget=16,
+        seen["valid"] = await call("propose_action", out=str(out), budget=24,
                                    action={"kind": "try", "arm": "muon", "params": seen["point"],
                                            "rationale": "bracket the leader's LR from below"})
         seen["no_run"] = await call("status", out=str(out.parent / "nothing-here"))
-        seen["resume"] = await call("start_run", study=STUDY, budget=16, out=str(out), executor=f"replay:{REPLAY}")
+        seen["resume"] = await call("start_run", study=STUDY, budget=24, out=str(out), executor=f"replay:{REPLAY}")
         seen["second"] = await call("status", out=str(out), wait_s=600)
         seen["findings"] = await call("findings", out=str(out))
         seen["report"] = await call("report", out=str(out))

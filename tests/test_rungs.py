@@ -154,7 +154,7 @@ def _records(tmp_path: Path, out: Path) -> list[TrialRecord]:
 def stopped_study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rungs")
     out = tmp / "out"
-    assert _run(tmp, out, 24, "3") == 0
+    assert _run(tmp, out, 30, "3") == 0
     return tmp, out
 
 
@@ -175,8 +175,8 @@ def test_a_run_behind_at_a_rung_stops_and_costs_its_share(stopped_study):
         curve = curve_summary(r.metrics(out)).val_loss
         assert all(curve[q] <= r.stop_above[q] for q in (25, 50, 75) if q in r.stop_above)
     assert spent(records) == sum(1 for r in records if r.status != "stopped") + sum(r.fraction for r in stopped)
-    assert whole(spent(records)) <= 24  # the budget is counted in run equivalents
-    assert len(records) > 24  # stopped runs bought more runs than 24 full ones
+    assert whole(spent(records)) <= 30  # the budget is counted in run equivalents
+    assert len(records) > 30  # stopped runs bought more runs than 30 full ones
     assert all(not r.stop_above for r in records if r.phase == "confirm")
     # Optuna shows the rungs: a stopped trial's intermediate values, through the store
     import optuna
@@ -207,7 +207,7 @@ def test_stopped_runs_are_never_evidence(stopped_study):
         assert rows[cid].n == 0 and rows[cid].summary.mean is None and rows[cid].status == "stopped"
         assert cid not in findings.noise.sd_by_config
     # the loss a stopped run reports is its rung's, never averaged into anything
-    snap = Snapshot(study, make_plan(study, 24), records)
+    snap = Snapshot(study, make_plan(study, 30), records)
     assert all(p not in only_stopped for a in study.arms for p in [str(x) for x in snap.leaders(a)])
 
 
@@ -218,7 +218,7 @@ def test_resume_repeats_nothing(stopped_study, tmp_path):
     shutil.copytree(out, copy)
     (tmp_path / "rungs_tiny.toml").write_text(TINY_STUDY)
     before = _records(tmp, copy)
-    assert _run(tmp_path, copy, 24, "3") == 0
+    assert _run(tmp_path, copy, 30, "3") == 0
     assert [(r.id, r.status) for r in _records(tmp, copy)] == [(r.id, r.status) for r in before]
 
 
@@ -236,7 +236,7 @@ def test_a_run_killed_during_its_rung_decision_is_rerun_once_under_its_rule(stop
                 "trials/killed", stop_above=victim.stop_above)
     store.finish(store.records()[-1], "interrupted", None, "process ended while the trial was running")
     n = len(store.records())
-    assert _run(tmp_path, copy, 26, "3") == 0
+    assert _run(tmp_path, copy, 32, "3") == 0
     after = _records(tmp, copy)
     again = [r for r in after[n:] if r.config == victim.config and r.seed == 7]
     assert len(again) == 1 and again[0].stop_above == victim.stop_above  # once, under the same rule
