@@ -150,7 +150,7 @@ def test_the_fair_table_keys_on_both_lrs_of_both_arms():
     legs = {arm: {dict(rows[0].config)["adamw_lr"] for k, rows in executor.table.items() if k[0] == arm}
             for arm in ("muon", "adamw")}
     assert legs["muon"] == legs["adamw"] and len(legs["muon"]) == 5
-    assert min(len(rows) for rows in executor.table.values()) >= 2
+    assert min(len(rows) for rows in executor.table.values()) >= 3  # 3 base seeds, 6 near each optimum
 
 
 def _to_toml(study: Study) -> str:

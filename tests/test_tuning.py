@@ -266,3 +266,24 @@ def test_the_policy_sweeps_every_lr_like_knob_before_the_others():
     assert got and all(set(k for k in p if p[k] != point[k]) <= {"adamw_lr", "lr"} for p in got)
     assert any(p["adamw_lr"] < 0.01 for p in got)
     assert not any(p["weight_decay"] != 0.1 for p in got)
+
+
+def test_each_arm_measures_its_own_noise_once():
+    """The confirmation is sized from each arm's seed noise (3x the measured noise is assumed for an
+    arm with none): every arm with two configs and no repeat replicates its leader once, the first
+    thing it does; an arm that has a repeat does not."""
+    from research_agents.actions import Replicate
+    from research_agents.planners.base import PlanningContext
+
+    s = study()
+
+    def replicated(records: list[TrialRecord]) -> dict[str, dict]:
+        ctx = PlanningContext(study=s, wanted={"adamw": 2, "muon": 2}, history=records, round=2,
+                              evidence=tuning_evidence(s, records), search_left={"adamw": 10, "muon": 10})
+        return {a.arm: a.params for a in PolicyPlanner(seed=0).propose(ctx) if isinstance(a, Replicate)}
+
+    two_each = [_rec(0, "muon", 0.02, 4.5), _rec(1, "muon", 0.08, 4.3), _rec(2, "adamw", 0.003, 4.9),
+                _rec(3, "adamw", 0.012, 4.8)]
+    assert replicated(two_each) == {"muon": {"lr": 0.08}, "adamw": {"lr": 0.012}}
+    # muon's noise measured already: only adamw buys its repeat
+    assert replicated([*two_each, _rec(4, "muon", 0.08, 4.31, seed=1)]) == {"adamw": {"lr": 0.012}}
