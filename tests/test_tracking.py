@@ -213,3 +213,66 @@ def test_a_progress_failure_is_reported_on_the_drivers_next_call(tmp_path):
     assert seen == []
     tracking.trial_start(record)
     assert seen == [("progress-boom", "progress")] and tracking.trackers == []
+
+
+# ------------------------------------------------------------------ W&B upload of checkpoints, on request
+
+
+def _artifacts(out: Path) -> list:
+    found = []
+    for path in (out / "tracking" / "wandb").rglob("run-*.wandb"):
+        found += [r.artifact for r in _wandb_records(path) if r.WhichOneof("record_type") == "artifact"]
+    return found
+
+
+def test_wandb_uploads_a_trials_kept_model_files_as_a_model_artifact_on_request(tmp_path, monkeypatch):
+    """`--upload-checkpoints`: the trial's model.safetensors and last checkpoint.pt (those that exist
+    in its directory) go up as one artifact of type "model" named after the study and trial, with its
+    parameters and final metrics as metadata; without the request, nothing is uploaded."""
+    pytest.importorskip("wandb")
+    from research_agents.tracking.wandb import WandbTracker
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    record = TrialRecord(id=1, order=1, arm="muon", params={"lr": 0.1}, seed=0, origin="policy", phase="search",
+                         round=1, status="completed", val_loss=4.2, run_dir="trials/0001-muon")
+    for upload in (True, False):
+        out = tmp_path / str(upload)
+        run_dir = out / "trials" / "0001-muon"
+        run_dir.mkdir(parents=True)
+        (run_dir / "model.safetensors").write_bytes(b"m" * 64)
+        (run_dir / "checkpoint.pt").write_bytes(b"c" * 32)
+        (run_dir / "notes.txt").write_text("not a model file")
+        tracking = Tracking("st", out, [WandbTracker(out, "st", upload_checkpoints=upload)])
+        tracking.trial_end(record)
+        tracking.close()
+        assert not tracking.failed
+        found = _artifacts(out)
+        if not upload:
+            assert found == []
+            continue
+        [art] = found
+        assert art.type == "model" and art.name == "st-0001-muon"
+        assert sorted(c.path for c in art.manifest.contents) == ["checkpoint.pt", "model.safetensors"]
+        meta = json.loads(art.metadata)
+        assert meta["params"] == {"lr": 0.1} and meta["final"]["val_loss"] == 4.2 and meta["arm"] == "muon"
+        assert {"latest", "muon"} <= set(art.aliases)
+    # a trial that kept no model (no --save-model, or it failed first) uploads nothing
+    bare = tmp_path / "bare"
+    (bare / "trials" / "0001-muon").mkdir(parents=True)
+    assert Tracking("st", bare, []).trial(record).files == {}
+
+
+def test_upload_checkpoints_needs_wandb_and_keeps_the_model(tmp_path, capsys, monkeypatch):
+    from research_agents.cli import main
+    from tests.reliability.helpers import one_error_line
+
+    argv = ["run", "--study", STUDY, "--budget", "8", "--executor", f"replay:{REPLAY}", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--upload-checkpoints"]) == 2
+    assert "--track wandb" in one_error_line(capsys.readouterr().err)
+    assert main([*argv, "--upload-checkpoints", "--track", "tensorboard"]) == 2
+    assert "--track wandb" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main([*argv, "--upload-checkpoints", "--track", "wandb"]) == 0
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["overrides"]["save_checkpoint"] is True

@@ -71,6 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      metavar="BACKEND", help="log each trial's curves and final metrics and the study's summary to "
                      "wandb (offline under OUT/tracking unless WANDB_API_KEY is set), tensorboard and/or mlflow "
                      "(several allowed; a backend that fails is recorded and never fails a trial)")
+    run.add_argument("--upload-checkpoints", action="store_true", help="with --track wandb: upload each trial's "
+                     "model and last checkpoint to W&B as a model artifact (implies --save-model; offline, "
+                     "staged for `wandb sync`)")
     add_llm_arguments(run)  # --llm-base-url, --llm-model, --llm-share, --on-llm-error, ...
     form = run.add_mutually_exclusive_group()
     form.add_argument("--quick", action="store_true", help="run the study's quick experiments")
@@ -149,10 +152,12 @@ def command(args: argparse.Namespace, console: Console) -> int:
             planner, planner_line = point_planner(study, points)
             plan = runforms.point_plan(study, points, args.budget or runforms.point_budget(study, points))
         overrides = runforms.parse_set(args.set)
+        if args.upload_checkpoints and "wandb" not in (args.track or []):
+            raise ValueError("--upload-checkpoints uploads to W&B: add --track wandb")
     except (ValueError, BadInput) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out else experiments_dir() / "runs" / study.name
-    overrides.update({"save_checkpoint": True} if args.save_model else {})
+    overrides.update({"save_checkpoint": True} if args.save_model or args.upload_checkpoints else {})
     overrides.update({"device": args.device} if args.device else {})
     overrides.update({"save_checkpoint_every": args.checkpoint_every} if args.checkpoint_every else {})
     preset = args.preset or study.preset
@@ -177,7 +182,7 @@ def command(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold]{escape(study.name)}[/bold]: {escape(study.question)}")  # user text is never markup
     if executor.trains_locally and (failed := _prepare_data(study, preset, overrides, console)) is not None:
         return failed
-    return _run(run, plan, planner, planner_line, executor, out, console, args.track or [])
+    return _run(run, plan, planner, planner_line, executor, out, console, args.track or [], args.upload_checkpoints)
 
 
 def budget_lines(plan: Plan, study: Study, run: RunFile, out: Path) -> list[str]:
@@ -205,17 +210,17 @@ def budget_lines(plan: Plan, study: Study, run: RunFile, out: Path) -> list[str]
 
 
 def _run(run: RunFile, plan: Plan, planner, planner_line: str, executor, out: Path, console: Console,
-         track: list[str] | None = None) -> int:
+         track: list[str] | None = None, upload_checkpoints: bool = False) -> int:
     from research_agents.session import started
     from research_agents.signals import stop_raises
 
     # one run per OUT (the kernel drops the lock however this process ends); outside the loop a stop
     # signal is a KeyboardInterrupt: a second Ctrl-C (or SIGTERM) during the clean-up is one line (cli.main)
     with started(out, run) as session, stop_raises():
-        return _run_locked(session, plan, planner, planner_line, executor, console, track or [])
+        return _run_locked(session, plan, planner, planner_line, executor, console, track or [], upload_checkpoints)
 
 
-def _tracking(session: RunSession, track: list[str], message):
+def _tracking(session: RunSession, track: list[str], message, upload_checkpoints: bool = False):
     """The chosen tracking backends; each failure goes into the store's meta ("tracking_errors")
     and onto the console, and the backend is left out for the rest of the run."""
     from research_agents.tracking import make_tracking
@@ -226,11 +231,11 @@ def _tracking(session: RunSession, track: list[str], message):
         store.append_meta("tracking_errors", [{"backend": backend, "hook": hook, "error": why}])
         message(f"tracking: {backend} failed in {hook} ({why}); recorded, the run goes on without it")
 
-    return make_tracking(track, session.out, session.study.name, failed)
+    return make_tracking(track, session.out, session.study.name, failed, upload_checkpoints)
 
 
 def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, executor, console: Console,
-                track: list[str] | None = None) -> int:
+                track: list[str] | None = None, upload_checkpoints: bool = False) -> int:
     from research_agents.cli.final_report import write_report
     from research_agents.console import RunDisplay
     from research_agents.execution import TrialInterrupted
@@ -247,7 +252,7 @@ def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, exe
     records = store.records()
     display = RunDisplay(console, plan.budget, records)
 
-    tracking = _tracking(session, track or [], display.message)
+    tracking = _tracking(session, track or [], display.message, upload_checkpoints)
 
     def round_end(round_no, round_records):  # (also for a round a kill cut short: its history then)
         history = [r for r in store.records() if r.round <= round_no]

@@ -8,18 +8,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from research_agents.tracking.base import TRACKING_DIR, Summary, Tracker, Tracking, Trial
+from research_agents.tracking.base import MODEL_FILES, TRACKING_DIR, Summary, Tracker, Tracking, Trial
 
 BACKENDS = ("wandb", "tensorboard", "mlflow")
 
 
-def make_tracker(name: str, out: Path, study: str) -> Tracker:
+def make_tracker(name: str, out: Path, study: str, upload_checkpoints: bool = False) -> Tracker:
     """One backend by name (ImportError when its client is not installed: `pip install
-    'research-agents[track]'`)."""
+    'research-agents[track]'`); `upload_checkpoints`: W&B uploads each trial's kept model files."""
     if name == "wandb":
         from research_agents.tracking.wandb import WandbTracker
 
-        return WandbTracker(out, study)
+        return WandbTracker(out, study, upload_checkpoints)
     if name == "tensorboard":
         from research_agents.tracking.tensorboard import TensorBoardTracker
 
@@ -32,12 +32,13 @@ def make_tracker(name: str, out: Path, study: str) -> Tracker:
 
 
 def make_tracking(names: list[str], out: Path, study: str,
-                  on_error: Callable[[str, str, str], None] = lambda b, h, m: None) -> Tracking:
+                  on_error: Callable[[str, str, str], None] = lambda b, h, m: None,
+                  upload_checkpoints: bool = False) -> Tracking:
     """The chosen backends; one that cannot start is recorded through `on_error` and left out."""
     trackers: list[Tracker] = []
     for name in dict.fromkeys(names):
         try:
-            trackers.append(make_tracker(name, out, study))
+            trackers.append(make_tracker(name, out, study, upload_checkpoints))
         except ValueError:
             raise
         except Exception as e:  # noqa: BLE001 - a backend that cannot start never stops the run
@@ -45,4 +46,5 @@ def make_tracking(names: list[str], out: Path, study: str,
     return Tracking(study, Path(out), trackers, on_error)
 
 
-__all__ = ["BACKENDS", "TRACKING_DIR", "Summary", "Trial", "Tracker", "Tracking", "make_tracker", "make_tracking"]
+__all__ = ["BACKENDS", "MODEL_FILES", "TRACKING_DIR", "Summary", "Trial", "Tracker", "Tracking", "make_tracker",
+           "make_tracking"]

@@ -19,6 +19,9 @@ from typing import Any
 from research_agents.records import HistoryPoint, TrialMetrics, TrialRecord
 
 TRACKING_DIR = "tracking"  # OUT/tracking/<backend>: every backend's local files
+# what a trial keeps with --save-model (trainer/train.py, trainer/checkpoint.py): its trained model
+# and its last checkpoint, the files a backend may upload
+MODEL_FILES = ("model.safetensors", "checkpoint.pt")
 
 
 @dataclass(frozen=True)
@@ -33,16 +36,20 @@ class Trial:
     info: dict[str, Any]  # id, order, seed, origin, phase, round, status
     final: dict[str, float]  # val_loss, val_accuracy, ... (finite values only)
     curve: list[dict[str, float]]  # per logged step: step and every finite number logged there
+    files: dict[str, Path] = field(default_factory=dict)  # the kept model files (MODEL_FILES) that exist
 
     @classmethod
-    def of(cls, study: str, record: TrialRecord, metrics: TrialMetrics | None = None) -> Trial:
+    def of(cls, study: str, record: TrialRecord, metrics: TrialMetrics | None = None,
+           out: Path | None = None) -> Trial:
         name = Path(record.run_dir).name if record.run_dir else f"trial-{record.order:04d}"
+        run_dir = Path(out) / record.run_dir if out is not None and record.run_dir else None
+        files = {f: run_dir / f for f in MODEL_FILES if run_dir is not None and (run_dir / f).is_file()}
         final = {k: v for k in ("val_loss", "val_accuracy", "val_perplexity", "train_loss", "wall_time_s")
                  if (v := _number(getattr(record, k))) is not None}
         curve = [point for h in (metrics.history if metrics is not None else []) if (point := _point(h))]
         info = {"id": record.id, "order": record.order, "seed": record.seed, "origin": record.origin,
                 "phase": record.phase, "round": record.round, "status": record.status}
-        return cls(name, study, record.arm, dict(record.params), info, final, curve)
+        return cls(name, study, record.arm, dict(record.params), info, final, curve, files)
 
 
 def _number(value: Any) -> float | None:
@@ -178,7 +185,7 @@ class Tracking:
                 self._late.append((t, "progress", " ".join(f"{type(e).__name__}: {e}".split())[:400]))
 
     def trial(self, record: TrialRecord) -> Trial:
-        return Trial.of(self.study, record, record.metrics(self.out))
+        return Trial.of(self.study, record, record.metrics(self.out), self.out)
 
     def trial_end(self, record: TrialRecord) -> None:
         if self.trackers:
@@ -202,4 +209,4 @@ class Tracking:
         self._report_late()
 
 
-__all__ = ["TRACKING_DIR", "Summary", "Trial", "Tracker", "Tracking"]
+__all__ = ["MODEL_FILES", "TRACKING_DIR", "Summary", "Trial", "Tracker", "Tracking"]

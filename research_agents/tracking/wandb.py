@@ -3,7 +3,12 @@ grouped by study (`group`) and arm (`job_type`), its curve logged by step, its f
 run summary; one "summary" run with the ranking and tuning evidence tables, the verdict and the key
 plots. Offline (files under OUT/tracking/wandb, `wandb sync` is the user's call) unless
 WANDB_API_KEY is set; WANDB_MODE and WANDB_PROJECT apply as usual. The key is read by the client
-from the environment and is never passed, logged or written by this module."""
+from the environment and is never passed, logged or written by this module.
+
+With `upload_checkpoints` (`run --upload-checkpoints`, the seeds' `--upload_checkpoints`), each
+trial's kept model files (its model.safetensors and last checkpoint.pt, kept by --save-model) go up
+as a W&B artifact of type "model" named after the trial, its parameters and final metrics as the
+artifact's metadata; offline, the client stages them for `wandb sync`."""
 
 from __future__ import annotations
 
@@ -25,9 +30,10 @@ def mode(env: dict[str, str] | os._Environ[str] | None = None) -> str:
 class WandbTracker(Tracker):
     name = "wandb"
 
-    def __init__(self, out: Path, study: str):
+    def __init__(self, out: Path, study: str, upload_checkpoints: bool = False):
         import wandb
 
+        self.upload_checkpoints = upload_checkpoints
         self.wandb = wandb
         self.dir = Path(out) / TRACKING_DIR / "wandb"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -47,8 +53,19 @@ class WandbTracker(Tracker):
             for point in trial.curve:
                 run.log({k: v for k, v in point.items() if k != "step"}, step=int(point["step"]))
             run.summary.update({**{f"final/{k}": v for k, v in trial.final.items()}, "status": trial.info["status"]})
+            if self.upload_checkpoints and trial.files:
+                run.log_artifact(self._model_artifact(trial), aliases=["latest", trial.arm])
         finally:
             run.finish(exit_code=0 if trial.info["status"] == "completed" else 1)
+
+    def _model_artifact(self, trial: Trial):
+        name = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{self.study}-{trial.name}")
+        artifact = self.wandb.Artifact(name, type="model", metadata={
+            "study": trial.study, "arm": trial.arm, "params": trial.params, "final": trial.final,
+            **{k: trial.info[k] for k in ("seed", "phase", "status")}})
+        for file_name, path in trial.files.items():
+            artifact.add_file(str(path), name=file_name)
+        return artifact
 
     def summary(self, summary: Summary) -> None:
         run = self._init(f"{self.study}-summary", "summary", {"study": self.study, "question": summary.question},
