@@ -87,3 +87,40 @@ def postgres_url(postgres_server, request) -> str:
     """The SQLAlchemy URL (postgresql+psycopg2://...) of a fresh, empty database for this test."""
     postgres_url.count = getattr(postgres_url, "count", 0) + 1
     return postgres_server.create_database(f"t{postgres_url.count}_{os.getpid()}")
+
+
+# ------------------------------------------------------------------ the trainer's test modules
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """A private token cache for this module (never ~/.cache)."""
+    path = tmp_path_factory.mktemp("token-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRAINER_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """60 paragraphs of seeded random words: ~4.7k train / ~0.6k val tokens with a 300-token BPE."""
+    import random
+
+    from tests.trainer_corpus import WORDS
+
+    rng = random.Random(0)
+    paras = [" ".join(rng.choice(WORDS) for _ in range(40)) + "." for _ in range(60)]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n\n".join(paras) + "\n")
+    return path

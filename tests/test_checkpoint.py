@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,44 +20,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.trainer_corpus import VOLATILE
 from trainer.checkpoint import CHECKPOINT_FILE, spec_hash
 from trainer.metrics import TrialMetrics, read_metrics
 from trainer.spec import TrialSpec
 from trainer.train import train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
-VOLATILE = ("wall_time_s", "tokens_per_s", "peak_memory_mb", "time_s")  # clocks, not results
-WORDS = ("the a quick brown fox jumps over lazy dog cat sat on mat and ran far away while birds "
-         "sing songs of spring river stone tree under above light dark old new red blue").split()
 
 
 class Stop(Exception):
     """Stands for a crash in the middle of a trial."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("token-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRAINER_CACHE_DIR", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    paras = [" ".join(rng.choice(WORDS) for _ in range(40)) + "." for _ in range(60)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(paras) + "\n")
-    return path
 
 
 @pytest.fixture

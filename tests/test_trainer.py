@@ -18,7 +18,6 @@ import json
 import math
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import trainer.train as train_mod
+from tests.trainer_corpus import VOLATILE
 from trainer.data import get_batch, load_token_data
 from trainer.device import resolve_precision, tune_cpu_allocator
 from trainer.metrics import TrialMetrics, read_metrics
@@ -41,42 +41,14 @@ from trainer.schedules import lr_multiplier
 from trainer.spec import TrialSpec
 from trainer.train import evaluate, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_MOE = dict(kind="moe", d_model=32, n_heads=2, n_layers=1, d_ff=64, n_experts=4, top_k=2)
 TINY_DENSE = dict(kind="dense", d_model=32, n_heads=2, n_layers=1, d_ff=64)
-VOLATILE = ("wall_time_s", "tokens_per_s", "peak_memory_mb", "time_s")  # clocks, not results
-WORDS = ("the a quick brown fox jumps over lazy dog cat sat on mat and ran far away while birds "
-         "sing songs of spring river stone tree under above light dark old new red blue").split()
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """A private token cache for this module (never ~/.cache)."""
-    path = tmp_path_factory.mktemp("token-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRAINER_CACHE_DIR", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """60 paragraphs of seeded random words: ~4.7k train / ~0.6k val tokens with a 300-token BPE."""
-    rng = random.Random(0)
-    paras = [" ".join(rng.choice(WORDS) for _ in range(40)) + "." for _ in range(60)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(paras) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
