@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict
 from trainer.spec import TrialSpec
 
 CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.safetensors"  # the trained model a trial keeps with save_checkpoint (--save-model)
 FORMAT = 1
 # spec fields that change no number of the run, so a checkpoint written under other values resumes
 NOT_NUMBERS = ("save_checkpoint", "save_checkpoint_every")

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from trainer.checkpoint import Checkpointer, Progress
+from trainer.checkpoint import MODEL_FILE, Checkpointer, Progress
 from trainer.data import get_batch, iter_eval_batches, load_token_data
 from trainer.device import describe_device, resolve_device, resolve_precision, tune_cpu_allocator
 from trainer.diagnostics import UpdateRMS, entropy_matrices, svd_entropy
@@ -214,7 +214,7 @@ def train(spec: TrialSpec, out_dir: str | Path | None = None,
         if spec.save_checkpoint:
             from safetensors.torch import save_model
 
-            save_model(model, str(out_dir / "model.safetensors"))
+            save_model(model, str(out_dir / MODEL_FILE))
         ckpt.prune()
     return metrics
 

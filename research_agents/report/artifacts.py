@@ -20,6 +20,7 @@ from research_agents.fmt import json_safe
 from research_agents.records import TrialRecord
 from research_agents.report import plots, sections
 from research_agents.report.claims import claim_json
+from trainer.checkpoint import MODEL_FILE
 
 SUMMARY_KEYS = {
     "study": "study name", "scale": "the study's scale this run used (seed, cpu, ...)",
@@ -96,8 +97,8 @@ def write_study_artifacts(out: Path, study: Study, records: list[TrialRecord], f
              "`comparison_summary.json` (per configuration: name, params, seeds, val loss mean/CI, perplexity, "
              "accuracy, time; the best; the claims)",
              "`trials/*/metrics.json` and `trials/*/metrics_plot.png` (loss vs time, loss vs steps, accuracy, LR)"]
-    if any((out / r.run_dir / "model.safetensors").is_file() for r in records if r.run_dir):
-        files.append("`trials/*/model.safetensors` (the trained model, `--save-model`)")
+    if any((out / r.run_dir / MODEL_FILE).is_file() for r in records if r.run_dir):
+        files.append(f"`trials/*/{MODEL_FILE}` (the trained model, `--save-model`)")
     files += [{"momentum": "`statistical_analysis.json`, `momentum_schedules.png`"}.get(a, "") for a in study.analyses]
     body = "\n".join(f"- {f}" for f in files if f)
     if (out / "comparison_plot.png").is_file():

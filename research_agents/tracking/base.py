@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from research_agents.records import HistoryPoint, TrialMetrics, TrialRecord
+from trainer.checkpoint import CHECKPOINT_FILE, MODEL_FILE
 
 TRACKING_DIR = "tracking"  # OUT/tracking/<backend>: every backend's local files
-# what a trial keeps with --save-model (trainer/train.py, trainer/checkpoint.py): its trained model
-# and its last checkpoint, the files a backend may upload
-MODEL_FILES = ("model.safetensors", "checkpoint.pt")
+# what a trial keeps with --save-model: its trained model and its last checkpoint, the files a
+# backend may upload
+MODEL_FILES = (MODEL_FILE, CHECKPOINT_FILE)
 
 
 @dataclass(frozen=True)
