@@ -27,13 +27,15 @@ SEED = 20240612
 
 class Driver:
     """`python -m research_agents ARGS` in its own process, and what its console says as it goes:
-    `started` once it has opened its store (the "budget ..." line), `trials` each trial start."""
+    `started` once it has opened its store (the "budget ..." line), `trials` each trial start,
+    `ended` once its output closed (it exited: no trial will start, so nothing waits for one)."""
 
     def __init__(self, args: list[str]):
         self.proc = subprocess.Popen([sys.executable, "-m", "research_agents", *args], cwd=ROOT, env=cli_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.started = threading.Event()
         self.trials = threading.Semaphore(0)
+        self.ended = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -42,6 +44,8 @@ class Driver:
                 self.started.set()
             elif line.startswith("trial ") and (": search " in line or ": confirm " in line):
                 self.trials.release()
+        self.ended.set()
+        self.trials.release(3)  # wake a waiter at once (it used to sit out its whole timeout)
 
     def wait_for_trial(self, n: int, timeout_s: float = 60) -> bool:
         deadline = time.time() + timeout_s
@@ -77,6 +81,8 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path, table):
         else:  # half just after the 1st to 3rd trial of this process starts (its run and its records)
             driver.wait_for_trial(rng.randint(1, 3))
             time.sleep(rng.uniform(0.0, 0.05))
+        if driver.ended.is_set():  # its output closed: let it exit (not killed on its way out)
+            proc.wait(60)
         if proc.poll() is not None:  # it finished first (a fast machine): resume with a larger budget
             assert proc.returncode == 0
             budget += 10
