@@ -287,3 +287,45 @@ def test_each_arm_measures_its_own_noise_once():
     assert replicated(two_each) == {"muon": {"lr": 0.08}, "adamw": {"lr": 0.012}}
     # muon's noise measured already: only adamw buys its repeat
     assert replicated([*two_each, _rec(4, "muon", 0.08, 4.31, seed=1)]) == {"adamw": {"lr": 0.012}}
+
+
+def test_a_run_stopped_at_a_rung_is_a_look_never_run_again():
+    """A coarse LR step stopped early (hopeless at a rung) is never proposed again: the sweep goes on
+    past it to the factor-2 point between, and the stopped run brackets nothing."""
+    stopped = TrialRecord(id=2, order=2, arm="adamw", params={"lr": 0.012}, seed=0, origin="policy",
+                          phase="search", round=2, status="stopped", val_loss=5.9, fraction=0.25)
+    records = [_rec(0, "adamw", 0.003, 5.0), _rec(1, "adamw", 0.003, 5.01, seed=1), stopped]
+    assert tuning_evidence(study(), records)["adamw"].knob("lr").status == "open both"
+    got = _lr_proposals(records)
+    assert 0.012 not in got and 0.006 in got
+
+
+def test_with_few_runs_left_other_knobs_get_a_first_look_before_lr_refinement():
+    """Once an arm's search runs left are no more than its knobs never looked at, a first look at
+    each comes after the LRs' coarse (factor-4) moves and before their factor-2 refinement; with
+    runs to spare the LRs are settled first."""
+    from research_agents.actions import Proposal
+    from research_agents.planners.base import PlanningContext
+
+    s = _two_lr_study()
+    point = {"lr": 0.003, "adamw_lr": 0.01, "weight_decay": 0.1}
+
+    def rec(i: int, loss_: float, seed: int = 0, **change) -> TrialRecord:
+        return TrialRecord(id=i, order=i, arm="adamw", params={**point, **change}, seed=seed, origin="tpe",
+                           phase="search", round=1, status="completed", val_loss=loss_)
+
+    def changed(records: list[TrialRecord], left: int) -> list[str]:
+        ctx = PlanningContext(study=s, wanted={"adamw": min(2, left)}, history=records, round=3,
+                              evidence=tuning_evidence(s, records), search_left={"adamw": left, "muon": 10})
+        got = [a for a in PolicyPlanner(seed=0).propose(ctx) if isinstance(a, Proposal)]
+        return [next(k for k in a.params if a.params[k] != point[k]) for a in got]
+
+    # the matrices' LR coarse-explored both ways (a factor 4 each side: only refinement left), the
+    # leg's LR never moved (its coarse move is due)
+    records = [rec(0, 5.0), rec(1, 5.01, seed=1), rec(2, 5.3, lr=0.012), rec(3, 5.4, lr=0.00075)]
+    assert changed(records, left=10) == ["lr", "adamw_lr"]  # runs to spare: the LRs first
+    assert changed(records, left=1) == ["adamw_lr"]  # one run left (one knob unlooked): the coarse move first
+    # the leg's LR coarse-explored too: the look comes before any refinement
+    records += [rec(4, 5.2, adamw_lr=0.04), rec(5, 5.25, adamw_lr=0.003)]
+    assert changed(records, left=1) == ["weight_decay"]
+    assert "weight_decay" not in changed(records, left=10)

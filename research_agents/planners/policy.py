@@ -16,7 +16,12 @@ Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
 3. replicate the leader while the runner-up is within the noise of it and the leader rests on
    fewer than 3 runs (single-seed noise could flip the ranking);
 4. the leader's other knobs: a first coarse look halfway to the farther bound, then the same
-   coarse-to-fine sweep as the LR on each numeric knob; each untried choice once;
+   coarse-to-fine sweep as the LR on each numeric knob; each untried choice once. Once an arm's
+   search runs left are no more than its knobs never measured around the leader, those first
+   looks come right after the LRs' coarse (factor-4) moves and before their factor-2 refinement
+   (a knob never looked at can be worth more than a factor 2 of LR: on benchmarks/data/replay_fair.csv
+   Muon's momentum 0.85 against 0.95 is worth 0.03 nats, two noise sd; this took Muon within 2 sd
+   of its best at budget 20 from 0% to 100% of 30 repetitions, budget 40 unchanged at 100%);
 5. with all that settled, TPE proposes around the leader (each LR within a factor of 2 of it).
 Steps 4 and 5 run while the arm has a search run left beyond this round's LR work
 (EXPLORE_RESERVE more kept back; 0: measured on benchmarks/data/replay_fair.csv, keeping one run
@@ -24,6 +29,8 @@ back to re-bracket a new leader's LR left Muon's momentum unexplored at budget 4
 sd of its best in 17% of 30 repetitions, against 100% with none kept back; a leader the last run
 finds may then be untuned, which the confidence rules state); otherwise the last runs replicate
 the leader and its runner-up.
+A run stopped early at a rung counts as a look (a sweep goes on past it, never back to the same
+point) but never as a measurement: only full runs bracket, lead or compare.
 The loop validates every action against the space, the budget and the history.
 """
 
@@ -76,13 +83,22 @@ class PolicyPlanner(BasePlanner):
         lrs = [k for k in (ev.knob(key) for key in space if lr_like(key)) if k is not None]
         open_lrs = [k for k in lrs if k.status.startswith("open")]
         search = [r for r in ctx.history if r.arm == arm and r.phase == "search" and r.ok]
+        # where the arm has looked: its full runs and those stopped at a rung (hopeless there: a sweep
+        # goes on from them, never back to the same point; only full runs bracket)
+        looked = search + [r for r in ctx.history if r.arm == arm and r.phase == "search" and r.status == "stopped"]
         repeated = len(search) > len({r.config for r in search})
         if not repeated and len({r.config for r in search}) >= 2:
             # first of all (one run per arm): the adaptive plan sizes the confirmation from this noise
             actions.append(Replicate(arm=arm, params=ev.leader_params, seeds=1, origin="policy",
                                      rationale="measure the seed noise: the leader on one more seed"))
-        sweeps = [self._sweep(ev, space[k.knob], arm, k.knob, search) for k in open_lrs]
-        actions += [a for step in zip(*[sw + [None] * (2 - len(sw)) for sw in sweeps]) for a in step if a is not None]
+        sweeps = [self._sweep(ev, space[k.knob], arm, k.knob, search, looked) for k in open_lrs]
+        lr_steps = [a for step in zip(*[sw + [None] * (2 - len(sw)) for sw in sweeps]) for a in step if a is not None]
+        looks = self._late_looks(ctx, arm, ev, looked)
+        if looks:  # few runs left: the LRs' coarse moves, then a first look at each knob, then LR refinement
+            coarse = [a for a in lr_steps if self._coarse_step(space, ev.leader_params, a)]
+            actions += coarse + looks + [a for a in lr_steps if a not in coarse]
+        else:
+            actions += lr_steps
         if repeated and ev.close_call and ev.runner_up_gap is not None:
             why = (f"the runner-up is {ev.runner_up_gap:.4f} behind, within the noise: one more seed before "
                    "trusting the ranking")
@@ -101,13 +117,12 @@ class PolicyPlanner(BasePlanner):
             if p.type == "choice":
                 for choice in k.to_try:
                     actions.append(self._choice_point(ctx, arm, ev, k.knob, choice))
-            elif k.below is None and k.above is None and (jump := self._jump(p, ev.leader_params[k.knob])) is not None:
+            elif k.below is None and k.above is None and (look := self._first_look(ev, p, arm, k.knob, looked)):
                 # nothing measured around the leader on this knob yet: a coarse look first, halfway
                 # to the farther bound, then the sweep goes on from whatever leads
-                actions.append(Proposal(arm=arm, params={**ev.leader_params, k.knob: jump}, origin="policy",
-                                        rationale=f"first look at {k.knob}: halfway to its farther bound"))
+                actions.append(look)
             else:
-                actions += self._sweep(ev, p, arm, k.knob, search)[:1]
+                actions += self._sweep(ev, p, arm, k.knob, search, looked)[:1]
         for k in lrs:
             if k.status == "bracketed":
                 actions += self._refine(ev, space[k.knob], arm, k, only_close=True)
@@ -181,7 +196,41 @@ class PolicyPlanner(BasePlanner):
         b = (x2 ** 2 * (y0 - y1) + x1 ** 2 * (y2 - y0) + x0 ** 2 * (y1 - y2)) / denom
         return -b / (2 * a) if a > 0 else None
 
-    def _sweep(self, ev: ArmEvidence, p: Param, arm: str, knob: str, search: list) -> list:
+    @staticmethod
+    def _coarse_step(space: dict, leader: dict, action: Proposal) -> bool:
+        """A move of more than one grid step from the leader (a sweep's factor-4 LR move)."""
+        return any(space[k].steps_between(leader[k], v) > 1.5 for k, v in action.params.items()
+                   if k in space and space[k].type != "choice" and k in leader and v != leader[k])
+
+    def _late_looks(self, ctx: PlanningContext, arm: str, ev: ArmEvidence, looked: list) -> list:
+        """A first look at each of the arm's other knobs never measured around the leader, once its
+        search runs left are no more than those knobs (step 4 early; see the module's docstring);
+        [] before that."""
+        space = ctx.study.arms[arm].space
+        unlooked = [k for k in ev.open_knobs if not lr_like(k.knob) and k.below is None and k.above is None]
+        left = ctx.search_left.get(arm)
+        if not unlooked or left is None or left > len(unlooked):
+            return []
+        out = []
+        for k in unlooked:
+            p = space[k.knob]
+            if p.type == "choice":
+                out += [self._choice_point(ctx, arm, ev, k.knob, choice) for choice in k.to_try[:1]]
+            elif (look := self._first_look(ev, p, arm, k.knob, looked)) is not None:
+                out.append(look)
+        return out
+
+    def _first_look(self, ev: ArmEvidence, p: Param, arm: str, knob: str, looked: list) -> Proposal | None:
+        """Halfway from the leader's value to the knob's farther bound (None: near both bounds, or
+        that point was looked at already and stopped early)."""
+        jump = self._jump(p, ev.leader_params[knob])
+        params = {**ev.leader_params, knob: jump}
+        if jump is None or any(r.params == params for r in looked):
+            return None
+        return Proposal(arm=arm, params=params, origin="policy",
+                        rationale=f"first look at {knob}: halfway to its farther bound")
+
+    def _sweep(self, ev: ArmEvidence, p: Param, arm: str, knob: str, search: list, looked: list) -> list:
         """Coarse to fine on one numeric knob: a side where the arm never measured anything beyond
         the leader's value (at any settings of its other knobs) gets a two-step move (a factor of 4
         for an LR); otherwise the one-step neighbour. Which side first: where a parabola through
@@ -192,7 +241,7 @@ class PolicyPlanner(BasePlanner):
         A side with a measured neighbour is tried alone: its result decides what comes next."""
         value = ev.leader_params[knob]
         k = ev.knob(knob)
-        tried = self._tried(search, knob)
+        tried = self._tried(looked, knob)
         vertex = self._vertex(p, value, self._line(search, ev.leader_params, knob))
         sides = sorted(((1, k.above), (-1, k.below)),
                        key=lambda t: (vertex is None or vertex * t[0] <= 0, t[1] is not None, t[1].gap if t[1] else 0))
