@@ -17,11 +17,13 @@ Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
    fewer than 3 runs (single-seed noise could flip the ranking);
 4. the leader's other knobs: a first coarse look halfway to the farther bound, then the same
    coarse-to-fine sweep as the LR on each numeric knob; each untried choice once. Once an arm's
-   search runs left are no more than its knobs never measured around the leader, those first
-   looks come right after the LRs' coarse (factor-4) moves and before their factor-2 refinement
-   (a knob never looked at can be worth more than a factor 2 of LR: on benchmarks/data/replay_fair.csv
-   Muon's momentum 0.85 against 0.95 is worth 0.03 nats, two noise sd; this took Muon within 2 sd
-   of its best at budget 20 from 0% to 100% of 30 repetitions, budget 40 unchanged at 100%);
+   search runs left are no more than its knobs never measured around the leader plus LOOK_MARGIN,
+   those first looks come right after the LRs' coarse (factor-4) moves and before their factor-2
+   refinement (a knob never looked at can be worth more than a factor 2 of LR: on
+   benchmarks/data/replay_fair.csv Muon's momentum 0.85 against 0.95 is worth 0.03 nats, two
+   noise sd. Muon within 2 sd of its best in 30 repetitions at budgets 20/24/28/32/40: LRs always
+   first 0/0/0/100/100%; margin 0 100/100/27/100/100% (at 28 the swap reserve left one run after
+   the LR refinement); margin 2 100% at every one of them);
 5. with all that settled, TPE proposes around the leader (each LR within a factor of 2 of it).
 Steps 4 and 5 run while the arm has a search run left beyond this round's LR work
 (EXPLORE_RESERVE more kept back; 0: measured on benchmarks/data/replay_fair.csv, keeping one run
@@ -49,6 +51,7 @@ from research_agents.records import by_config
 
 REPLICATE_UNTIL = 3  # a leader within the noise of its runner-up is replicated up to this many runs
 EXPLORE_RESERVE = 0  # search runs kept back when exploring another knob (0: the last run may explore; see above)
+LOOK_MARGIN = 2  # first looks move ahead of LR refinement once runs left <= knobs never looked at + this (see above)
 
 
 def _mid(p: Param) -> Any:
@@ -209,7 +212,7 @@ class PolicyPlanner(BasePlanner):
         space = ctx.study.arms[arm].space
         unlooked = [k for k in ev.open_knobs if not lr_like(k.knob) and k.below is None and k.above is None]
         left = ctx.search_left.get(arm)
-        if not unlooked or left is None or left > len(unlooked):
+        if not unlooked or left is None or left > len(unlooked) + LOOK_MARGIN:
             return []
         out = []
         for k in unlooked:
