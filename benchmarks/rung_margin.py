@@ -1,11 +1,14 @@
 """How wide must the rung margin be? Figures from a replay table's curves (research_agents/rungs.py).
 
-    python -m benchmarks.rung_margin [--table benchmarks/data/replay_tiny.csv] [--factors 0 1 2 3 4 6 8]
-                                     [--leaders 5] [--json out.json]
+    python -m benchmarks.rung_margin [--table benchmarks/data/replay_fair.csv] [--factors 1 3 6]
+                                     [--lates 0 0.5 1 1.5 2] [--leaders 5] [--json out.json]
 
 A search run is stopped at 25/50/75% of its steps when its val loss there is above its arm's
-leader's (the mean over the leader's seeds) by more than FACTOR x the arm's seed-noise sd. Per arm
-(the table's optimizer) and candidate factor it prints:
+leader's (the mean over the leader's seeds) by more than FACTOR x the arm's seed-noise sd plus
+LATE x what the leader itself still gained from that rung to its end (rankings change late: on
+replay_fair.csv an AdamW config within 2 sd of the best, a high AdamW-leg LR, is 0.68 nats behind
+a leader that ends worse at 25% of training, 0.28 at 50%, 0.08 at 75%: 0.99, 0.99 and 0.84 of
+that leader's own drop from there). Per arm (the table's optimizer) and candidate rule it prints:
 
 * best stopped (worst): the share of the eventual best configuration's runs (one per table seed)
   that the rule would stop, with the leader that stops it most often: any other configuration of
@@ -16,9 +19,12 @@ leader's (the mean over the leader's seeds) by more than FACTOR x the arm's seed
   configuration (what the rule saves late in a search), and with the k-th best as leader
   (early on).
 
-The noise sd of an arm is the pooled sd over seeds of its configurations' final val loss (what the
-loop's tuning evidence measures, threshold / 2). A run that diverged before a rung has no loss
-there and is not judged at it.
+* near-best runs stopped: of every run of a configuration within 2 sd of the best, judged against
+  every leader that ends behind it, how many the rule stops (the run that would have won, stopped);
+
+The noise sd of an arm is the seed sd of its best configuration's final val loss (what the loop's
+tuning evidence judges its leader with). A run that diverged before a rung has no loss there and
+is not judged at it.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE = ROOT / "benchmarks" / "data" / "replay_tiny.csv"
+TABLE = ROOT / "benchmarks" / "data" / "replay_fair.csv"
 RUNGS = (25, 50, 75)
 NOT_KNOBS = {"arm", "seed", "status", "val_loss", "val_accuracy", "train_loss", "loss_25", "loss_50", "loss_75",
              "loss_100", "diverged_step", "wall_time_s"}
@@ -60,57 +66,68 @@ def load(path: Path) -> dict[str, dict[tuple, list[dict]]]:
     return out
 
 
-def noise_sd(configs: dict[tuple, list[dict]]) -> float:
-    num = den = 0.0
-    for runs in configs.values():
-        if len(runs) >= 2:
-            num += statistics.variance([r["final"] for r in runs]) * (len(runs) - 1)
-            den += len(runs) - 1
-    return math.sqrt(num / den) if den else float("nan")
+def best_sd(configs: dict[tuple, list[dict]], best: tuple) -> float:
+    """The seed-noise sd of the arm's best configuration (what the loop judges its leader with)."""
+    finals = [r["final"] for r in configs[best]]
+    return statistics.stdev(finals) if len(finals) >= 2 else float("nan")
 
 
-def mean_curve(runs: list[dict]) -> dict[int, float]:
-    return {q: statistics.fmean(v) for q in RUNGS if (v := [r[q] for r in runs if r[q] is not None])}
+def mean_curve(runs: list[dict]) -> dict:
+    """{rung %: mean loss there, and "final": the mean final loss} over a configuration's runs."""
+    out: dict = {q: statistics.fmean(v) for q in RUNGS if (v := [r[q] for r in runs if r[q] is not None])}
+    out["final"] = statistics.fmean(r["final"] for r in runs)
+    return out
 
 
-def stopped_at(run: dict, leader: dict[int, float], slack: float) -> int | None:
-    """The first rung at which the rule stops `run` (None: it runs on)."""
+def stopped_at(run: dict, leader: dict, slack: float, late: float) -> int | None:
+    """The first rung at which the rule stops `run` (None: it runs on): above the leader's loss
+    there + slack + late x the leader's drop from there to its end (research_agents.rungs.rule)."""
     for q in RUNGS:
-        if q in leader and run[q] is not None and run[q] > leader[q] + slack:
-            return q
+        if q in leader and run[q] is not None:
+            if run[q] > leader[q] + slack + late * max(0.0, leader[q] - leader["final"]):
+                return q
     return None
 
 
-def arm_figures(configs: dict[tuple, list[dict]], factors: list[float], k: int) -> dict:
+def arm_figures(configs: dict[tuple, list[dict]], factors: list[float], lates: list[float], k: int) -> dict:
     ranked = sorted(configs, key=lambda c: statistics.fmean(r["final"] for r in configs[c]))
     best, others = ranked[0], ranked[1:]
-    sd = noise_sd(configs)
+    sd = best_sd(configs, best)
     curves = {c: mean_curve(configs[c]) for c in configs}
+    good = [c for c in ranked if curves[c]["final"] <= curves[best]["final"] + 2 * sd]
     runs_all = [(c, r) for c in configs for r in configs[c]]
-    out = {"configs": len(configs), "runs": len(runs_all), "noise_sd": sd, "factors": {}}
+    out = {"configs": len(configs), "runs": len(runs_all), "noise_sd": sd, "good_configs": len(good), "rules": []}
     for f in factors:
-        slack = f * sd
-        share = {c: statistics.fmean(stopped_at(r, curves[c], slack) is not None for r in configs[best])
-                 for c in others}
-        top = others[:k]
+        for late in lates:
+            slack = f * sd
+            share = {c: statistics.fmean(stopped_at(r, curves[c], slack, late) is not None for r in configs[best])
+                     for c in others}
+            top = others[:k]
+            # every run of a near-best configuration against every leader that ends behind it
+            judged = [stopped_at(r, curves[lead], slack, late) is not None
+                      for g in good for r in configs[g] for lead in configs
+                      if curves[lead]["final"] > curves[g]["final"]]
 
-        def saved(leader: tuple, slack: float = slack) -> float:
-            cut = [stopped_at(r, curves[leader], slack) for c, r in runs_all if c != leader]
-            return statistics.fmean((100 - q) / 100 if q is not None else 0.0 for q in cut)
+            def saved(leader: tuple, slack: float = slack, late: float = late) -> float:
+                cut = [stopped_at(r, curves[leader], slack, late) for c, r in runs_all if c != leader]
+                return statistics.fmean((100 - q) / 100 if q is not None else 0.0 for q in cut)
 
-        out["factors"][f] = {
-            "best_stopped_worst": max(share.values()) if share else 0.0,
-            "best_stopped_topk": statistics.fmean(share[c] for c in top) if top else 0.0,
-            "saved_leader_best": saved(best),
-            "saved_leader_kth": saved(top[-1]) if top else 0.0,
-        }
+            out["rules"].append({
+                "factor": f, "late": late, "margin": slack,
+                "best_stopped_worst": max(share.values()) if share else 0.0,
+                "best_stopped_topk": statistics.fmean(share[c] for c in top) if top else 0.0,
+                "good_stopped": sum(judged), "good_judged": len(judged),
+                "saved_leader_best": saved(best),
+                "saved_leader_kth": saved(top[-1]) if top else 0.0,
+            })
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", type=Path, default=TABLE)
-    ap.add_argument("--factors", type=float, nargs="+", default=[0, 1, 2, 3, 4, 6, 8])
+    ap.add_argument("--factors", type=float, nargs="+", default=[1, 3, 6])
+    ap.add_argument("--lates", type=float, nargs="+", default=[0, 0.5, 1, 1.5, 2])
     ap.add_argument("--leaders", type=int, default=5, help="plausible leaders: the configs finishing nearest the best")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -119,15 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValueError, IndexError) as err:
         print(f"error: {args.table}: not a replay table ({err})")
         return 2
-    result = {arm: arm_figures(configs, args.factors, args.leaders) for arm, configs in sorted(table.items())}
-    print(f"table {args.table.name}; margin = factor x the arm's seed-noise sd; rungs at {RUNGS}% of the steps")
-    print(f"{'arm':<7}{'factor':>7}{'margin':>8}{'best stopped worst':>20}{'top-k':>8}"
-          f"{'saved (leader best)':>21}{'(k-th)':>8}")
+    result = {arm: arm_figures(configs, args.factors, args.lates, args.leaders)
+              for arm, configs in sorted(table.items())}
+    print(f"table {args.table.name}; margin = factor x the seed-noise sd of the arm's best config + late x the "
+          f"leader's drop from the rung to its end; rungs at {RUNGS}% of the steps")
+    print(f"{'arm':<7}{'factor':>7}{'late':>6}{'margin':>8}{'best stopped worst':>20}{'top-k':>8}"
+          f"{'near-best runs stopped':>24}{'saved (leader best)':>21}{'(k-th)':>8}")
     for arm, fig in result.items():
-        for f, v in fig["factors"].items():
-            print(f"{arm:<7}{f:>7g}{f * fig['noise_sd']:>8.3f}{v['best_stopped_worst']:>20.0%}"
-                  f"{v['best_stopped_topk']:>8.0%}{v['saved_leader_best']:>21.0%}{v['saved_leader_kth']:>8.0%}")
-        print(f"{arm:<7} {fig['configs']} configs, {fig['runs']} runs, noise sd {fig['noise_sd']:.4f}")
+        for v in fig["rules"]:
+            good = f"{v['good_stopped']}/{v['good_judged']}"
+            print(f"{arm:<7}{v['factor']:>7g}{v['late']:>6g}{v['margin']:>8.3f}{v['best_stopped_worst']:>20.0%}"
+                  f"{v['best_stopped_topk']:>8.0%}{good:>24}{v['saved_leader_best']:>21.0%}{v['saved_leader_kth']:>8.0%}")
+        print(f"{arm:<7} {fig['configs']} configs ({fig['good_configs']} within 2 sd of the best), {fig['runs']} runs, "
+              f"seed sd of the best {fig['noise_sd']:.4f}")
     if args.json:
         args.json.write_text(json.dumps({"table": args.table.name, "arms": result}, indent=1, default=str))
     return 0

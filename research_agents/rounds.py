@@ -94,7 +94,8 @@ def search_round(snap: Snapshot, planner: BasePlanner, wanted: dict[str, int], c
     made = rungs.with_rules(search_runs(work, snap.search_left, round_no), study, snap.records, snap.evidence,
                             ctx.curve_of, snap.plan.rungs,
                             lambda run: study.trial_spec(run.arm, run.params, run.seed, preset=ctx.preset,
-                                                         overrides=ctx.overrides), snap.arm_noise_sd)
+                                                         overrides=ctx.overrides), snap.arm_noise_sd,
+                            late=snap.plan.rungs_late)
     return RoundPlan(round_no, made, stops, empty, rejections)
 
 

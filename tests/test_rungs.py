@@ -73,35 +73,86 @@ def test_a_rule_is_checked_at_eval_steps_only():
     assert [TrialSpec(steps=12, eval_every=6).eval_step_by(q) for q in (25, 50, 75, 100)] == [None, 6, 6, 12]
 
 
-def test_the_rule_is_the_leaders_rung_loss_plus_the_noise_margin():
+def test_the_rule_is_the_leaders_rung_loss_plus_the_noise_margin_plus_its_late_allowance():
     leader = TrialRecord(id=1, order=1, arm="muon", params={"lr": 0.1}, seed=0, origin="policy", phase="search",
                          round=1, status="completed", val_loss=4.0)
     other = leader.model_copy(update={"id": 2, "order": 2, "params": {"lr": 0.4}, "val_loss": 4.5})
     curves = {1: CurveSummary(val_loss={25: 5.0, 50: 4.5, 75: 4.2, 100: 4.0}),
               2: CurveSummary(val_loss={25: 4.9, 50: 4.7, 75: 4.6, 100: 4.5})}
-    assert rungs.leader_curve([other, leader], "muon", lambda r: curves[r.id]) == {25: 5.0, 50: 4.5, 75: 4.2}
+    assert rungs.leader_curve([other, leader], "muon", lambda r: curves[r.id]) == {25: 5.0, 50: 4.5, 75: 4.2,
+                                                                                    100: 4.0}
     ev = {"muon": ArmEvidence(arm="muon", threshold=0.1)}  # noise sd 0.05
     spec_of = lambda run: TrialSpec(steps=100, eval_every=25)  # noqa: E731
     runs = [Run("muon", {"lr": 1.0}, 0, "policy", "search", 2),
             Run("muon", {"lr": 0.9}, 0, "policy", "search", 2, short=False),
             Run("muon", {"lr": 0.1}, 1000, "confirm", "confirm", 2)]
-    out = rungs.with_rules(runs, None, [leader, other], ev, lambda r: curves[r.id], 2.0, spec_of)
+    out = rungs.with_rules(runs, None, [leader, other], ev, lambda r: curves[r.id], 2.0, spec_of, late=0.0)
     assert out[0].stop_above == pytest.approx({25: 5.1, 50: 4.6, 75: 4.3})  # + 2 x 0.05
     assert out[1].stop_above == {} and out[2].stop_above == {}  # full length asked; confirmation never
+    # the late allowance: + LATE x the leader's drop from the rung to its end (1.0, 0.5, 0.2 here)
+    late = rungs.with_rules(runs[:1], None, [leader, other], ev, lambda r: curves[r.id], 2.0, spec_of, late=1.5)
+    assert late[0].stop_above == pytest.approx({25: 5.1 + 1.5, 50: 4.6 + 0.75, 75: 4.3 + 0.3})
+    default = rungs.with_rules(runs[:1], None, [leader, other], ev, lambda r: curves[r.id], 2.0, spec_of)
+    assert default[0].stop_above == pytest.approx({q: 4.0 + 0.1 + (1 + rungs.LATE) * (loss - 4.0)
+                                                   for q, loss in ((25, 5.0), (50, 4.5), (75, 4.2))})
+    # without the leader's end there is no allowance to size: no rule
+    assert rungs.rule(spec_of(runs[0]), {25: 5.0, 50: 4.5}, 0.1) == {}
     # the plan's option off: only a run that asks for it is short
     off = rungs.with_rules([runs[0], Run("muon", {"lr": 2.0}, 0, "llm", "search", 2, short=True)], None,
-                           [leader, other], ev, lambda r: curves[r.id], None, spec_of)
+                           [leader, other], ev, lambda r: curves[r.id], None, spec_of, late=0.0)
     slack = rungs.FACTOR * 0.05  # asked for without the plan's option: the default factor
     assert off[0].stop_above == {} and off[1].stop_above == pytest.approx({25: 5 + slack, 50: 4.5 + slack,
                                                                            75: 4.2 + slack})
     # no noise measured yet: no rule (the margin could not hold the noise)
     none = rungs.with_rules(runs[:1], None, [leader], {"muon": ArmEvidence(arm="muon")}, lambda r: curves[r.id],
-                            2.0, spec_of)
+                            2.0, spec_of, late=0.0)
     assert none[0].stop_above == {}
     # the pooled noise, when larger, widens the margin (an arm's early estimate may be too small)
     wide = rungs.with_rules(runs[:1], None, [leader, other], ev, lambda r: curves[r.id], 2.0, spec_of,
-                            {"muon": 0.1})
+                            {"muon": 0.1}, late=0.0)
     assert wide[0].stop_above == pytest.approx({25: 5.2, 50: 4.7, 75: 4.4})
+
+
+def _fair_curves() -> dict[tuple, list[dict]]:
+    """benchmarks/data/replay_fair.csv's AdamW runs: {config: [{25, 50, 75, 100: val loss}]}."""
+    out: dict[tuple, list[dict]] = {}
+    with (ROOT / "benchmarks" / "data" / "replay_fair.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            if row["arm"] == "adamw" and row["status"] == "completed" and row["loss_25"]:
+                out.setdefault((row["lr"], row["adamw_lr"]), []).append(
+                    {q: float(row[f"loss_{q}"] if q < 100 else row["val_loss"]) for q in (25, 50, 75, 100)})
+    return out
+
+
+def test_the_late_allowance_keeps_a_near_best_run_that_starts_slowly():
+    """On the fair table a near-best AdamW config (lr 0.003, AdamW leg 0.25: within 2 sd of the
+    arm's best) is far behind, at every rung, a leader that ends behind it (lr 0.006, leg 0.04).
+    The noise margin alone stops every one of its runs; with the late allowance (LATE x the
+    leader's drop from the rung to its end) none of them, against any leader that ends behind
+    it. The allowance grows with the loss still to come: it is the largest at 25%."""
+    from statistics import fmean, stdev
+
+    curves = _fair_curves()
+    mean = {c: {q: fmean(r[q] for r in runs) for q in (25, 50, 75, 100)} for c, runs in curves.items()}
+    best = min(mean, key=lambda c: mean[c][100])
+    sd = stdev(r[100] for r in curves[best])
+    near = [c for c in mean if mean[c][100] <= mean[best][100] + 2 * sd]
+    slow, leader = ("0.003", "0.25"), ("0.006", "0.04")
+    assert slow in near and mean[leader][100] > mean[slow][100]
+    spec = TrialSpec(steps=100, eval_every=25)
+
+    def stops(run: dict, lead: tuple, late: float) -> bool:
+        limits = rungs.rule(spec, mean[lead], rungs.FACTOR * sd, late)
+        return any(run[q] > limits[q] for q in limits)
+
+    assert all(stops(run, leader, 0.0) for run in curves[slow])  # the noise margin alone: all stopped
+    judged = [(run, lead) for c in near for run in curves[c] for lead in mean if mean[lead][100] > mean[c][100]]
+    assert len(judged) > 100 and not any(stops(run, lead, rungs.LATE) for run, lead in judged)
+    limits = rungs.rule(spec, mean[leader], 0.0, rungs.LATE)
+    extra = {q: limits[q] - mean[leader][q] for q in limits}
+    assert extra[25] > extra[50] > extra[75] > 0
+    # and it still stops a hopeless run: lr 0.024 with the leg at 0.015 against the best as leader
+    assert all(stops(run, best, rungs.LATE) for run in curves[("0.024", "0.015")])
 
 
 # ------------------------------------------------------------------ trained and replayed alike
@@ -154,13 +205,16 @@ def _records(tmp_path: Path, out: Path) -> list[TrialRecord]:
 # a budget whose stopped runs save more than a whole run per arm (34: 2 stopped at 25%, 35 runs;
 # at 30 the policy now stops one run, whose 0.75 saved is not a whole run)
 BUDGET = 34
+# the noise margin alone (no late-ranking allowance): on the tiny table the default allowance
+# stops no run at this budget, and these tests are about what a stop does
+RUNGS = ("3", "--rungs-late", "0")
 
 
 @pytest.fixture(scope="module")
 def stopped_study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rungs")
     out = tmp / "out"
-    assert _run(tmp, out, BUDGET, "3") == 0
+    assert _run(tmp, out, BUDGET, *RUNGS) == 0
     return tmp, out
 
 
@@ -240,7 +294,7 @@ def test_resume_repeats_nothing(stopped_study, tmp_path):
     shutil.copytree(out, copy)
     (tmp_path / "rungs_tiny.toml").write_text(TINY_STUDY)
     before = _records(tmp, copy)
-    assert _run(tmp_path, copy, BUDGET, "3") == 0
+    assert _run(tmp_path, copy, BUDGET, *RUNGS) == 0
     assert [(r.id, r.status) for r in _records(tmp, copy)] == [(r.id, r.status) for r in before]
 
 
@@ -258,7 +312,7 @@ def test_a_run_killed_during_its_rung_decision_is_rerun_once_under_its_rule(stop
                 "trials/killed", stop_above=victim.stop_above)
     store.finish(store.records()[-1], "interrupted", None, "process ended while the trial was running")
     n = len(store.records())
-    assert _run(tmp_path, copy, BUDGET + 2, "3") == 0
+    assert _run(tmp_path, copy, BUDGET + 2, *RUNGS) == 0
     after = _records(tmp, copy)
     again = [r for r in after[n:] if r.config == victim.config and r.seed == 7]
     assert len(again) == 1 and again[0].stop_above == victim.stop_above  # once, under the same rule
@@ -303,7 +357,7 @@ def _paced(tmp_path: Path, name: str, workers: int):
     study = load_study(_tiny_study_file(), Path("."))
     out = tmp_path / name
     plan = make_plan(study, 24, adaptive=True)
-    plan.rungs = rungs.FACTOR
+    plan.rungs, plan.rungs_late = rungs.FACTOR, 0.0  # (with the late allowance the tiny table stops nothing)
     messages: list[str] = []
     loop = ResearchLoop(study, OptunaStore.for_study(out, study), ReplayExecutor(TABLE, seed=0, pace=0.01, study=study),
                         PolicyPlanner(seed=0), out, plan, hooks=LoopHooks(on_message=messages.append),

@@ -65,6 +65,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="stop a search run at 25/50/75%% of its steps when it is behind its arm's leader there by "
                           "more than FACTOR x the measured seed noise (default factor: research_agents.rungs.FACTOR); "
                           "leaders, brackets and confirmation stay full-length runs")
+    run.add_argument("--rungs-late", type=number(0.0, 100.0), default=None, metavar="LATE",
+                     help="with --rungs: widen each rung's margin by LATE x what the leader still gained from that "
+                          "rung to its end, for rankings that change late (default: research_agents.rungs.LATE; "
+                          "0: the noise margin alone)")
     run.add_argument("--ray-address", help="--executor ray: the cluster to join (auto, or HOST:PORT); default "
                      "a new local Ray on this machine")
     run.add_argument("--track", nargs="+", action="extend", choices=("wandb", "tensorboard", "mlflow"),
@@ -145,6 +149,9 @@ def command(args: argparse.Namespace, console: Console) -> int:
             if args.rungs is not None:  # early stops at rungs (research_agents/rungs.py)
                 from research_agents.rungs import FACTOR
                 plan.rungs = FACTOR if args.rungs < 0 else args.rungs
+                plan.rungs_late = args.rungs_late
+            elif args.rungs_late is not None:
+                raise ValueError("--rungs-late applies only with --rungs")
         else:
             if args.grid or args.seeds is not None or args.planner not in ("auto", "grid"):
                 raise ValueError("named experiments run as defined on the study's seeds: "

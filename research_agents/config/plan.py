@@ -34,6 +34,9 @@ class Plan:
     # early stops (rungs.py): the margin's safety factor over the seed noise; None: every search run
     # trains to the end unless its proposer asks for a short run
     rungs: float | None = None
+    # and the late-ranking allowance: LATE x the leader's loss drop from a rung to its end widens
+    # that rung's margin (None: rungs.LATE)
+    rungs_late: float | None = None
 
     def swap_reserve(self, n_seeds: int | None = None) -> int:
         """Runs the swaps of every swap pair take on `n_seeds` confirmation seeds (default: the plan's)."""

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from research_agents.cli import main
-from research_agents.execution import BaseExecutor, Outcome
 from research_agents.config import load_study
+from research_agents.execution import BaseExecutor, Outcome
 from research_agents.store import OptunaStore
 from tests.reliability.helpers import fingerprint, one_error_line, read_only, study_toml, write_study
 
@@ -128,6 +128,17 @@ def test_an_out_on_a_read_only_file_system_is_refused(tmp_path, table):
     done = read_only([ro], ["-m", "research_agents", *_run(study, ro / "out", table)])
     assert done.returncode == 2 and "read-only file system" in one_error_line(done.stderr)
     assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (("--rungs-late", "1"), "--rungs-late applies only with --rungs"),
+    (("--rungs", "--rungs-late", "-1"), "--rungs-late"),
+    (("--rungs", "--rungs-late", "nan"), "--rungs-late"),
+])
+def test_a_bad_rung_option_is_refused(tmp_path, capsys, table, extra, needle):
+    study, out = write_study(tmp_path / "rel.toml"), tmp_path / "out"
+    _refused(_run(study, out, table, *extra), capsys, needle)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("url, needle", [
