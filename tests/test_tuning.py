@@ -44,7 +44,8 @@ def write_table(path: Path, best: dict[str, float], base: dict[str, float]) -> P
                     v = loss(arm, lr, best, base) + e
                     row = {c: "" for c in COLUMNS}
                     row.update(arm=arm, lr=f"{lr:.6g}", seed=seed, status="completed", val_loss=v, val_accuracy=0.2,
-                               train_loss=v, loss_25=v + 1, loss_50=v + 0.5, loss_75=v + 0.2, loss_100=v, wall_time_s=1.0)
+                               train_loss=v, loss_25=v + 1, loss_50=v + 0.5, loss_75=v + 0.2, loss_100=v,
+                               wall_time_s=1.0)
                     if arm == "muon":
                         row.update(momentum=0.95, ns_steps=5, **{"momentum_schedule.kind": "fixed"})
                     w.writerow(row)
@@ -103,7 +104,8 @@ def test_an_unbracketed_arm_caps_confidence_at_low_and_is_named(tmp_path, far_op
     rec = fnd.recommendation
     assert rec.confidence == "low" and rec.winner_arm is None
     text = recommendation_text(rec)
-    assert "not tuned" in text and "adamw's LR is open" in text and "--budget" in text and "What would settle it" in text
+    assert "not tuned" in text and "adamw's LR is open" in text
+    assert "--budget" in text and "What would settle it" in text
     report = (loop.out / "report.md")
     assert not report.exists()  # (the loop alone writes no final report; the CLI test below does)
 
@@ -204,8 +206,8 @@ def test_a_neighbour_better_beyond_the_noise_moves_the_leader_and_reopens_the_br
 
 
 def _lr_proposals(records: list[TrialRecord]) -> list[float]:
-    from research_agents.planners.base import PlanningContext
     from research_agents.actions import Proposal
+    from research_agents.planners.base import PlanningContext
 
     s = study()
     ctx = PlanningContext(study=s, wanted={"adamw": 2}, history=records, round=3,
@@ -298,6 +300,48 @@ def test_a_run_stopped_at_a_rung_is_a_look_never_run_again():
     assert tuning_evidence(study(), records)["adamw"].knob("lr").status == "open both"
     got = _lr_proposals(records)
     assert 0.012 not in got and 0.006 in got
+
+
+def test_a_stopped_look_enters_the_sweeps_parabola_at_its_projected_end():
+    """A run stopped at a rung has no end, but the sweep's parabola may guess one: its rung loss less
+    what the leader gained from that rung to its end. Leader at leg 0.04 (4.50), a full run at 0.01
+    (4.55), one stopped at 0.003 at 75% (5.0, projected 4.85): the fit puts the minimum below the
+    leader, so the leg's sweep brackets there (0.02) and makes no coarse move up (0.16), as it
+    would had the 0.003 run ended. Without the guess, two points fit no parabola and both sides
+    get a move."""
+    from research_agents.actions import Proposal
+    from research_agents.planners.base import PlanningContext
+    from research_agents.records import CurveSummary
+
+    s = _two_lr_study()
+    point = {"lr": 0.003, "adamw_lr": 0.04, "weight_decay": 0.1}
+
+    def rec(i: int, loss_: float, seed: int = 0, status: str = "completed", **change) -> TrialRecord:
+        return TrialRecord(id=i, order=i, arm="adamw", params={**point, **change}, seed=seed, origin="policy",
+                           phase="search", round=1, status=status, val_loss=loss_,
+                           fraction=0.75 if status == "stopped" else None)
+
+    records = [rec(0, 4.50), rec(1, 4.50, seed=1), rec(2, 4.55, adamw_lr=0.01),
+               rec(3, 5.0, status="stopped", adamw_lr=0.003)]
+    leader = CurveSummary(val_loss={25: 5.5, 50: 4.9, 75: 4.65, 100: 4.5})
+
+    def legs(history: list[TrialRecord]) -> set:
+        ctx = PlanningContext(study=s, wanted={"adamw": 4}, history=history, round=3,
+                              evidence=tuning_evidence(s, history), search_left={"adamw": 10, "muon": 10},
+                              curve_of=lambda r: leader if r.id in (0, 1) else None)
+        return {a.params["adamw_lr"] for a in PolicyPlanner(seed=0).propose(ctx)
+                if isinstance(a, Proposal) and a.params["adamw_lr"] != point["adamw_lr"]}
+
+    assert PolicyPlanner._projected(
+        PlanningContext(study=s, wanted={}, history=records, round=3,
+                        curve_of=lambda r: leader if r.id in (0, 1) else None), "adamw", records[3:]) == [
+        (records[3].params, pytest.approx(5.0 - (4.65 - 4.5)))]
+    assert legs(records) == {0.02}
+    ended = [*records[:3], rec(3, 4.85, adamw_lr=0.003)]  # the same, had it ended where projected
+    assert legs(ended) == {0.02}
+    # no leader curve to project with: no guess, no parabola, both sides
+    assert PolicyPlanner._projected(PlanningContext(study=s, wanted={}, history=records, round=3),
+                                    "adamw", records[3:]) == []
 
 
 def test_with_few_runs_left_other_knobs_get_a_first_look_before_lr_refinement():

@@ -42,6 +42,7 @@ from dataclasses import replace
 from statistics import fmean
 from typing import Any
 
+from research_agents import rungs
 from research_agents.actions import Proposal, Replicate
 from research_agents.config.space import Param, active_params
 from research_agents.evidence import ArmEvidence, KnobEvidence, lr_like
@@ -88,13 +89,15 @@ class PolicyPlanner(BasePlanner):
         search = [r for r in ctx.history if r.arm == arm and r.phase == "search" and r.ok]
         # where the arm has looked: its full runs and those stopped at a rung (hopeless there: a sweep
         # goes on from them, never back to the same point; only full runs bracket)
-        looked = search + [r for r in ctx.history if r.arm == arm and r.phase == "search" and r.status == "stopped"]
+        stopped = [r for r in ctx.history if r.arm == arm and r.phase == "search" and r.status == "stopped"]
+        looked = search + stopped
+        guesses = self._projected(ctx, arm, stopped)
         repeated = len(search) > len({r.config for r in search})
         if not repeated and len({r.config for r in search}) >= 2:
             # first of all (one run per arm): the adaptive plan sizes the confirmation from this noise
             actions.append(Replicate(arm=arm, params=ev.leader_params, seeds=1, origin="policy",
                                      rationale="measure the seed noise: the leader on one more seed"))
-        sweeps = [self._sweep(ev, space[k.knob], arm, k.knob, search, looked) for k in open_lrs]
+        sweeps = [self._sweep(ev, space[k.knob], arm, k.knob, search, looked, guesses) for k in open_lrs]
         lr_steps = [a for step in zip(*[sw + [None] * (2 - len(sw)) for sw in sweeps]) for a in step if a is not None]
         looks = self._late_looks(ctx, arm, ev, looked)
         if looks:  # few runs left: the LRs' coarse moves, then a first look at each knob, then LR refinement
@@ -125,7 +128,7 @@ class PolicyPlanner(BasePlanner):
                 # to the farther bound, then the sweep goes on from whatever leads
                 actions.append(look)
             else:
-                actions += self._sweep(ev, p, arm, k.knob, search, looked)[:1]
+                actions += self._sweep(ev, p, arm, k.knob, search, looked, guesses)[:1]
         for k in lrs:
             if k.status == "bracketed":
                 actions += self._refine(ev, space[k.knob], arm, k, only_close=True)
@@ -172,14 +175,31 @@ class PolicyPlanner(BasePlanner):
         return None if one is None else (p.neighbour(one, direction) or one)
 
     @staticmethod
-    def _line(search: list, leader: dict, knob: str) -> dict:
-        """The measured means along one knob through the leader: {value: mean} of the configs that
-        differ from the leader in that knob only (the leader's own included)."""
-        line: dict = {}
+    def _projected(ctx: PlanningContext, arm: str, stopped: list) -> list[tuple[dict, float]]:
+        """Where each run stopped at a rung would have ended had it gained from there what the arm's
+        leader gained from the same rung to its end: (params, guess). A guess for the sweep's
+        parabola only (where to look next), never evidence."""
+        leader = rungs.leader_curve(ctx.history, arm, ctx.curve_of)
+        out = []
+        for r in stopped:
+            if r.val_loss is None or r.fraction is None or 100 not in leader:
+                continue
+            q = min(rungs.RUNGS, key=lambda q: abs(q - 100 * r.fraction))
+            if q in leader:
+                out.append((r.params, r.val_loss - (leader[q] - leader[100])))
+        return out
+
+    @staticmethod
+    def _line(search: list, leader: dict, knob: str, guesses: list[tuple[dict, float]] = ()) -> dict:  # type: ignore[assignment]
+        """The means along one knob through the leader: {value: mean} of the configs that differ
+        from the leader in that knob only (the leader's own included); where only a stopped run
+        looked, its projected end (`guesses`)."""
+        def on_line(params: dict) -> bool:
+            return set(params) == set(leader) and all(params[q] == leader[q] for q in leader if q != knob)
+        line: dict = {params[knob]: guess for params, guess in guesses if on_line(params)}
         for rs in by_config(search).values():
-            params = rs[0].params
-            if set(params) == set(leader) and all(params[q] == leader[q] for q in leader if q != knob):
-                line[params[knob]] = fmean(r.val_loss for r in rs)
+            if on_line(rs[0].params):
+                line[rs[0].params[knob]] = fmean(r.val_loss for r in rs)
         return line
 
     @staticmethod
@@ -233,7 +253,8 @@ class PolicyPlanner(BasePlanner):
         return Proposal(arm=arm, params=params, origin="policy",
                         rationale=f"first look at {knob}: halfway to its farther bound")
 
-    def _sweep(self, ev: ArmEvidence, p: Param, arm: str, knob: str, search: list, looked: list) -> list:
+    def _sweep(self, ev: ArmEvidence, p: Param, arm: str, knob: str, search: list, looked: list,
+               guesses: list[tuple[dict, float]] = ()) -> list:  # type: ignore[assignment]
         """Coarse to fine on one numeric knob: a side where the arm never measured anything beyond
         the leader's value (at any settings of its other knobs) gets a two-step move (a factor of 4
         for an LR); otherwise the one-step neighbour. Which side first: where a parabola through
@@ -245,7 +266,7 @@ class PolicyPlanner(BasePlanner):
         value = ev.leader_params[knob]
         k = ev.knob(knob)
         tried = self._tried(looked, knob)
-        vertex = self._vertex(p, value, self._line(search, ev.leader_params, knob))
+        vertex = self._vertex(p, value, self._line(search, ev.leader_params, knob, guesses))
         sides = sorted(((1, k.above), (-1, k.below)),
                        key=lambda t: (vertex is None or vertex * t[0] <= 0, t[1] is not None, t[1].gap if t[1] else 0))
         out = []
