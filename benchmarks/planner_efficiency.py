@@ -204,10 +204,14 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
         wall = time.perf_counter() - t
         n_trials = len(store.records())
         stopped = [r for r in store.records() if r.status == "stopped"]
-        best_stopped = {a: any(r.arm == a and executor.nearest(study.trial_spec(a, r.params, seed=0))
-                               == truth_["arms"][a]["best"] for r in stopped) for a in study.arms}
+        stopped_keys = [(r.arm, executor.nearest(study.trial_spec(r.arm, r.params, seed=0))) for r in stopped]
+        best_stopped = {a: any(arm == a and key == truth_["arms"][a]["best"] for arm, key in stopped_keys)
+                        for a in study.arms}
+        good_stopped = {a: any(arm == a and truth_["arms"][a]["means"].get(key, math.inf)
+                               <= truth_["arms"][a]["best_mean"] + 2 * truth_["arms"][a]["sd"]
+                               for arm, key in stopped_keys) for a in study.arms}
     res = {"planner": planner, "budget": budget, "rep": rep, "trials": n_trials, "stopped": len(stopped),
-           "best_stopped": any(best_stopped.values()),
+           "best_stopped": any(best_stopped.values()), "good_stopped": any(good_stopped.values()),
            "overhead_s_per_trial": (wall - executor.spent_s) / max(1, n_trials)}
     if (stats := llm_stats(made)) is not None:
         res["llm"] = stats
@@ -270,6 +274,7 @@ def summarise(results: list[dict], arms: list[str]) -> list[dict]:
         row["trials"] = statistics.fmean(r["trials"] for r in rs)
         row["stopped"] = statistics.fmean(r["stopped"] for r in rs)
         row["best_stopped"] = sum(r["best_stopped"] for r in rs) / len(rs)
+        row["good_stopped"] = sum(r["good_stopped"] for r in rs) / len(rs)
         rows.append(row)
     return rows
 
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(results, arms)
     head = (["planner", "budget"] + [f"{a} regret med/p90" for a in arms] + [f"{a} within 2sd" for a in arms]
             + ["verdict ok", "wrong+confident", "LR tuned", "conf high/mod/low", "effect median", "effect +-50%",
-               "2x2 measured", "ms/trial", "trials (stopped)", "best stopped"])
+               "2x2 measured", "ms/trial", "trials (stopped)", "best stopped", "good stopped"])
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -320,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                   "-" if r["effect_median"] is None else f"{r['effect_median']:+.4f}",
                   f"{r['effect_within_50']:.0%}", f"{r['effect_measured']:.0%}",
                   f"{r['overhead_ms_per_trial']:.0f}", f"{r['trials']:.1f} ({r['stopped']:.1f})",
-                  f"{r['best_stopped']:.0%}"]
+                  f"{r['best_stopped']:.0%}", f"{r['good_stopped']:.0%}"]
         print("| " + " | ".join(cells) + " |")
     for (planner, budget) in dict.fromkeys((r["planner"], r["budget"]) for r in results if "llm" in r):
         rs = [r["llm"] for r in results if r["planner"] == planner and r["budget"] == budget and "llm" in r]
