@@ -12,6 +12,10 @@ Per planner and budget it prints:
   minus the table's best config of that arm (median and 90th percentile over repetitions);
 * "within 2 sd": share of repetitions with the arm's recommendation within 2 seed-noise sd (the sd
   over seeds of that arm's best table config) of its best;
+* "assignments missed": of the distinct seed assignments the repetitions replay (ReplayExecutor.
+  seed_assignment: with 3 or 6 seeds a config, 30 repetitions replay only 6), in how many the arm
+  missed in some repetition. The repetitions are not independent: the policy is deterministic
+  given the seeds, so its shares move in steps of one assignment (83% = 5 of 6);
 * "verdict ok": share whose paired verdict (which arm is better, or no evidence) matches the
   table's own paired verdict between the arms' best configs;
 * "wrong+confident": share with a wrong verdict stated with moderate or high confidence;
@@ -210,7 +214,8 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
         good_stopped = {a: any(arm == a and truth_["arms"][a]["means"].get(key, math.inf)
                                <= truth_["arms"][a]["best_mean"] + 2 * truth_["arms"][a]["sd"]
                                for arm, key in stopped_keys) for a in study.arms}
-    res = {"planner": planner, "budget": budget, "rep": rep, "trials": n_trials, "stopped": len(stopped),
+    res = {"planner": planner, "budget": budget, "rep": rep, "assignment": executor.seed_assignment(),
+           "trials": n_trials, "stopped": len(stopped),
            "best_stopped": any(best_stopped.values()), "good_stopped": any(good_stopped.values()),
            "overhead_s_per_trial": (wall - executor.spent_s) / max(1, n_trials)}
     if (stats := llm_stats(made)) is not None:
@@ -261,6 +266,9 @@ def summarise(results: list[dict], arms: list[str]) -> list[dict]:
             row[f"{a}_regret_median"] = statistics.median(regrets)
             row[f"{a}_regret_p90"] = regrets[min(len(regrets) - 1, int(0.9 * len(regrets)))]
             row[f"{a}_within_2sd"] = sum(r["within"][a] for r in rs) / len(rs)
+            # the repetitions are not independent: those with one seed assignment replay the same answers
+            missed = {r["assignment"] for r in rs if not r["within"][a]}
+            row[f"{a}_assignments_missed"] = f"{len(missed)}/{len({r['assignment'] for r in rs})}"
         row["verdict_ok"] = sum(r["verdict_ok"] for r in rs) / len(rs)
         row["wrong_confident"] = sum(r["wrong_confident"] for r in rs) / len(rs)
         row["tuned"] = sum(r["tuned"] for r in rs) / len(rs)
@@ -302,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         e = t["effects"]
         print(f"table 2x2 ({t['pair'][1]} - {t['pair'][0]}): gap {e['gap']:+.4f} = optimizer {e['optimizer']:+.4f} "
               f"+ shared settings {e['shared']:+.4f} (interaction {e['interaction']:+.4f})")
+    assignments = {ReplayExecutor(args.table, seed=rep, study=study).seed_assignment() for rep in range(args.reps)}
+    print(f"{args.reps} repetitions replay {len(assignments)} distinct seed assignments of the table (a config's "
+          "table seeds start at an offset of the repetition's seed): the shares move in steps of about "
+          f"1/{len(assignments)}")
     results = []
     started = time.perf_counter()
     for budget in args.budgets:
@@ -312,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
     rows = summarise(results, arms)
     head = (["planner", "budget"] + [f"{a} regret med/p90" for a in arms] + [f"{a} within 2sd" for a in arms]
+            + [f"{a} assignments missed" for a in arms]
             + ["verdict ok", "wrong+confident", "LR tuned", "conf high/mod/low", "effect median", "effect +-50%",
                "2x2 measured", "ms/trial", "trials (stopped)", "best stopped", "good stopped"])
     print("| " + " | ".join(head) + " |")
@@ -320,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [r["planner"], str(r["budget"])]
         cells += [f"{r[f'{a}_regret_median']:.4f} / {r[f'{a}_regret_p90']:.4f}" for a in arms]
         cells += [f"{r[f'{a}_within_2sd']:.0%}" for a in arms]
+        cells += [r[f"{a}_assignments_missed"] for a in arms]
         cells += [f"{r['verdict_ok']:.0%}", f"{r['wrong_confident']:.0%}", f"{r['tuned']:.0%}",
                   f"{r['conf_high']:.0%}/{r['conf_moderate']:.0%}/{r['conf_low']:.0%}",
                   "-" if r["effect_median"] is None else f"{r['effect_median']:+.4f}",

@@ -47,7 +47,8 @@ def write_table(path: Path) -> Path:
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, ["arm", *KNOBS, *[c for c in RESULT_COLUMNS if c != "arm"]])
         w.writeheader()
-        for arm, (a, b), name in (("adamw", (ADAMW_LRS, LEG_LRS), "adamw_lr"), ("muon", (MUON_LRS, DECAYS), "weight_decay")):
+        for arm, (a, b), name in (("adamw", (ADAMW_LRS, LEG_LRS), "adamw_lr"),
+                                  ("muon", (MUON_LRS, DECAYS), "weight_decay")):
             for (i, lr), (j, other), seed in itertools.product(enumerate(a), enumerate(b), range(3)):
                 v = loss_of(arm, i, j, seed)
                 row = dict.fromkeys(w.fieldnames, "")
@@ -151,6 +152,26 @@ def test_the_fair_table_keys_on_both_lrs_of_both_arms():
             for arm in ("muon", "adamw")}
     assert legs["muon"] == legs["adamw"] and len(legs["muon"]) == 5
     assert min(len(rows) for rows in executor.table.values()) >= 3  # 3 base seeds, 6 near each optimum
+
+
+def test_executors_with_one_seed_assignment_answer_alike_and_30_seeds_give_only_6():
+    """A config's table seeds start at an offset of the executor's seed; with 3 seeds a config (6
+    near each optimum) 30 executor seeds give only 6 distinct assignments, and two executors with
+    the same assignment answer every trial with the same row (planner_efficiency's repetitions are
+    not independent: it counts the assignments an arm missed in)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks/data/replay_fair.csv"
+    executors = [ReplayExecutor(path, seed=s) for s in range(30)]
+    groups: dict[tuple, list[ReplayExecutor]] = {}
+    for e in executors:
+        groups.setdefault(e.seed_assignment(), []).append(e)
+    assert len(groups) == 6
+    study = load_study(Path(__file__).resolve().parents[1] / "experiments" / "muon_vs_adamw.toml")
+    specs = [study.trial_spec(arm, {**study.arms[arm].start, "lr": lr}, seed=seed)
+             for arm in ("muon", "adamw") for lr in (0.003, 0.02, 0.2) for seed in (0, 1, 2, 1000, 1001)]
+    for same in groups.values():
+        assert all([a.row(spec) for spec in specs] == [same[0].row(spec) for spec in specs] for a in same)
+    a, b = (same[0] for same in list(groups.values())[:2])
+    assert [a.row(spec) for spec in specs] != [b.row(spec) for spec in specs]
 
 
 def _to_toml(study: Study) -> str:

@@ -207,13 +207,21 @@ class ReplayExecutor(BaseExecutor):
         dump = spec.model_dump(mode="json")
         return min(keys, key=lambda k: metric.distance(dump, self.table[k][0].config))
 
+    def offset(self, n_rows: int) -> int:
+        """Where a config with `n_rows` table seeds starts for this executor's seed."""
+        return random.Random(self.seed).randrange(n_rows)
+
+    def seed_assignment(self) -> tuple[int, ...]:
+        """This executor's offsets for every seed count the table's configs have: executors with
+        the same tuple answer every trial alike (with 3 seeds a config, few distinct ones exist)."""
+        return tuple(self.offset(n) for n in sorted({len(rows) for rows in self.table.values()}))
+
     def row(self, spec: TrialSpec) -> Row:
         """The table row that answers `spec`: its nearest config, the seed (self.seed, spec.seed) picks."""
         rows = self.table[self.nearest(spec)]
         # consecutive trial seeds take consecutive table seeds (distinct while the table has them),
         # from an offset of the executor's seed; confirmation seeds (1000+) start elsewhere
-        base = random.Random(self.seed).randrange(len(rows))
-        return rows[(base + spec.seed % 1000 + 3 * (spec.seed // 1000)) % len(rows)]
+        return rows[(self.offset(len(rows)) + spec.seed % 1000 + 3 * (spec.seed // 1000)) % len(rows)]
 
     def run(self, spec: TrialSpec, run_dir: Path, timeout_s: float,
             on_progress: ProgressFn | None = None) -> Outcome:
