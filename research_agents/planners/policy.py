@@ -38,6 +38,7 @@ The loop validates every action against the space, the budget and the history.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from statistics import fmean
 from typing import Any
@@ -190,7 +191,7 @@ class PolicyPlanner(BasePlanner):
         return out
 
     @staticmethod
-    def _line(search: list, leader: dict, knob: str, guesses: list[tuple[dict, float]] = ()) -> dict:  # type: ignore[assignment]
+    def _line(search: list, leader: dict, knob: str, guesses: Sequence[tuple[dict, float]] = ()) -> dict:
         """The means along one knob through the leader: {value: mean} of the configs that differ
         from the leader in that knob only (the leader's own included); where only a stopped run
         looked, its projected end (`guesses`)."""
@@ -254,7 +255,7 @@ class PolicyPlanner(BasePlanner):
                         rationale=f"first look at {knob}: halfway to its farther bound")
 
     def _sweep(self, ev: ArmEvidence, p: Param, arm: str, knob: str, search: list, looked: list,
-               guesses: list[tuple[dict, float]] = ()) -> list:  # type: ignore[assignment]
+               guesses: Sequence[tuple[dict, float]] = ()) -> list:
         """Coarse to fine on one numeric knob: a side where the arm never measured anything beyond
         the leader's value (at any settings of its other knobs) gets a two-step move (a factor of 4
         for an LR); otherwise the one-step neighbour. Which side first: where a parabola through
