@@ -164,6 +164,20 @@ def test_a_backend_that_raises_is_recorded_and_fails_no_trial(tmp_path):
     assert [e["backend"] for e in errors] == ["wandb"] and errors[0]["hook"] == "trial_end"
     assert "tracking: wandb failed" in done.stdout
     assert len(list((out / "tracking" / "tensorboard" / STUDY).glob("*/*"))) == 8 + 1  # the others go on
+    # the report says so, in its set-up
+    setup = (out / "report.md").read_text().split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    line = next(ln for ln in setup.splitlines() if "tracking failures" in ln)
+    assert "wandb in trial_end" in line and "tensorboard" not in line
+
+
+def test_tracking_failures_read_a_damaged_meta_without_a_traceback():
+    from research_agents.cli.final_report import tracking_failures
+
+    assert tracking_failures(None) is None and tracking_failures("junk") is None and tracking_failures([]) is None
+    many = [{"backend": "wandb", "hook": f"h{i}", "error": "down"} for i in range(7)] + ["junk", {"backend": "x"}]
+    text = tracking_failures(many)
+    assert text.startswith("wandb in h0: down;") and "wandb in h4" in text and "wandb in h5" not in text
+    assert "; 3 more" in text
 
 
 class _Boom(Tracker):

@@ -23,11 +23,24 @@ def setup_extra(session: RunSession, plan: Plan) -> dict[str, Any]:
         if ahead and ahead.get("started"):
             extra["trials"] += (f"; {ahead['started']} run(s) trained ahead on idle workers, {ahead['used']} "
                                 f"adopted by their round, {ahead['discarded']} thrown away (never counted)")
+    if failures := tracking_failures(store.get_meta("tracking_errors")):
+        extra["tracking failures"] = failures
     if run.experiments is not None:
         extra["experiments"] = ", ".join(run.experiments)
     if run.overrides:
         extra["overrides"] = run.overrides
     return extra
+
+
+def tracking_failures(errors: Any, shown: int = 5) -> str | None:
+    """The tracking backends that failed (the store's "tracking_errors"), in one line; None: none."""
+    items = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+    if not items:
+        return None
+    text = "; ".join(f"{e.get('backend', '?')} in {e.get('hook', '?')}: {e.get('error', 'no reason recorded')}"
+                     for e in items[:shown])
+    more = f"; {len(items) - shown} more" if len(items) > shown else ""
+    return f"{text}{more} (each backend left out for the rest of the run; no trial failed for it)"
 
 
 def write_report(session: RunSession, plan: Plan):
@@ -54,4 +67,4 @@ def write_report(session: RunSession, plan: Plan):
     return write_final_report(out, study, plan, records, setup, commands, extra_sections=sections, findings=fnd)
 
 
-__all__ = ["setup_extra", "write_report"]
+__all__ = ["setup_extra", "tracking_failures", "write_report"]
