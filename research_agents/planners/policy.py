@@ -99,13 +99,12 @@ class PolicyPlanner(BasePlanner):
             actions.append(Replicate(arm=arm, params=ev.leader_params, seeds=1, origin="policy",
                                      rationale="measure the seed noise: the leader on one more seed"))
         sweeps = [self._sweep(ev, space[k.knob], arm, k.knob, search, looked, guesses) for k in open_lrs]
-        lr_steps = [a for step in zip(*[sw + [None] * (2 - len(sw)) for sw in sweeps]) for a in step if a is not None]
+        lr_steps = [s for step in zip(*[sw + [None] * (2 - len(sw)) for sw in sweeps]) for s in step if s is not None]
         looks = self._late_looks(ctx, arm, ev, looked)
         if looks:  # few runs left: the LRs' coarse moves, then a first look at each knob, then LR refinement
-            coarse = [a for a in lr_steps if self._coarse_step(space, ev.leader_params, a)]
-            actions += coarse + looks + [a for a in lr_steps if a not in coarse]
+            actions += [a for a, coarse in lr_steps if coarse] + looks + [a for a, coarse in lr_steps if not coarse]
         else:
-            actions += lr_steps
+            actions += [a for a, _ in lr_steps]
         if repeated and ev.close_call and ev.runner_up_gap is not None:
             why = (f"the runner-up is {ev.runner_up_gap:.4f} behind, within the noise: one more seed before "
                    "trusting the ranking")
@@ -121,15 +120,14 @@ class PolicyPlanner(BasePlanner):
             if lr_like(k.knob) or len(actions) >= n:
                 continue
             p = space[k.knob]
-            if p.type == "choice":
-                for choice in k.to_try:
-                    actions.append(self._choice_point(ctx, arm, ev, k.knob, choice))
-            elif k.below is None and k.above is None and (look := self._first_look(ev, p, arm, k.knob, looked)):
-                # nothing measured around the leader on this knob yet: a coarse look first, halfway
-                # to the farther bound, then the sweep goes on from whatever leads
-                actions.append(look)
-            else:
-                actions += self._sweep(ev, p, arm, k.knob, search, looked, guesses)[:1]
+            # a choice knob: each untried choice; a numeric one with nothing measured around the
+            # leader yet: a coarse look first, then the sweep goes on from whatever leads
+            if p.type == "choice" or (k.below is None and k.above is None):
+                look = self._first_looks(ctx, arm, ev, k, looked)
+                if look or p.type == "choice":
+                    actions += look
+                    continue
+            actions += [a for a, _ in self._sweep(ev, p, arm, k.knob, search, looked, guesses)[:1]]
         for k in lrs:
             if k.status == "bracketed":
                 actions += self._refine(ev, space[k.knob], arm, k, only_close=True)
@@ -220,29 +218,26 @@ class PolicyPlanner(BasePlanner):
         b = (x2 ** 2 * (y0 - y1) + x1 ** 2 * (y2 - y0) + x0 ** 2 * (y1 - y2)) / denom
         return -b / (2 * a) if a > 0 else None
 
-    @staticmethod
-    def _coarse_step(space: dict, leader: dict, action: Proposal) -> bool:
-        """A move of more than one grid step from the leader (a sweep's factor-4 LR move)."""
-        return any(space[k].steps_between(leader[k], v) > 1.5 for k, v in action.params.items()
-                   if k in space and space[k].type != "choice" and k in leader and v != leader[k])
-
     def _late_looks(self, ctx: PlanningContext, arm: str, ev: ArmEvidence, looked: list) -> list:
         """A first look at each of the arm's other knobs never measured around the leader, once its
         search runs left are no more than those knobs (step 4 early; see the module's docstring);
         [] before that."""
-        space = ctx.study.arms[arm].space
         unlooked = [k for k in ev.open_knobs if not lr_like(k.knob) and k.below is None and k.above is None]
         left = ctx.search_left.get(arm)
         if not unlooked or left is None or left > len(unlooked) + LOOK_MARGIN:
             return []
-        out = []
-        for k in unlooked:
-            p = space[k.knob]
-            if p.type == "choice":
-                out += [self._choice_point(ctx, arm, ev, k.knob, choice) for choice in k.to_try[:1]]
-            elif (look := self._first_look(ev, p, arm, k.knob, looked)) is not None:
-                out.append(look)
-        return out
+        return [a for k in unlooked for a in self._first_looks(ctx, arm, ev, k, looked, choices=1)]
+
+    def _first_looks(self, ctx: PlanningContext, arm: str, ev: ArmEvidence, k: KnobEvidence, looked: list,
+                     choices: int | None = None) -> list[Proposal]:
+        """A first look at one of the arm's other knobs: its untried choices (the first `choices` of
+        them), or for a numeric knob the point halfway to its farther bound ([]: near both bounds, or
+        looked at already)."""
+        p = ctx.study.arms[arm].space[k.knob]
+        if p.type == "choice":
+            return [self._choice_point(ctx, arm, ev, k.knob, choice) for choice in k.to_try[:choices]]
+        look = self._first_look(ev, p, arm, k.knob, looked)
+        return [look] if look is not None else []
 
     def _first_look(self, ev: ArmEvidence, p: Param, arm: str, knob: str, looked: list) -> Proposal | None:
         """Halfway from the leader's value to the knob's farther bound (None: near both bounds, or
@@ -255,10 +250,10 @@ class PolicyPlanner(BasePlanner):
                         rationale=f"first look at {knob}: halfway to its farther bound")
 
     def _sweep(self, ev: ArmEvidence, p: Param, arm: str, knob: str, search: list, looked: list,
-               guesses: Sequence[tuple[dict, float]] = ()) -> list:
-        """Coarse to fine on one numeric knob: a side where the arm never measured anything beyond
-        the leader's value (at any settings of its other knobs) gets a two-step move (a factor of 4
-        for an LR); otherwise the one-step neighbour. Which side first: where a parabola through
+               guesses: Sequence[tuple[dict, float]] = ()) -> list[tuple[Proposal, bool]]:
+        """Coarse to fine on one numeric knob, as (proposal, coarse) pairs: a side where the arm never
+        measured anything beyond the leader's value (at any settings of its other knobs) gets a
+        two-step move (a factor of 4 for an LR; coarse); otherwise the one-step neighbour. Which side first: where a parabola through
         the leader and its two nearest points along the knob puts the minimum (a leader barely
         ahead of a coarse neighbour most likely has the optimum between them: the point between
         comes before a move away from both); without a convex fit, the side without one-knob
@@ -281,8 +276,8 @@ class PolicyPlanner(BasePlanner):
             if vertex is not None and vertex * direction > 0:
                 side_word = "above" if direction > 0 else "below"
                 why += f" (a parabola through the nearest points has its minimum {side_word})"
-            out.append(Proposal(arm=arm, params={**ev.leader_params, knob: new}, origin="policy",
-                                rationale=f"{why}: {k.status} around {value:.4g}"))
+            out.append((Proposal(arm=arm, params={**ev.leader_params, knob: new}, origin="policy",
+                                 rationale=f"{why}: {k.status} around {value:.4g}"), new != fine))
             if side is not None:
                 break  # refining between measured points: the closer call first, the other side may not be needed
         return out
