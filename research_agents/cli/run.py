@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from research_agents.config import Plan, Study
     from research_agents.records import TrialRecord
     from research_agents.session import RunFile, RunSession
+    from research_agents.tracking import TrackingOptions
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -189,7 +190,10 @@ def command(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold]{escape(study.name)}[/bold]: {escape(study.question)}")  # user text is never markup
     if executor.trains_locally and (failed := _prepare_data(study, preset, overrides, console)) is not None:
         return failed
-    return _run(run, plan, planner, planner_line, executor, out, console, args.track or [], args.upload_checkpoints)
+    from research_agents.tracking import TrackingOptions
+
+    tracking = TrackingOptions(backends=tuple(args.track or ()), upload_checkpoints=args.upload_checkpoints)
+    return _run(run, plan, planner, planner_line, executor, out, console, tracking)
 
 
 def budget_lines(plan: Plan, study: Study, run: RunFile, out: Path) -> list[str]:
@@ -217,20 +221,20 @@ def budget_lines(plan: Plan, study: Study, run: RunFile, out: Path) -> list[str]
 
 
 def _run(run: RunFile, plan: Plan, planner, planner_line: str, executor, out: Path, console: Console,
-         track: list[str] | None = None, upload_checkpoints: bool = False) -> int:
+         tracking: TrackingOptions | None = None) -> int:
     from research_agents.session import started
     from research_agents.signals import stop_raises
 
     # one run per OUT (the kernel drops the lock however this process ends); outside the loop a stop
     # signal is a KeyboardInterrupt: a second Ctrl-C (or SIGTERM) during the clean-up is one line (cli.main)
     with started(out, run) as session, stop_raises():
-        return _run_locked(session, plan, planner, planner_line, executor, console, track or [], upload_checkpoints)
+        return _run_locked(session, plan, planner, planner_line, executor, console, tracking)
 
 
-def _tracking(session: RunSession, track: list[str], message, upload_checkpoints: bool = False):
+def _tracking(session: RunSession, options: TrackingOptions | None, message):
     """The chosen tracking backends; each failure goes into the store's meta ("tracking_errors")
     and onto the console, and the backend is left out for the rest of the run."""
-    from research_agents.tracking import make_tracking
+    from research_agents.tracking import TrackingOptions, make_tracking
 
     store = session.store
 
@@ -238,11 +242,11 @@ def _tracking(session: RunSession, track: list[str], message, upload_checkpoints
         store.append_meta("tracking_errors", [{"backend": backend, "hook": hook, "error": why}])
         message(f"tracking: {backend} failed in {hook} ({why}); recorded, the run goes on without it")
 
-    return make_tracking(track, session.out, session.study.name, failed, upload_checkpoints)
+    return make_tracking(options or TrackingOptions(), session.out, session.study.name, failed)
 
 
 def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, executor, console: Console,
-                track: list[str] | None = None, upload_checkpoints: bool = False) -> int:
+                tracking_options: TrackingOptions | None = None) -> int:
     from research_agents.cli.final_report import write_report
     from research_agents.console import RunDisplay
     from research_agents.execution import TrialInterrupted
@@ -259,7 +263,7 @@ def _run_locked(session: RunSession, plan: Plan, planner, planner_line: str, exe
     records = store.records()
     display = RunDisplay(console, plan.budget, records)
 
-    tracking = _tracking(session, track or [], display.message, upload_checkpoints)
+    tracking = _tracking(session, tracking_options, display.message)
 
     def round_end(round_no, round_records):  # (also for a round a kill cut short: its history then)
         history = [r for r in store.records() if r.round <= round_no]

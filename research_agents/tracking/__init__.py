@@ -8,9 +8,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from research_agents.tracking.base import MODEL_FILES, TRACKING_DIR, Summary, Tracker, Tracking, Trial
 
 BACKENDS = ("wandb", "tensorboard", "mlflow")
+
+
+class TrackingOptions(BaseModel):
+    """What a run asks of tracking (`run --track ... [--upload-checkpoints]`): the backends, and
+    whether W&B uploads each trial's kept model files."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backends: tuple[str, ...] = ()
+    upload_checkpoints: bool = False
 
 
 def make_tracker(name: str, out: Path, study: str, upload_checkpoints: bool = False) -> Tracker:
@@ -31,14 +43,13 @@ def make_tracker(name: str, out: Path, study: str, upload_checkpoints: bool = Fa
     raise ValueError(f"--track: unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
-def make_tracking(names: list[str], out: Path, study: str,
-                  on_error: Callable[[str, str, str], None] = lambda b, h, m: None,
-                  upload_checkpoints: bool = False) -> Tracking:
+def make_tracking(options: TrackingOptions, out: Path, study: str,
+                  on_error: Callable[[str, str, str], None] = lambda b, h, m: None) -> Tracking:
     """The chosen backends; one that cannot start is recorded through `on_error` and left out."""
     trackers: list[Tracker] = []
-    for name in dict.fromkeys(names):
+    for name in dict.fromkeys(options.backends):
         try:
-            trackers.append(make_tracker(name, out, study, upload_checkpoints))
+            trackers.append(make_tracker(name, out, study, options.upload_checkpoints))
         except ValueError:
             raise
         except Exception as e:  # noqa: BLE001 - a backend that cannot start never stops the run
@@ -46,5 +57,5 @@ def make_tracking(names: list[str], out: Path, study: str,
     return Tracking(study, Path(out), trackers, on_error)
 
 
-__all__ = ["BACKENDS", "MODEL_FILES", "TRACKING_DIR", "Summary", "Trial", "Tracker", "Tracking", "make_tracker",
-           "make_tracking"]
+__all__ = ["BACKENDS", "MODEL_FILES", "TRACKING_DIR", "Summary", "Trial", "Tracker", "Tracking", "TrackingOptions",
+           "make_tracker", "make_tracking"]
