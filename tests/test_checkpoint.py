@@ -242,6 +242,54 @@ def test_loop_rerun_resumes_from_the_interrupted_trials_checkpoint(tmp_path, fas
     assert not (new_dir / CHECKPOINT_FILE).exists()
 
 
+def test_a_ray_rerun_resumes_from_the_interrupted_trials_checkpoint(tmp_path, fast_study, token_cache, local_ray):
+    """The same through the Ray executor: a local Ray's task sees the run directory and trains in it
+    (its checkpoints land where the loop finds them), from the checkpoint the loop moved there."""
+    from research_agents.execution.ray import SHARED_MARK, RayExecutor
+
+    executor = Seen(RayExecutor())
+    loop, old_dir, s = _interrupted_loop(tmp_path, fast_study, executor, {"save_checkpoint_every": 4})
+    with pytest.raises(Stop):
+        train(s, old_dir, on_log=crash_at(6))
+    loop.resume_interrupted()
+    (new_dir, had), = executor.had
+    assert had and loop.records()[-1].status == "completed"
+    got = read(new_dir)
+    assert got.checkpoint.resumed_from_step == 4
+    assert numbers(got, ("checkpoint",)) == numbers(train(s, None), ("checkpoint",))
+    assert not (new_dir / CHECKPOINT_FILE).exists() and not (new_dir / SHARED_MARK).exists()
+
+
+def test_a_ray_task_that_cannot_see_the_run_directory_trains_in_scratch_from_the_sent_checkpoint(
+        tmp_path, fast_study, token_cache):
+    """A node without the driver's directory (the token there is not its own) trains in a scratch
+    directory from the checkpoint the driver sent, and sends the trial's files back; a node that
+    sees it trains in place and sends nothing."""
+    from research_agents.execution.ray import SHARED_MARK, _carried, _train_remote
+
+    _, _, s = _interrupted_loop(tmp_path, fast_study, Seen(), {"save_checkpoint_every": 4})
+    cut = tmp_path / "cut"
+    with pytest.raises(Stop):
+        train(s, cut, on_log=crash_at(6))
+    # what the driver sends with the task: the checkpoint in the re-run's directory, when it saves any
+    assert _carried(s, cut) == (cut / CHECKPOINT_FILE).read_bytes()
+    assert _carried(s.model_copy(update={"save_checkpoint_every": None}), cut) is None
+    assert _carried(s, tmp_path) is None
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    (driver / SHARED_MARK).write_text("another run's token")
+    status, _, files = _train_remote(s.model_dump(mode="json"), 300, str(driver), "this run's token",
+                                     (cut / CHECKPOINT_FILE).read_bytes())
+    assert status == "completed" and "metrics.json" in files and not (driver / "metrics.json").exists()
+    got = TrialMetrics.model_validate_json(files["metrics.json"])
+    assert got.checkpoint is not None and got.checkpoint.resumed_from_step == 4
+    whole = train(s, None)
+    assert numbers(got, ("checkpoint",)) == numbers(whole, ("checkpoint",))
+    (driver / SHARED_MARK).write_text("this run's token")
+    status, _, files = _train_remote(s.model_dump(mode="json"), 300, str(driver), "this run's token", None)
+    assert status == "completed" and files == {} and read(driver).final == whole.final
+
+
 @pytest.mark.parametrize("every", [None, 4])
 def test_loop_moves_the_checkpoint_only_when_the_run_asks_for_checkpoints(tmp_path, fast_study, token_cache, every):
     from tests.test_loop import FakeExecutor

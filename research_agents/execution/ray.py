@@ -3,15 +3,21 @@
 `--executor ray [--ray-address auto|ADDRESS]`. Each trial is a Ray task that asks for one GPU on
 CUDA (Ray sets CUDA_VISIBLE_DEVICES for it) or `cpus_per_trial` CPUs otherwise. On whichever node
 it lands, the task trains the trial exactly as the local executor does (a fresh `python -m trainer
-run` in its own process, in a scratch directory there) and sends back the trial's files, which the
-driver writes into the run directory: nodes need no shared filesystem, and the driver stays the
-only writer of the store. The same spec and seed give the same numbers as the local executor.
-Needs the optional extra: `pip install research-agents[ray]`.
+run` in its own process). Where the node sees the driver's run directory (a local Ray, or a cluster
+on a shared filesystem: the task finds the token the driver wrote there), it trains in that
+directory, so periodic checkpoints land where the loop finds them when the trial is interrupted;
+elsewhere it trains in a scratch directory of its node and sends back the trial's files, which the
+driver writes into the run directory (nodes need no shared filesystem; an interrupted trial's
+checkpoints are then lost with the scratch directory). A re-run of an interrupted trial resumes
+from the checkpoint the loop moved into its directory either way: the task gets it with the spec.
+The driver stays the only writer of the store. The same spec and seed give the same numbers as the
+local executor. Needs the optional extra: `pip install research-agents[ray]`.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from research_agents.records import read_metrics
 from trainer.spec import TrialSpec
 
 MAX_FILE_BYTES = 2 << 30  # a trial's files come back whole; a checkpoint may be large, not unbounded
+SHARED_MARK = ".ray-shared"  # the driver's token in the run directory: a task that reads it trains in place
 
 
 class RayExecutor(BaseExecutor):
@@ -86,7 +93,10 @@ class RayExecutor(BaseExecutor):
         except RuntimeError as err:
             return Outcome(status="failed", metrics=None, reason=str(err), log_path=None,
                            wall_time_s=time.perf_counter() - started)
-        ref = task.remote(spec.model_dump(mode="json"), timeout_s)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(16)
+        (run_dir / SHARED_MARK).write_text(token)
+        ref = task.remote(spec.model_dump(mode="json"), timeout_s, str(run_dir), token, _carried(spec, run_dir))
         self._refs[ref] = run_dir
         try:
             status, reason, files = self.ray.get(ref, timeout=timeout_s + 120)
@@ -105,7 +115,7 @@ class RayExecutor(BaseExecutor):
                            log_path=None, wall_time_s=time.perf_counter() - started)
         finally:
             self._refs.pop(ref, None)
-        run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / SHARED_MARK).unlink(missing_ok=True)
         for name, data in files.items():
             (run_dir / name).write_bytes(data)
         metrics = read_metrics(run_dir)
@@ -127,16 +137,45 @@ def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
         pass
 
 
-def _train_remote(spec_json: dict, timeout_s: float) -> tuple[str, str | None, dict[str, bytes]]:
-    """The Ray task: train in a scratch directory of this node with the local executor (cold: a Ray
-    worker is already a warm, reused process), and return the outcome and the trial's files."""
+def _carried(spec: TrialSpec, run_dir: Path) -> bytes | None:
+    """The checkpoint the loop moved into a re-run's directory (None: none, or the spec saves none)."""
+    if spec.save_checkpoint_every is None:
+        return None
+    from trainer.checkpoint import CHECKPOINT_FILE  # (torch: only where trials save checkpoints)
+
+    path = run_dir / CHECKPOINT_FILE
+    return path.read_bytes() if path.is_file() else None
+
+
+def _shared(run_dir: Path, token: str) -> bool:
+    """This node sees the driver's run directory (the token the driver wrote is there)."""
+    try:
+        return (run_dir / SHARED_MARK).read_text() == token
+    except OSError:
+        return False
+
+
+def _train_remote(spec_json: dict, timeout_s: float, driver_dir: str | None = None, token: str | None = None,
+                  checkpoint: bytes | None = None) -> tuple[str, str | None, dict[str, bytes]]:
+    """The Ray task: train with the local executor (cold: a Ray worker is already a warm, reused
+    process) in the driver's run directory where this node sees it (no files to send back), else
+    in a scratch directory of this node, started from `checkpoint` when the driver sent one; return
+    the outcome and the trial's files."""
     import tempfile
 
     from research_agents.execution.local import LocalExecutor
 
     spec = TrialSpec.model_validate(spec_json)
+    if driver_dir is not None and token is not None and _shared(Path(driver_dir), token):
+        outcome = LocalExecutor(warm=False).run(spec, Path(driver_dir), timeout_s)
+        return outcome.status, outcome.reason, {}
     with tempfile.TemporaryDirectory(prefix="research-agents-trial-") as tmp:
         run_dir = Path(tmp) / "trial"
+        if checkpoint is not None:
+            from trainer.checkpoint import CHECKPOINT_FILE
+
+            run_dir.mkdir(parents=True)
+            (run_dir / CHECKPOINT_FILE).write_bytes(checkpoint)
         outcome = LocalExecutor(warm=False).run(spec, run_dir, timeout_s)
         files = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())
                  if p.is_file() and os.path.getsize(p) <= MAX_FILE_BYTES}
