@@ -242,12 +242,18 @@ def test_loop_rerun_resumes_from_the_interrupted_trials_checkpoint(tmp_path, fas
     assert not (new_dir / CHECKPOINT_FILE).exists()
 
 
-def test_a_ray_rerun_resumes_from_the_interrupted_trials_checkpoint(tmp_path, fast_study, token_cache, local_ray):
+@pytest.mark.parametrize("in_place", [True, False])
+def test_a_ray_rerun_resumes_from_the_interrupted_trials_checkpoint(tmp_path, fast_study, token_cache, local_ray,
+                                                                    in_place):
     """The same through the Ray executor: a local Ray's task sees the run directory and trains in it
-    (its checkpoints land where the loop finds them), from the checkpoint the loop moved there."""
+    (its checkpoints land where the loop finds them), from the checkpoint the loop moved there; a
+    task made to train in scratch (as on a node without the directory) gets that checkpoint from
+    the driver, and the driver writes the trial's files and drops the moved checkpoint at the end."""
+    from research_agents.execution import ray as ray_executor
     from research_agents.execution.ray import SHARED_MARK, RayExecutor
 
-    executor = Seen(RayExecutor())
+    assert ray_executor.CHECKPOINT == CHECKPOINT_FILE
+    executor = Seen(RayExecutor(in_place=in_place))
     loop, old_dir, s = _interrupted_loop(tmp_path, fast_study, executor, {"save_checkpoint_every": 4})
     with pytest.raises(Stop):
         train(s, old_dir, on_log=crash_at(6))
@@ -257,7 +263,8 @@ def test_a_ray_rerun_resumes_from_the_interrupted_trials_checkpoint(tmp_path, fa
     got = read(new_dir)
     assert got.checkpoint.resumed_from_step == 4
     assert numbers(got, ("checkpoint",)) == numbers(train(s, None), ("checkpoint",))
-    assert not (new_dir / CHECKPOINT_FILE).exists() and not (new_dir / SHARED_MARK).exists()
+    assert not (new_dir / CHECKPOINT_FILE).exists() and not list(new_dir.glob(f"{SHARED_MARK}*"))
+    assert (new_dir / "trainer.log").is_file() and (new_dir / "spec.json").is_file()
 
 
 def test_a_ray_task_that_cannot_see_the_run_directory_trains_in_scratch_from_the_sent_checkpoint(
@@ -277,17 +284,17 @@ def test_a_ray_task_that_cannot_see_the_run_directory_trains_in_scratch_from_the
     assert _carried(s, tmp_path) is None
     driver = tmp_path / "driver"
     driver.mkdir()
-    (driver / SHARED_MARK).write_text("another run's token")
-    status, _, files = _train_remote(s.model_dump(mode="json"), 300, str(driver), "this run's token",
-                                     (cut / CHECKPOINT_FILE).read_bytes())
+    (driver / f"{SHARED_MARK}.0ther").touch()  # another run's token
+    status, _, files = _train_remote(s.model_dump(mode="json"), 300, str(driver), "m1ne",
+                                     [(cut / CHECKPOINT_FILE).read_bytes()])
     assert status == "completed" and "metrics.json" in files and not (driver / "metrics.json").exists()
     got = TrialMetrics.model_validate_json(files["metrics.json"])
     assert got.checkpoint is not None and got.checkpoint.resumed_from_step == 4
     whole = train(s, None)
     assert numbers(got, ("checkpoint",)) == numbers(whole, ("checkpoint",))
-    (driver / SHARED_MARK).write_text("this run's token")
-    status, _, files = _train_remote(s.model_dump(mode="json"), 300, str(driver), "this run's token", None)
-    assert status == "completed" and files == {} and read(driver).final == whole.final
+    (driver / f"{SHARED_MARK}.m1ne").touch()
+    status, _, files = _train_remote(s.model_dump(mode="json"), 300, str(driver), "m1ne", None)
+    assert status == "completed" and set(files) == {"metrics.json"} and read(driver).final == whole.final
 
 
 @pytest.mark.parametrize("every", [None, 4])

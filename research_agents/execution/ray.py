@@ -25,15 +25,17 @@ from research_agents.execution.base import BaseExecutor, Outcome, ProgressFn, Tr
 from research_agents.records import read_metrics
 from trainer.spec import TrialSpec
 
+CHECKPOINT = "checkpoint.pt"  # trainer.checkpoint.CHECKPOINT_FILE (that module imports torch)
 MAX_FILE_BYTES = 2 << 30  # a trial's files come back whole; a checkpoint may be large, not unbounded
-SHARED_MARK = ".ray-shared"  # the driver's token in the run directory: a task that reads it trains in place
+SHARED_MARK = ".ray-shared"  # + "." + the run's token, in its directory: a task that sees it trains in place
+FINISHED = ("completed", "diverged", "stopped")
 
 
 class RayExecutor(BaseExecutor):
     name = "ray"
 
     def __init__(self, address: str | None = None, gpus_per_trial: float = 0.0, cpus_per_trial: float = 1.0,
-                 init_kwargs: dict | None = None):
+                 init_kwargs: dict | None = None, in_place: bool = True):
         try:
             import ray
         except ImportError:
@@ -44,6 +46,7 @@ class RayExecutor(BaseExecutor):
         self.gpus_per_trial = gpus_per_trial
         self.cpus_per_trial = cpus_per_trial
         self.init_kwargs = dict(init_kwargs or {})
+        self.in_place = in_place  # False: every task trains in scratch, as on nodes without the run directory
         self._refs: dict = {}  # running task -> its run_dir
         self._task = None
 
@@ -93,15 +96,24 @@ class RayExecutor(BaseExecutor):
         except RuntimeError as err:
             return Outcome(status="failed", metrics=None, reason=str(err), log_path=None,
                            wall_time_s=time.perf_counter() - started)
+        run_dir = run_dir.resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(16)
-        (run_dir / SHARED_MARK).write_text(token)
-        ref = task.remote(spec.model_dump(mode="json"), timeout_s, str(run_dir), token, _carried(spec, run_dir))
-        self._refs[ref] = run_dir
+        mark = run_dir / f"{SHARED_MARK}.{token}"
+        ref = None
         try:
+            carried = _carried(spec, run_dir)
+            if self.in_place:
+                mark.touch()
+            # the checkpoint goes by reference (in a list, so Ray does not resolve it): fetched only
+            # by a task that trains in scratch
+            ref = task.remote(spec.model_dump(mode="json"), timeout_s, str(run_dir), token,
+                              None if carried is None else [self.ray.put(carried)])
+            self._refs[ref] = run_dir
             status, reason, files = self.ray.get(ref, timeout=timeout_s + 120)
         except KeyboardInterrupt:
-            self.ray.cancel(ref, force=True)
+            if ref is not None:
+                self.ray.cancel(ref, force=True)
             raise TrialInterrupted() from None
         except self.ray.exceptions.GetTimeoutError:
             self.ray.cancel(ref, force=True)
@@ -113,11 +125,16 @@ class RayExecutor(BaseExecutor):
         except self.ray.exceptions.RayError as err:  # the worker died (OOM, a crash), a node was lost, ...
             return Outcome(status="failed", metrics=None, reason=f"ray: {' '.join(str(err).split())[:300]}",
                            log_path=None, wall_time_s=time.perf_counter() - started)
+        except (OSError, ValueError, TypeError) as err:  # the checkpoint could not be read or sent
+            return Outcome(status="failed", metrics=None, reason=f"ray: {' '.join(str(err).split())[:300]}",
+                           log_path=None, wall_time_s=time.perf_counter() - started)
         finally:
             self._refs.pop(ref, None)
-            (run_dir / SHARED_MARK).unlink(missing_ok=True)
+            mark.unlink(missing_ok=True)
         for name, data in files.items():
             (run_dir / name).write_bytes(data)
+        if status in FINISHED and carried is not None and CHECKPOINT not in files:
+            (run_dir / CHECKPOINT).unlink(missing_ok=True)  # the trial is done: its moved checkpoint goes too
         metrics = read_metrics(run_dir)
         log_path = run_dir / "trainer.log"
         return Outcome(status=status, metrics=metrics, reason=reason, log_path=log_path if log_path.exists() else None,
@@ -138,29 +155,29 @@ def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
 
 
 def _carried(spec: TrialSpec, run_dir: Path) -> bytes | None:
-    """The checkpoint the loop moved into a re-run's directory (None: none, or the spec saves none)."""
-    if spec.save_checkpoint_every is None:
+    """The checkpoint the loop moved into a re-run's directory (None: none, the spec saves none, or
+    it is larger than a file that may travel)."""
+    path = run_dir / CHECKPOINT
+    if spec.save_checkpoint_every is None or not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
         return None
-    from trainer.checkpoint import CHECKPOINT_FILE  # (torch: only where trials save checkpoints)
-
-    path = run_dir / CHECKPOINT_FILE
-    return path.read_bytes() if path.is_file() else None
+    return path.read_bytes()
 
 
 def _shared(run_dir: Path, token: str) -> bool:
-    """This node sees the driver's run directory (the token the driver wrote is there)."""
+    """This node sees the driver's run directory (the mark with this run's token is there)."""
     try:
-        return (run_dir / SHARED_MARK).read_text() == token
+        return (run_dir / f"{SHARED_MARK}.{token}").is_file()
     except OSError:
         return False
 
 
 def _train_remote(spec_json: dict, timeout_s: float, driver_dir: str | None = None, token: str | None = None,
-                  checkpoint: bytes | None = None) -> tuple[str, str | None, dict[str, bytes]]:
+                  checkpoint: list | None = None) -> tuple[str, str | None, dict[str, bytes]]:
     """The Ray task: train with the local executor (cold: a Ray worker is already a warm, reused
-    process) in the driver's run directory where this node sees it (no files to send back), else
-    in a scratch directory of this node, started from `checkpoint` when the driver sent one; return
-    the outcome and the trial's files."""
+    process) in the driver's run directory where this node sees it (only metrics.json goes back,
+    so the driver need not trust a shared filesystem's caching), else in a scratch directory of
+    this node, started from the checkpoint in `checkpoint` ([bytes, or a Ray reference to them])
+    when the driver sent one; return the outcome and the trial's files."""
     import tempfile
 
     from research_agents.execution.local import LocalExecutor
@@ -168,14 +185,18 @@ def _train_remote(spec_json: dict, timeout_s: float, driver_dir: str | None = No
     spec = TrialSpec.model_validate(spec_json)
     if driver_dir is not None and token is not None and _shared(Path(driver_dir), token):
         outcome = LocalExecutor(warm=False).run(spec, Path(driver_dir), timeout_s)
-        return outcome.status, outcome.reason, {}
+        metrics = Path(driver_dir) / "metrics.json"
+        return outcome.status, outcome.reason, {metrics.name: metrics.read_bytes()} if metrics.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="research-agents-trial-") as tmp:
         run_dir = Path(tmp) / "trial"
-        if checkpoint is not None:
-            from trainer.checkpoint import CHECKPOINT_FILE
+        if checkpoint:
+            data = checkpoint[0]
+            if not isinstance(data, bytes):  # a Ray reference
+                import ray
 
+                data = ray.get(data)
             run_dir.mkdir(parents=True)
-            (run_dir / CHECKPOINT_FILE).write_bytes(checkpoint)
+            (run_dir / CHECKPOINT).write_bytes(data)
         outcome = LocalExecutor(warm=False).run(spec, run_dir, timeout_s)
         files = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())
                  if p.is_file() and os.path.getsize(p) <= MAX_FILE_BYTES}
