@@ -178,13 +178,17 @@ class PolicyPlanner(BasePlanner):
         """Where each run stopped at a rung would have ended had it gained from there what the arm's
         leader gained from the same rung to its end: (params, guess). A guess for the sweep's
         parabola only (where to look next), never evidence."""
+        if not stopped:
+            return []
         leader = rungs.leader_curve(ctx.history, arm, ctx.curve_of)
         out = []
         for r in stopped:
             if r.val_loss is None or r.fraction is None or 100 not in leader:
                 continue
-            q = min(rungs.RUNGS, key=lambda q: abs(q - 100 * r.fraction))
-            if q in leader:
+            # the rung it stopped at: the first whose eval step it reached (a rung's eval step is at
+            # or before its share of the steps)
+            q = next((q for q in rungs.RUNGS if q >= 100 * r.fraction - 1e-9), None)
+            if q is not None and q in leader:
                 out.append((r.params, r.val_loss - (leader[q] - leader[100])))
         return out
 
@@ -277,7 +281,8 @@ class PolicyPlanner(BasePlanner):
                 side_word = "above" if direction > 0 else "below"
                 why += f" (a parabola through the nearest points has its minimum {side_word})"
             out.append((Proposal(arm=arm, params={**ev.leader_params, knob: new}, origin="policy",
-                                 rationale=f"{why}: {k.status} around {value:.4g}"), new != fine))
+                                 rationale=f"{why}: {k.status} around {value:.4g}"),
+                        p.steps_between(value, new) > 1.5))
             if side is not None:
                 break  # refining between measured points: the closer call first, the other side may not be needed
         return out
