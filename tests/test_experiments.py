@@ -114,6 +114,10 @@ def test_run_list_and_bad_input(capsys):
     assert main(["run", "--study", "exp9_muon_vs_adam", "--quick", "--all"]) == 2
     assert main(["run", "--study", "exp9_muon_vs_adam", "--quick", "--scale", "huge"]) == 2
     assert main(["run", "--study", "exp9_muon_vs_adam", "--quick", "--set", "stepz=3"]) == 2
+    capsys.readouterr()
+    assert main(["run", "--study", "exp9_muon_vs_adam", "--quick", "--rungs"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--rungs and --rungs-late do not apply" in err and "\n" not in err
 
 
 # ------------------------------------------------------------------------------ a real run

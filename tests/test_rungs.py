@@ -238,6 +238,8 @@ def test_a_run_behind_at_a_rung_stops_and_costs_its_share(stopped_study):
     assert whole(spent(records)) <= BUDGET  # the budget is counted in run equivalents
     assert len(records) > BUDGET  # stopped runs bought more runs than BUDGET full ones
     assert all(not r.stop_above for r in records if r.phase == "confirm")
+    # the report's set-up states the rule the run used
+    assert "than 3 x the seed-noise sd + 0 x the leader's drop" in (out / "report.md").read_text()
     # Optuna shows the rungs: a stopped trial's intermediate values, through the store
     import optuna
     trials = {t._trial_id: t for t in optuna.load_study(study_name="rungs_tiny:muon",

@@ -17,6 +17,13 @@ def setup_extra(session: RunSession, plan: Plan) -> dict[str, Any]:
                              "storage": "external database" if run.storage else "sqlite in the run directory"}
     if run.scale:
         extra["scale"] = run.scale
+    if plan.rungs is not None:  # (given on the command line; a `report` rebuild does not know it)
+        from research_agents.rungs import LATE
+
+        late = LATE if plan.rungs_late is None else plan.rungs_late
+        extra["early stops"] = (f"a search run stops at 25/50/75% of its steps when behind its arm's leader by more "
+                                f"than {plan.rungs:g} x the seed-noise sd + {late:g} x the leader's drop from there "
+                                "to its end")
     if run.executor:
         extra["trials"] = f"{run.executor}, {run.workers or 1} at a time"
         ahead = store.get_meta("speculation")

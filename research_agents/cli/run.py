@@ -64,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      "throws it away (default: on; results do not depend on it)")
     run.add_argument("--rungs", nargs="?", type=positive(100.0), const=-1.0, default=None, metavar="FACTOR",
                      help="stop a search run at 25/50/75%% of its steps when it is behind its arm's leader there by "
-                          "more than FACTOR x the measured seed noise (default factor: research_agents.rungs.FACTOR); "
+                          "more than FACTOR x the measured seed noise (default factor: research_agents.rungs.FACTOR) "
+                          "plus LATE x what the leader still gained from there (--rungs-late); "
                           "leaders, brackets and confirmation stay full-length runs")
     run.add_argument("--rungs-late", type=number(0.0, 100.0), default=None, metavar="LATE",
                      help="with --rungs: widen each rung's margin by LATE x what the leader still gained from that "
@@ -157,6 +158,8 @@ def command(args: argparse.Namespace, console: Console) -> int:
             if args.grid or args.seeds is not None or args.planner not in ("auto", "grid"):
                 raise ValueError("named experiments run as defined on the study's seeds: "
                                  "--grid, --planner and --seeds do not apply")
+            if args.rungs is not None or args.rungs_late is not None:
+                raise ValueError("named experiments run in full: --rungs and --rungs-late do not apply")
             planner, planner_line = point_planner(study, points)
             plan = runforms.point_plan(study, points, args.budget or runforms.point_budget(study, points))
         overrides = runforms.parse_set(args.set)
