@@ -14,8 +14,9 @@ Per planner and budget it prints:
   over seeds of that arm's best table config) of its best;
 * "assignments missed": of the distinct seed assignments the repetitions replay (ReplayExecutor.
   seed_assignment: with 3 or 6 seeds a config, 30 repetitions replay only 6), in how many the arm
-  missed in some repetition. The repetitions are not independent: the policy is deterministic
-  given the seeds, so its shares move in steps of one assignment (83% = 5 of 6);
+  missed in some repetition. The repetitions are not independent: the policy's runs depend on the
+  assignment and, through its TPE fill, on the repetition's seed; where the fill does not decide,
+  its shares move in steps of one assignment (83% = 5 of 6);
 * "verdict ok": share whose paired verdict (which arm is better, or no evidence) matches the
   table's own paired verdict between the arms' best configs;
 * "wrong+confident": share with a wrong verdict stated with moderate or high confidence;
@@ -25,7 +26,8 @@ Per planner and budget it prints:
   its swap runs' 2x2, else its confirmed gap) and the share within +-50% of the table's optimizer
   effect ("effect +-50%"), and the share whose answer was a measured 2x2 ("2x2 measured");
 * planner+analysis time per trial (everything but the replayed trials themselves).
-`policy-rungs` is the default policy with its search runs stopped at rungs (`run --rungs`,
+`policy-rungs` is the default policy with its search runs stopped at rungs (`run --rungs`, and
+`--rungs-late LATE` as `run --rungs-late`,
 research_agents/rungs.py) at the same `--budget` in full-length-run equivalents (equal compute); its
 row adds the trials it made, how many stopped early, and how often the table's best configuration of
 an arm was among them ("best stopped").
@@ -191,7 +193,7 @@ def table_effects(executor: ReplayExecutor, ta: dict, tb: dict) -> dict | None:
             "shared": ((B - B2) + (A2 - A)) / 2, "interaction": ((B - A2) - (B2 - A)) / 2}
 
 
-def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -> dict:
+def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict, rungs_late: float | None = None) -> dict:
     study = study.model_copy(update={"planner": study.planner.model_copy(update={"seed": rep})})
     executor = TimedReplay(table, seed=rep, study=study)
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,6 +202,7 @@ def one(planner: str, budget: int, rep: int, study, table: Path, truth_: dict) -
         made = make(planner, study, rep)
         plan = make_plan(study, budget, adaptive=made.sizes_confirmation, swap_pairs=swap_pairs(study))
         plan.rungs = FACTOR if planner == "policy-rungs" else None  # equal compute: --budget in run equivalents
+        plan.rungs_late = rungs_late
         hooks = LoopHooks(on_round_end=lambda n, rs: write_round_report(out, study, n, rs, store.records(), plan))
         loop = ResearchLoop(study, store, executor, made, out, plan, {}, None, hooks)
         t = time.perf_counter()
@@ -295,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["grid", "random", "tpe", "policy", "policy-rungs", "hybrid", "llm"])
     ap.add_argument("--table", type=Path, default=TABLE)
     ap.add_argument("--study", default=str(ROOT / "experiments" / "muon_vs_adamw.toml"))
+    ap.add_argument("--rungs-late", type=float, default=None,
+                    help="policy-rungs: the rung rule's late allowance (default research_agents.rungs.LATE; 0: "
+                         "the noise margin alone)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     import optuna
@@ -319,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     for budget in args.budgets:
         for planner in args.planners:
             for rep in range(args.reps):
-                results.append(one(planner, budget, rep, study, args.table, t))
+                results.append(one(planner, budget, rep, study, args.table, t, args.rungs_late))
             print(f"  {planner} budget {budget}: {args.reps} reps done ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
     rows = summarise(results, arms)

@@ -24,8 +24,9 @@ final loss the mean of their ends). The margin has two parts:
   the noise margin alone (factor 3) stops 210, LATE 0.5 74, LATE 1 3, LATE 1.5 none (Muon: 312,
   0, 0, 0 of 14,853), saving 10% (AdamW) and 13% (Muon) of the steps with the best leading. The
   noise margin alone stopped a near-best configuration in 30 of 30 repetitions of the default
-  study at budget 40 (benchmarks/planner_efficiency.py, policy-rungs, "good stopped"), LATE 1 in
-  8, LATE 1.5 in none.
+  study at budget 40 (benchmarks/planner_efficiency.py --rungs-late 0 / 1 / default, policy-rungs,
+  "good stopped"), LATE 1 in 8, LATE 1.5 in none. LATE was chosen and is checked on the same table:
+  no other table with the fair study's curves exists yet.
 Without a leader with a curve and a final loss, or without the arm's noise estimate, a run gets
 no rule.
 
