@@ -37,9 +37,13 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from research_agents import rungs
+from trainer.spec import TrialSpec
+
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "benchmarks" / "data" / "replay_fair.csv"
-RUNGS = (25, 50, 75)
+RUNGS = rungs.RUNGS
+RUNG_SPEC = TrialSpec(steps=100, eval_every=25)  # evals at the rungs' own shares of the steps (loss_25/50/75)
 NOT_KNOBS = {"arm", "seed", "status", "val_loss", "val_accuracy", "train_loss", "loss_25", "loss_50", "loss_75",
              "loss_100", "diverged_step", "wall_time_s"}
 
@@ -72,20 +76,26 @@ def best_sd(configs: dict[tuple, list[dict]], best: tuple) -> float:
     return statistics.stdev(finals) if len(finals) >= 2 else float("nan")
 
 
-def mean_curve(runs: list[dict]) -> dict:
-    """{rung %: mean loss there, and "final": the mean final loss} over a configuration's runs."""
-    out: dict = {q: statistics.fmean(v) for q in RUNGS if (v := [r[q] for r in runs if r[q] is not None])}
-    out["final"] = statistics.fmean(r["final"] for r in runs)
+def mean_curve(runs: list[dict]) -> dict[int, float]:
+    """{rung %, and 100 (the end): mean loss there} over a configuration's runs (the leader curve
+    research_agents.rungs.rule reads)."""
+    out = {q: statistics.fmean(v) for q in RUNGS if (v := [r[q] for r in runs if r[q] is not None])}
+    out[100] = statistics.fmean(r["final"] for r in runs)
     return out
 
 
-def stopped_at(run: dict, leader: dict, slack: float, late: float) -> int | None:
-    """The first rung at which the rule stops `run` (None: it runs on): above the leader's loss
-    there + slack + late x the leader's drop from there to its end (research_agents.rungs.rule)."""
+def limits(leader: dict[int, float], slack: float, late: float) -> dict[int, float]:
+    """{rung %: the most val loss allowed there} behind `leader`: the loop's own rule
+    (research_agents.rungs.rule) on a run whose evals fall at its rungs, as the table's do."""
+    by_step = rungs.rule(RUNG_SPEC, leader, slack, late)
+    return {q: by_step[step] for q in RUNGS if (step := RUNG_SPEC.eval_step_by(q)) in by_step}
+
+
+def stopped_at(run: dict, limit: dict[int, float]) -> int | None:
+    """The first rung at which the rule stops `run` (None: it runs on)."""
     for q in RUNGS:
-        if q in leader and run[q] is not None:
-            if run[q] > leader[q] + slack + late * max(0.0, leader[q] - leader["final"]):
-                return q
+        if q in limit and run[q] is not None and run[q] > limit[q]:
+            return q
     return None
 
 
@@ -94,22 +104,21 @@ def arm_figures(configs: dict[tuple, list[dict]], factors: list[float], lates: l
     best, others = ranked[0], ranked[1:]
     sd = best_sd(configs, best)
     curves = {c: mean_curve(configs[c]) for c in configs}
-    good = [c for c in ranked if curves[c]["final"] <= curves[best]["final"] + 2 * sd]
+    good = [c for c in ranked if curves[c][100] <= curves[best][100] + 2 * sd]
     runs_all = [(c, r) for c in configs for r in configs[c]]
     out = {"configs": len(configs), "runs": len(runs_all), "noise_sd": sd, "good_configs": len(good), "rules": []}
     for f in factors:
         for late in lates:
             slack = f * sd
-            share = {c: statistics.fmean(stopped_at(r, curves[c], slack, late) is not None for r in configs[best])
-                     for c in others}
+            limit = {c: limits(curves[c], slack, late) for c in configs}
+            share = {c: statistics.fmean(stopped_at(r, limit[c]) is not None for r in configs[best]) for c in others}
             top = others[:k]
             # every run of a near-best configuration against every leader that ends behind it
-            judged = [stopped_at(r, curves[lead], slack, late) is not None
-                      for g in good for r in configs[g] for lead in configs
-                      if curves[lead]["final"] > curves[g]["final"]]
+            judged = [stopped_at(r, limit[lead]) is not None
+                      for g in good for r in configs[g] for lead in configs if curves[lead][100] > curves[g][100]]
 
-            def saved(leader: tuple, slack: float = slack, late: float = late) -> float:
-                cut = [stopped_at(r, curves[leader], slack, late) for c, r in runs_all if c != leader]
+            def saved(leader: tuple, limit: dict = limit) -> float:
+                cut = [stopped_at(r, limit[leader]) for c, r in runs_all if c != leader]
                 return statistics.fmean((100 - q) / 100 if q is not None else 0.0 for q in cut)
 
             out["rules"].append({
