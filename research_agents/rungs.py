@@ -80,6 +80,11 @@ def margin(evidence: ArmEvidence | None, factor: float, pooled_sd: float | None 
     return factor * max(evidence.threshold / 2, pooled_sd or 0.0)
 
 
+def late_allowance(late: float | None) -> float:
+    """The late-ranking allowance a plan's `rungs_late` stands for (None: LATE)."""
+    return LATE if late is None else late
+
+
 def rule(spec: Any, leader: dict[int, float], slack: float, late: float = LATE) -> dict[int, float]:
     """The early-stop rule of a trial spec: at each rung's eval step before its last, the leader's
     loss there plus `slack` plus `late` x what the leader still gained from that rung to its end
@@ -112,9 +117,9 @@ def with_rules(runs: list[Run], study: Study, records: list[TrialRecord], eviden
             continue
         if run.arm not in leaders:
             leaders[run.arm] = leader_curve(records, run.arm, curve_of)
-        stop = rule(spec_of(run), leaders[run.arm], slack, LATE if late is None else late)
+        stop = rule(spec_of(run), leaders[run.arm], slack, late_allowance(late))
         out.append(replace(run, stop_above=stop) if stop else run)
     return out
 
 
-__all__ = ["RUNGS", "FACTOR", "leader_curve", "margin", "rule", "with_rules"]
+__all__ = ["RUNGS", "FACTOR", "LATE", "late_allowance", "leader_curve", "margin", "rule", "with_rules"]

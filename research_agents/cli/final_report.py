@@ -18,9 +18,9 @@ def setup_extra(session: RunSession, plan: Plan) -> dict[str, Any]:
     if run.scale:
         extra["scale"] = run.scale
     if plan.rungs is not None:  # (given on the command line; a `report` rebuild does not know it)
-        from research_agents.rungs import LATE
+        from research_agents.rungs import late_allowance
 
-        late = LATE if plan.rungs_late is None else plan.rungs_late
+        late = late_allowance(plan.rungs_late)
         extra["early stops"] = (f"a search run stops at 25/50/75% of its steps when behind its arm's leader by more "
                                 f"than {plan.rungs:g} x the seed-noise sd + {late:g} x the leader's drop from there "
                                 "to its end")
