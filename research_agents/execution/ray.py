@@ -122,10 +122,8 @@ class RayExecutor(BaseExecutor):
         except self.ray.exceptions.TaskCancelledError:
             return Outcome(status="failed", metrics=None, reason="cancelled", log_path=None,
                            wall_time_s=time.perf_counter() - started)
-        except self.ray.exceptions.RayError as err:  # the worker died (OOM, a crash), a node was lost, ...
-            return Outcome(status="failed", metrics=None, reason=f"ray: {' '.join(str(err).split())[:300]}",
-                           log_path=None, wall_time_s=time.perf_counter() - started)
-        except (OSError, ValueError, TypeError) as err:  # the checkpoint could not be read or sent
+        # the worker died (OOM, a crash), a node was lost, ...; or the checkpoint could not be read or sent
+        except (self.ray.exceptions.RayError, OSError, ValueError, TypeError) as err:
             return Outcome(status="failed", metrics=None, reason=f"ray: {' '.join(str(err).split())[:300]}",
                            log_path=None, wall_time_s=time.perf_counter() - started)
         finally:
