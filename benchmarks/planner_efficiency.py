@@ -316,10 +316,6 @@ def main(argv: list[str] | None = None) -> int:
         e = t["effects"]
         print(f"table 2x2 ({t['pair'][1]} - {t['pair'][0]}): gap {e['gap']:+.4f} = optimizer {e['optimizer']:+.4f} "
               f"+ shared settings {e['shared']:+.4f} (interaction {e['interaction']:+.4f})")
-    assignments = {ReplayExecutor(args.table, seed=rep, study=study).seed_assignment() for rep in range(args.reps)}
-    print(f"{args.reps} repetitions replay {len(assignments)} distinct seed assignments of the table (a config's "
-          "table seeds start at an offset of the repetition's seed): the shares move in steps of about "
-          f"1/{len(assignments)}")
     results = []
     started = time.perf_counter()
     for budget in args.budgets:
@@ -329,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {planner} budget {budget}: {args.reps} reps done ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
     rows = summarise(results, arms)
+    assignments = {r["assignment"] for r in results}  # (each repetition's executor says which it replayed)
+    print(f"{args.reps} repetitions replay {len(assignments)} distinct seed assignments of the table (a config's "
+          "table seeds start at an offset of the repetition's seed): the shares move in steps of about "
+          f"1/{len(assignments)}")
     head = (["planner", "budget"] + [f"{a} regret med/p90" for a in arms] + [f"{a} within 2sd" for a in arms]
             + [f"{a} assignments missed" for a in arms]
             + ["verdict ok", "wrong+confident", "LR tuned", "conf high/mod/low", "effect median", "effect +-50%",
