@@ -56,6 +56,7 @@ from research_agents.actions import Proposal
 from research_agents.analysis import stats
 from research_agents.analysis.fairness import swap_pairs
 from research_agents.analysis.findings import analyze
+from research_agents.argtypes import number
 from research_agents.config import load_study, make_plan
 from research_agents.execution.replay import ReplayExecutor
 from research_agents.loop import LoopHooks, ResearchLoop
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["grid", "random", "tpe", "policy", "policy-rungs", "hybrid", "llm"])
     ap.add_argument("--table", type=Path, default=TABLE)
     ap.add_argument("--study", default=str(ROOT / "experiments" / "muon_vs_adamw.toml"))
-    ap.add_argument("--rungs-late", type=float, default=None,
+    ap.add_argument("--rungs-late", type=number(0.0, 100.0), default=None,
                     help="policy-rungs: the rung rule's late allowance (default research_agents.rungs.LATE; 0: "
                          "the noise margin alone)")
     ap.add_argument("--json", type=Path)
