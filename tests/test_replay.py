@@ -154,17 +154,38 @@ def test_the_fair_table_keys_on_both_lrs_of_both_arms():
     assert min(len(rows) for rows in executor.table.values()) >= 3  # 3 base seeds, 6 near each optimum
 
 
-def test_executors_with_one_seed_assignment_answer_alike_and_30_seeds_give_only_6():
-    """A config's table seeds start at an offset of the executor's seed; with 3 seeds a config (6
-    near each optimum) 30 executor seeds give only 6 distinct assignments, and two executors with
-    the same assignment answer every trial with the same row (planner_efficiency's repetitions are
-    not independent: it counts the assignments an arm missed in)."""
+def test_every_config_answers_a_loop_seed_from_the_same_table_seed():
+    """A loop seed is one initialisation and data order for every config, as a table seed is for the
+    table's runs: for every executor seed, a config with the 3 common seeds and one with 6 (near an
+    optimum) answer seeds 0, 1 and 2 from the same table seed, and the 6-seed config's confirmation
+    seeds (indices 3-5) take its extra seeds, each once."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks/data/replay_fair.csv"
+    study = load_study(Path(__file__).resolve().parents[1] / "experiments" / "muon_vs_adamw.toml")
+    three = study.trial_spec("adamw", {"lr": 0.003, "adamw_lr": 0.04}, seed=0)
+    six = study.trial_spec("adamw", {"lr": 0.006, "adamw_lr": 0.04}, seed=0)
+    for s in range(30):
+        executor = ReplayExecutor(path, seed=s, study=study)
+        assert len(executor.table[executor.nearest(three)]) == 3 and len(executor.table[executor.nearest(six)]) == 6
+        for seed in (0, 1, 2):
+            assert (executor.row(three.model_copy(update={"seed": seed})).seed
+                    == executor.row(six.model_copy(update={"seed": seed})).seed)
+        confirmation = [executor.row(six.model_copy(update={"seed": seed})).seed for seed in (1000, 1001, 1002)]
+        assert sorted(confirmation) == [3, 4, 5]
+        assert {executor.row(three.model_copy(update={"seed": seed})).seed for seed in (0, 1, 2)} == {0, 1, 2}
+
+
+def test_executors_with_one_seed_assignment_answer_alike_and_30_seeds_give_20():
+    """The order of the table's seeds is drawn from the executor's seed (3 common seeds, then 3 extra
+    ones: 36 orders); 30 executor seeds give 20 distinct ones, and two executors with the same order
+    answer every trial with the same row (planner_efficiency's repetitions are not all independent:
+    it counts the assignments an arm missed in)."""
     path = Path(__file__).resolve().parents[1] / "benchmarks/data/replay_fair.csv"
     executors = [ReplayExecutor(path, seed=s) for s in range(30)]
     groups: dict[tuple, list[ReplayExecutor]] = {}
     for e in executors:
         groups.setdefault(e.seed_assignment(), []).append(e)
-    assert len(groups) == 6
+    assert len(groups) == 20
+    assert all(sorted(order[:3]) == [0, 1, 2] and sorted(order[3:]) == [3, 4, 5] for order in groups)
     study = load_study(Path(__file__).resolve().parents[1] / "experiments" / "muon_vs_adamw.toml")
     specs = [study.trial_spec(arm, {**study.arms[arm].start, "lr": lr}, seed=seed)
              for arm in ("muon", "adamw") for lr in (0.003, 0.02, 0.2) for seed in (0, 1, 2, 1000, 1001)]
