@@ -13,10 +13,11 @@ Per planner and budget it prints:
 * "within 2 sd": share of repetitions with the arm's recommendation within 2 seed-noise sd (the sd
   over seeds of that arm's best table config) of its best;
 * "assignments missed": of the distinct seed assignments the repetitions replay (ReplayExecutor.
-  seed_assignment: with 3 or 6 seeds a config, 30 repetitions replay only 6), in how many the arm
-  missed in some repetition. The repetitions are not independent: the policy's runs depend on the
-  assignment and, through its TPE fill, on the repetition's seed; where the fill does not decide,
-  its shares move in steps of one assignment (83% = 5 of 6);
+  seed_assignment: the order of the table's seeds, drawn from the repetition's seed; with 3 common
+  seeds and 3 extra near each optimum, 30 repetitions replay 20), in how many the arm missed in some
+  repetition. The repetitions are not all independent: the policy's runs depend on the assignment
+  and, through its TPE fill, on the repetition's seed; where the fill does not decide, its shares
+  move in steps of about one assignment;
 * "verdict ok": share whose paired verdict (which arm is better, or no evidence) matches the
   table's own paired verdict between the arms' best configs;
 * "wrong+confident": share with a wrong verdict stated with moderate or high confidence;
@@ -327,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
     rows = summarise(results, arms)
     assignments = {r["assignment"] for r in results}  # (each repetition's executor says which it replayed)
-    print(f"{args.reps} repetitions replay {len(assignments)} distinct seed assignments of the table (a config's "
-          "table seeds start at an offset of the repetition's seed): the shares move in steps of about "
+    print(f"{args.reps} repetitions replay {len(assignments)} distinct seed assignments of the table (the order "
+          "of its seeds, drawn from the repetition's seed): the shares move in steps of about "
           f"1/{len(assignments)}")
     head = (["planner", "budget"] + [f"{a} regret med/p90" for a in arms] + [f"{a} within 2sd" for a in arms]
             + [f"{a} assignments missed" for a in arms]

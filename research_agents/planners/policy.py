@@ -12,7 +12,8 @@ Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
    noise for an arm with none: on benchmarks/data/replay_fair.csv one repeat per arm instead of
    one in all took Muon within 2 noise sd of its best at budget 40 from 70% to 100% of 30
    repetitions and AdamW at budget 20 from 0% to 83%, since the confirmation then needs 3 seeds,
-   not 5, and the runs saved go to the search);
+   not 5, and the runs saved go to the search; measured before the replay shared table seeds
+   across configs, which took AdamW at budget 20 to 100%);
 3. replicate the leader while the runner-up is within the noise of it and the leader rests on
    fewer than 3 runs (single-seed noise could flip the ranking);
 4. the leader's other knobs: a first coarse look halfway to the farther bound, then the same
@@ -22,14 +23,16 @@ Per arm, each round, in this order of need (FACTS section 7; Wen et al. 2025):
    refinement (a knob never looked at can be worth more than a factor 2 of LR: on
    benchmarks/data/replay_fair.csv Muon's momentum 0.85 against 0.95 is worth 0.03 nats, two
    noise sd. Muon within 2 sd of its best in 30 repetitions at budgets 20/24/28/32/40: LRs always
-   first 0/0/0/100/100%; margin 0 100/100/27/100/100% (at 28 the swap reserve left one run after
+   first 0/0/0/0/100%; margin 0 100/100/37/100/100% (at 28 the swap reserve left one run after
    the LR refinement); margin 2 100% at every one of them);
 5. with all that settled, TPE proposes around the leader (each LR within a factor of 2 of it).
 Steps 4 and 5 run while the arm has a search run left beyond this round's LR work
 (EXPLORE_RESERVE more kept back; 0: measured on benchmarks/data/replay_fair.csv, keeping one run
 back to re-bracket a new leader's LR left Muon's momentum unexplored at budget 40, within 2 noise
-sd of its best in 17% of 30 repetitions, against 100% with none kept back; a leader the last run
-finds may then be untuned, which the confidence rules state); otherwise the last runs replicate
+sd of its best in 17% of 30 repetitions, against 100% with none kept back (with the replay's
+earlier seed offsets; since the replay shares table seeds across configs both give 100% at
+budgets 20 to 40); a leader the last run finds may then be untuned, which the confidence rules
+state); otherwise the last runs replicate
 the leader and its runner-up.
 A run stopped early at a rung counts as a look (a sweep goes on past it, never back to the same
 point) but never as a measurement: only full runs bracket, lead or compare.
