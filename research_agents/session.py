@@ -71,6 +71,10 @@ class RunFile(BaseModel):
     speculate: bool = True
     llm: dict[str, Any] | None = None  # LLM planners: endpoint and model, never the key
     run_id: str | None = None  # this run's identity, also stamped in its store (absent before stores had one)
+    # early stops (--rungs): the margin's factor over the seed noise and its late allowance, resolved
+    # (rungs.late_allowance), so a resume keeps the rule; None: every search run in full
+    rungs: float | None = Field(None, gt=0)
+    rungs_late: float | None = Field(None, ge=0)
 
     @classmethod
     def read(cls, out: Path) -> RunFile | None:
@@ -103,6 +107,7 @@ class RunFile(BaseModel):
         """OUT/run.json, whole or not at all, never through a symlink (safefs); a --storage password
         is never written (user:***@host: give --storage again, or PGPASSWORD, to resume)."""
         unset = {k for k in ("llm", "run_id") if getattr(self, k) is None}
+        unset |= {k for k in ("rungs", "rungs_late") if k not in self.model_fields_set}  # (an older run.json)
         saved = self.model_dump(mode="json", exclude=unset or None)
         saved["storage"] = redact.without_password(self.storage)
         text = json.dumps(saved, indent=1)
@@ -115,8 +120,31 @@ class RunFile(BaseModel):
         from research_agents.analysis.fairness import swap_pairs
         from research_agents.planners import sizes_confirmation
 
-        return make_plan(self.study, self.budget, self.confirm_seeds, adaptive=sizes_confirmation(self.planner),
+        plan = make_plan(self.study, self.budget, self.confirm_seeds, adaptive=sizes_confirmation(self.planner),
                          swap_pairs=swap_pairs(self.study))
+        plan.rungs, plan.rungs_late = self.rungs, self.rungs_late
+        return plan
+
+    def rungs_flags(self) -> str:
+        """The `run` flags that give this run's early-stop rule ("": none, every search run in full)."""
+        from research_agents.rungs import late_allowance
+
+        return "" if self.rungs is None else f"--rungs {self.rungs:g} --rungs-late {late_allowance(self.rungs_late):g}"
+
+    def keeps_rungs(self, before: RunFile, out: Path) -> RunFile:
+        """This run resuming `before` with its early-stop rule: the saved one when no --rungs was given
+        (BadInput in one line when another was; a run.json written before the rule was kept says
+        nothing, and the flags decide)."""
+        if "rungs" not in before.model_fields_set:
+            return self
+        if self.rungs is None and self.rungs_late is None:
+            return self.model_copy(update={"rungs": before.rungs, "rungs_late": before.rungs_late})
+        if (self.rungs, self.rungs_late) != (before.rungs, before.rungs_late):
+            keep = before.rungs_flags()
+            raise BadInput(f"{out} holds a run " + (f"that stops search runs at rungs ({keep}): resume it with those "
+                           "flags or none" if keep else "that trains every search run in full: resume it without "
+                           "--rungs") + ", or use another --out")
+        return self
 
     def resumes(self, before: RunFile) -> bool:
         """May this run continue the run saved as `before`? The same study definition (RESUME_KEEPS),
@@ -145,6 +173,8 @@ class RunFile(BaseModel):
         else:
             parts += ["--planner", self.planner or "auto"]
         parts += ["--budget", str(self.budget if budget is None else budget)]
+        if self.rungs is not None:
+            parts += self.rungs_flags().split()
         own_flags = ("device", "save_checkpoint", "save_checkpoint_every")
         sets = [f"{k}={json.dumps(v)}" for k, v in self.overrides.items() if k not in own_flags]
         if sets:
@@ -437,6 +467,8 @@ def check_start(out: Path, run: RunFile, storage_flag: str | None) -> RunFile:
     if not same:
         raise BadInput(f"{out} holds a run of a different study definition, scale, preset, --set or "
                        "experiments; use another --out or the same arguments")
+    if before is not None:
+        run = run.keeps_rungs(before, out)
     dropped = False
     if before is not None and storage_flag is None:  # (run.json keeps no password: PGPASSWORD may give it)
         dropped = redact.has_masked_password(before.storage)

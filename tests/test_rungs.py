@@ -300,6 +300,40 @@ def test_resume_repeats_nothing(stopped_study, tmp_path):
     assert [(r.id, r.status) for r in _records(tmp, copy)] == [(r.id, r.status) for r in before]
 
 
+def test_a_resume_keeps_the_runs_early_stop_rule(stopped_study, tmp_path, capsys):
+    """run.json keeps the rule: a resume without --rungs goes on under it (the report's set-up and
+    reproduce command state it), one with another rule is refused in one line, and so is --rungs on a
+    run that trained every search run in full."""
+    tmp, out = stopped_study
+    import json
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    study = tmp_path / "rungs_tiny.toml"
+    study.write_text(TINY_STUDY)
+    saved = json.loads((copy / "run.json").read_text())
+    assert (saved["rungs"], saved["rungs_late"]) == (3, 0)
+    (copy / "report.md").unlink()
+    base = ["run", "--study", str(study), "--executor", f"replay:{TABLE}", "--out", str(copy)]
+    capsys.readouterr()
+    assert main([*base, "--budget", str(BUDGET + 2)]) == 0
+    report = (copy / "report.md").read_text()
+    assert "than 3 x the seed-noise sd + 0 x the leader's drop" in report
+    assert f"--budget {BUDGET + 2} --rungs 3 --rungs-late 0 --out" in report
+    assert json.loads((copy / "run.json").read_text())["rungs_late"] == 0
+    capsys.readouterr()
+    assert main([*base, "--budget", str(BUDGET + 2), "--rungs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "stops search runs at rungs (--rungs 3 --rungs-late 0)" in err
+    full = tmp_path / "full"
+    assert main(["run", "--study", str(study), "--executor", f"replay:{TABLE}", "--out", str(full), "--budget", "8"]) == 0
+    assert json.loads((full / "run.json").read_text())["rungs"] is None
+    capsys.readouterr()
+    assert main(["run", "--study", str(study), "--executor", f"replay:{TABLE}", "--out", str(full), "--budget", "10",
+                 "--rungs"]) == 2
+    assert "trains every search run in full: resume it without --rungs" in capsys.readouterr().err
+
+
 def test_a_run_killed_during_its_rung_decision_is_rerun_once_under_its_rule(stopped_study, tmp_path):
     tmp, out = stopped_study
     import shutil

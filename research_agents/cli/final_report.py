@@ -17,7 +17,7 @@ def setup_extra(session: RunSession, plan: Plan) -> dict[str, Any]:
                              "storage": "external database" if run.storage else "sqlite in the run directory"}
     if run.scale:
         extra["scale"] = run.scale
-    if plan.rungs is not None:  # (given on the command line; a `report` rebuild does not know it)
+    if plan.rungs is not None:  # (kept in run.json: a `report` rebuild states it too)
         from research_agents.rungs import late_allowance
 
         late = late_allowance(plan.rungs_late)

@@ -149,9 +149,9 @@ def command(args: argparse.Namespace, console: Console) -> int:
             plan = make_plan(study, args.budget or runforms.DEFAULT_BUDGET, args.seeds,
                              adaptive=planner.sizes_confirmation, swap_pairs=swap_pairs(study))
             if args.rungs is not None:  # early stops at rungs (research_agents/rungs.py)
-                from research_agents.rungs import FACTOR
+                from research_agents.rungs import FACTOR, late_allowance
                 plan.rungs = FACTOR if args.rungs < 0 else args.rungs
-                plan.rungs_late = args.rungs_late
+                plan.rungs_late = late_allowance(args.rungs_late)
             elif args.rungs_late is not None:
                 raise ValueError("--rungs-late applies only with --rungs")
         else:
@@ -188,8 +188,10 @@ def command(args: argparse.Namespace, console: Console) -> int:
                   planner=planner.name, storage=args.storage, scale=scale,
                   experiments=None if points is None else [p.name for p in points], executor=executor.describe(),
                   workers=workers, speculate=args.speculate,
-                  llm=planner.public())  # LLM planners: endpoint and model, never the key
-    run = check_start(out, run, args.storage)
+                  llm=planner.public(),  # LLM planners: endpoint and model, never the key
+                  rungs=plan.rungs, rungs_late=plan.rungs_late)
+    run = check_start(out, run, args.storage)  # (a resume keeps the run's early-stop rule)
+    plan.rungs, plan.rungs_late = run.rungs, run.rungs_late
     console.print(f"[bold]{escape(study.name)}[/bold]: {escape(study.question)}")  # user text is never markup
     if executor.trains_locally and (failed := _prepare_data(study, preset, overrides, console)) is not None:
         return failed
