@@ -244,7 +244,7 @@ def test_loop_rerun_resumes_from_the_interrupted_trials_checkpoint(tmp_path, fas
 
 @pytest.mark.parametrize("in_place", [True, False])
 def test_a_ray_rerun_resumes_from_the_interrupted_trials_checkpoint(tmp_path, fast_study, token_cache, local_ray,
-                                                                    in_place):
+                                                                    in_place, monkeypatch):
     """The same through the Ray executor: a local Ray's task sees the run directory and trains in it
     (its checkpoints land where the loop finds them), from the checkpoint the loop moved there; a
     task made to train in scratch (as on a node without the directory) gets that checkpoint from
@@ -257,7 +257,12 @@ def test_a_ray_rerun_resumes_from_the_interrupted_trials_checkpoint(tmp_path, fa
     loop, old_dir, s = _interrupted_loop(tmp_path, fast_study, executor, {"save_checkpoint_every": 4})
     with pytest.raises(Stop):
         train(s, old_dir, on_log=crash_at(6))
+    sent, size = [], (old_dir / CHECKPOINT_FILE).stat().st_size
+    put = executor.inner.ray.put
+    monkeypatch.setattr(executor.inner.ray, "put", lambda value, **kw: sent.append(len(value)) or put(value, **kw))
     loop.resume_interrupted()
+    # on a cluster of this node alone the task trains in place: the driver sends no checkpoint
+    assert sent == ([] if in_place else [size])
     (new_dir, had), = executor.had
     assert had and loop.records()[-1].status == "completed"
     got = read(new_dir)

@@ -68,6 +68,15 @@ class RayExecutor(BaseExecutor):
                 num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial, max_retries=0)
         return self._task
 
+    def _local(self) -> bool:
+        """Every live node of the cluster is this driver's node, so every task sees the run directory
+        (False when Ray cannot say)."""
+        try:
+            here = self.ray.util.get_node_ip_address()
+            return all(n.get("NodeManagerAddress") == here for n in self.ray.nodes() if n.get("Alive"))
+        except Exception:  # an older or remote API that does not answer: send the checkpoint
+            return False
+
     def default_workers(self) -> int:
         """As many trials at once as the cluster has GPUs (GPU trials) or CPUs per trial."""
         self._connect()
@@ -102,7 +111,8 @@ class RayExecutor(BaseExecutor):
         mark = run_dir / f"{SHARED_MARK}.{token}"
         ref = None
         try:
-            carried = _carried(spec, run_dir)
+            # a checkpoint travels only where a task may train in scratch: not on a cluster of this node alone
+            carried = None if self.in_place and self._local() else _carried(spec, run_dir)
             if self.in_place:
                 mark.touch()
             # the checkpoint goes by reference (in a list, so Ray does not resolve it): fetched only
