@@ -43,8 +43,8 @@ def _sync(device):
 def bench_muon(device, scale: str) -> None:
     from trainer.models import build_model, hidden_matrices
     from trainer.muon import Muon
-    from trainer.spec import ModelConfig
     from trainer.presets import MODEL_PRESETS
+    from trainer.spec import ModelConfig
 
     cfg = ModelConfig(**MODEL_PRESETS["seed-moe" if scale == "seed" else "tiny"])
     model = build_model(cfg, 49152 if scale == "seed" else 1024).to(device)

@@ -118,7 +118,8 @@ def _instrument() -> Meter:
 
     from research_agents.execution.replay import ReplayExecutor
     from research_agents.planners import policy, sampler
-    from research_agents.report import plots, round as round_report
+    from research_agents.report import plots
+    from research_agents.report import round as round_report
     from research_agents.store.optuna import OptunaStore
 
     meter = Meter()
@@ -287,10 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     os.chdir(ROOT)
-    result = {"benchmark": "loop_overhead", "python": platform.python_version(), "machine": platform.machine(),
-              "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(["python -m benchmarks.loop_overhead", *(argv if argv is not None else sys.argv[1:])])}
+    result = {
+        "benchmark": "loop_overhead",
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m benchmarks.loop_overhead", *(argv if argv is not None else sys.argv[1:])]),
+    }
     if args.real:
         rows = [real_run(args, 1)]
         if args.workers and args.workers > 1:

@@ -5,8 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from research_agents.actions import DUPLICATE, Bracket, Confirm, Ledger, Proposal, Replicate, StopArm, Work, expand, \
-    search_runs, slots_left
+from research_agents.actions import (
+    DUPLICATE,
+    Bracket,
+    Confirm,
+    Ledger,
+    Proposal,
+    Replicate,
+    StopArm,
+    Work,
+    expand,
+    search_runs,
+    slots_left,
+)
 from research_agents.config.plan import Plan
 from research_agents.config.space import config_id
 from research_agents.config.study import Study

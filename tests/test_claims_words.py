@@ -9,8 +9,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
-
 from research_agents.analysis.claims import ClaimResult, Run, evaluate
 from research_agents.analysis.findings import analyze
 from research_agents.config import Plan, Study
@@ -66,27 +64,34 @@ def scenarios() -> dict[str, list[Run]]:
     return {
         "nothing": [],
         "knobs agree": knobs + _config("ns3", 4.001, 1, ns_steps=3),
-        "knobs disagree": (_config("ns5", 4.0, 0) + _config("m90", 4.2, 2, momentum=0.9)
-                           + _config("m99", 3.9, 3, momentum=0.99) + _config("nowarm", 3.7, 4, warmup_ratio=0.0)
-                           + _config("ns3", 4.3, 1, ns_steps=3)),
-        "knobs unclear": (_config("ns5", 4.0, 0, n=3) + _config("ns3", 4.02, 3, n=3, ns_steps=3)
-                          + _config("m90", 4.0, 1, n=2, momentum=0.9, lr=0.03)
-                          + _config("m99", 4.0, 2, n=2, momentum=0.99, lr=0.04)),
+        "knobs disagree": (
+            _config("ns5", 4.0, 0)
+            + _config("m90", 4.2, 2, momentum=0.9)
+            + _config("m99", 3.9, 3, momentum=0.99)
+            + _config("nowarm", 3.7, 4, warmup_ratio=0.0)
+            + _config("ns3", 4.3, 1, ns_steps=3)
+        ),
+        "knobs unclear": (
+            _config("ns5", 4.0, 0, n=3)
+            + _config("ns3", 4.02, 3, n=3, ns_steps=3)
+            + _config("m90", 4.0, 1, n=2, momentum=0.9, lr=0.03)
+            + _config("m99", 4.0, 2, n=2, momentum=0.99, lr=0.04)
+        ),
         "sweeps flat muon": _sweep(muon_flat=True),
         "sweeps narrow muon": _sweep(muon_flat=False),
         "one config each": (_config("muon", 4.3, 0) + _config("adam", 4.0, 1, optimizer="adamw", lr=0.001)),
         "schedules": _schedules(better=3.9, worse=4.2),
         "schedules even": _schedules(better=4.0, worse=4.0005),
-        "entropy higher": ([_run("adam", s, 4.3 + w, optimizer="adamw", diagnostics=_entropy(0.7 + w))
-                     for s, w in enumerate(WIGGLE)]
-                    + [_run("muon_a", s, 4.0 + w, diagnostics=_entropy(0.9 + 2 * w)) for s, w in enumerate(WIGGLE)]
-                    + [_run("muon_b", s, 4.1 + w, lr=0.03, diagnostics=_entropy(0.85 + 3 * w))
-                       for s, w in enumerate(WIGGLE)]),
-        "entropy mixed": ([_run("adam", s, 4.3 + w, optimizer="adamw", diagnostics=_entropy(0.7 + w))
-                           for s, w in enumerate(WIGGLE)]
-                          + [_run("muon_a", s, 4.0 + w, diagnostics=_entropy(0.9 + 2 * w)) for s, w in enumerate(WIGGLE)]
-                          + [_run("muon_b", s, 4.1 + w, lr=0.03, diagnostics=_entropy(0.5 + 2 * w))
-                             for s, w in enumerate(WIGGLE)]),
+        "entropy higher": (
+            [_run("adam", s, 4.3 + w, optimizer="adamw", diagnostics=_entropy(0.7 + w)) for s, w in enumerate(WIGGLE)]
+            + [_run("muon_a", s, 4.0 + w, diagnostics=_entropy(0.9 + 2 * w)) for s, w in enumerate(WIGGLE)]
+            + [_run("muon_b", s, 4.1 + w, lr=0.03, diagnostics=_entropy(0.85 + 3 * w)) for s, w in enumerate(WIGGLE)]
+        ),
+        "entropy mixed": (
+            [_run("adam", s, 4.3 + w, optimizer="adamw", diagnostics=_entropy(0.7 + w)) for s, w in enumerate(WIGGLE)]
+            + [_run("muon_a", s, 4.0 + w, diagnostics=_entropy(0.9 + 2 * w)) for s, w in enumerate(WIGGLE)]
+            + [_run("muon_b", s, 4.1 + w, lr=0.03, diagnostics=_entropy(0.5 + 2 * w)) for s, w in enumerate(WIGGLE)]
+        ),
     }
 
 

@@ -181,7 +181,9 @@ def _replay(tmp_path: Path) -> BaseExecutor:
     cols = ("arm,lr,adamw_lr,momentum,momentum_schedule.kind,momentum_schedule.start,momentum_schedule.warmup_steps,"
             "ns_steps,seed,status,val_loss,val_accuracy,train_loss,loss_25,loss_50,loss_75,loss_100,diverged_step,"
             "wall_time_s")
-    rows = [f"adamw,0.003,0.01,,,,,,{s},completed,{5.1 + s / 100},0.1,5.2,6,5.6,5.3,{5.1 + s / 100},,4.0" for s in range(3)]
+    rows = [
+        f"adamw,0.003,0.01,,,,,,{s},completed,{5.1 + s / 100},0.1,5.2,6,5.6,5.3,{5.1 + s / 100},,4.0" for s in range(3)
+    ]
     rows += [f"muon,0.02,0.01,0.95,fixed,,,5,{s},completed,{4.6 + s / 100},0.1,4.7,5.5,5,4.8,{4.6 + s / 100},,5.0"
              for s in range(3)]
     table = tmp_path / "replay.csv"
@@ -190,7 +192,9 @@ def _replay(tmp_path: Path) -> BaseExecutor:
 
 
 def _broken_for_local(spec, tmp_path):  # a data source that does not exist
-    return spec.model_copy(update={"data": spec.data.model_copy(update={"source": str(tmp_path / "no-such-corpus.txt")})})
+    return spec.model_copy(
+        update={"data": spec.data.model_copy(update={"source": str(tmp_path / "no-such-corpus.txt")})}
+    )
 
 
 def _ray(tmp_path: Path) -> BaseExecutor:

@@ -14,7 +14,14 @@ from research_agents.records import SwapOf, TrialRecord
 from tests.test_swap import DEFAULT_STUDY
 
 SEEDS = [1000, 1001, 1002, 1003, 1004, 1005]  # 6 pairs: a rank test can reach p < 0.05
-NOISE = {1000: 0.03, 1001: -0.02, 1002: 0.01, 1003: -0.04, 1004: 0.02, 1005: 0.0}  # shared by every cell of a seed (paired)
+NOISE = {
+    1000: 0.03,
+    1001: -0.02,
+    1002: 0.01,
+    1003: -0.04,
+    1004: 0.02,
+    1005: 0.0,
+}  # shared by every cell of a seed (paired)
 JITTER = {("A", 1000): 0.004, ("B", 1001): -0.003, ("A'", 1002): 0.002, ("B'", 1003): -0.005, ("A", 1004): 0.001}
 
 

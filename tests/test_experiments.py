@@ -142,7 +142,9 @@ def test_exp9_quick_cpu_produces_the_seeds_artifacts(tmp_path, token_cache):
     assert {"study", "scale", "metric", "keys", "configs", "best", "claims"} <= set(summary)
     assert summary["scale"] == "cpu" and {c["name"] for c in summary["configs"]} == {"muon_baseline", "adam_baseline"}
     for c in summary["configs"]:
-        assert {"rank", "name", "params", "n", "seeds", "val_loss", "val_perplexity", "val_accuracy", "time_s"} <= set(c)
+        assert {"rank", "name", "params", "n", "seeds", "val_loss", "val_perplexity", "val_accuracy", "time_s"} <= set(
+            c
+        )
         assert c["n"] == 3 and c["seeds"] == [0, 1, 2]
         assert {"mean", "ci_low", "ci_high"} <= set(c["val_loss"]) and c["val_loss"]["ci_low"] is not None
     assert summary["best"]["rank"] == 1

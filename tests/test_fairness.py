@@ -148,7 +148,8 @@ def test_planted_weight_decay_asymmetry_is_listed(tmp_path):
 
 
 def test_leaders_differing_in_warmup_are_listed(tmp_path):
-    space = 'warmup_ratio = { type = "float", low = 0.0, high = 0.2 }\nadamw_lr = { type = "float", low = 0.0001, high = 0.1, log = true }'
+    space = ('warmup_ratio = { type = "float", low = 0.0, high = 0.2 }\n'
+             'adamw_lr = { type = "float", low = 0.0001, high = 0.1, log = true }')
     study = write_study(tmp_path, muon_space=space, adamw_space=space)
     b = confirmed(tmp_path, {"lr": 0.02, "warmup_ratio": 0.0, "adamw_lr": 0.004},
                   {"lr": 0.002, "warmup_ratio": 0.1, "adamw_lr": 0.004})

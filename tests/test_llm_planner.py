@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from research_agents.actions import Proposal
 from research_agents import cli
+from research_agents.actions import Proposal
 from research_agents.config import config_id, load_study, validate_params
 from research_agents.evidence import OpenQuestion
 from research_agents.execution import LocalExecutor, Outcome
@@ -447,7 +447,9 @@ def test_schema_is_a_union_of_actions_with_bounds(tmp_path):
     assert repair["maxItems"] == 2
     schema = stub.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["actions"]
     assert (schema["minItems"], schema["maxItems"]) == (1, 3)
-    branches = {(b["properties"]["arm"]["const"], b["properties"]["kind"]["const"]): b for b in schema["items"]["anyOf"]}
+    branches = {
+        (b["properties"]["arm"]["const"], b["properties"]["kind"]["const"]): b for b in schema["items"]["anyOf"]
+    }
     assert set(branches) == {(a, k) for a in ("muon", "adamw") for k in ("try", "replicate", "bracket", "stop")}
     # one params branch per momentum schedule kind: the linear one requires its own knobs
     fixed, linear = branches[("muon", "try")]["properties"]["params"]["anyOf"]
@@ -503,7 +505,8 @@ def test_http_200_garbage_is_an_llm_failure(tmp_path, fake_trainer, capsys, on_e
         assert code == 0, captured.err
         assert origins == ["tpe", "tpe", "tpe", "tpe", "confirm", "confirm"]
         assert store.get_meta("llm_fallback")[0]["round"] == 2
-        assert "FALLBACK at round 2" in report and "rounds the LLM was asked in: 2; without one valid action: 1, 2" in report
+        assert "FALLBACK at round 2" in report
+        assert "rounds the LLM was asked in: 2; without one valid action: 1, 2" in report
         assert ("not a chat completion" in report) == ("raw" in garbage)
 
 
@@ -607,9 +610,11 @@ def test_hybrid_actions_stay_within_the_llm_share(tmp_path):
                           evidence=tuning_evidence(study, history))
     labels = config_labels(history)
     why, action = Vetting(ctx, {"muon": 1}, labels, strict_slots=True).check(
-        LLMReplicate(kind="replicate", arm="muon", config="muon-1", seeds=3))
+        LLMReplicate(kind="replicate", arm="muon", config="muon-1", seeds=3)
+    )
     assert why is None and action.seeds == 1
-    why, _ = Vetting(ctx, {"muon": 1}, labels, strict_slots=True).check(LLMBracket(kind="bracket", arm="muon", knob="lr"))
+    vetting = Vetting(ctx, {"muon": 1}, labels, strict_slots=True)
+    why, _ = vetting.check(LLMBracket(kind="bracket", arm="muon", knob="lr"))
     assert why.startswith("bracket: lr needs 2 slots (0.01, 0.04) and 1 is left for you this round")
     why, action = Vetting(ctx, {"muon": 1}, labels).check(LLMBracket(kind="bracket", arm="muon", knob="lr"))
     assert why is None and action.knob == "lr"  # --planner llm: the bracket may run past this round's slots
@@ -621,7 +626,8 @@ def test_replies_are_read_as_data():
     from research_agents.planners.llm_actions import LLMReplicate, LLMTry, parse_actions
 
     text = ('Sure:\n{"actions": [{"kind": "try", "arm": "muon", "params": {"lr": 0.01}, "rationale": "line one\n'
-            'line two"}, {"arm": "muon", "params": {"lr": 0.02}}, {"kind": "replicate", "arm": "muon", "config": "muon-1"},'
+            'line two"}, {"arm": "muon", "params": {"lr": 0.02}}, '
+            '{"kind": "replicate", "arm": "muon", "config": "muon-1"},'
             ' {"kind": "rm -rf /", "arm": "muon"}]}\nHope this helps!')
     items, _ = parse_actions(text)
     assert isinstance(items[0], LLMTry) and items[0].rationale == "line one\nline two"
@@ -688,7 +694,8 @@ def test_prompt_is_bounded_over_a_200_trial_study():
             elif p.type == "int":
                 values[k] = rng.randint(int(p.low), int(p.high))
             else:
-                values[k] = math.exp(rng.uniform(math.log(p.low), math.log(p.high))) if p.log else rng.uniform(p.low, p.high)
+                values[k] = (math.exp(rng.uniform(math.log(p.low), math.log(p.high))) if p.log
+                             else rng.uniform(p.low, p.high))
         return {k: values[k] for k in active_params(space, values)}
 
     def records(n):
@@ -696,9 +703,11 @@ def test_prompt_is_bounded_over_a_200_trial_study():
         for i in range(n):
             arm = ("muon", "adamw")[i % 2]
             bad = i % 17 == 5
-            out.append(TrialRecord(id=i, order=i, arm=arm, params=point(arm), seed=i % 3, origin=("tpe", "llm")[i % 3 == 0],
+            out.append(TrialRecord(id=i, order=i, arm=arm, params=point(arm), seed=i % 3,
+                                   origin=("tpe", "llm")[i % 3 == 0],
                                    phase="search", round=i // 4 + 1, status="diverged" if bad else "completed",
-                                   reason=("loss exploded " * 30) if bad else None, val_loss=None if bad else 4 + rng.random(),
+                                   reason=("loss exploded " * 30) if bad else None,
+                                   val_loss=None if bad else 4 + rng.random(),
                                    rationale="because " * 60, expected="4.9"))
         return out
 
@@ -736,8 +745,9 @@ def test_outcomes_by_origin_compare_like_with_like():
 
     study = load_study("muon_vs_adamw", Path("experiments"))
     runs = [("muon", "tpe", 4.5), ("muon", "llm", 4.4), ("adamw", "tpe", 5.1), ("adamw", "tpe", 5.0)]
-    records = [TrialRecord(id=i, order=i, arm=arm, params={"lr": 0.001 * (i + 1)}, seed=0, origin=origin, phase="search",
-                           round=1, status="completed", val_loss=loss) for i, (arm, origin, loss) in enumerate(runs)]
+    records = [TrialRecord(id=i, order=i, arm=arm, params={"lr": 0.001 * (i + 1)}, seed=0, origin=origin,
+                           phase="search", round=1, status="completed", val_loss=loss)
+               for i, (arm, origin, loss) in enumerate(runs)]
     rows = [(o.arm, o.origin, o.n_trials, o.best_val_loss) for o in analyze(study, records, None).by_origin]
     assert rows == [("muon", "tpe", 1, 4.5), ("muon", "llm", 1, 4.4), ("adamw", "tpe", 2, 5.0)]
 

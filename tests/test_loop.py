@@ -109,7 +109,7 @@ class DuplicatingPlanner(BasePlanner):
     def propose(self, ctx: PlanningContext):
         self.calls += 1
         out = []
-        for arm, n in ctx.wanted.items():
+        for arm in ctx.wanted:
             # always the start point (a duplicate after round 1) plus an out-of-range value
             start = ctx.study.arms[arm].start
             out.append(Proposal(arm=arm, params=start, origin="random"))

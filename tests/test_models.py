@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from trainer.models import (
-    MoE,
     LanguageModel,
+    MoE,
     RopeCache,
     apply_rope,
     build_model,

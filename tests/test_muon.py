@@ -101,7 +101,7 @@ def test_block_size_at_least_matrix_is_full_muon():
     init, grads = _params(SHAPES), _grads(SHAPES, steps=3)
     full, _ = _run(lambda ps: Muon(ps, weight_decay=0.1), init, grads)
     for block in (24, 100):
-        blocked, _ = _run(lambda ps: Muon(ps, weight_decay=0.1, block_size=block), init, grads)
+        blocked, _ = _run(lambda ps, block=block: Muon(ps, weight_decay=0.1, block_size=block), init, grads)
         for f, b in zip(full, blocked):
             assert torch.equal(f, b)
 

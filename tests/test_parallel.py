@@ -63,9 +63,8 @@ def _paced_study(tmp_path: Path, name: str, workers: int, speculate: bool = True
     """The default study on the replay table, each trial taking 1/50 of its recorded time."""
     from research_agents.config import make_plan
     from research_agents.execution.replay import ReplayExecutor
-    from research_agents.planners.policy import PolicyPlanner
-
     from research_agents.loop import LoopHooks
+    from research_agents.planners.policy import PolicyPlanner
 
     study = load_study(ROOT / "experiments" / "muon_vs_adamw.toml")
     out = tmp_path / name

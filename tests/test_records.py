@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from research_agents.config import load_study
 from research_agents.actions import Proposal
+from research_agents.config import load_study
 from research_agents.records import TrialRecord, split_rationale
 from trainer.spec import TrialSpec, set_dotted
 

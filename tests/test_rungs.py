@@ -326,7 +326,9 @@ def test_a_resume_keeps_the_runs_early_stop_rule(stopped_study, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "stops search runs at rungs (--rungs 3 --rungs-late 0)" in err
     full = tmp_path / "full"
-    assert main(["run", "--study", str(study), "--executor", f"replay:{TABLE}", "--out", str(full), "--budget", "8"]) == 0
+    assert (
+        main(["run", "--study", str(study), "--executor", f"replay:{TABLE}", "--out", str(full), "--budget", "8"]) == 0
+    )
     assert json.loads((full / "run.json").read_text())["rungs"] is None
     capsys.readouterr()
     assert main(["run", "--study", str(study), "--executor", f"replay:{TABLE}", "--out", str(full), "--budget", "10",

@@ -142,7 +142,10 @@ def test_default_hook_swaps_what_the_budget_holds():
     assert [(s.arm_a, s.arm_b) for s in default_swaps([o], [], 5, 6)] == [("adamw", "muon")]
     assert default_swaps([o], [], 5, 5) == []  # 6 runs do not fit in 5
     runs, why = Swap(arm_a="muon", arm_b="adamw", origin="llm").expand([o], [], 5, 6)
-    assert why is None and [(r.arm, r.seed, r.phase) for r in runs][:2] == [("adamw", 1000, "swap"), ("muon", 1000, "swap")]
+    assert why is None and [(r.arm, r.seed, r.phase) for r in runs][:2] == [
+        ("adamw", 1000, "swap"),
+        ("muon", 1000, "swap"),
+    ]
     assert runs[0].swap == SwapOf(pair=("adamw", "muon"), settings={"adamw_lr": 0.03})
     _, why = Swap(arm_a="adamw", arm_b="nope", origin="llm").expand([o], [], 5, 6)
     assert "not a compared pair" in why

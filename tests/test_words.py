@@ -16,9 +16,9 @@ import pytest
 
 from research_agents.analysis.findings import analyze
 from research_agents.analysis.models import ComparisonResult, Recommendation, Spread
+from research_agents.analysis.questions import open_questions, round_questions
 from research_agents.analysis.stats import Comparison, apply_correction, compare_paired, compare_unpaired
 from research_agents.analysis.stats.compare import Limit, LimitCode, VerdictReason
-from research_agents.analysis.questions import open_questions, round_questions
 from research_agents.evidence import KnobEvidence, OpenQuestion
 from research_agents.planners import llm_prompt
 from research_agents.planners.base import PlanningContext
@@ -111,28 +111,44 @@ def test_the_prompt_words_the_open_questions_from_data_as_the_round_report_does(
 _R = 200
 _NAN = float("nan")
 _COMPARISONS = {
-    "paired dropped seeds": lambda: compare_paired({1: 3.0, 2: 3.1, 3: 3.2, 7: 3.3}, {3: 3.0, 2: 3.05, 1: 2.9, 9: 2.0},
-                                                   "adam", "muon", n_resamples=_R),
-    "paired non-finite seed": lambda: compare_paired({1: 3.0, 2: 3.1, 3: 3.2, 4: 3.3}, {1: 2.9, 2: _NAN, 3: 3.0, 4: 3.1},
-                                                     "a", "b", n_resamples=_R),
+    "paired dropped seeds": lambda: compare_paired(
+        {1: 3.0, 2: 3.1, 3: 3.2, 7: 3.3}, {3: 3.0, 2: 3.05, 1: 2.9, 9: 2.0}, "adam", "muon", n_resamples=_R
+    ),
+    "paired non-finite seed": lambda: compare_paired(
+        {1: 3.0, 2: 3.1, 3: 3.2, 4: 3.3}, {1: 2.9, 2: _NAN, 3: 3.0, 4: 3.1}, "a", "b", n_resamples=_R
+    ),
     "too few pairs": lambda: compare_paired({1: 3.0, 2: 3.1}, {1: 2.9, 5: 3.0}, "a", "b", n_resamples=_R),
     "two pairs": lambda: compare_paired({1: 3.0, 2: 3.1}, {1: 2.9, 2: 3.05}, "a", "b", n_resamples=_R),
-    "zero spread pairs": lambda: compare_paired({1: 3.0, 2: 3.1, 3: 3.2}, {1: 2.9, 2: 3.0, 3: 3.1}, "a", "b",
-                                                n_resamples=_R),
-    "wilcoxon zeros": lambda: compare_paired({1: 3.0, 2: 3.1, 3: 3.2, 4: 3.3}, {1: 3.0, 2: 3.0, 3: 3.05, 4: 3.1},
-                                             "a", "b", n_resamples=_R),
-    "within noise": lambda: compare_paired(dict(enumerate([3.0, 3.1, 3.2, 3.3, 3.4, 3.5])),
-                                           dict(enumerate([2.99, 3.09, 3.185, 3.29, 3.385, 3.49])), "a", "b",
-                                           n_resamples=_R, min_effect=0.05),
+    "zero spread pairs": lambda: compare_paired(
+        {1: 3.0, 2: 3.1, 3: 3.2}, {1: 2.9, 2: 3.0, 3: 3.1}, "a", "b", n_resamples=_R
+    ),
+    "wilcoxon zeros": lambda: compare_paired(
+        {1: 3.0, 2: 3.1, 3: 3.2, 4: 3.3}, {1: 3.0, 2: 3.0, 3: 3.05, 4: 3.1}, "a", "b", n_resamples=_R
+    ),
+    "within noise": lambda: compare_paired(
+        dict(enumerate([3.0, 3.1, 3.2, 3.3, 3.4, 3.5])),
+        dict(enumerate([2.99, 3.09, 3.185, 3.29, 3.385, 3.49])),
+        "a",
+        "b",
+        n_resamples=_R,
+        min_effect=0.05,
+    ),
     "degenerate welch": lambda: compare_unpaired([3.0, 3.0], [2.0, 2.0], "a", "b", n_resamples=_R),
     "unpaired 3 vs 3": lambda: compare_unpaired([3.0, 3.1, 3.2], [3.05, 2.9, 3.3], "a", "b", n_resamples=_R),
-    "unpaired too few, non-finite": lambda: compare_unpaired([3.0, _NAN], [2.0, 2.1, math.inf], "adam", "muon",
-                                                             n_resamples=_R),
+    "unpaired too few, non-finite": lambda: compare_unpaired(
+        [3.0, _NAN], [2.0, 2.1, math.inf], "adam", "muon", n_resamples=_R
+    ),
     "holm family": lambda: apply_correction(
-        [compare_paired(dict(enumerate([3.0, 3.1, 3.2, 3.3])), dict(enumerate([2.5, 2.62, 2.71, 2.8])), "a", "b",
-                        n_resamples=_R),
-         compare_paired(dict(enumerate([3.0, 3.1, 3.2, 3.3])), dict(enumerate([3.1, 3.0, 3.3, 3.2])), "a", "c",
-                        n_resamples=_R)], method="holm")[1],
+        [
+            compare_paired(
+                dict(enumerate([3.0, 3.1, 3.2, 3.3])), dict(enumerate([2.5, 2.62, 2.71, 2.8])), "a", "b", n_resamples=_R
+            ),
+            compare_paired(
+                dict(enumerate([3.0, 3.1, 3.2, 3.3])), dict(enumerate([3.1, 3.0, 3.3, 3.2])), "a", "c", n_resamples=_R
+            ),
+        ],
+        method="holm",
+    )[1],
 }
 _OLD_COMPARISONS = json.loads((Path(__file__).parent / "words_comparisons_at_68dbcf2.json").read_text())
 

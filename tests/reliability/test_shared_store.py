@@ -42,7 +42,9 @@ def test_a_postgres_run_resumes_where_it_stopped(tmp_path, table, postgres_url, 
     assert [r.order for r in records] == list(range(1, len(records) + 1))
     assert sum(r.status in COUNTED for r in records) == 12
     capsys.readouterr()
-    assert main(["status", str(out), "--storage", postgres_url]) == 0  # (run.json names the database, its password masked)
+    assert (
+        main(["status", str(out), "--storage", postgres_url]) == 0
+    )  # (run.json names the database, its password masked)
     assert f"{len(records)} trials" in capsys.readouterr().out
 
 

@@ -172,7 +172,9 @@ def test_status_reads_a_store_a_kill_left_mid_write(run_copy):
     assert main(args) == 0  # the writer recovers it
     assert not journal.exists()
     with sqlite3.connect(out / "study.db") as db:  # the half-written transaction was rolled back
-        assert db.execute("SELECT count(*) FROM study_user_attributes WHERE key LIKE 'half-written-%'").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM study_user_attributes WHERE key LIKE 'half-written-%'").fetchone() == (
+            0,
+        )
 
 
 class Killed(BaseException):
@@ -202,7 +204,7 @@ def _kill_at_write(store: OptunaStore, k: int) -> None:
         event.listen(factory, "do_orm_execute", executed)
         return
     for name in STORAGE_WRITES:
-        def write(*a, _real=getattr(store.storage, name), **kw):
+        def write(*a, _real=getattr(store.storage, name), **kw):  # noqa: B008 (binds each method once)
             if next(writes) == k:
                 raise Killed
             return _real(*a, **kw)
