@@ -10,6 +10,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -232,11 +233,18 @@ def test_a_progress_failure_is_reported_on_the_drivers_next_call(tmp_path):
 # ------------------------------------------------------------------ W&B upload of checkpoints, on request
 
 
-def _artifacts(out: Path) -> list:
-    found = []
-    for path in (out / "tracking" / "wandb").rglob("run-*.wandb"):
-        found += [r.artifact for r in _wandb_records(path) if r.WhichOneof("record_type") == "artifact"]
-    return found
+def _artifacts(out: Path, wait_s: float = 0.0) -> list:
+    """The artifact records of the offline run files under `out`; with `wait_s`, read again until one
+    is there or that many seconds passed (the W&B service process writes the file: a record can land
+    after run.finish() returns, as one CI run under load showed; late is not lost, lost stays empty)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for path in (out / "tracking" / "wandb").rglob("run-*.wandb"):
+            found += [r.artifact for r in _wandb_records(path) if r.WhichOneof("record_type") == "artifact"]
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.2)
 
 
 def test_wandb_uploads_a_trials_kept_model_files_as_a_model_artifact_on_request(tmp_path, monkeypatch):
@@ -260,7 +268,7 @@ def test_wandb_uploads_a_trials_kept_model_files_as_a_model_artifact_on_request(
         tracking.trial_end(record)
         tracking.close()
         assert not tracking.failed
-        found = _artifacts(out)
+        found = _artifacts(out, wait_s=30.0 if upload else 0.0)
         if not upload:
             assert found == []
             continue
