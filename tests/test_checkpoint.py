@@ -277,16 +277,16 @@ def test_a_ray_task_that_cannot_see_the_run_directory_trains_in_scratch_from_the
     """A node without the driver's directory (the token there is not its own) trains in a scratch
     directory from the checkpoint the driver sent, and sends the trial's files back; a node that
     sees it trains in place and sends nothing."""
-    from research_agents.execution.ray import SHARED_MARK, _carried, _train_remote
+    from research_agents.execution.ray import SHARED_MARK, _checkpoint, _train_remote
 
     _, _, s = _interrupted_loop(tmp_path, fast_study, Seen(), {"save_checkpoint_every": 4})
     cut = tmp_path / "cut"
     with pytest.raises(Stop):
         train(s, cut, on_log=crash_at(6))
     # what the driver sends with the task: the checkpoint in the re-run's directory, when it saves any
-    assert _carried(s, cut) == (cut / CHECKPOINT_FILE).read_bytes()
-    assert _carried(s.model_copy(update={"save_checkpoint_every": None}), cut) is None
-    assert _carried(s, tmp_path) is None
+    assert _checkpoint(s, cut) == cut / CHECKPOINT_FILE and (cut / CHECKPOINT_FILE).is_file()
+    assert _checkpoint(s.model_copy(update={"save_checkpoint_every": None}), cut) is None
+    assert _checkpoint(s, tmp_path) is None
     driver = tmp_path / "driver"
     driver.mkdir()
     (driver / f"{SHARED_MARK}.0ther").touch()  # another run's token

@@ -18,10 +18,11 @@ def setup_extra(session: RunSession, plan: Plan) -> dict[str, Any]:
     if run.scale:
         extra["scale"] = run.scale
     if plan.rungs is not None:  # (kept in run.json: a `report` rebuild states it too)
-        from research_agents.rungs import late_allowance
+        from research_agents.rungs import RUNGS, late_allowance
 
         late = late_allowance(plan.rungs_late)
-        extra["early stops"] = (f"a search run stops at 25/50/75% of its steps when behind its arm's leader by more "
+        at = "/".join(str(q) for q in RUNGS)
+        extra["early stops"] = (f"a search run stops at {at}% of its steps when behind its arm's leader by more "
                                 f"than {plan.rungs:g} x the seed-noise sd + {late:g} x the leader's drop from there "
                                 "to its end")
     if run.executor:

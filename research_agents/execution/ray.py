@@ -111,8 +111,10 @@ class RayExecutor(BaseExecutor):
         mark = run_dir / f"{SHARED_MARK}.{token}"
         ref = None
         try:
-            # a checkpoint travels only where a task may train in scratch: not on a cluster of this node alone
-            carried = None if self.in_place and self._local() else _carried(spec, run_dir)
+            # a checkpoint travels only where a task may train in scratch: not on a cluster of this node
+            # alone (asked only when there is one: most trials carry none)
+            path = _checkpoint(spec, run_dir)
+            carried = None if path is None or (self.in_place and self._local()) else path.read_bytes()
             if self.in_place:
                 mark.touch()
             # the checkpoint goes by reference (in a list, so Ray does not resolve it): fetched only
@@ -162,13 +164,13 @@ def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
         pass
 
 
-def _carried(spec: TrialSpec, run_dir: Path) -> bytes | None:
+def _checkpoint(spec: TrialSpec, run_dir: Path) -> Path | None:
     """The checkpoint the loop moved into a re-run's directory (None: none, the spec saves none, or
     it is larger than a file that may travel)."""
     path = run_dir / CHECKPOINT
     if spec.save_checkpoint_every is None or not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
         return None
-    return path.read_bytes()
+    return path
 
 
 def _shared(run_dir: Path, token: str) -> bool:
